@@ -1,0 +1,92 @@
+# vl2v: one non-recursive Makefile. Programs land in bin/, objects in build/.
+# New files are picked up by name: lib/**/*.c join the library, tools/X.c
+# becomes bin/X, tests/unit/X.c becomes the unit test build/tests/X.
+include config.mk
+
+CPPFLAGS += -Ilib -Itools
+LIB_SRC := $(sort $(wildcard lib/*.c lib/*/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=build/%.o)
+TOOL_SRC := $(sort $(filter-out tools/common.c,$(wildcard tools/*.c)))
+TOOLS := $(TOOL_SRC:tools/%.c=bin/%)
+UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
+UNITS := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
+MANS := $(wildcard man/*.[157])
+
+# Debian packages the build, the tests and the pipelines need.
+DEPS := build-essential libopenblas-dev libjpeg62-turbo-dev libpng-dev libmsgpack-dev zlib1g-dev \
+	parallel mandoc python3-torch python3-torchvision python3-numpy python3-msgpack python3-pil \
+	clang libclang-rt-14-dev
+
+.PHONY: all deps test check-tests units install uninstall clean fuzz bench
+.DELETE_ON_ERROR:
+.SECONDARY:
+
+all: $(TOOLS)
+
+# Installs missing packages only; quick when all are present.
+deps:
+	@missing=$$(for p in $(DEPS); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "make deps: installing" $$missing; \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+
+build/libvl2v.a: $(LIB_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@
+	ar rcs $@ $^
+
+build/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+bin/%: build/tools/%.o build/tools/common.o build/libvl2v.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< build/tools/common.o build/libvl2v.a $(LDFLAGS) $(LDLIBS)
+
+build/tests/%: build/tests/unit/%.o build/libvl2v.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< build/libvl2v.a $(LDFLAGS) $(LDLIBS)
+
+units: $(UNITS)
+
+# The README's test command: installs what is missing, builds, runs every test.
+test: deps
+	$(MAKE) all units
+	tests/run
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7
+	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin
+	for m in $(MANS); do install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$${m##*.}; done
+
+uninstall:
+	rm -f $(TOOLS:bin/%=$(DESTDIR)$(PREFIX)/bin/%)
+	for m in $(MANS); do rm -f $(DESTDIR)$(PREFIX)/share/man/man$${m##*.}/$${m##*/}; done
+
+# Coverage-guided fuzzing of the stream reader and the safetensors parser
+# (libFuzzer, clang). FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/*.c))
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+	@mkdir -p $(@D)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -D_GNU_SOURCE -std=c11 -o $@ $< $(LIB_SRC) $(LDLIBS)
+fuzz: $(FUZZ_TARGETS)
+	@for t in $(FUZZ_TARGETS); do \
+		n=$${t##*/}; mkdir -p fuzz/out/$$n; \
+		echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
+		$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 fuzz/out/$$n tests/fuzz/corpus/$$n 2>&1 | tail -n 3; \
+	done
+
+bench: all
+	bench/run
+
+clean:
+	rm -rf build bin fuzz/out
+
+-include $(LIB_OBJ:.o=.d) $(TOOL_SRC:tools/%.c=build/tools/%.d) build/tools/common.d \
+	$(UNIT_SRC:tests/unit/%.c=build/tests/unit/%.d)

@@ -1,0 +1,20 @@
+/* blas: the one thin wrapper over OpenBLAS (the only file that includes
+ * <cblas.h>), with a naive reference beside the fast routine so tests can
+ * compare the two. All matrices are row-major. */
+#ifndef VL_BLAS_H
+#define VL_BLAS_H
+
+/* C (M,N) = alpha * op(A) (M,K) * op(B) (K,N) + beta * C.
+ * op(X) is X, or X transposed when tX is nonzero; lda/ldb/ldc are row strides. */
+void blas_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+                float beta, float *C, int ldc);
+void blas_sgemm_ref(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                    int ldb, float beta, float *C, int ldc);
+
+/* Threads OpenBLAS may use; n <= 0 leaves the library default. */
+void blas_set_threads(int n);
+int blas_get_threads(void);
+/* The OpenBLAS build in use, e.g. "OpenBLAS 0.3.21 ... Haswell". */
+const char *blas_config(void);
+
+#endif

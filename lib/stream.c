@@ -1,0 +1,390 @@
+/* stream: record-stream framing, header/trailer handling and schema checks. */
+#include "stream.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "vl2v streams hold little-endian values; this build assumes a little-endian host"
+#endif
+
+const char *const STREAM_META_KEYS[] = {"label", "class", "domain", "split", "view", "path", "text", NULL};
+
+static int rerr(sr *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int rerr(sr *r, const char *fmt, ...)
+{
+    char msg[VL_ERRLEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(r->err, sizeof r->err, "%s: %s", r->name, msg);
+    return -1;
+}
+
+sr *sr_open(int fd, const char *name)
+{
+    sr *r = xcalloc(1, sizeof(*r));
+    r->fd = fd;
+    r->name = xstrdup(name);
+    r->cap = 4 << 20;
+    r->buf = xmalloc(r->cap);
+    r->max_record = STREAM_MAX_RECORD;
+    return r;
+}
+
+void sr_close(sr *r)
+{
+    if (!r) return;
+    mp_arena_free(&r->arena);
+    mp_arena_free(&r->hdr_arena);
+    mp_arena_free(&r->trl_arena);
+    free(r->hdr_bytes);
+    free(r->trl_bytes);
+    free(r->schema_name);
+    free(r->buf);
+    free(r->name);
+    free(r);
+}
+
+/* Reads one object into r->cur. 1 ok, 0 clean end of input (nothing
+ * buffered), -1 error. `what` names the object for messages. */
+static int read_obj(sr *r, const char *what, size_t *objlen)
+{
+    char derr[VL_ERRLEN];
+    for (;;) {
+        if (r->end > r->start) {
+            size_t used;
+            mp_arena_reset(&r->arena);
+            int d = mp_decode(&r->arena, r->buf + r->start, r->end - r->start, r->max_record, &r->cur,
+                              &used, derr);
+            if (d < 0) return rerr(r, "%s: not a valid MessagePack stream: %s", what, derr);
+            if (d == 1) {
+                *objlen = used;
+                r->start += used;
+                return 1;
+            }
+            if (r->end - r->start >= r->max_record)
+                return rerr(r, "%s: larger than the limit of %zu bytes", what, r->max_record);
+        }
+        if (r->eof) {
+            if (r->end == r->start) return 0;
+            return rerr(r, "%s: truncated: end of input inside it", what);
+        }
+        /* need more bytes: compact, grow if full, read */
+        if (r->start > 0) {
+            memmove(r->buf, r->buf + r->start, r->end - r->start);
+            r->end -= r->start;
+            r->start = 0;
+        }
+        if (r->end == r->cap) {
+            r->cap *= 2;
+            r->buf = xrealloc(r->buf, r->cap);
+        }
+        ssize_t n = read(r->fd, r->buf + r->end, r->cap - r->end);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return rerr(r, "read error: %s", strerror(errno));
+        }
+        if (n == 0) r->eof = 1;
+        r->end += (size_t)n;
+    }
+}
+
+/* Copies the object just read (its bytes end at r->start) into owned storage. */
+static void keep(sr *r, size_t len, uint8_t **bytes, mp_arena *a, mp_val *v)
+{
+    char derr[VL_ERRLEN];
+    size_t used;
+    free(*bytes);
+    *bytes = xmalloc(len);
+    memcpy(*bytes, r->buf + r->start - len, len);
+    mp_arena_reset(a);
+    mp_decode(a, *bytes, len, r->max_record, v, &used, derr);
+}
+
+static int str_is(const mp_val *v, const char *s) { return mp_str_eq(v, s); }
+
+static int check_header(sr *r)
+{
+    const mp_val *h = &r->header;
+    if (h->type != MP_MAP) return rerr(r, "header: not a map");
+    const mp_val *schema = mp_get(h, "schema");
+    if (!schema || schema->type != MP_STR) return rerr(r, "header: no 'schema' string");
+    int64_t ver;
+    if (mp_get_i64(h, "version", &ver) != 0) return rerr(r, "header: no integer 'version'");
+    if (ver > STREAM_VERSION || ver < 1)
+        return rerr(r, "header: stream version %" PRId64 " is not supported: this tool reads version %d", ver,
+                    STREAM_VERSION);
+    const mp_val *hist = mp_get(h, "history");
+    if (hist && hist->type != MP_ARRAY) return rerr(r, "header: 'history' is not an array");
+    free(r->schema_name);
+    r->schema_name = xstrndup(schema->v.s, schema->len);
+    r->schema = SCHEMA_OTHER;
+    if (str_is(schema, "image")) {
+        r->schema = SCHEMA_IMAGE;
+        int64_t c;
+        if (!str_is(mp_get(h, "dtype"), "u8")) return rerr(r, "header: image dtype must be \"u8\"");
+        if (!str_is(mp_get(h, "layout"), "hwc")) return rerr(r, "header: image layout must be \"hwc\"");
+        if (mp_get_i64(h, "c", &c) != 0 || c != 3) return rerr(r, "header: image 'c' must be 3");
+    } else if (str_is(schema, "embedding")) {
+        r->schema = SCHEMA_EMBEDDING;
+        if (mp_get_i64(h, "dim", &r->dim) != 0 || r->dim < 1 || r->dim > (1 << 24))
+            return rerr(r, "header: embedding 'dim' missing or out of range");
+        if (!str_is(mp_get(h, "dtype"), "f32le")) return rerr(r, "header: embedding dtype must be \"f32le\"");
+        const mp_val *sp = mp_get(h, "space");
+        if (!sp || sp->type != MP_STR) return rerr(r, "header: embedding has no 'space' string");
+    } else if (str_is(schema, "prediction")) {
+        r->schema = SCHEMA_PREDICTION;
+        const mp_val *cl = mp_get(h, "classes");
+        if (!cl || cl->type != MP_ARRAY || cl->len == 0)
+            return rerr(r, "header: prediction 'classes' must be a non-empty array");
+        for (uint32_t i = 0; i < cl->len; i++)
+            if (cl->v.a[i].type != MP_STR) return rerr(r, "header: prediction class %u is not a string", i);
+        r->nclasses = cl->len;
+    }
+    return 0;
+}
+
+static int read_header(sr *r, const char *want, int at_start)
+{
+    size_t len;
+    int rc = read_obj(r, "header", &len);
+    if (rc < 0) return -1;
+    if (rc == 0) return at_start ? rerr(r, "empty input: no stream header") : 0;
+    keep(r, len, &r->hdr_bytes, &r->hdr_arena, &r->header);
+    if (check_header(r) != 0) return -1;
+    if (want && strcmp(want, r->schema_name) != 0)
+        return rerr(r, "header: schema is '%s', expected '%s'", r->schema_name, want);
+    r->items = 0;
+    r->streams++;
+    r->state = 1;
+    return 1;
+}
+
+int sr_header(sr *r, const char *want) { return read_header(r, want, 1) == 1 ? 0 : -1; }
+
+int sr_next(sr *r, const mp_val **item)
+{
+    if (r->state != 1) return rerr(r, "internal: sr_next outside the items");
+    char what[64];
+    snprintf(what, sizeof what, "record %" PRIu64, r->items + 1);
+    size_t len;
+    int rc = read_obj(r, what, &len);
+    if (rc < 0) return -1;
+    if (rc == 0)
+        return rerr(r, "end of input without a trailer after %" PRIu64 " records: the producer did not finish",
+                    r->items);
+    if (r->cur.type != MP_MAP) return rerr(r, "%s: not a map", what);
+    const mp_val *end = mp_get(&r->cur, "end");
+    if (end) {
+        if (end->type != MP_BOOL || !end->v.b) return rerr(r, "trailer: 'end' is not true");
+        keep(r, len, &r->trl_bytes, &r->trl_arena, &r->trailer);
+        int64_t n;
+        if (mp_get_i64(&r->trailer, "records", &n) != 0) return rerr(r, "trailer: no integer 'records'");
+        if ((uint64_t)n != r->items)
+            return rerr(r, "trailer: says %" PRId64 " records but the stream has %" PRIu64, n, r->items);
+        r->state = 2;
+        return 0;
+    }
+    r->items++;
+    *item = &r->cur;
+    return 1;
+}
+
+int sr_next_stream(sr *r, const char *want)
+{
+    if (r->state != 2) return rerr(r, "internal: sr_next_stream before the trailer");
+    return read_header(r, want, 0);
+}
+
+int sr_finish(sr *r)
+{
+    size_t len;
+    int rc = read_obj(r, "after the trailer", &len);
+    if (rc < 0) return -1;
+    if (rc == 1) return rerr(r, "data after the trailer (several streams back to back? join them with mpcat)");
+    return 0;
+}
+
+int64_t sr_trailer_records(const sr *r)
+{
+    int64_t n = -1;
+    mp_get_i64(&r->trailer, "records", &n);
+    return n;
+}
+
+int64_t sr_trailer_dropped(const sr *r)
+{
+    int64_t n = 0;
+    mp_get_i64(&r->trailer, "dropped", &n);
+    return n;
+}
+
+const char *sr_where(sr *r, const mp_val *item, char *buf, size_t n)
+{
+    const mp_val *id = mp_get(item, "id");
+    if (id && id->type == MP_STR)
+        snprintf(buf, n, "%s: record %" PRIu64 " (id '%.*s')", r->name, r->items, (int)(id->len > 200 ? 200 : id->len),
+                 id->v.s);
+    else
+        snprintf(buf, n, "%s: record %" PRIu64, r->name, r->items);
+    return buf;
+}
+
+static int item_err(sr *r, const mp_val *item, char *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int item_err(sr *r, const mp_val *item, char *err, const char *fmt, ...)
+{
+    char where[300], msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    sr_where(r, item, where, sizeof where);
+    if (err) snprintf(err, VL_ERRLEN, "%s: %s", where, msg);
+    return -1;
+}
+
+static int all_finite(const uint8_t *p, size_t n)
+{
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, p + 4 * i, 4);
+        bad |= (b & 0x7f800000u) == 0x7f800000u;
+    }
+    return !bad;
+}
+
+int sr_check_item(sr *r, const mp_val *item, char *err)
+{
+    const mp_val *id = mp_get(item, "id");
+    if (!id || id->type != MP_STR || id->len == 0) return item_err(r, item, err, "no 'id' string");
+    static const char *const int_keys[] = {"label", "view", NULL};
+    static const char *const str_keys[] = {"class", "domain", "split", "path", "text", NULL};
+    for (int i = 0; int_keys[i]; i++) {
+        const mp_val *v = mp_get(item, int_keys[i]);
+        int64_t x;
+        if (v && v->type != MP_NIL && mp_as_i64(v, &x) != 0)
+            return item_err(r, item, err, "'%s' is not an integer", int_keys[i]);
+    }
+    for (int i = 0; str_keys[i]; i++) {
+        const mp_val *v = mp_get(item, str_keys[i]);
+        if (v && v->type != MP_STR && v->type != MP_NIL)
+            return item_err(r, item, err, "'%s' is not a string", str_keys[i]);
+    }
+    switch (r->schema) {
+    case SCHEMA_IMAGE: {
+        int64_t h, w;
+        const mp_val *pix = mp_get(item, "pix");
+        if (mp_get_i64(item, "h", &h) != 0 || mp_get_i64(item, "w", &w) != 0 || h < 1 || w < 1 || h > 65535 ||
+            w > 65535)
+            return item_err(r, item, err, "'h'/'w' missing or out of range");
+        if (!pix || pix->type != MP_BIN) return item_err(r, item, err, "no 'pix' bin");
+        if ((uint64_t)pix->len != (uint64_t)h * (uint64_t)w * 3)
+            return item_err(r, item, err, "'pix' has %u bytes, expected %" PRId64 "x%" PRId64 "x3", pix->len, h, w);
+        break;
+    }
+    case SCHEMA_EMBEDDING: {
+        const mp_val *vec = mp_get(item, "vec");
+        if (!vec || vec->type != MP_BIN) return item_err(r, item, err, "no 'vec' bin");
+        if ((int64_t)vec->len != 4 * r->dim)
+            return item_err(r, item, err, "'vec' has %u bytes, expected %" PRId64 " (dim %" PRId64 " x 4)", vec->len,
+                            4 * r->dim, r->dim);
+        if (!all_finite(vec->v.p, (size_t)r->dim)) return item_err(r, item, err, "'vec' holds NaN or infinity");
+        break;
+    }
+    case SCHEMA_PREDICTION: {
+        int64_t pred;
+        const mp_val *lg = mp_get(item, "logits");
+        if (mp_get_i64(item, "pred", &pred) != 0 || pred < 0 || pred >= r->nclasses)
+            return item_err(r, item, err, "'pred' missing or not a class index");
+        if (!lg || lg->type != MP_BIN || (int64_t)lg->len != 4 * r->nclasses)
+            return item_err(r, item, err, "'logits' missing or not %" PRId64 " f32 values", r->nclasses);
+        if (!all_finite(lg->v.p, (size_t)r->nclasses)) return item_err(r, item, err, "'logits' hold NaN or infinity");
+        break;
+    }
+    default: break;
+    }
+    return 0;
+}
+
+/* ---- writer ---- */
+
+void sw_init(sw *s, int fd)
+{
+    memset(s, 0, sizeof(*s));
+    mpw_init(&s->w, fd);
+}
+
+void sw_free(sw *s) { mpw_free(&s->w); }
+
+void sw_header_begin(sw *s, const char *schema, const mp_val *in_header, int argc, char **argv)
+{
+    mpw *w = &s->w;
+    mpw_map(w);
+    mpw_str(w, "schema");
+    mpw_str(w, schema);
+    mpw_str(w, "version");
+    mpw_int(w, STREAM_VERSION);
+    mpw_str(w, "history");
+    mpw_array(w);
+    const mp_val *hist = in_header ? mp_get(in_header, "history") : NULL;
+    if (hist && hist->type == MP_ARRAY)
+        for (uint32_t i = 0; i < hist->len; i++) mpw_value(w, &hist->v.a[i]);
+    if (argv) {
+        mpw_array(w);
+        for (int i = 0; i < argc; i++) mpw_str(w, argv[i]);
+        mpw_end(w);
+    }
+    mpw_end(w);
+}
+
+int sw_header_end(sw *s)
+{
+    mpw_end(&s->w);
+    return mpw_flush(&s->w, 1 << 20);
+}
+
+void sw_item_begin(sw *s) { mpw_map(&s->w); }
+
+int sw_item_end(sw *s)
+{
+    mpw_end(&s->w);
+    s->records++;
+    return mpw_flush(&s->w, 1 << 20);
+}
+
+void sw_trailer_begin(sw *s)
+{
+    mpw *w = &s->w;
+    mpw_map(w);
+    mpw_str(w, "end");
+    mpw_bool(w, 1);
+    mpw_str(w, "records");
+    mpw_uint(w, s->records);
+    mpw_str(w, "dropped");
+    mpw_uint(w, s->dropped);
+}
+
+int sw_trailer_end(sw *s)
+{
+    mpw_end(&s->w);
+    return mpw_flush(&s->w, 0);
+}
+
+void stream_copy_keys(mpw *w, const mp_val *item, const char *const *keys)
+{
+    for (int i = 0; keys[i]; i++) {
+        const mp_val *v = mp_get(item, keys[i]);
+        if (v) {
+            mpw_str(w, keys[i]);
+            mpw_value(w, v);
+        }
+    }
+}

@@ -1,0 +1,98 @@
+/* stream: vl2v record streams (wire format v1, see man/vl2v-stream.5 and
+ * schemas/). A stream is one header map, zero or more item maps and one
+ * trailer map {"end": true, "records": N, "dropped": K}. The reader checks the
+ * framing, the version and the schema's keys; the writer emits the common
+ * header keys (schema, version, history) and the trailer. */
+#ifndef VL_STREAM_H
+#define VL_STREAM_H
+
+#include "mp.h"
+#include "util.h"
+
+#include <stdint.h>
+
+#define STREAM_VERSION 1
+/* default bound on one record, checked before any allocation */
+#define STREAM_MAX_RECORD ((size_t)1 << 30)
+
+enum stream_schema { SCHEMA_OTHER, SCHEMA_IMAGE, SCHEMA_EMBEDDING, SCHEMA_PREDICTION };
+
+typedef struct sr {
+    int fd;
+    char *name; /* for messages: a path or "<stdin>" */
+    uint8_t *buf;
+    size_t cap, start, end;
+    int eof;
+    size_t max_record;
+    mp_arena arena;
+    mp_val cur;
+    uint64_t items;     /* items read in the current stream */
+    uint64_t streams;   /* streams started */
+    int state;          /* 0 before header, 1 in items, 2 after trailer */
+    /* the current stream's header and trailer, owned copies */
+    uint8_t *hdr_bytes, *trl_bytes;
+    mp_arena hdr_arena, trl_arena;
+    mp_val header, trailer;
+    /* from the header */
+    int schema;
+    char *schema_name;
+    int64_t dim;      /* embedding */
+    int64_t nclasses; /* prediction */
+    char err[VL_ERRLEN];
+} sr;
+
+/* Opens a reader on fd (not closed by sr_close). name is copied. */
+sr *sr_open(int fd, const char *name);
+void sr_close(sr *r);
+
+/* Reads and checks the header. want: the schema name required, or NULL for
+ * any. Returns 0, or -1 with r->err set ("NAME: header: what"). */
+int sr_header(sr *r, const char *want);
+
+/* Next item: 1 with *item set (valid until the next call), 0 at the trailer
+ * (r->trailer set), -1 on a framing error (r->err). */
+int sr_next(sr *r, const mp_val **item);
+
+/* After the trailer: 1 if another stream's header follows (read and checked
+ * as by sr_header), 0 at a clean end of input, -1 on error. */
+int sr_next_stream(sr *r, const char *want);
+
+/* After the trailer: 0 if the input ends there, -1 (r->err) if more follows. */
+int sr_finish(sr *r);
+
+/* Checks an item against the header's schema (keys, types, sizes, finite
+ * vectors). Returns 0, or -1 with a message in err naming the record and id. */
+int sr_check_item(sr *r, const mp_val *item, char *err);
+
+/* Describes the current item for messages: "NAME: record N (id 'x')". */
+const char *sr_where(sr *r, const mp_val *item, char *buf, size_t n);
+
+/* The trailer's counts, once read. */
+int64_t sr_trailer_records(const sr *r);
+int64_t sr_trailer_dropped(const sr *r);
+
+/* Writer: s->w is the encoder, for the caller's own keys between begin and end. */
+typedef struct sw {
+    mpw w;
+    uint64_t records, dropped;
+} sw;
+
+void sw_init(sw *s, int fd);
+void sw_free(sw *s);
+/* Opens the header map and writes schema, version and history: the input
+ * header's history (if in_header is given) followed by argv. */
+void sw_header_begin(sw *s, const char *schema, const mp_val *in_header, int argc, char **argv);
+int sw_header_end(sw *s);
+void sw_item_begin(sw *s);
+int sw_item_end(sw *s); /* counts the record; flushes in large blocks */
+/* Opens the trailer map with end/records/dropped; extra keys may follow. */
+void sw_trailer_begin(sw *s);
+/* Closes and flushes everything. Returns 0, or -1 with errno-style s->w.err. */
+int sw_trailer_end(sw *s);
+
+/* Copies the listed keys that are present in item into the open map. */
+void stream_copy_keys(mpw *w, const mp_val *item, const char *const *keys);
+/* optional keys every schema carries over: label class domain split view path text */
+extern const char *const STREAM_META_KEYS[];
+
+#endif

@@ -1,0 +1,157 @@
+/* mpcat: joins record streams into one, and validates streams.
+ *
+ * Inputs are files, or stdin where several streams may follow one another
+ * (as `parallel --pipe` leaves them). All headers must agree on the schema and
+ * its keys; the output header is the first input's, its history extended by
+ * this command. Items are checked against the schema: a bad item is reported
+ * with its id and dropped. The trailer counts the records written and the
+ * items dropped here and upstream. */
+#include "common.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char USAGE[] =
+    "usage: mpcat [-c] [-v] [--max-errors N] [-o FILE] [FILE ...]\n";
+
+/* header keys that must agree across inputs (the schema's own keys) */
+static const char *const AGREE[] = {"schema", "version", "dtype", "layout", "c", "dim", "space", "classes", NULL};
+
+static int same_val(const mp_val *a, const mp_val *b)
+{
+    if (!a || !b) return a == b;
+    if (a->type != b->type) {
+        int64_t x, y;
+        return mp_as_i64(a, &x) == 0 && mp_as_i64(b, &y) == 0 && x == y;
+    }
+    switch (a->type) {
+    case MP_NIL: return 1;
+    case MP_BOOL: return a->v.b == b->v.b;
+    case MP_INT: return a->v.i == b->v.i;
+    case MP_UINT: return a->v.u == b->v.u;
+    case MP_FLOAT: return a->v.f == b->v.f;
+    case MP_STR:
+    case MP_BIN:
+    case MP_EXT: return a->len == b->len && memcmp(a->v.p, b->v.p, a->len) == 0;
+    case MP_ARRAY:
+    case MP_MAP: {
+        uint32_t n = a->type == MP_MAP ? 2 * a->len : a->len;
+        if (a->len != b->len) return 0;
+        for (uint32_t i = 0; i < n; i++)
+            if (!same_val(&a->v.a[i], &b->v.a[i])) return 0;
+        return 1;
+    }
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    tool_init("mpcat");
+    int check_only = 0;
+    long long max_errors = 0;
+    const char *outpath = NULL;
+    static const struct option opts[] = {{"check", no_argument, 0, 'c'},
+                                         {"max-errors", required_argument, 0, 'E'},
+                                         {"output", required_argument, 0, 'o'},
+                                         {"verbose", no_argument, 0, 'v'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "cE:o:vh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': check_only = 1; break;
+        case 'E': max_errors = parse_int(USAGE, "--max-errors", optarg, 0, INT64_MAX); break;
+        case 'o': outpath = optarg; break;
+        case 'v': tool_verbose = 1; break;
+        case 'h': usage_help(USAGE);
+        default: usage_error(USAGE, "unknown option");
+        }
+    }
+    int nin = argc - optind;
+    char *stdin_only[] = {"-"};
+    char **inputs = nin ? argv + optind : stdin_only;
+    if (!nin) nin = 1;
+
+    tool_out out;
+    sw s;
+    if (!check_only) output_open(&out, outpath);
+    sw_init(&s, check_only ? -1 : out.fd);
+
+    /* the first header fixes the schema keys; kept as owned bytes */
+    mp_val first = {0};
+    uint8_t *first_bytes = NULL;
+    mp_arena first_arena = {0};
+    uint64_t upstream_dropped = 0, dropped_here = 0, nstreams = 0;
+    char err[VL_ERRLEN];
+
+    for (int i = 0; i < nin; i++) {
+        sr *r = open_stream(inputs[i]);
+        if (sr_header(r, NULL) != 0) die(1, "%s", r->err);
+        int more;
+        do {
+            nstreams++;
+            if (!first_bytes) {
+                /* keep an owned copy of the first header: later headers must agree with it */
+                size_t used;
+                mpw tmp;
+                mpw_init(&tmp, -1);
+                mpw_value(&tmp, &r->header);
+                first_bytes = tmp.buf;
+                mp_decode(&first_arena, first_bytes, tmp.len, STREAM_MAX_RECORD, &first, &used, err);
+                if (!check_only) {
+                    sw_header_begin(&s, r->schema_name, &r->header, argc, argv);
+                    for (uint32_t k = 0; k < r->header.len; k++) {
+                        const mp_val *key = &r->header.v.a[2 * k];
+                        if (mp_str_eq(key, "schema") || mp_str_eq(key, "version") || mp_str_eq(key, "history"))
+                            continue;
+                        mpw_value(&s.w, key);
+                        mpw_value(&s.w, &r->header.v.a[2 * k + 1]);
+                    }
+                    if (sw_header_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
+                }
+            } else {
+                for (int k = 0; AGREE[k]; k++)
+                    if (!same_val(mp_get(&first, AGREE[k]), mp_get(&r->header, AGREE[k])))
+                        die(1, "%s: header of stream %llu: '%s' differs from the first stream's", r->name,
+                            (unsigned long long)r->streams, AGREE[k]);
+            }
+            const mp_val *item;
+            int rc;
+            while ((rc = sr_next(r, &item)) == 1) {
+                if (sr_check_item(r, item, err) != 0) {
+                    warnx("%s: dropped", err);
+                    dropped_here++;
+                    if ((long long)dropped_here > max_errors) die(1, "more than %lld items dropped", max_errors);
+                    continue;
+                }
+                s.records++;
+                if (!check_only) {
+                    mpw_value(&s.w, item);
+                    if (mpw_flush(&s.w, 1 << 20) != 0) die(1, "write error: %s", strerror(s.w.err));
+                }
+                progress("%llu records", (unsigned long long)s.records);
+            }
+            if (rc < 0) die(1, "%s", r->err);
+            upstream_dropped += (uint64_t)sr_trailer_dropped(r);
+            more = sr_next_stream(r, NULL);
+            if (more < 0) die(1, "%s", r->err);
+        } while (more == 1);
+        if (r->fd > 0) close(r->fd);
+        sr_close(r);
+    }
+    progress_done();
+    s.dropped = upstream_dropped + dropped_here;
+    if (check_only) {
+        printf("ok: %llu streams, %llu records, %llu dropped upstream, %llu dropped here\n",
+               (unsigned long long)nstreams, (unsigned long long)s.records, (unsigned long long)upstream_dropped,
+               (unsigned long long)dropped_here);
+        return 0;
+    }
+    sw_trailer_begin(&s);
+    sw_trailer_end(&s);
+    output_commit(&out, &s);
+    return 0;
+}
