@@ -1,0 +1,16 @@
+/* linear: fully connected layer, out = inp W^T + b (PyTorch nn.Linear layout).
+ * Backward functions ACCUMULATE (+=) into every gradient they are given; a
+ * NULL gradient pointer means "not wanted" (frozen) and its work is skipped. */
+#ifndef VL_NN_LINEAR_H
+#define VL_NN_LINEAR_H
+
+/* out (N,OC), inp (N,C), w (OC,C), b (OC) or NULL */
+void linear_forward(float *out, const float *inp, const float *w, const float *b, int N, int C, int OC);
+void linear_forward_ref(float *out, const float *inp, const float *w, const float *b, int N, int C, int OC);
+/* dinp (N,C), dw (OC,C), db (OC); dout (N,OC), inp (N,C), w (OC,C) */
+void linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int N,
+                     int C, int OC);
+void linear_backward_ref(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                         int N, int C, int OC);
+
+#endif
