@@ -1,0 +1,40 @@
+/* clip: a CLIP model (ViT image tower + causal text transformer, each followed
+ * by a linear projection into the joint space) loaded from either a Hugging
+ * Face model directory (config.json + model.safetensors, transformers'
+ * CLIPModel names) or one safetensors file with the OpenAI / OpenCLIP names
+ * (sizes inferred from the shapes). Weights may be F32, F16 or BF16; they are
+ * held as float. Encoders return L2-normalised embeddings. */
+#ifndef VL_MODELS_CLIP_H
+#define VL_MODELS_CLIP_H
+
+#include <stdint.h>
+
+typedef struct clip_model clip_model;
+
+/* path: a directory holding config.json and model.safetensors, or a
+ * .safetensors file. Returns 0 with *out set, or -1 with err naming the file
+ * and the missing tensor / wrong shape / bad config key. */
+int clip_load(clip_model **out, const char *path, char *err);
+void clip_free(clip_model *m);
+
+int clip_image_size(const clip_model *m);     /* S of the (3,S,S) input */
+int clip_embed_dim(const clip_model *m);      /* D, the joint space */
+int clip_context_length(const clip_model *m); /* text positions, 77 for CLIP */
+int clip_vocab_size(const clip_model *m);
+/* A stable identity of the weights: "<name>-<16 hex digits>", the digits a
+ * hash of the weights file (and config.json when there is one). */
+const char *clip_model_id(const clip_model *m);
+/* exp(logit_scale), CLIP's softmax temperature inverse */
+float clip_logit_scale(const clip_model *m);
+
+/* tokens (B,T) int32, padded, T <= context length; each sequence is pooled at
+ * its end-of-text token (the position of its highest token id, as CLIP and
+ * transformers do). out (B,D), L2-normalised. Returns 0 or -1 with err. */
+int clip_encode_text(clip_model *m, const int32_t *tokens, int B, int T, float *out, char *err);
+/* pix (B,3,S,S) float, already normalised; out (B,D), L2-normalised. */
+int clip_encode_image(clip_model *m, const float *pix, int B, float *out, char *err);
+
+/* CLIP's own input normalisation (per channel, applied to [0,1] pixels). */
+extern const float CLIP_MEAN[3], CLIP_STD[3];
+
+#endif
