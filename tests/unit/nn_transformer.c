@@ -1,0 +1,253 @@
+/* nn_transformer: the transformer ops and the encoder stack. Each fast kernel
+ * is compared with its naive reference, and each backward pass with central
+ * finite differences of the loss sum(out * R) for a fixed random R. Backward
+ * passes must accumulate: gradients start from a nonzero value. */
+#include "check.h"
+
+#include "nn/act.h"
+#include "nn/attention.h"
+#include "nn/layernorm.h"
+#include "nn/linear.h"
+#include "nn/patch.h"
+#include "rng.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t rs = 0x9e3779b97f4a7c15ull;
+static float frand(void)
+{
+    rs ^= rs << 13, rs ^= rs >> 7, rs ^= rs << 17;
+    return (float)((rs >> 11) * (1.0 / 9007199254740992.0)) * 2 - 1;
+}
+static float *rnd(size_t n, float s)
+{
+    float *p = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) p[i] = frand() * s;
+    return p;
+}
+static float *fill(size_t n, float v)
+{
+    float *p = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) p[i] = v;
+    return p;
+}
+static float maxdiff(const float *a, const float *b, size_t n)
+{
+    float m = 0;
+    for (size_t i = 0; i < n; i++) m = fmaxf(m, fabsf(a[i] - b[i]));
+    return m;
+}
+static double dot(const float *a, const float *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* The loss of the op under test, from its current inputs. */
+typedef double (*loss_fn)(void *ctx);
+
+/* Checks grad (which started at `base` everywhere) against central
+ * differences of loss w.r.t. x at up to 40 positions; returns the worst
+ * relative error. */
+static double fd(loss_fn f, void *ctx, float *x, const float *grad, size_t n, float base, float h)
+{
+    double worst = 0;
+    size_t step = n > 40 ? n / 40 : 1;
+    for (size_t i = step / 2; i < n; i += step) {
+        float x0 = x[i];
+        x[i] = x0 + h;
+        double lp = f(ctx);
+        x[i] = x0 - h;
+        double lm = f(ctx);
+        x[i] = x0;
+        double num = (lp - lm) / (2.0 * h), ana = grad[i] - base;
+        double e = fabs(num - ana) / fmax(1.0, fabs(num) + fabs(ana));
+        if (e > worst) worst = e;
+    }
+    return worst;
+}
+
+#define FD_TOL 2e-3
+
+/* ---- linear ---- */
+struct lin {
+    float *out, *inp, *w, *b, *r;
+    int N, C, OC;
+};
+static double lin_loss(void *p)
+{
+    struct lin *c = p;
+    linear_forward_ref(c->out, c->inp, c->w, c->b, c->N, c->C, c->OC);
+    return dot(c->out, c->r, (size_t)c->N * c->OC);
+}
+static void test_linear(void)
+{
+    struct lin c = {.N = 7, .C = 13, .OC = 5};
+    size_t ni = c.N * c.C, nw = c.OC * c.C, no = c.N * c.OC;
+    c.inp = rnd(ni, 1), c.w = rnd(nw, 1), c.b = rnd(c.OC, 1), c.r = rnd(no, 1);
+    c.out = xmalloc(no * 4);
+    float *o2 = xmalloc(no * 4);
+    linear_forward(o2, c.inp, c.w, c.b, c.N, c.C, c.OC);
+    linear_forward_ref(c.out, c.inp, c.w, c.b, c.N, c.C, c.OC);
+    CHECK(maxdiff(o2, c.out, no) < 1e-5, "linear forward = reference");
+    linear_forward(o2, c.inp, c.w, NULL, c.N, c.C, c.OC);
+    linear_forward_ref(c.out, c.inp, c.w, NULL, c.N, c.C, c.OC);
+    CHECK(maxdiff(o2, c.out, no) < 1e-5, "linear forward without bias = reference");
+    float *di = fill(ni, .5f), *dw = fill(nw, .5f), *db = fill(c.OC, .5f);
+    float *di2 = fill(ni, .5f), *dw2 = fill(nw, .5f), *db2 = fill(c.OC, .5f);
+    linear_backward(di, dw, db, c.r, c.inp, c.w, c.N, c.C, c.OC);
+    linear_backward_ref(di2, dw2, db2, c.r, c.inp, c.w, c.N, c.C, c.OC);
+    CHECK(maxdiff(di, di2, ni) < 1e-5 && maxdiff(dw, dw2, nw) < 1e-5 && maxdiff(db, db2, c.OC) < 1e-5,
+          "linear backward = reference");
+    CHECK(fd(lin_loss, &c, c.inp, di, ni, .5f, 1e-2f) < FD_TOL, "linear dinp = finite differences");
+    CHECK(fd(lin_loss, &c, c.w, dw, nw, .5f, 1e-2f) < FD_TOL, "linear dw = finite differences");
+    CHECK(fd(lin_loss, &c, c.b, db, c.OC, .5f, 1e-2f) < FD_TOL, "linear db = finite differences");
+    float *dw3 = fill(nw, .5f);
+    linear_backward(NULL, dw3, NULL, c.r, c.inp, c.w, c.N, c.C, c.OC);
+    CHECK(maxdiff(dw3, dw, nw) < 1e-5, "linear backward with NULL dinp/db skips them");
+    free(c.inp), free(c.w), free(c.b), free(c.r), free(c.out), free(o2), free(di), free(dw), free(db), free(di2);
+    free(dw2), free(db2), free(dw3);
+}
+
+/* ---- layernorm ---- */
+struct ln {
+    float *out, *inp, *w, *b, *r;
+    int N, C;
+};
+static double ln_loss(void *p)
+{
+    struct ln *c = p;
+    layernorm_forward_ref(c->out, NULL, NULL, c->inp, c->w, c->b, c->N, c->C, 1e-5f);
+    return dot(c->out, c->r, (size_t)c->N * c->C);
+}
+static void test_layernorm(void)
+{
+    struct ln c = {.N = 6, .C = 24};
+    size_t n = c.N * c.C;
+    c.inp = rnd(n, 2), c.w = rnd(c.C, 1), c.b = rnd(c.C, 1), c.r = rnd(n, 1), c.out = xmalloc(n * 4);
+    for (size_t i = 0; i < n; i++) c.inp[i] += 3; /* an offset mean */
+    float *o2 = xmalloc(n * 4), *m = xmalloc(c.N * 4), *s = xmalloc(c.N * 4), *m2 = xmalloc(c.N * 4),
+          *s2 = xmalloc(c.N * 4);
+    layernorm_forward(o2, m, s, c.inp, c.w, c.b, c.N, c.C, 1e-5f);
+    layernorm_forward_ref(c.out, m2, s2, c.inp, c.w, c.b, c.N, c.C, 1e-5f);
+    CHECK(maxdiff(o2, c.out, n) < 1e-5 && maxdiff(m, m2, c.N) < 1e-5 && maxdiff(s, s2, c.N) < 1e-4,
+          "layernorm forward = reference");
+    float *di = fill(n, .5f), *dw = fill(c.C, .5f), *db = fill(c.C, .5f);
+    layernorm_backward(di, dw, db, c.r, c.inp, c.w, m, s, c.N, c.C);
+    CHECK(fd(ln_loss, &c, c.inp, di, n, .5f, 1e-2f) < FD_TOL, "layernorm dinp = finite differences");
+    CHECK(fd(ln_loss, &c, c.w, dw, c.C, .5f, 1e-2f) < FD_TOL, "layernorm dw = finite differences");
+    CHECK(fd(ln_loss, &c, c.b, db, c.C, .5f, 1e-2f) < FD_TOL, "layernorm db = finite differences");
+    free(c.inp), free(c.w), free(c.b), free(c.r), free(c.out), free(o2), free(m), free(s), free(m2), free(s2);
+    free(di), free(dw), free(db);
+}
+
+/* ---- activations ---- */
+struct act {
+    float *out, *inp, *r;
+    size_t n;
+    int quick;
+};
+static double act_loss(void *p)
+{
+    struct act *c = p;
+    (c->quick ? quickgelu_forward : gelu_forward)(c->out, c->inp, c->n);
+    return dot(c->out, c->r, c->n);
+}
+static void test_act(int quick)
+{
+    const char *name = quick ? "quickgelu" : "gelu";
+    struct act c = {.n = 200, .quick = quick};
+    c.inp = rnd(c.n, 4), c.r = rnd(c.n, 1), c.out = xmalloc(c.n * 4);
+    act_loss(&c);
+    double worst = 0;
+    for (size_t i = 0; i < c.n; i++) {
+        double x = c.inp[i];
+        double y = quick ? x / (1 + exp(-1.702 * x)) : 0.5 * x * (1 + erf(x / sqrt(2.0)));
+        worst = fmax(worst, fabs(y - c.out[i]));
+    }
+    CHECK(worst < 1e-5, "%s forward = double-precision formula", name);
+    float *di = fill(c.n, .5f);
+    (quick ? quickgelu_backward : gelu_backward)(di, c.r, c.inp, c.n);
+    CHECK(fd(act_loss, &c, c.inp, di, c.n, .5f, 1e-2f) < FD_TOL, "%s backward = finite differences", name);
+    free(c.inp), free(c.r), free(c.out), free(di);
+}
+
+/* ---- attention ---- */
+struct att {
+    float *out, *att, *qkv, *r;
+    int B, T, C, NH, causal;
+};
+static double att_loss(void *p)
+{
+    struct att *c = p;
+    attention_forward_ref(c->out, NULL, c->qkv, c->B, c->T, c->C, c->NH, c->causal);
+    return dot(c->out, c->r, (size_t)c->B * c->T * c->C);
+}
+static void test_attention(int causal)
+{
+    const char *name = causal ? "causal attention" : "attention";
+    struct att c = {.B = 2, .T = 7, .C = 12, .NH = 3, .causal = causal};
+    size_t no = c.B * c.T * c.C, nq = 3 * no, na = (size_t)c.B * c.NH * c.T * c.T;
+    c.qkv = rnd(nq, 1.5f), c.r = rnd(no, 1), c.out = xmalloc(no * 4), c.att = xmalloc(na * 4);
+    float *o2 = xmalloc(no * 4), *a2 = xmalloc(na * 4), *o3 = xmalloc(no * 4);
+    attention_forward(o2, a2, c.qkv, c.B, c.T, c.C, c.NH, causal);
+    attention_forward_ref(c.out, c.att, c.qkv, c.B, c.T, c.C, c.NH, causal);
+    CHECK(maxdiff(o2, c.out, no) < 1e-5 && maxdiff(a2, c.att, na) < 1e-5, "%s forward = reference", name);
+    attention_forward(o3, NULL, c.qkv, c.B, c.T, c.C, c.NH, causal);
+    CHECK(maxdiff(o2, o3, no) == 0, "%s forward without saved probabilities gives the same bytes", name);
+    float *dq = fill(nq, .5f);
+    attention_backward(dq, c.r, c.qkv, a2, c.B, c.T, c.C, c.NH);
+    CHECK(fd(att_loss, &c, c.qkv, dq, nq, .5f, 1e-2f) < FD_TOL, "%s backward = finite differences", name);
+    free(c.qkv), free(c.r), free(c.out), free(c.att), free(o2), free(a2), free(o3), free(dq);
+}
+
+/* ---- patch embedding ---- */
+struct pe {
+    float *out, *inp, *w, *b, *r;
+    int B, IC, H, W, OC, P;
+};
+static double pe_loss(void *p)
+{
+    struct pe *c = p;
+    patch_forward_ref(c->out, c->inp, c->w, c->b, c->B, c->IC, c->H, c->W, c->OC, c->P);
+    return dot(c->out, c->r, (size_t)c->B * (c->H / c->P) * (c->W / c->P) * c->OC);
+}
+static void test_patch(void)
+{
+    struct pe c = {.B = 2, .IC = 3, .H = 9, .W = 12, .OC = 5, .P = 4}; /* 9 rows: a partial patch row */
+    size_t ni = c.B * c.IC * c.H * c.W, nw = c.OC * c.IC * c.P * c.P, no = c.B * 2 * 3 * c.OC;
+    c.inp = rnd(ni, 1), c.w = rnd(nw, 1), c.b = rnd(c.OC, 1), c.r = rnd(no, 1), c.out = xmalloc(no * 4);
+    float *o2 = xmalloc(no * 4);
+    patch_forward(o2, c.inp, c.w, c.b, c.B, c.IC, c.H, c.W, c.OC, c.P);
+    pe_loss(&c);
+    CHECK(maxdiff(o2, c.out, no) < 1e-5, "patch embedding forward = direct convolution");
+    patch_forward(o2, c.inp, c.w, NULL, c.B, c.IC, c.H, c.W, c.OC, c.P);
+    patch_forward_ref(c.out, c.inp, c.w, NULL, c.B, c.IC, c.H, c.W, c.OC, c.P);
+    CHECK(maxdiff(o2, c.out, no) < 1e-5, "patch embedding without bias = direct convolution");
+    float *di = fill(ni, .5f), *dw = fill(nw, .5f), *db = fill(c.OC, .5f);
+    patch_backward(di, dw, db, c.r, c.inp, c.w, c.B, c.IC, c.H, c.W, c.OC, c.P);
+    CHECK(fd(pe_loss, &c, c.inp, di, ni, .5f, 1e-2f) < FD_TOL, "patch embedding dinp = finite differences");
+    CHECK(fd(pe_loss, &c, c.w, dw, nw, .5f, 1e-2f) < FD_TOL, "patch embedding dw = finite differences");
+    CHECK(fd(pe_loss, &c, c.b, db, c.OC, .5f, 1e-2f) < FD_TOL, "patch embedding db = finite differences");
+    free(c.inp), free(c.w), free(c.b), free(c.r), free(c.out), free(o2), free(di), free(dw), free(db);
+}
+
+int main(void)
+{
+    test_linear();
+    test_layernorm();
+    test_act(0);
+    test_act(1);
+    test_attention(0);
+    test_attention(1);
+    test_patch();
+#ifdef TEST_STACK
+    test_stack(0);
+    test_stack(1);
+#endif
+    CHECK_EXIT();
+}
