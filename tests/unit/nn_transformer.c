@@ -4,6 +4,7 @@
  * passes must accumulate: gradients start from a nonzero value. */
 #include "check.h"
 
+#include "models/transformer.h"
 #include "nn/act.h"
 #include "nn/attention.h"
 #include "nn/layernorm.h"
@@ -236,6 +237,97 @@ static void test_patch(void)
     free(c.inp), free(c.w), free(c.b), free(c.r), free(c.out), free(o2), free(di), free(dw), free(db);
 }
 
+
+/* ---- the whole stack ---- */
+/* The stack from the naive ops, as the reference. */
+static void stack_ref(const tf_config *c, const tf_block *w, float *x, int B, int T)
+{
+    int N = B * T, C = c->C, H = c->hidden;
+    float *ln = xmalloc((size_t)N * C * 4), *qkv = xmalloc((size_t)N * 3 * C * 4), *y = xmalloc((size_t)N * C * 4),
+          *p = xmalloc((size_t)N * C * 4), *h = xmalloc((size_t)N * H * 4), *ha = xmalloc((size_t)N * H * 4);
+    for (int l = 0; l < c->L; l++) {
+        const tf_block *b = &w[l];
+        layernorm_forward_ref(ln, NULL, NULL, x, b->ln1_w, b->ln1_b, N, C, c->eps);
+        linear_forward_ref(qkv, ln, b->qkv_w, b->qkv_b, N, C, 3 * C);
+        attention_forward_ref(y, NULL, qkv, B, T, C, c->NH, c->causal);
+        linear_forward_ref(p, y, b->proj_w, b->proj_b, N, C, C);
+        for (int i = 0; i < N * C; i++) x[i] += p[i];
+        layernorm_forward_ref(ln, NULL, NULL, x, b->ln2_w, b->ln2_b, N, C, c->eps);
+        linear_forward_ref(h, ln, b->fc1_w, b->fc1_b, N, C, H);
+        for (int i = 0; i < N * H; i++) {
+            double v = h[i];
+            ha[i] = (float)(c->act == TF_QUICKGELU ? v / (1 + exp(-1.702 * v)) : 0.5 * v * (1 + erf(v / sqrt(2.0))));
+        }
+        linear_forward_ref(p, ha, b->fc2_w, b->fc2_b, N, H, C);
+        for (int i = 0; i < N * C; i++) x[i] += p[i];
+    }
+    free(ln), free(qkv), free(y), free(p), free(h), free(ha);
+}
+
+struct stk {
+    tf_config c;
+    tf_block *w;
+    float *x0, *x, *r;
+    int B, T;
+};
+static double stk_loss(void *p)
+{
+    struct stk *s = p;
+    size_t n = (size_t)s->B * s->T * s->c.C;
+    memcpy(s->x, s->x0, n * 4);
+    stack_ref(&s->c, s->w, s->x, s->B, s->T);
+    return dot(s->x, s->r, n);
+}
+static void test_stack(int causal)
+{
+    const char *name = causal ? "causal QuickGELU stack" : "GELU stack";
+    struct stk s = {.c = {.C = 8, .NH = 2, .L = 2, .hidden = 12, .act = causal ? TF_QUICKGELU : TF_GELU,
+                          .causal = causal, .eps = 1e-5f},
+                    .B = 2, .T = 5};
+    size_t np = tf_nparams(&s.c), n = (size_t)s.B * s.T * s.c.C;
+    float *params = rnd(np, 0.5f), *grads = fill(np, .5f);
+    s.w = xmalloc(s.c.L * sizeof(tf_block));
+    tf_block *g = xmalloc(s.c.L * sizeof(tf_block));
+    tf_layout(&s.c, params, s.w);
+    tf_layout(&s.c, grads, g);
+    for (int l = 0; l < s.c.L; l++)
+        for (int i = 0; i < s.c.C; i++) s.w[l].ln1_w[i] += 1, s.w[l].ln2_w[i] += 1;
+    s.x0 = rnd(n, 1), s.x = xmalloc(n * 4), s.r = rnd(n, 1);
+    float *xf = xmalloc(n * 4), *xs = xmalloc(n * 4);
+    memcpy(xf, s.x0, n * 4);
+    tf_forward(&s.c, s.w, xf, s.B, s.T, NULL);
+    stk_loss(&s);
+    CHECK(maxdiff(xf, s.x, n) < 1e-5, "%s forward = stack of reference ops", name);
+    tf_acts *a = tf_acts_new(&s.c, s.B, s.T);
+    memcpy(xs, s.x0, n * 4);
+    tf_forward(&s.c, s.w, xs, s.B, s.T, a);
+    CHECK(maxdiff(xf, xs, n) == 0, "%s forward saving activations gives the same bytes", name);
+    float *dx = xmalloc(n * 4), *dx2 = xmalloc(n * 4);
+    memcpy(dx, s.r, n * 4);
+    tf_backward(&s.c, s.w, g, dx, a, s.B, s.T);
+    memcpy(dx2, s.r, n * 4);
+    tf_backward(&s.c, s.w, NULL, dx2, a, s.B, s.T);
+    CHECK(maxdiff(dx, dx2, n) == 0, "%s backward without parameter gradients gives the same dx", name);
+    float *dxb = fill(n, .5f);
+    for (size_t i = 0; i < n; i++) dxb[i] += dx[i];
+    CHECK(fd(stk_loss, &s, s.x0, dxb, n, .5f, 1e-2f) < FD_TOL, "%s dx = finite differences", name);
+    CHECK(fd(stk_loss, &s, params, grads, np, .5f, 1e-2f) < FD_TOL,
+          "%s parameter gradients (all tensors, sampled) = finite differences", name);
+    /* every tensor of the first block, so each backward path is covered */
+    float *pw[] = {s.w[0].ln1_w, s.w[0].ln1_b, s.w[0].qkv_w, s.w[0].qkv_b, s.w[0].proj_w, s.w[0].proj_b,
+                   s.w[0].ln2_w, s.w[0].ln2_b, s.w[0].fc1_w, s.w[0].fc1_b, s.w[0].fc2_w, s.w[0].fc2_b};
+    float *pg[] = {g[0].ln1_w, g[0].ln1_b, g[0].qkv_w, g[0].qkv_b, g[0].proj_w, g[0].proj_b,
+                   g[0].ln2_w, g[0].ln2_b, g[0].fc1_w, g[0].fc1_b, g[0].fc2_w, g[0].fc2_b};
+    size_t C = s.c.C, H = s.c.hidden;
+    size_t pn[] = {C, C, 3 * C * C, 3 * C, C * C, C, C, C, H * C, H, C * H, C};
+    double worst = 0;
+    for (int i = 0; i < 12; i++) worst = fmax(worst, fd(stk_loss, &s, pw[i], pg[i], pn[i], .5f, 1e-2f));
+    CHECK(worst < FD_TOL, "%s first-block gradients, every tensor = finite differences (worst %.2g)", name, worst);
+    tf_acts_free(a);
+    free(params), free(grads), free(s.w), free(g), free(s.x0), free(s.x), free(s.r), free(xf), free(xs);
+    free(dx), free(dx2), free(dxb);
+}
+
 int main(void)
 {
     test_linear();
@@ -245,9 +337,7 @@ int main(void)
     test_attention(0);
     test_attention(1);
     test_patch();
-#ifdef TEST_STACK
     test_stack(0);
     test_stack(1);
-#endif
     CHECK_EXIT();
 }
