@@ -187,6 +187,7 @@ static int num(jp *j, json *v)
     int is_int = 1;
     if (j->p < j->end && *j->p == '-') j->p++;
     if (j->p >= j->end || !(*j->p >= '0' && *j->p <= '9')) return jerr(j, "bad number");
+    if (*j->p == '0' && j->end - j->p > 1 && j->p[1] >= '0' && j->p[1] <= '9') return jerr(j, "leading zero in number");
     while (j->p < j->end && *j->p >= '0' && *j->p <= '9') j->p++;
     if (j->p < j->end && *j->p == '.') {
         is_int = 0;

@@ -17,7 +17,6 @@ static mp_val *arena_alloc(mp_arena *a, size_t n)
 {
     struct mp_block *b = a->head;
     if (!b || b->cap - b->used < n) {
-        /* keep the largest block when resetting: reuse it first */
         size_t cap = n > 4096 ? n : 4096;
         b = xmalloc(sizeof(*b) + cap * sizeof(mp_val));
         b->cap = cap;
@@ -33,17 +32,21 @@ static mp_val *arena_alloc(mp_arena *a, size_t n)
 
 void mp_arena_reset(mp_arena *a)
 {
-    /* keep the newest block, free the others */
+    /* keep the largest block (so a stream of same-sized records stops
+     * allocating after the first), free the others */
+    struct mp_block *keep = a->head;
+    if (!keep) return;
+    for (struct mp_block *b = keep->next; b; b = b->next)
+        if (b->cap > keep->cap) keep = b;
     struct mp_block *b = a->head;
-    if (!b) return;
-    struct mp_block *rest = b->next;
-    while (rest) {
-        struct mp_block *n = rest->next;
-        free(rest);
-        rest = n;
+    while (b) {
+        struct mp_block *n = b->next;
+        if (b != keep) free(b);
+        b = n;
     }
-    b->next = NULL;
-    b->used = 0;
+    keep->next = NULL;
+    keep->used = 0;
+    a->head = keep;
     a->used_total = 0;
 }
 
@@ -352,6 +355,7 @@ void mpw_f32(mpw *w, float f)
 
 void mpw_strn(mpw *w, const char *s, size_t n)
 {
+    if (n > 0xffffffffu) abort(); /* programming error: see mpw_bin_reserve */
     counted(w);
     if (n <= 31) *grow(w, 1) = (uint8_t)(0xa0 | n);
     else if (n <= 0xff) put_tag(w, 0xd9, n, 1);
@@ -364,6 +368,7 @@ void mpw_str(mpw *w, const char *s) { mpw_strn(w, s, strlen(s)); }
 
 uint8_t *mpw_bin_reserve(mpw *w, size_t n)
 {
+    if (n > 0xffffffffu) abort(); /* programming error: MessagePack bins hold at most 4 GiB - 1 */
     counted(w);
     if (n <= 0xff) put_tag(w, 0xc4, n, 1);
     else if (n <= 0xffff) put_tag(w, 0xc5, n, 2);

@@ -89,6 +89,10 @@ int st_parse(st_file *f, const void *buf, size_t size, const char *name, char *e
                 vl_error(err, "%s: __metadata__ is not an object", name);
                 goto fail_j;
             }
+            if (f->meta_key) {
+                vl_error(err, "%s: __metadata__ appears twice", name);
+                goto fail_j;
+            }
             f->meta_key = xcalloc(v->n ? v->n : 1, sizeof(char *));
             f->meta_val = xcalloc(v->n ? v->n : 1, sizeof(char *));
             for (size_t k = 0; k < v->n; k++) {

@@ -112,7 +112,7 @@ static int str_is(const mp_val *v, const char *s) { return mp_str_eq(v, s); }
 static int check_header(sr *r)
 {
     const mp_val *h = &r->header;
-    if (h->type != MP_MAP) return rerr(r, "header: not a map");
+    if (h->type != MP_MAP) return rerr(r, "header: not a vl2v stream: the first object is not a map");
     const mp_val *schema = mp_get(h, "schema");
     if (!schema || schema->type != MP_STR) return rerr(r, "header: no 'schema' string");
     int64_t ver;

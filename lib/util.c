@@ -72,11 +72,16 @@ char *vl_read_file(const char *path, size_t max, size_t *len, char *err)
         vl_error(err, "%s: %s", path, strerror(errno));
         return NULL;
     }
-    size_t cap = 65536, n = 0;
+    size_t cap = max < 65536 ? max : 65536, n = 0;
     char *buf = xmalloc(cap + 1);
     for (;;) {
         if (n == cap) {
             if (cap >= max) {
+                /* full: larger than max only if more bytes follow */
+                char probe;
+                ssize_t r = read(fd, &probe, 1);
+                if (r < 0 && errno == EINTR) continue;
+                if (r == 0) break;
                 vl_error(err, "%s: larger than %zu bytes", path, max);
                 free(buf);
                 close(fd);

@@ -1,0 +1,201 @@
+/* Unit tests of lib/st: writer/reader round trips (F32, F16, BF16, I64,
+ * metadata, scalars, empty tensors), shape checks in st_load_f32, and every
+ * malformed header the reader must refuse without reading outside the file. */
+#include "check.h"
+#include "st.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char dir[] = "/tmp/vl2v-st-XXXXXX";
+
+/* parses a header JSON followed by ndata zero bytes; returns st_parse's result */
+static int parse_hdr(const char *hdr, size_t ndata, char *err)
+{
+    size_t hl = strlen(hdr), n = 8 + hl + ndata;
+    uint8_t *buf = xcalloc(n, 1);
+    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+    memcpy(buf + 8, hdr, hl);
+    /* an exact-size copy so a read past the end is caught by sanitizers */
+    st_file f;
+    int rc = st_parse(&f, buf, n, "<t>", err);
+    if (rc == 0) st_close(&f);
+    free(buf);
+    return rc;
+}
+
+static void expect_bad(const char *hdr, size_t ndata, const char *needle, const char *what)
+{
+    char err[VL_ERRLEN] = "";
+    int rc = parse_hdr(hdr, ndata, err);
+    CHECK(rc == -1 && strstr(err, needle) && strncmp(err, "<t>: ", 5) == 0, "st: %s: %s", what, err);
+}
+
+static void test_round_trip(void)
+{
+    char path[256], err[VL_ERRLEN];
+    snprintf(path, sizeof path, "%s/m.safetensors", dir);
+    float w[6] = {1, -2, 3.5f, 0.1f, 1e-3f, 65504};
+    uint16_t h[6], b[6];
+    for (int i = 0; i < 6; i++) {
+        h[i] = vl_f32_to_f16(w[i]);
+        b[i] = vl_f32_to_bf16(w[i]);
+    }
+    int64_t ids[3] = {-1, 0, 1LL << 40};
+    float scalar = 7;
+    stw *s = stw_new();
+    stw_add(s, "layer.weight", ST_F32, 2, (int64_t[]){2, 3}, w);
+    stw_add(s, "half", ST_F16, 1, (int64_t[]){6}, h);
+    stw_add(s, "bhalf", ST_BF16, 3, (int64_t[]){1, 2, 3}, b);
+    stw_add(s, "ids", ST_I64, 1, (int64_t[]){3}, ids);
+    stw_add(s, "scalar", ST_F32, 0, NULL, &scalar);
+    stw_add(s, "empty", ST_F32, 2, (int64_t[]){0, 4}, NULL);
+    stw_meta(s, "format", "pt");
+    stw_meta(s, "note", "quote \" backslash \\ newline \n");
+    CHECK(stw_write(s, path, err) == 0, "st: writer writes 6 tensors and metadata (%s)", err);
+    stw_free(s);
+
+    st_file f;
+    CHECK(st_open(&f, path, err) == 0 && f.n == 6 && f.nmeta == 2, "st: reader opens it: 6 tensors, 2 metadata");
+    CHECK(strcmp(f.t[0].name, "bhalf") == 0 && strcmp(f.t[5].name, "scalar") == 0, "st: tensors sorted by name");
+    const st_tensor *t = st_find(&f, "layer.weight");
+    CHECK(t && t->dtype == ST_F32 && t->ndim == 2 && t->shape[1] == 3 && t->numel == 6 && t->nbytes == 24 &&
+              memcmp(t->data, w, 24) == 0,
+          "st: F32 tensor read back bit-exact");
+    CHECK(st_find(&f, "nope") == NULL && st_find(&f, "") == NULL, "st: st_find of absent names");
+    CHECK(strcmp(st_meta(&f, "format"), "pt") == 0 && strcmp(st_meta(&f, "note"), "quote \" backslash \\ newline \n") == 0 &&
+              st_meta(&f, "x") == NULL,
+          "st: metadata with escapes read back");
+    int64_t any[2] = {-1, 3};
+    float *x = st_load_f32(&f, "layer.weight", 2, any, err);
+    CHECK(x && x[2] == 3.5f, "st: st_load_f32 with a wildcard dimension");
+    free(x);
+    x = st_load_f32(&f, "layer.weight", 2, (int64_t[]){3, 2}, err);
+    CHECK(!x && strstr(err, "has shape [2, 3], expected [3, 2]"), "st: shape mismatch named: %s", err);
+    x = st_load_f32(&f, "layer.weight", 1, (int64_t[]){6}, err);
+    CHECK(!x, "st: rank mismatch refused");
+    x = st_load_f32(&f, "missing", 1, (int64_t[]){6}, err);
+    CHECK(!x && strstr(err, "missing tensor 'missing'"), "st: missing tensor named: %s", err);
+    x = st_load_f32(&f, "ids", 1, (int64_t[]){3}, err);
+    CHECK(!x && strstr(err, "dtype I64"), "st: integer tensor refused as float: %s", err);
+    float *xh = st_load_f32(&f, "half", 1, (int64_t[]){6}, err);
+    float *xb = st_load_f32(&f, "bhalf", 3, (int64_t[]){1, 2, 3}, err);
+    int ok = xh && xb;
+    for (int i = 0; ok && i < 6; i++)
+        if (xh[i] != vl_f16_to_f32(h[i]) || xb[i] != vl_bf16_to_f32(b[i])) ok = 0;
+    CHECK(ok && xh[5] == 65504 && xb[0] == 1, "st: F16 and BF16 converted to float");
+    free(xh);
+    free(xb);
+    x = st_load_f32(&f, "scalar", 0, NULL, err);
+    CHECK(x && *x == 7, "st: 0-d tensor");
+    free(x);
+    t = st_find(&f, "empty");
+    CHECK(t && t->numel == 0 && t->nbytes == 0, "st: empty tensor");
+    t = st_find(&f, "ids");
+    int64_t id2;
+    memcpy(&id2, t->data + 16, 8);
+    CHECK(id2 == (1LL << 40), "st: I64 data intact");
+    /* data is 8-byte aligned in the file */
+    CHECK(((f.t[0].data - (const uint8_t *)f.map) % 8) == 0, "st: data section starts 8-byte aligned");
+    st_close(&f);
+
+    /* writing twice the same content gives the same bytes (independent of add order) */
+    char p2[256];
+    snprintf(p2, sizeof p2, "%s/m2.safetensors", dir);
+    s = stw_new();
+    stw_add(s, "b", ST_F32, 1, (int64_t[]){2}, w);
+    stw_add(s, "a", ST_F32, 1, (int64_t[]){2}, w + 2);
+    stw_write(s, path, err);
+    stw_free(s);
+    s = stw_new();
+    stw_add(s, "a", ST_F32, 1, (int64_t[]){2}, w + 2);
+    stw_add(s, "b", ST_F32, 1, (int64_t[]){2}, w);
+    stw_write(s, p2, err);
+    stw_free(s);
+    size_t n1, n2;
+    char *c1 = vl_read_file(path, 1 << 20, &n1, err), *c2 = vl_read_file(p2, 1 << 20, &n2, err);
+    CHECK(c1 && c2 && n1 == n2 && memcmp(c1, c2, n1) == 0, "st: output depends only on content");
+    free(c1);
+    free(c2);
+
+    /* a failed write leaves nothing */
+    snprintf(p2, sizeof p2, "%s/none/m.safetensors", dir);
+    s = stw_new();
+    stw_add(s, "a", ST_F32, 1, (int64_t[]){2}, w);
+    CHECK(stw_write(s, p2, err) == -1 && strstr(err, "none"), "st: write into a missing directory fails: %s", err);
+    stw_free(s);
+
+    /* truncated file: the data section cut short */
+    struct stat sb;
+    stat(path, &sb);
+    if (truncate(path, sb.st_size - 1) != 0) abort();
+    CHECK(st_open(&f, path, err) == -1 && strstr(err, "beyond") && strstr(err, "truncated"),
+          "st: truncated file refused: %s", err);
+    snprintf(p2, sizeof p2, "%s/absent.safetensors", dir);
+    CHECK(st_open(&f, p2, err) == -1 && strstr(err, "absent.safetensors"), "st: missing file named: %s", err);
+    CHECK(st_open(&f, dir, err) == -1 && strstr(err, "not a regular file"), "st: directory refused: %s", err);
+    snprintf(p2, sizeof p2, "%s/zero", dir);
+    fclose(fopen(p2, "w"));
+    CHECK(st_open(&f, p2, err) == -1 && strstr(err, "shorter than"), "st: empty file refused: %s", err);
+}
+
+static void test_bad_headers(void)
+{
+    char err[VL_ERRLEN];
+    uint8_t buf[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, '{', '}'};
+    st_file f;
+    CHECK(st_parse(&f, buf, 10, "<t>", err) == -1 && strstr(err, "exceeds the file"), "st: huge header length: %s",
+          err);
+    CHECK(st_parse(&f, buf, 5, "<t>", err) == -1 && strstr(err, "shorter than"), "st: 5-byte file: %s", err);
+    CHECK(parse_hdr("{}", 0, err) == 0, "st: empty header {} is a valid file with no tensors");
+    expect_bad("[1]", 0, "does not start with '{'", "header that is an array");
+    expect_bad("{\"a\":", 0, "bad safetensors header: JSON", "unterminated JSON");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", 8, "JSON", "missing closing brace");
+    expect_bad("{\"a\":1}", 0, "entry is not an object", "tensor entry that is a number");
+    expect_bad("{\"a\":{\"dtype\":\"Q4\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "dtype 'Q4'", "unknown dtype");
+    expect_bad("{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "missing dtype", "missing dtype");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4, "missing shape", "missing shape");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, "bad dimension",
+               "negative dimension");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4, "bad dimension",
+               "fractional dimension");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4,
+               "more than 8 dimensions", "nine dimensions");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1048576,1048576,1048576],\"data_offsets\":[0,4]}}", 4,
+               "too many elements", "2^60 elements (overflow guard)");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 8, "4 data bytes for 2",
+               "byte count not matching the shape");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4, "beyond", "offsets past the end");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8, "bad data_offsets",
+               "offsets reversed");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[-8,0]}}", 8, "bad data_offsets",
+               "negative offset");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}", 8, "bad data_offsets",
+               "one offset");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,18446744073709551615]}}", 8,
+               "bad data_offsets", "offset beyond int64");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+               "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+               12, "overlap", "overlapping tensors");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+               "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+               8, "appears twice", "duplicate tensor name");
+    expect_bad("{\"__metadata__\":{\"a\":1}}", 0, "not a string", "metadata value that is a number");
+    expect_bad("{\"__metadata__\":[]}", 0, "not an object", "metadata that is an array");
+    expect_bad("{\"__metadata__\":{\"a\":\"x\",\"b\":\"y\"},\"__metadata__\":{\"c\":\"z\",\"d\":\"w\",\"e\":\"v\"}}", 0,
+               "appears twice", "duplicate __metadata__");
+}
+
+int main(void)
+{
+    if (!mkdtemp(dir)) return 1;
+    test_round_trip();
+    test_bad_headers();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "st: temporary directory removed");
+    CHECK_EXIT();
+}

@@ -1,0 +1,531 @@
+/* Unit tests of lib/stream: writer/reader round trips (one stream, several
+ * back to back, records larger than the read buffer, input trickling through
+ * a pipe), schema checks on items, and every framing error the wire format
+ * defines: garbage, empty input, truncation inside an item and between items,
+ * a newer version, a wrong schema, oversized lengths, bad trailers. */
+#include "check.h"
+#include "stream.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* an anonymous file holding n bytes, positioned at 0 */
+static int mem_fd(const void *p, size_t n)
+{
+    int fd = memfd_create("stream-test", 0);
+    if (fd < 0 || vl_write_all(fd, p, n) != 0) abort();
+    lseek(fd, 0, SEEK_SET);
+    return fd;
+}
+
+/* reads everything written to a memfd back */
+static uint8_t *slurp(int fd, size_t *n)
+{
+    off_t end = lseek(fd, 0, SEEK_END);
+    uint8_t *p = xmalloc((size_t)end + 1);
+    if (pread(fd, p, (size_t)end, 0) != end) abort();
+    *n = (size_t)end;
+    return p;
+}
+
+static char *ARGV1[] = {"teacher-embed", "--model", "m"};
+static char *ARGV2[] = {"mpcat", "-o", "x"};
+
+/* writes an embedding stream of n items of dimension dim into a fresh memfd */
+static int write_embedding(int n, int dim, int with_trailer)
+{
+    int fd = memfd_create("emb", 0);
+    sw s;
+    sw_init(&s, fd);
+    sw_header_begin(&s, "embedding", NULL, 3, ARGV1);
+    mpw_str(&s.w, "dim");
+    mpw_int(&s.w, dim);
+    mpw_str(&s.w, "dtype");
+    mpw_str(&s.w, "f32le");
+    mpw_str(&s.w, "space");
+    mpw_str(&s.w, "teacher:test");
+    sw_header_end(&s);
+    float *v = xmalloc(sizeof(float) * (size_t)dim);
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "img/%05d.jpg", i);
+        for (int k = 0; k < dim; k++) v[k] = (float)i + (float)k / dim;
+        sw_item_begin(&s);
+        mpw_str(&s.w, "id");
+        mpw_str(&s.w, id);
+        mpw_str(&s.w, "vec");
+        mpw_bin(&s.w, v, sizeof(float) * (size_t)dim);
+        mpw_str(&s.w, "label");
+        mpw_int(&s.w, i % 7);
+        mpw_str(&s.w, "domain");
+        mpw_str(&s.w, "photo");
+        mpw_str(&s.w, "future_key");
+        mpw_array(&s.w);
+        mpw_nil(&s.w);
+        mpw_end(&s.w);
+        sw_item_end(&s);
+    }
+    free(v);
+    if (with_trailer) {
+        s.dropped = 2;
+        sw_trailer_begin(&s);
+        mpw_str(&s.w, "note");
+        mpw_str(&s.w, "extra keys are allowed");
+        sw_trailer_end(&s);
+    } else {
+        mpw_flush(&s.w, 0);
+    }
+    sw_free(&s);
+    lseek(fd, 0, SEEK_SET);
+    return fd;
+}
+
+/* reads a whole single stream; returns items read or -1 (err copied) */
+static long read_all(int fd, const char *want, char *err, int check)
+{
+    sr *r = sr_open(fd, "<test>");
+    long n = 0;
+    if (sr_header(r, want) != 0) {
+        strcpy(err, r->err);
+        sr_close(r);
+        return -1;
+    }
+    const mp_val *item;
+    int rc;
+    char ierr[VL_ERRLEN];
+    while ((rc = sr_next(r, &item)) == 1) {
+        if (check && sr_check_item(r, item, ierr) != 0) {
+            strcpy(err, ierr);
+            sr_close(r);
+            return -1;
+        }
+        n++;
+    }
+    if (rc < 0 || sr_finish(r) != 0) {
+        strcpy(err, r->err);
+        n = -1;
+    }
+    sr_close(r);
+    return n;
+}
+
+static void test_round_trip(void)
+{
+    int fd = write_embedding(3, 4, 1);
+    sr *r = sr_open(fd, "<test>");
+    int h = sr_header(r, "embedding");
+    CHECK(h == 0 && r->schema == SCHEMA_EMBEDDING && r->dim == 4, "stream: header read back (schema, dim)");
+    const mp_val *hist = mp_get(&r->header, "history");
+    CHECK(hist && hist->type == MP_ARRAY && hist->len == 1 && hist->v.a[0].len == 3 &&
+              mp_str_eq(&hist->v.a[0].v.a[0], "teacher-embed"),
+          "stream: history holds the writer's argv");
+    const mp_val *item;
+    int ok = 1, n = 0, rc;
+    char err[VL_ERRLEN];
+    while ((rc = sr_next(r, &item)) == 1) {
+        const mp_val *vec = mp_get(item, "vec");
+        float x;
+        memcpy(&x, vec->v.p + 4 * 3, 4);
+        char id[32];
+        snprintf(id, sizeof id, "img/%05d.jpg", n);
+        if (!mp_str_eq(mp_get(item, "id"), id) || x != (float)n + 0.75f || sr_check_item(r, item, err) != 0) ok = 0;
+        n++;
+    }
+    CHECK(rc == 0 && n == 3 && ok, "stream: 3 items read back, checked and equal");
+    CHECK(sr_trailer_records(r) == 3 && sr_trailer_dropped(r) == 2, "stream: trailer records 3, dropped 2");
+    CHECK(sr_finish(r) == 0, "stream: clean end after the trailer");
+    sr_close(r);
+
+    /* the next tool's header extends the history */
+    lseek(fd, 0, SEEK_SET);
+    r = sr_open(fd, "<test>");
+    sr_header(r, NULL);
+    int fd2 = memfd_create("out", 0);
+    sw s;
+    sw_init(&s, fd2);
+    sw_header_begin(&s, "embedding", &r->header, 3, ARGV2);
+    sw_header_end(&s);
+    sw_trailer_begin(&s);
+    sw_trailer_end(&s);
+    sw_free(&s);
+    sr_close(r);
+    lseek(fd2, 0, SEEK_SET);
+    r = sr_open(fd2, "<test2>");
+    /* no dim: the header check fails, but the header is kept */
+    sr_header(r, NULL);
+    hist = mp_get(&r->header, "history");
+    CHECK(hist && hist->len == 2 && mp_str_eq(&hist->v.a[1].v.a[0], "mpcat"),
+          "stream: sw_header_begin appends argv to the input's history");
+    CHECK(strstr(r->err, "'dim'") != NULL, "stream: embedding header without dim refused: %s", r->err);
+    sr_close(r);
+    close(fd);
+    close(fd2);
+}
+
+static void test_big(void)
+{
+    /* 600 items of dim 4096 (16 KiB each, ~10 MB): records straddle the 4 MiB read buffer */
+    int fd = write_embedding(600, 4096, 1);
+    char err[VL_ERRLEN] = "";
+    long n = read_all(fd, "embedding", err, 1);
+    CHECK(n == 600, "stream: 600 items of 16 KiB across read-buffer boundaries (%s)", err);
+    close(fd);
+
+    /* one image record of 6 MB, larger than the initial buffer */
+    int ifd = memfd_create("img", 0);
+    sw s;
+    sw_init(&s, ifd);
+    sw_header_begin(&s, "image", NULL, 0, NULL);
+    mpw_str(&s.w, "dtype");
+    mpw_str(&s.w, "u8");
+    mpw_str(&s.w, "layout");
+    mpw_str(&s.w, "hwc");
+    mpw_str(&s.w, "c");
+    mpw_int(&s.w, 3);
+    sw_header_end(&s);
+    size_t np = 2000 * 1000 * 3;
+    sw_item_begin(&s);
+    mpw_str(&s.w, "id");
+    mpw_str(&s.w, "big");
+    mpw_str(&s.w, "h");
+    mpw_int(&s.w, 2000);
+    mpw_str(&s.w, "w");
+    mpw_int(&s.w, 1000);
+    mpw_str(&s.w, "pix");
+    memset(mpw_bin_reserve(&s.w, np), 7, np);
+    sw_item_end(&s);
+    sw_trailer_begin(&s);
+    CHECK(sw_trailer_end(&s) == 0, "stream: writer flushes a 6 MB record");
+    sw_free(&s);
+    lseek(ifd, 0, SEEK_SET);
+    n = read_all(ifd, "image", err, 1);
+    CHECK(n == 1, "stream: one 6 MB image record read and checked (%s)", err);
+    close(ifd);
+}
+
+static void test_pipe_trickle(void)
+{
+    /* the reader must cope with input arriving a few bytes at a time */
+    int src = write_embedding(20, 8, 1);
+    size_t n;
+    uint8_t *bytes = slurp(src, &n);
+    close(src);
+    int p[2];
+    if (pipe(p) != 0) abort();
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        for (size_t o = 0; o < n; o += 7) {
+            if (vl_write_all(p[1], bytes + o, n - o < 7 ? n - o : 7) != 0) _exit(1);
+            if (o % 70 == 0) usleep(100);
+        }
+        _exit(0);
+    }
+    close(p[1]);
+    char err[VL_ERRLEN] = "";
+    long got = read_all(p[0], "embedding", err, 1);
+    close(p[0]);
+    waitpid(pid, NULL, 0);
+    CHECK(got == 20, "stream: 20 items read from a pipe delivering 7 bytes at a time (%s)", err);
+    free(bytes);
+}
+
+static void test_concat(void)
+{
+    /* three streams back to back (as parallel --pipe leaves them) */
+    size_t n1, n2;
+    int a = write_embedding(2, 4, 1), b = write_embedding(3, 4, 1);
+    uint8_t *pa = slurp(a, &n1), *pb = slurp(b, &n2);
+    uint8_t *all = xmalloc(n1 * 2 + n2);
+    memcpy(all, pa, n1);
+    memcpy(all + n1, pb, n2);
+    memcpy(all + n1 + n2, pa, n1);
+    int fd = mem_fd(all, n1 * 2 + n2);
+    sr *r = sr_open(fd, "<cat>");
+    int total = 0, streams = 0, more;
+    const mp_val *item;
+    sr_header(r, "embedding");
+    do {
+        streams++;
+        int rc;
+        while ((rc = sr_next(r, &item)) == 1) total++;
+        if (rc < 0) break;
+        more = sr_next_stream(r, "embedding");
+    } while (more == 1);
+    CHECK(streams == 3 && total == 7 && more == 0 && r->streams == 3, "stream: three streams back to back: 7 items");
+    sr_close(r);
+    close(fd);
+
+    /* sr_finish refuses a second stream */
+    fd = mem_fd(all, n1 * 2);
+    char err[VL_ERRLEN] = "";
+    CHECK(read_all(fd, NULL, err, 0) == -1 && strstr(err, "after the trailer"),
+          "stream: data after the trailer is an error for a single-stream reader: %s", err);
+    close(fd);
+    free(pa);
+    free(pb);
+    free(all);
+    close(a);
+    close(b);
+}
+
+/* framing errors on hand-made byte strings */
+static void expect_err(const void *p, size_t n, const char *want, const char *needle, const char *what)
+{
+    int fd = mem_fd(p, n);
+    char err[VL_ERRLEN] = "";
+    long r = read_all(fd, want, err, 0);
+    CHECK(r == -1 && strstr(err, needle) && strncmp(err, "<test>: ", 8) == 0, "stream: %s: %s", what, err);
+    close(fd);
+}
+
+static void test_errors(void)
+{
+    int fd = write_embedding(3, 4, 1);
+    size_t n;
+    uint8_t *good = slurp(fd, &n);
+    close(fd);
+    /* where the records start: re-read to find offsets */
+    sr *r = sr_open(mem_fd(good, n), "<x>");
+    sr_header(r, NULL);
+    size_t hdr_end = r->start;
+    const mp_val *item;
+    sr_next(r, &item);
+    size_t item1_end = r->start;
+    close(r->fd);
+    sr_close(r);
+
+    static const char garbage[] = "id,vec\nimg1,0.5 0.25\n";
+    expect_err(garbage, sizeof garbage - 1, NULL, "header", "CSV text is refused");
+    static const uint8_t junk[] = {0xc1, 0x00};
+    expect_err(junk, 2, NULL, "not a valid MessagePack stream", "invalid type byte refused");
+    expect_err("", 0, NULL, "empty input", "empty input refused");
+    expect_err(good, hdr_end - 3, NULL, "truncated", "truncated inside the header");
+    expect_err(good, hdr_end + 10, NULL, "record 1: truncated", "truncated inside an item");
+    expect_err(good, item1_end, NULL, "without a trailer after 1 records", "truncated between items");
+    expect_err(good, n - 2, NULL, "truncated", "truncated inside the trailer");
+    expect_err(good, n, "image", "schema is 'embedding', expected 'image'", "wrong schema refused");
+
+    /* version 2 */
+    mpw w;
+    mpw_init(&w, -1);
+    mpw_map(&w);
+    mpw_str(&w, "schema");
+    mpw_str(&w, "embedding");
+    mpw_str(&w, "version");
+    mpw_int(&w, 2);
+    mpw_end(&w);
+    expect_err(w.buf, w.len, NULL, "version 2 is not supported: this tool reads version 1", "newer version refused");
+    w.len = 0;
+    /* header without schema */
+    mpw_map(&w);
+    mpw_str(&w, "version");
+    mpw_int(&w, 1);
+    mpw_end(&w);
+    expect_err(w.buf, w.len, NULL, "no 'schema'", "header without schema refused");
+    w.len = 0;
+    /* header that is an array */
+    mpw_array(&w);
+    mpw_end(&w);
+    expect_err(w.buf, w.len, NULL, "not a map", "header that is not a map refused");
+
+    /* an item claiming a 2 GiB bin: refused at once, nothing allocated */
+    uint8_t *bad = xmalloc(hdr_end + 16);
+    memcpy(bad, good, hdr_end);
+    static const uint8_t huge[] = {0x81, 0xa3, 'v', 'e', 'c', 0xc6, 0x80, 0x00, 0x00, 0x00, 1, 2, 3};
+    memcpy(bad + hdr_end, huge, sizeof huge);
+    expect_err(bad, hdr_end + sizeof huge, NULL, "exceeds the limit", "2 GiB bin length refused");
+    /* an item that is not a map */
+    bad[hdr_end] = 0x05;
+    expect_err(bad, hdr_end + 1, NULL, "record 1: not a map", "item that is not a map refused");
+    free(bad);
+
+    /* trailer that lies about the record count */
+    uint8_t *lie = xmalloc(n + 16);
+    memcpy(lie, good, item1_end);
+    static const uint8_t trl[] = {0x83, 0xa3, 'e', 'n', 'd', 0xc3, 0xa7, 'r', 'e', 'c', 'o', 'r', 'd', 's', 0x05,
+                                  0xa7, 'd',  'r', 'o', 'p', 'p', 'e', 'd', 0x00};
+    memcpy(lie + item1_end, trl, sizeof trl);
+    expect_err(lie, item1_end + sizeof trl, NULL, "says 5 records but the stream has 1", "trailer count mismatch");
+    lie[item1_end + 5] = 0xc2; /* end: false */
+    expect_err(lie, item1_end + sizeof trl, NULL, "'end' is not true", "trailer with end false refused");
+    free(lie);
+    mpw_free(&w);
+
+    /* a smaller record limit: a 4 KiB record is refused when the limit is 1 KiB */
+    int big = write_embedding(1, 1024, 1);
+    r = sr_open(big, "<lim>");
+    r->max_record = 1024;
+    int h = sr_header(r, NULL);
+    int rc = sr_next(r, &item);
+    CHECK(h == 0 && rc == -1 && strstr(r->err, "limit"), "stream: record over max_record refused: %s", r->err);
+    sr_close(r);
+    close(big);
+    free(good);
+}
+
+static void put_header(mpw *w, const char *schema)
+{
+    mpw_map(w);
+    mpw_str(w, "schema");
+    mpw_str(w, schema);
+    mpw_str(w, "version");
+    mpw_int(w, 1);
+    if (!strcmp(schema, "embedding")) {
+        mpw_str(w, "dim");
+        mpw_int(w, 2);
+        mpw_str(w, "dtype");
+        mpw_str(w, "f32le");
+        mpw_str(w, "space");
+        mpw_str(w, "t");
+    } else if (!strcmp(schema, "image")) {
+        mpw_str(w, "dtype");
+        mpw_str(w, "u8");
+        mpw_str(w, "layout");
+        mpw_str(w, "hwc");
+        mpw_str(w, "c");
+        mpw_int(w, 3);
+    } else {
+        mpw_str(w, "classes");
+        mpw_array(w);
+        mpw_str(w, "dog");
+        mpw_str(w, "cat");
+        mpw_end(w);
+    }
+    mpw_end(w);
+}
+
+/* checks one item (built by fn) against a schema; returns sr_check_item's result and message */
+static int check_one(const char *schema, void (*fn)(mpw *), char *err)
+{
+    mpw w;
+    mpw_init(&w, -1);
+    put_header(&w, schema);
+    mpw_map(&w);
+    fn(&w);
+    mpw_end(&w);
+    int fd = mem_fd(w.buf, w.len);
+    mpw_free(&w);
+    sr *r = sr_open(fd, "<in>");
+    const mp_val *item;
+    int rc = -1;
+    err[0] = 0;
+    if (sr_header(r, schema) == 0 && sr_next(r, &item) == 1) rc = sr_check_item(r, item, err);
+    else strcpy(err, r->err);
+    sr_close(r);
+    close(fd);
+    return rc;
+}
+
+static void kv_id(mpw *w, const char *id)
+{
+    mpw_str(w, "id");
+    mpw_str(w, id);
+}
+static void emb_ok(mpw *w)
+{
+    float v[2] = {1, -2};
+    kv_id(w, "a");
+    mpw_str(w, "vec");
+    mpw_bin(w, v, 8);
+    mpw_str(w, "label");
+    mpw_nil(w);
+}
+static void emb_noid(mpw *w)
+{
+    float v[2] = {1, -2};
+    mpw_str(w, "vec");
+    mpw_bin(w, v, 8);
+}
+static void emb_short(mpw *w)
+{
+    float v[1] = {1};
+    kv_id(w, "short");
+    mpw_str(w, "vec");
+    mpw_bin(w, v, 4);
+}
+static void emb_nan(mpw *w)
+{
+    float v[2] = {1, NAN};
+    kv_id(w, "nan");
+    mpw_str(w, "vec");
+    mpw_bin(w, v, 8);
+}
+static void emb_label_str(mpw *w)
+{
+    emb_ok(w);
+    mpw_str(w, "domain");
+    mpw_int(w, 3);
+}
+static void img_ok(mpw *w)
+{
+    kv_id(w, "i");
+    mpw_str(w, "h");
+    mpw_int(w, 2);
+    mpw_str(w, "w");
+    mpw_int(w, 1);
+    mpw_str(w, "pix");
+    mpw_bin(w, "abcdef", 6);
+}
+static void img_bad(mpw *w)
+{
+    kv_id(w, "i");
+    mpw_str(w, "h");
+    mpw_int(w, 2);
+    mpw_str(w, "w");
+    mpw_int(w, 2);
+    mpw_str(w, "pix");
+    mpw_bin(w, "abcdef", 6);
+}
+static void pred_ok(mpw *w)
+{
+    float l[2] = {0.5f, 0.25f};
+    kv_id(w, "p");
+    mpw_str(w, "pred");
+    mpw_int(w, 1);
+    mpw_str(w, "logits");
+    mpw_bin(w, l, 8);
+}
+static void pred_bad(mpw *w)
+{
+    float l[2] = {0.5f, 0.25f};
+    kv_id(w, "p");
+    mpw_str(w, "pred");
+    mpw_int(w, 2);
+    mpw_str(w, "logits");
+    mpw_bin(w, l, 8);
+}
+
+static void test_items(void)
+{
+    char err[VL_ERRLEN];
+    CHECK(check_one("embedding", emb_ok, err) == 0, "stream: good embedding item passes (label nil allowed) %s", err);
+    CHECK(check_one("embedding", emb_noid, err) == -1 && strstr(err, "<in>: record 1: no 'id'"),
+          "stream: item without id refused: %s", err);
+    CHECK(check_one("embedding", emb_short, err) == -1 && strstr(err, "(id 'short')") && strstr(err, "dim 2"),
+          "stream: wrong vector size refused with its id: %s", err);
+    CHECK(check_one("embedding", emb_nan, err) == -1 && strstr(err, "NaN"), "stream: NaN in a vector refused: %s", err);
+    CHECK(check_one("embedding", emb_label_str, err) == -1 && strstr(err, "'domain' is not a string"),
+          "stream: mistyped meta key refused: %s", err);
+    CHECK(check_one("image", img_ok, err) == 0, "stream: good image item passes %s", err);
+    CHECK(check_one("image", img_bad, err) == -1 && strstr(err, "expected 2x2x3"), "stream: pix size mismatch: %s",
+          err);
+    CHECK(check_one("prediction", pred_ok, err) == 0, "stream: good prediction item passes %s", err);
+    CHECK(check_one("prediction", pred_bad, err) == -1 && strstr(err, "'pred'"), "stream: pred out of range: %s",
+          err);
+}
+
+int main(void)
+{
+    test_round_trip();
+    test_big();
+    test_pipe_trickle();
+    test_concat();
+    test_errors();
+    test_items();
+    CHECK_EXIT();
+}
