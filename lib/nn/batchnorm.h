@@ -1,0 +1,33 @@
+/* batchnorm: BatchNorm2d over NCHW activations (PyTorch semantics).
+ * Training mode normalises with the batch's statistics (biased variance) and
+ * updates the running statistics with `momentum` and the unbiased variance;
+ * eval ("frozen") mode normalises with the running statistics. Backward
+ * functions ACCUMULATE into dinp, dw and db; NULL gradients are skipped.
+ * Both forward functions may work in place (out == inp). */
+#ifndef VL_NN_BATCHNORM_H
+#define VL_NN_BATCHNORM_H
+
+/* out (B,C,HW), mean (C) and rstd (C) saved for backward, run_mean and
+ * run_var (C) updated (either may be NULL: no update), inp (B,C,HW), w, b (C) */
+void batchnorm_forward_train(float *out, float *mean, float *rstd, float *run_mean, float *run_var, const float *inp,
+                             const float *w, const float *b, int B, int C, int HW, float momentum, float eps);
+/* out (B,C,HW), inp (B,C,HW), w, b, run_mean, run_var (C) */
+void batchnorm_forward_eval(float *out, const float *inp, const float *w, const float *b, const float *run_mean,
+                            const float *run_var, int B, int C, int HW, float eps);
+/* Training-mode backward. dinp (B,C,HW), dw, db (C); dout (B,C,HW), inp: the
+ * forward's input, w (C), mean, rstd (C) as saved. */
+void batchnorm_backward_train(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                              const float *mean, const float *rstd, int B, int C, int HW);
+/* Eval-mode backward: the statistics are constants. inp is only read when dw
+ * is wanted. */
+void batchnorm_backward_eval(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                             const float *run_mean, const float *run_var, int B, int C, int HW, float eps);
+
+/* Naive double-precision references of the two forward passes. */
+void batchnorm_forward_train_ref(float *out, float *mean, float *rstd, float *run_mean, float *run_var,
+                                 const float *inp, const float *w, const float *b, int B, int C, int HW,
+                                 float momentum, float eps);
+void batchnorm_backward_train_ref(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                                  const float *w, const float *mean, const float *rstd, int B, int C, int HW);
+
+#endif

@@ -1,0 +1,284 @@
+/* conv: 2-D convolution, NCHW; see conv.h.
+ *
+ * Fast path, per image and group: col (K, OH*OW) = im2col(inp), K = Cg*KH*KW;
+ * out (OCg, OH*OW) = w (OCg, K) col. Backward: dw += dout col^T and
+ * dcol = w^T dout, scattered back by col2im. A 1x1 stride-1 unpadded
+ * convolution uses the input itself as col. Depthwise convolutions (one input
+ * and one output channel per group) are a direct loop: as a GEMM they would be
+ * a matrix-vector product per channel. */
+#include "conv.h"
+
+#include "blas.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int conv_shape_init(conv_shape *s, int C, int H, int W, int OC, int KH, int KW, int stride, int pad, int dil,
+                    int groups)
+{
+    memset(s, 0, sizeof *s);
+    if (C <= 0 || OC <= 0 || groups <= 0 || C % groups || OC % groups || KH <= 0 || KW <= 0 || stride <= 0 ||
+        pad < 0 || dil <= 0)
+        return -1;
+    s->C = C, s->H = H, s->W = W, s->OC = OC, s->KH = KH, s->KW = KW;
+    s->stride = stride, s->pad = pad, s->dil = dil, s->groups = groups;
+    int eh = dil * (KH - 1) + 1, ew = dil * (KW - 1) + 1;
+    if (H + 2 * pad < eh || W + 2 * pad < ew) return -1;
+    s->OH = (H + 2 * pad - eh) / stride + 1;
+    s->OW = (W + 2 * pad - ew) / stride + 1;
+    return 0;
+}
+
+static _Thread_local float *ws;
+static _Thread_local size_t ws_cap;
+
+static float *workspace(size_t n)
+{
+    if (n > ws_cap) {
+        free(ws);
+        ws = xmalloc_aligned(n * sizeof(float));
+        ws_cap = n;
+    }
+    return ws;
+}
+
+void conv_release_workspace(void)
+{
+    free(ws);
+    ws = NULL;
+    ws_cap = 0;
+}
+
+static int is_pointwise(const conv_shape *s)
+{
+    return s->KH == 1 && s->KW == 1 && s->stride == 1 && s->pad == 0;
+}
+
+static int is_depthwise(const conv_shape *s) { return s->groups == s->C && s->groups == s->OC && s->groups > 1; }
+
+/* col (Cg*KH*KW, OH*OW); inp (Cg,H,W): the Cg channels of one group */
+static void im2col(float *col, const float *inp, int Cg, const conv_shape *s)
+{
+    int OHW = s->OH * s->OW;
+    for (int c = 0; c < Cg; c++)
+        for (int kh = 0; kh < s->KH; kh++)
+            for (int kw = 0; kw < s->KW; kw++) {
+                float *dst = col + ((size_t)(c * s->KH + kh) * s->KW + kw) * OHW;
+                const float *src = inp + (size_t)c * s->H * s->W;
+                int dh = kh * s->dil - s->pad, dw = kw * s->dil - s->pad;
+                for (int oh = 0; oh < s->OH; oh++) {
+                    int ih = oh * s->stride + dh;
+                    float *d = dst + oh * s->OW;
+                    if (ih < 0 || ih >= s->H) {
+                        memset(d, 0, s->OW * sizeof(float));
+                        continue;
+                    }
+                    const float *row = src + (size_t)ih * s->W;
+                    if (s->stride == 1) {
+                        /* contiguous run with zero margins */
+                        int lo = dw < 0 ? -dw : 0, hi = s->W - dw;
+                        if (hi > s->OW) hi = s->OW;
+                        if (lo > s->OW) lo = s->OW;
+                        for (int ow = 0; ow < lo; ow++) d[ow] = 0;
+                        if (hi > lo) memcpy(d + lo, row + lo + dw, (size_t)(hi - lo) * sizeof(float));
+                        for (int ow = hi > lo ? hi : lo; ow < s->OW; ow++) d[ow] = 0;
+                    } else {
+                        for (int ow = 0; ow < s->OW; ow++) {
+                            int iw = ow * s->stride + dw;
+                            d[ow] = iw >= 0 && iw < s->W ? row[iw] : 0.0f;
+                        }
+                    }
+                }
+            }
+}
+
+/* inp (Cg,H,W) += col2im(col) */
+static void col2im_add(float *inp, const float *col, int Cg, const conv_shape *s)
+{
+    int OHW = s->OH * s->OW;
+    for (int c = 0; c < Cg; c++)
+        for (int kh = 0; kh < s->KH; kh++)
+            for (int kw = 0; kw < s->KW; kw++) {
+                const float *src = col + ((size_t)(c * s->KH + kh) * s->KW + kw) * OHW;
+                float *dst = inp + (size_t)c * s->H * s->W;
+                int dh = kh * s->dil - s->pad, dw = kw * s->dil - s->pad;
+                for (int oh = 0; oh < s->OH; oh++) {
+                    int ih = oh * s->stride + dh;
+                    if (ih < 0 || ih >= s->H) continue;
+                    float *row = dst + (size_t)ih * s->W;
+                    const float *sr = src + oh * s->OW;
+                    for (int ow = 0; ow < s->OW; ow++) {
+                        int iw = ow * s->stride + dw;
+                        if (iw >= 0 && iw < s->W) row[iw] += sr[ow];
+                    }
+                }
+            }
+}
+
+static void depthwise_forward(float *out, const float *inp, const float *w, const float *b, int B, const conv_shape *s)
+{
+    for (int n = 0; n < B; n++)
+        for (int c = 0; c < s->C; c++) {
+            const float *x = inp + ((size_t)n * s->C + c) * s->H * s->W;
+            const float *k = w + (size_t)c * s->KH * s->KW;
+            float *o = out + ((size_t)n * s->OC + c) * s->OH * s->OW;
+            float bias = b ? b[c] : 0.0f;
+            for (int oh = 0; oh < s->OH; oh++)
+                for (int ow = 0; ow < s->OW; ow++) {
+                    float acc = 0;
+                    for (int kh = 0; kh < s->KH; kh++) {
+                        int ih = oh * s->stride - s->pad + kh * s->dil;
+                        if (ih < 0 || ih >= s->H) continue;
+                        for (int kw = 0; kw < s->KW; kw++) {
+                            int iw = ow * s->stride - s->pad + kw * s->dil;
+                            if (iw >= 0 && iw < s->W) acc += k[kh * s->KW + kw] * x[ih * s->W + iw];
+                        }
+                    }
+                    o[oh * s->OW + ow] = acc + bias;
+                }
+        }
+}
+
+static void depthwise_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int B,
+                               const conv_shape *s)
+{
+    for (int n = 0; n < B; n++)
+        for (int c = 0; c < s->C; c++) {
+            size_t xo = ((size_t)n * s->C + c) * s->H * s->W;
+            const float *g = dout + ((size_t)n * s->OC + c) * s->OH * s->OW;
+            const float *k = w + (size_t)c * s->KH * s->KW;
+            float *dk = dw ? dw + (size_t)c * s->KH * s->KW : NULL;
+            for (int oh = 0; oh < s->OH; oh++)
+                for (int ow = 0; ow < s->OW; ow++) {
+                    float go = g[oh * s->OW + ow];
+                    for (int kh = 0; kh < s->KH; kh++) {
+                        int ih = oh * s->stride - s->pad + kh * s->dil;
+                        if (ih < 0 || ih >= s->H) continue;
+                        for (int kw = 0; kw < s->KW; kw++) {
+                            int iw = ow * s->stride - s->pad + kw * s->dil;
+                            if (iw < 0 || iw >= s->W) continue;
+                            if (dk) dk[kh * s->KW + kw] += go * inp[xo + ih * s->W + iw];
+                            if (dinp) dinp[xo + ih * s->W + iw] += go * k[kh * s->KW + kw];
+                        }
+                    }
+                }
+        }
+}
+
+void conv2d_forward(float *out, const float *inp, const float *w, const float *b, int B, const conv_shape *s)
+{
+    if (is_depthwise(s)) {
+        depthwise_forward(out, inp, w, b, B, s);
+        return;
+    }
+    int G = s->groups, Cg = s->C / G, OCg = s->OC / G, K = Cg * s->KH * s->KW, OHW = s->OH * s->OW;
+    size_t HW = (size_t)s->H * s->W;
+    int pw = is_pointwise(s);
+    float *col = pw ? NULL : workspace((size_t)K * OHW);
+    for (int n = 0; n < B; n++)
+        for (int g = 0; g < G; g++) {
+            const float *x = inp + ((size_t)n * s->C + (size_t)g * Cg) * HW;
+            float *o = out + ((size_t)n * s->OC + (size_t)g * OCg) * OHW;
+            if (!pw) im2col(col, x, Cg, s);
+            blas_sgemm(0, 0, OCg, OHW, K, 1.0f, w + (size_t)g * OCg * K, K, pw ? x : col, OHW, 0.0f, o, OHW);
+            if (b)
+                for (int oc = 0; oc < OCg; oc++) {
+                    float bias = b[g * OCg + oc];
+                    for (int i = 0; i < OHW; i++) o[(size_t)oc * OHW + i] += bias;
+                }
+        }
+}
+
+static void bias_backward(float *db, const float *dout, int B, int OC, int OHW)
+{
+    for (int n = 0; n < B; n++)
+        for (int oc = 0; oc < OC; oc++) {
+            const float *g = dout + ((size_t)n * OC + oc) * OHW;
+            float acc = 0;
+            for (int i = 0; i < OHW; i++) acc += g[i];
+            db[oc] += acc;
+        }
+}
+
+void conv2d_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int B,
+                     const conv_shape *s)
+{
+    int OHW = s->OH * s->OW;
+    if (db) bias_backward(db, dout, B, s->OC, OHW);
+    if (!dinp && !dw) return;
+    if (is_depthwise(s)) {
+        depthwise_backward(dinp, dw, dout, inp, w, B, s);
+        return;
+    }
+    int G = s->groups, Cg = s->C / G, OCg = s->OC / G, K = Cg * s->KH * s->KW;
+    size_t HW = (size_t)s->H * s->W;
+    int pw = is_pointwise(s);
+    float *col = pw ? NULL : workspace((size_t)K * OHW);
+    for (int n = 0; n < B; n++)
+        for (int g = 0; g < G; g++) {
+            const float *x = inp ? inp + ((size_t)n * s->C + (size_t)g * Cg) * HW : NULL;
+            const float *go = dout + ((size_t)n * s->OC + (size_t)g * OCg) * OHW;
+            const float *wg = w ? w + (size_t)g * OCg * K : NULL;
+            if (dw) {
+                if (!pw) im2col(col, x, Cg, s);
+                blas_sgemm(0, 1, OCg, K, OHW, 1.0f, go, OHW, pw ? x : col, OHW, 1.0f, dw + (size_t)g * OCg * K, K);
+            }
+            if (dinp) {
+                float *dx = dinp + ((size_t)n * s->C + (size_t)g * Cg) * HW;
+                if (pw) {
+                    blas_sgemm(1, 0, K, OHW, OCg, 1.0f, wg, K, go, OHW, 1.0f, dx, OHW);
+                } else {
+                    blas_sgemm(1, 0, K, OHW, OCg, 1.0f, wg, K, go, OHW, 0.0f, col, OHW);
+                    col2im_add(dx, col, Cg, s);
+                }
+            }
+        }
+}
+
+void conv2d_forward_ref(float *out, const float *inp, const float *w, const float *b, int B, const conv_shape *s)
+{
+    int Cg = s->C / s->groups, OCg = s->OC / s->groups;
+    for (int n = 0; n < B; n++)
+        for (int oc = 0; oc < s->OC; oc++)
+            for (int oh = 0; oh < s->OH; oh++)
+                for (int ow = 0; ow < s->OW; ow++) {
+                    double acc = b ? b[oc] : 0.0;
+                    int g = oc / OCg;
+                    for (int c = 0; c < Cg; c++)
+                        for (int kh = 0; kh < s->KH; kh++)
+                            for (int kw = 0; kw < s->KW; kw++) {
+                                int ih = oh * s->stride - s->pad + kh * s->dil;
+                                int iw = ow * s->stride - s->pad + kw * s->dil;
+                                if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) continue;
+                                acc += (double)w[((size_t)(oc * Cg + c) * s->KH + kh) * s->KW + kw] *
+                                       inp[(((size_t)n * s->C + g * Cg + c) * s->H + ih) * s->W + iw];
+                            }
+                    out[(((size_t)n * s->OC + oc) * s->OH + oh) * s->OW + ow] = (float)acc;
+                }
+}
+
+void conv2d_backward_ref(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                         int B, const conv_shape *s)
+{
+    int Cg = s->C / s->groups, OCg = s->OC / s->groups;
+    for (int n = 0; n < B; n++)
+        for (int oc = 0; oc < s->OC; oc++)
+            for (int oh = 0; oh < s->OH; oh++)
+                for (int ow = 0; ow < s->OW; ow++) {
+                    float go = dout[(((size_t)n * s->OC + oc) * s->OH + oh) * s->OW + ow];
+                    int g = oc / OCg;
+                    if (db) db[oc] += go;
+                    for (int c = 0; c < Cg; c++)
+                        for (int kh = 0; kh < s->KH; kh++)
+                            for (int kw = 0; kw < s->KW; kw++) {
+                                int ih = oh * s->stride - s->pad + kh * s->dil;
+                                int iw = ow * s->stride - s->pad + kw * s->dil;
+                                if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) continue;
+                                size_t wi = ((size_t)(oc * Cg + c) * s->KH + kh) * s->KW + kw;
+                                size_t xi = (((size_t)n * s->C + g * Cg + c) * s->H + ih) * s->W + iw;
+                                if (dw) dw[wi] += go * inp[xi];
+                                if (dinp) dinp[xi] += go * w[wi];
+                            }
+                }
+}

@@ -1,0 +1,533 @@
+/* nn_cnn: the convolutional-network ops (conv, batchnorm, pooling, ReLU), the
+ * losses, the parameter store and the optimisers. Fast kernels are compared
+ * with their naive references; every backward pass is checked against central
+ * finite differences of L = sum(out * R) for a fixed random R. */
+#include "check.h"
+
+#include "blas.h"
+#include "nn/batchnorm.h"
+#include "nn/conv.h"
+#include "nn/loss.h"
+#include "nn/pool.h"
+#include "nn/relu.h"
+#include "optim.h"
+#include "param.h"
+#include "rng.h"
+#include "st.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static rng R;
+
+static float *randv(size_t n, float scale)
+{
+    float *x = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = (float)((rng_uniform(&R) * 2 - 1) * scale);
+    return x;
+}
+
+static float *zeros(size_t n) { return xcalloc(n ? n : 1, sizeof(float)); }
+
+static double maxrel(const float *a, const float *b, size_t n)
+{
+    double md = 0, ms = 1e-12;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > md || isnan(d)) md = isnan(d) ? INFINITY : d;
+        if (fabs(b[i]) > ms) ms = fabs(b[i]);
+    }
+    return md / ms;
+}
+
+static double dotd(const float *a, const float *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* Compares the analytic gradient ana (n) of f with respect to x with central
+ * differences at up to `samples` coordinates; returns the worst error
+ * relative to the gradient's largest entry. */
+typedef double (*lossfn)(void *ctx);
+static double fd_check(lossfn f, void *ctx, float *x, const float *ana, size_t n, int samples, float h)
+{
+    double scale = 1e-6, worst = 0;
+    for (size_t i = 0; i < n; i++)
+        if (fabs(ana[i]) > scale) scale = fabs(ana[i]);
+    for (int s = 0; s < samples && s < (int)n; s++) {
+        size_t i = (size_t)samples >= n ? (size_t)s : (size_t)(rng_uniform(&R) * n) % n;
+        float keep = x[i];
+        x[i] = keep + h;
+        double lp = f(ctx);
+        x[i] = keep - h;
+        double lm = f(ctx);
+        x[i] = keep;
+        double num = (lp - lm) / (2.0 * h);
+        double e = fabs(num - ana[i]) / scale;
+        if (e > worst || isnan(e)) worst = isnan(e) ? INFINITY : e;
+    }
+    return worst;
+}
+
+/* ---------- convolution ---------- */
+
+typedef struct {
+    conv_shape s;
+    int B;
+    float *x, *w, *b, *out, *r;
+} conv_ctx;
+
+static double conv_loss(void *p)
+{
+    conv_ctx *c = p;
+    conv2d_forward_ref(c->out, c->x, c->w, c->b, c->B, &c->s);
+    return dotd(c->out, c->r, (size_t)c->B * c->s.OC * c->s.OH * c->s.OW);
+}
+
+static void test_conv(const char *what, int B, int C, int H, int W, int OC, int K, int stride, int pad, int dil,
+                      int groups, int bias)
+{
+    conv_ctx c = {.B = B};
+    if (conv_shape_init(&c.s, C, H, W, OC, K, K, stride, pad, dil, groups) != 0) {
+        CHECK(0, "conv %s: shape", what);
+        return;
+    }
+    size_t nx = (size_t)B * C * H * W, nw = (size_t)OC * (C / groups) * K * K;
+    size_t no = (size_t)B * OC * c.s.OH * c.s.OW;
+    c.x = randv(nx, 1), c.w = randv(nw, 0.5f), c.b = bias ? randv(OC, 0.5f) : NULL;
+    c.out = zeros(no), c.r = randv(no, 1);
+    float *fast = zeros(no);
+    conv2d_forward(fast, c.x, c.w, c.b, B, &c.s);
+    conv2d_forward_ref(c.out, c.x, c.w, c.b, B, &c.s);
+    double e = maxrel(fast, c.out, no);
+    CHECK(e < 1e-5, "conv %s: forward fast vs naive (rel err %.2g)", what, e);
+
+    float *dx = zeros(nx), *dw = zeros(nw), *db = zeros(OC), *dxr = zeros(nx), *dwr = zeros(nw), *dbr = zeros(OC);
+    /* accumulation: start from a nonzero gradient in both */
+    for (size_t i = 0; i < nx; i++) dx[i] = dxr[i] = 0.25f;
+    conv2d_backward(dx, dw, bias ? db : NULL, c.r, c.x, c.w, B, &c.s);
+    conv2d_backward_ref(dxr, dwr, bias ? dbr : NULL, c.r, c.x, c.w, B, &c.s);
+    e = fmax(maxrel(dx, dxr, nx), maxrel(dw, dwr, nw));
+    if (bias) e = fmax(e, maxrel(db, dbr, OC));
+    CHECK(e < 1e-5, "conv %s: backward fast vs naive, accumulating (rel err %.2g)", what, e);
+    for (size_t i = 0; i < nx; i++) dxr[i] -= 0.25f;
+    e = fd_check(conv_loss, &c, c.x, dxr, nx, 40, 1e-2f);
+    CHECK(e < 2e-3, "conv %s: dinp vs finite differences (rel err %.2g)", what, e);
+    e = fd_check(conv_loss, &c, c.w, dwr, nw, 40, 1e-2f);
+    CHECK(e < 2e-3, "conv %s: dw vs finite differences (rel err %.2g)", what, e);
+    if (bias) {
+        e = fd_check(conv_loss, &c, c.b, dbr, OC, 40, 1e-2f);
+        CHECK(e < 2e-3, "conv %s: db vs finite differences (rel err %.2g)", what, e);
+    }
+    /* NULL gradients: only the wanted one is written */
+    float *dw2 = zeros(nw);
+    conv2d_backward(NULL, dw2, NULL, c.r, c.x, c.w, B, &c.s);
+    CHECK(maxrel(dw2, dwr, nw) < 1e-5, "conv %s: dw alone (dinp NULL) matches", what);
+    free(c.x), free(c.w), free(c.b), free(c.out), free(c.r), free(fast);
+    free(dx), free(dw), free(db), free(dxr), free(dwr), free(dbr), free(dw2);
+}
+
+/* ---------- batchnorm ---------- */
+
+typedef struct {
+    int B, C, HW, train;
+    float *x, *w, *b, *rm, *rv, *out, *r, *mean, *rstd;
+} bn_ctx;
+
+static double bn_loss(void *p)
+{
+    bn_ctx *c = p;
+    if (c->train)
+        batchnorm_forward_train(c->out, c->mean, c->rstd, NULL, NULL, c->x, c->w, c->b, c->B, c->C, c->HW, 0.1f,
+                                1e-5f);
+    else
+        batchnorm_forward_eval(c->out, c->x, c->w, c->b, c->rm, c->rv, c->B, c->C, c->HW, 1e-5f);
+    return dotd(c->out, c->r, (size_t)c->B * c->C * c->HW);
+}
+
+static void test_batchnorm(void)
+{
+    bn_ctx c = {.B = 3, .C = 4, .HW = 10};
+    size_t n = (size_t)c.B * c.C * c.HW;
+    c.x = randv(n, 2);
+    for (size_t i = 0; i < n; i++) c.x[i] += 0.5f;
+    c.w = randv(c.C, 1), c.b = randv(c.C, 1), c.rm = randv(c.C, 0.3f), c.rv = randv(c.C, 0.3f);
+    for (int i = 0; i < c.C; i++) c.rv[i] += 1.0f;
+    c.out = zeros(n), c.r = randv(n, 1), c.mean = zeros(c.C), c.rstd = zeros(c.C);
+
+    /* training forward vs the double reference, running statistics included */
+    float *o2 = zeros(n), *m2 = zeros(c.C), *s2 = zeros(c.C), *rm1 = zeros(c.C), *rv1 = zeros(c.C),
+          *rm2 = zeros(c.C), *rv2 = zeros(c.C);
+    memcpy(rm1, c.rm, c.C * 4), memcpy(rm2, c.rm, c.C * 4), memcpy(rv1, c.rv, c.C * 4), memcpy(rv2, c.rv, c.C * 4);
+    batchnorm_forward_train(c.out, c.mean, c.rstd, rm1, rv1, c.x, c.w, c.b, c.B, c.C, c.HW, 0.1f, 1e-5f);
+    batchnorm_forward_train_ref(o2, m2, s2, rm2, rv2, c.x, c.w, c.b, c.B, c.C, c.HW, 0.1f, 1e-5f);
+    double e = fmax(maxrel(c.out, o2, n), fmax(maxrel(rm1, rm2, c.C), maxrel(rv1, rv2, c.C)));
+    CHECK(e < 1e-5, "batchnorm train: forward and running stats vs naive (rel err %.2g)", e);
+    /* the running update itself: momentum 0.1, unbiased variance */
+    {
+        double s = 0, v = 0, N = (double)c.B * c.HW;
+        for (int i = 0; i < c.B; i++)
+            for (int j = 0; j < c.HW; j++) s += c.x[(i * c.C + 1) * c.HW + j];
+        for (int i = 0; i < c.B; i++)
+            for (int j = 0; j < c.HW; j++) v += pow(c.x[(i * c.C + 1) * c.HW + j] - s / N, 2);
+        double want_m = 0.9 * c.rm[1] + 0.1 * s / N, want_v = 0.9 * c.rv[1] + 0.1 * v / (N - 1);
+        CHECK(fabs(rm1[1] - want_m) < 1e-6 && fabs(rv1[1] - want_v) < 1e-5,
+              "batchnorm train: running mean/var use momentum 0.1 and the unbiased variance");
+    }
+    float *dx = zeros(n), *dw = zeros(c.C), *db = zeros(c.C), *dxr = zeros(n), *dwr = zeros(c.C), *dbr = zeros(c.C);
+    batchnorm_backward_train(dx, dw, db, c.r, c.x, c.w, c.mean, c.rstd, c.B, c.C, c.HW);
+    batchnorm_backward_train_ref(dxr, dwr, dbr, c.r, c.x, c.w, c.mean, c.rstd, c.B, c.C, c.HW);
+    e = fmax(maxrel(dx, dxr, n), fmax(maxrel(dw, dwr, c.C), maxrel(db, dbr, c.C)));
+    CHECK(e < 1e-4, "batchnorm train: backward vs naive (rel err %.2g)", e);
+    c.train = 1;
+    e = fd_check(bn_loss, &c, c.x, dx, n, 60, 1e-2f);
+    CHECK(e < 5e-3, "batchnorm train: dinp vs finite differences (rel err %.2g)", e);
+    e = fmax(fd_check(bn_loss, &c, c.w, dw, c.C, 8, 1e-2f), fd_check(bn_loss, &c, c.b, db, c.C, 8, 1e-2f));
+    CHECK(e < 5e-3, "batchnorm train: dw, db vs finite differences (rel err %.2g)", e);
+
+    c.train = 0;
+    memset(dx, 0, n * 4), memset(dw, 0, c.C * 4), memset(db, 0, c.C * 4);
+    batchnorm_backward_eval(dx, dw, db, c.r, c.x, c.w, c.rm, c.rv, c.B, c.C, c.HW, 1e-5f);
+    e = fd_check(bn_loss, &c, c.x, dx, n, 60, 1e-2f);
+    CHECK(e < 5e-3, "batchnorm eval: dinp vs finite differences (rel err %.2g)", e);
+    e = fmax(fd_check(bn_loss, &c, c.w, dw, c.C, 8, 1e-2f), fd_check(bn_loss, &c, c.b, db, c.C, 8, 1e-2f));
+    CHECK(e < 5e-3, "batchnorm eval: dw, db vs finite differences (rel err %.2g)", e);
+    /* in place */
+    memcpy(o2, c.x, n * 4);
+    batchnorm_forward_eval(o2, o2, c.w, c.b, c.rm, c.rv, c.B, c.C, c.HW, 1e-5f);
+    batchnorm_forward_eval(c.out, c.x, c.w, c.b, c.rm, c.rv, c.B, c.C, c.HW, 1e-5f);
+    CHECK(memcmp(o2, c.out, n * 4) == 0, "batchnorm eval: in place gives the same bytes");
+    free(c.x), free(c.w), free(c.b), free(c.rm), free(c.rv), free(c.out), free(c.r), free(c.mean), free(c.rstd);
+    free(o2), free(m2), free(s2), free(rm1), free(rv1), free(rm2), free(rv2);
+    free(dx), free(dw), free(db), free(dxr), free(dwr), free(dbr);
+}
+
+/* ---------- pooling and activations ---------- */
+
+typedef struct {
+    int kind; /* 0 max, 1 avg, 2 avg excluding padding, 3 gap, 4 relu, 5 relu6 */
+    int B, C, H, W, K, stride, pad;
+    size_t nin, nout;
+    float *x, *out, *r;
+} pw_ctx;
+
+static double pw_loss(void *p)
+{
+    pw_ctx *c = p;
+    switch (c->kind) {
+    case 0: maxpool_forward(c->out, NULL, c->x, c->B, c->C, c->H, c->W, c->K, c->stride, c->pad); break;
+    case 1:
+    case 2: avgpool_forward(c->out, c->x, c->B, c->C, c->H, c->W, c->K, c->stride, c->pad, c->kind == 1); break;
+    case 3: gap_forward(c->out, c->x, c->B, c->C, c->H * c->W); break;
+    case 4: relu_forward(c->out, c->x, c->nin); break;
+    case 5: relu6_forward(c->out, c->x, c->nin); break;
+    }
+    return dotd(c->out, c->r, c->nout);
+}
+
+static void test_pointwise(const char *what, int kind)
+{
+    pw_ctx c = {.kind = kind, .B = 2, .C = 3, .H = 9, .W = 8, .K = 3, .stride = 2, .pad = 1};
+    int OH = pool_out_size(c.H, c.K, c.stride, c.pad), OW = pool_out_size(c.W, c.K, c.stride, c.pad);
+    c.nin = (size_t)c.B * c.C * c.H * c.W;
+    c.nout = kind <= 2 ? (size_t)c.B * c.C * OH * OW : kind == 3 ? (size_t)c.B * c.C : c.nin;
+    /* distinct values spaced well beyond the step, away from the kinks */
+    c.x = zeros(c.nin);
+    for (size_t i = 0; i < c.nin; i++) {
+        size_t j = (i * 37) % c.nin;
+        c.x[i] = (float)(((double)j / c.nin) * (kind == 5 ? 16 : 4) - (kind == 5 ? 4 : 2)) + 0.003f;
+    }
+    c.out = zeros(c.nout), c.r = randv(c.nout, 1);
+    float *dx = zeros(c.nin);
+    int *idx = xmalloc(c.nout * sizeof(int));
+    switch (kind) {
+    case 0:
+        maxpool_forward(c.out, idx, c.x, c.B, c.C, c.H, c.W, c.K, c.stride, c.pad);
+        maxpool_backward(dx, c.r, idx, c.B, c.C, c.H, c.W, OH, OW);
+        break;
+    case 1:
+    case 2: avgpool_backward(dx, c.r, c.B, c.C, c.H, c.W, c.K, c.stride, c.pad, kind == 1); break;
+    case 3: gap_backward(dx, c.r, c.B, c.C, c.H * c.W); break;
+    case 4:
+        relu_forward(c.out, c.x, c.nin);
+        relu_backward(dx, c.r, c.out, c.nin);
+        break;
+    case 5:
+        relu6_forward(c.out, c.x, c.nin);
+        relu6_backward(dx, c.r, c.out, c.nin);
+        break;
+    }
+    double e = fd_check(pw_loss, &c, c.x, dx, c.nin, (int)c.nin, 1e-3f);
+    CHECK(e < 5e-3, "%s: backward vs finite differences at every input (rel err %.2g)", what, e);
+    free(c.x), free(c.out), free(c.r), free(dx), free(idx);
+}
+
+static void test_pool_values(void)
+{
+    /* a 4x4 ramp, 3x3 windows, stride 2, pad 1: PyTorch gives these */
+    float x[16], o[4];
+    for (int i = 0; i < 16; i++) x[i] = (float)i;
+    maxpool_forward(o, NULL, x, 1, 1, 4, 4, 3, 2, 1);
+    CHECK(o[0] == 5 && o[1] == 7 && o[2] == 13 && o[3] == 15, "maxpool: values of a 4x4 ramp");
+    avgpool_forward(o, x, 1, 1, 4, 4, 3, 2, 1, 1);
+    CHECK(fabsf(o[0] - 10.0f / 9) < 1e-6f && fabsf(o[3] - 90.0f / 9) < 1e-6f,
+          "avgpool: count_include_pad divides by 9 (%g %g)", o[0], o[3]);
+    avgpool_forward(o, x, 1, 1, 4, 4, 3, 2, 1, 0);
+    CHECK(fabsf(o[0] - 2.5f) < 1e-6f, "avgpool: count_include_pad off divides by the in-image part (%g)", o[0]);
+}
+
+/* ---------- losses ---------- */
+
+typedef struct {
+    int B, C, D;
+    float lambda;
+    float *z, *it, *t, *logits;
+    int *y;
+} loss_ctx;
+
+static double ce_loss(void *p)
+{
+    loss_ctx *c = p;
+    return crossentropy_forward(NULL, c->logits, c->y, c->B, c->C);
+}
+
+static double cos_loss(void *p)
+{
+    loss_ctx *c = p;
+    return cosloss_forward(NULL, NULL, c->z, c->it, c->t, c->y, c->B, c->D, c->lambda);
+}
+
+static void normalize_rows(float *x, int n, int d)
+{
+    for (int i = 0; i < n; i++) {
+        double s = sqrt(dotd(x + (size_t)i * d, x + (size_t)i * d, d));
+        for (int j = 0; j < d; j++) x[(size_t)i * d + j] /= (float)s;
+    }
+}
+
+static void test_losses(void)
+{
+    loss_ctx c = {.B = 5, .C = 7, .D = 16, .lambda = 0.5f};
+    int y[5] = {0, 3, 6, 2, 3};
+    c.y = y;
+    c.logits = randv((size_t)c.B * c.C, 3);
+    float *probs = zeros((size_t)c.B * c.C), *dl = zeros((size_t)c.B * c.C);
+    float loss = crossentropy_forward(probs, c.logits, c.y, c.B, c.C);
+    double want = 0;
+    for (int i = 0; i < c.B; i++) {
+        double s = 0;
+        for (int k = 0; k < c.C; k++) s += exp(c.logits[i * c.C + k]);
+        want += log(s) - c.logits[i * c.C + y[i]];
+    }
+    CHECK(fabs(loss - want / c.B) < 1e-5, "cross-entropy: value (%g vs %g)", loss, want / c.B);
+    crossentropy_backward(dl, probs, c.y, c.B, c.C, 1.0f);
+    double e = fd_check(ce_loss, &c, c.logits, dl, (size_t)c.B * c.C, c.B * c.C, 1e-2f);
+    CHECK(e < 2e-3, "cross-entropy: gradient vs finite differences (rel err %.2g)", e);
+
+    c.z = randv((size_t)c.B * c.D, 1), c.it = randv((size_t)c.B * c.D, 1), c.t = randv((size_t)c.C * c.D, 1);
+    normalize_rows(c.it, c.B, c.D);
+    normalize_rows(c.t, c.C, c.D);
+    float lambdas[3] = {0.5f, 1.0f, 0.0f};
+    for (int q = 0; q < 3; q++) {
+        c.lambda = lambdas[q];
+        float *dz = zeros((size_t)c.B * c.D);
+        cosloss_backward(dz, c.z, c.it, c.t, c.y, c.B, c.D, c.lambda, 1.0f);
+        e = fd_check(cos_loss, &c, c.z, dz, (size_t)c.B * c.D, c.B * c.D, 1e-2f);
+        CHECK(e < 2e-3, "cosine loss lambda %g: gradient vs finite differences (rel err %.2g)", c.lambda, e);
+        if (q == 0) {
+            /* the closed form of the method, with unit It and T rows */
+            double worst = 0;
+            for (int i = 0; i < c.B; i++) {
+                const float *zi = c.z + i * c.D, *a = c.it + i * c.D, *b = c.t + y[i] * c.D;
+                double nz = sqrt(dotd(zi, zi, c.D)), c1 = dotd(zi, a, c.D) / nz, c2 = dotd(zi, b, c.D) / nz;
+                for (int j = 0; j < c.D; j++) {
+                    double zh = zi[j] / nz;
+                    double g = -(0.5 * (a[j] - c1 * zh) + 0.5 * (b[j] - c2 * zh)) / nz / c.B;
+                    worst = fmax(worst, fabs(g - dz[i * c.D + j]));
+                }
+            }
+            CHECK(worst < 1e-6, "cosine loss: gradient equals the method's closed form (%.2g)", worst);
+            double l = 0;
+            for (int i = 0; i < c.B; i++) {
+                const float *zi = c.z + i * c.D;
+                double nz = sqrt(dotd(zi, zi, c.D));
+                l += 0.5 * dotd(zi, c.it + i * c.D, c.D) / nz + 0.5 * dotd(zi, c.t + y[i] * c.D, c.D) / nz;
+            }
+            float got = cosloss_forward(NULL, NULL, c.z, c.it, c.t, c.y, c.B, c.D, 0.5f);
+            CHECK(fabs(got + l / c.B) < 1e-6, "cosine loss: value (%g vs %g)", got, -l / c.B);
+        }
+        free(dz);
+    }
+    free(c.logits), free(probs), free(dl), free(c.z), free(c.it), free(c.t);
+}
+
+/* ---------- parameters and optimisers ---------- */
+
+static void test_params(void)
+{
+    params p;
+    param_init(&p);
+    int64_t s1[2] = {3, 5}, s2[1] = {7};
+    int a = param_add(&p, "layer1.0.conv1.weight", 2, s1, 0);
+    int b = param_add(&p, "layer1.0.bn1.running_mean", 1, s2, 1);
+    int c = param_add(&p, "layer10.conv.weight", 1, s2, 0);
+    param_alloc(&p);
+    CHECK(((uintptr_t)param_data(&p, c) & 63) == 0, "param: tensors are 64-byte aligned in one block");
+    CHECK(param_grad(&p, b) == NULL && param_grad(&p, a) != NULL, "param: buffers have no gradient");
+    int hits = param_freeze(&p, "layer1", 1);
+    CHECK(hits == 2 && param_grad(&p, a) == NULL && param_grad(&p, c) != NULL,
+          "param: freezing module 'layer1' spares 'layer10' (%d matched)", hits);
+    CHECK(param_trainable(&p) == 7, "param: trainable count after freezing");
+    param_freeze(&p, "", 0);
+    CHECK(param_trainable(&p) == 22, "param: unfreeze all");
+
+    /* load: a missing tensor and a shape mismatch are errors naming the tensor */
+    char tmp[] = "/tmp/nn_cnn_XXXXXX", path[64], err[VL_ERRLEN];
+    if (!mkdtemp(tmp)) return;
+    snprintf(path, sizeof path, "%s/w.safetensors", tmp);
+    float buf[64] = {0};
+    stw *w = stw_new();
+    stw_add(w, "layer1.0.conv1.weight", ST_F32, 2, s1, buf);
+    stw_add(w, "layer1.0.bn1.running_mean", ST_F32, 1, s2, buf);
+    int64_t bad[1] = {6};
+    stw_add(w, "layer10.conv.weight", ST_F32, 1, bad, buf);
+    stw_write(w, path, err);
+    stw_free(w);
+    st_file f;
+    int rc = st_open(&f, path, err) == 0 ? param_load(&p, &f, NULL, err) : -1;
+    CHECK(rc != 0 && strstr(err, "layer10.conv.weight") && strstr(err, "[6]"),
+          "param: shape mismatch names the tensor (%s)", err);
+    st_close(&f);
+    unlink(path);
+    rmdir(tmp);
+    param_free(&p);
+}
+
+/* PyTorch's update rules in double, for three steps */
+static void test_optim_kind(const char *what, int kind, float lr, float wd, float mom, int nesterov)
+{
+    params p;
+    param_init(&p);
+    int64_t s[1] = {6};
+    param_add(&p, "a", 1, s, 0);
+    param_add(&p, "frozen", 1, s, 0);
+    param_alloc(&p);
+    param_freeze(&p, "frozen", 1);
+    float *w = param_data(&p, 0), *g = p.grad + p.t[0].off;
+    double W[6], M[6] = {0}, V[6] = {0};
+    for (int i = 0; i < 6; i++) W[i] = w[i] = (float)(0.1 * (i - 2.5));
+    for (int i = 0; i < 6; i++) param_data(&p, 1)[i] = 1.0f;
+    optim o;
+    optim_init(&o, kind, lr, &p);
+    o.wd = wd, o.momentum = mom, o.nesterov = nesterov;
+    for (int t = 1; t <= 3; t++) {
+        for (int i = 0; i < 6; i++) g[i] = (float)(0.3 * sin(i + 2.0 * t) + 0.01 * i);
+        for (int i = 0; i < 6; i++) {
+            double d = g[i];
+            if (kind == OPTIM_SGD) {
+                d += wd * W[i];
+                if (mom != 0) {
+                    M[i] = t == 1 ? d : mom * M[i] + d;
+                    d = nesterov ? d + mom * M[i] : M[i];
+                }
+                W[i] -= lr * d;
+            } else {
+                if (kind == OPTIM_ADAMW) W[i] *= 1 - lr * wd;
+                else d += wd * W[i];
+                M[i] = 0.9 * M[i] + 0.1 * d;
+                V[i] = 0.999 * V[i] + 0.001 * d * d;
+                double mh = M[i] / (1 - pow(0.9, t)), vh = V[i] / (1 - pow(0.999, t));
+                W[i] -= lr * mh / (sqrt(vh) + 1e-8);
+            }
+        }
+        optim_step(&o, &p);
+    }
+    double worst = 0;
+    for (int i = 0; i < 6; i++) worst = fmax(worst, fabs(W[i] - w[i]));
+    CHECK(worst < 1e-6, "optim %s: three steps match the update rule (max diff %.2g)", what, worst);
+    CHECK(param_data(&p, 1)[0] == 1.0f && o.steps[1] == 0, "optim %s: a frozen tensor is not touched", what);
+
+    /* resume: save after 2 steps, restore into a fresh optimiser, step again:
+     * the same bytes as stepping straight through */
+    char tmp[] = "/tmp/nn_cnn_XXXXXX", path[64], err[VL_ERRLEN];
+    if (!mkdtemp(tmp)) return;
+    snprintf(path, sizeof path, "%s/opt.safetensors", tmp);
+    params q;
+    param_init(&q);
+    param_add(&q, "a", 1, s, 0);
+    param_add(&q, "frozen", 1, s, 0);
+    param_alloc(&q);
+    param_freeze(&q, "frozen", 1);
+    float *wq = param_data(&q, 0), *gq = q.grad + q.t[0].off;
+    for (int i = 0; i < 6; i++) wq[i] = (float)(0.1 * (i - 2.5));
+    optim o1, o2;
+    optim_init(&o1, kind, lr, &q);
+    o1.wd = wd, o1.momentum = mom, o1.nesterov = nesterov;
+    float ref[6], keep[6];
+    for (int t = 1; t <= 3; t++) {
+        for (int i = 0; i < 6; i++) gq[i] = (float)(0.3 * sin(i + 2.0 * t) + 0.01 * i);
+        if (t == 3) {
+            memcpy(keep, wq, sizeof keep);
+            optim_step(&o1, &q);
+            memcpy(ref, wq, sizeof ref);
+            memcpy(wq, keep, sizeof keep);
+            optim_init(&o2, kind, lr, &q);
+            o2.wd = wd, o2.momentum = mom, o2.nesterov = nesterov;
+            int rc = optim_load(&o2, &q, path, err);
+            CHECK(rc == 0, "optim %s: state loads (%s)", what, rc ? err : "ok");
+            optim_step(&o2, &q);
+            CHECK(memcmp(ref, wq, sizeof ref) == 0, "optim %s: saved and restored state resumes exactly", what);
+            optim_free(&o2);
+        } else {
+            optim_step(&o1, &q);
+            if (t == 2) {
+                int rc = optim_save(&o1, &q, path, err);
+                CHECK(rc == 0, "optim %s: state saves (%s)", what, rc ? err : "ok");
+            }
+        }
+    }
+    optim_free(&o1);
+    optim_free(&o);
+    unlink(path);
+    rmdir(tmp);
+    param_free(&q);
+    param_free(&p);
+}
+
+int main(void)
+{
+    rng_seed(&R, 1234);
+    blas_set_threads(1);
+    test_conv("3x3 s1 p1", 2, 3, 7, 6, 4, 3, 1, 1, 1, 1, 1);
+    test_conv("3x3 s2 p1 no bias", 2, 4, 9, 8, 5, 3, 2, 1, 1, 1, 0);
+    test_conv("7x7 s2 p3", 1, 3, 12, 11, 4, 7, 2, 3, 1, 1, 0);
+    test_conv("1x1 s1", 2, 6, 5, 5, 3, 1, 1, 0, 1, 1, 1);
+    test_conv("1x1 s2", 2, 6, 6, 5, 3, 1, 2, 0, 1, 1, 0);
+    test_conv("3x3 dilation 2", 2, 3, 9, 9, 4, 3, 1, 2, 2, 1, 1);
+    test_conv("3x3 groups 2", 2, 4, 7, 7, 6, 3, 1, 1, 1, 2, 1);
+    test_conv("3x3 depthwise s2", 2, 5, 8, 7, 5, 3, 2, 1, 1, 5, 1);
+    test_conv("3x3 depthwise x2 channels", 1, 3, 6, 6, 6, 3, 1, 1, 1, 3, 0);
+    test_batchnorm();
+    test_pointwise("maxpool 3x3 s2 p1", 0);
+    test_pointwise("avgpool 3x3 s2 p1", 1);
+    test_pointwise("avgpool 3x3 s2 p1 count_include_pad off", 2);
+    test_pointwise("global average pool", 3);
+    test_pointwise("relu", 4);
+    test_pointwise("relu6", 5);
+    test_pool_values();
+    test_losses();
+    test_params();
+    test_optim_kind("sgd", OPTIM_SGD, 0.1f, 0.0f, 0.0f, 0);
+    test_optim_kind("sgd momentum wd", OPTIM_SGD, 0.1f, 0.01f, 0.9f, 0);
+    test_optim_kind("sgd nesterov", OPTIM_SGD, 0.05f, 0.001f, 0.9f, 1);
+    test_optim_kind("adam", OPTIM_ADAM, 1e-3f, 0.0f, 0, 0);
+    test_optim_kind("adam L2", OPTIM_ADAM, 1e-3f, 0.1f, 0, 0);
+    test_optim_kind("adamw", OPTIM_ADAMW, 1e-3f, 0.05f, 0, 0);
+    conv_release_workspace();
+    CHECK_EXIT();
+}
