@@ -1,0 +1,54 @@
+/* manifest: the line-oriented list of images every pipeline starts from.
+ * TSV, one image per line, columns
+ *     id  path  label  class  domain  split
+ * and any extra columns after them. The first line is a header naming the
+ * columns (recognised by its first field being "id"); columns may then come
+ * in any order and only id and path are required. Without a header line the
+ * columns are the six above in that order, so that a chunk cut from the
+ * middle of a manifest (GNU parallel --pipe) reads the same. Fields cannot
+ * hold tabs or newlines; an empty field means "unknown". */
+#ifndef VL_MANIFEST_H
+#define VL_MANIFEST_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "util.h"
+
+enum { MF_ID, MF_PATH, MF_LABEL, MF_CLASS, MF_DOMAIN, MF_SPLIT, MF_NCOLS };
+extern const char *const MF_COLUMNS[MF_NCOLS];
+
+/* One row; strings point into the reader's line buffer (valid until the
+ * next mf_next) and are NULL when the column is absent or empty. */
+typedef struct {
+    const char *id, *path, *cls, *domain, *split;
+    int64_t label; /* -1 when unknown */
+    uint64_t line; /* line number in the manifest, from 1 */
+} mf_row;
+
+typedef struct {
+    FILE *fp;
+    char *name;
+    char *buf;
+    size_t cap;
+    uint64_t line;
+    int col[MF_NCOLS]; /* field index of each column, -1 if absent */
+    int started;
+} mf_reader;
+
+/* Opens a reader on fp (not closed by mf_close); name is used in messages. */
+void mf_open(mf_reader *m, FILE *fp, const char *name);
+void mf_close(mf_reader *m);
+
+/* Next row: 1 with *row set; 0 at the end; -1 with err for a bad row
+ * ("NAME:LINE: what"), after which reading may continue; -2 with err for a
+ * fatal problem (read error, a header without id or path). Blank lines and
+ * lines starting with '#' are skipped. */
+int mf_next(mf_reader *m, mf_row *row, char *err);
+
+/* Writes the header line and rows; a field holding a tab or newline is
+ * refused (-1 with err). Check ferror/fflush on fp at the end. */
+void mf_write_header(FILE *fp);
+int mf_write_row(FILE *fp, const mf_row *row, char *err);
+
+#endif

@@ -1,0 +1,196 @@
+/* resize: PIL's antialiased bilinear resampling (libImaging/Resample.c,
+ * ImagingResample with the triangle filter), reproduced operation by
+ * operation so that the output equals Image.resize(size, BILINEAR, box):
+ * coefficients in double, normalised per output pixel, converted to 22-bit
+ * fixed point with PIL's rounding; the horizontal pass runs first over the
+ * rows the vertical pass needs and stores 8-bit values; each pass adds half
+ * an output unit before shifting and clamps to 0..255. */
+#include "image.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PRECISION_BITS (32 - 8 - 2)
+
+static double triangle(double x)
+{
+    if (x < 0.0) x = -x;
+    if (x < 1.0) return 1.0 - x;
+    return 0.0;
+}
+
+/* PIL's precompute_coeffs: for each output position, the first input index
+ * (bounds[2i]), the tap count (bounds[2i+1]) and ksize normalised weights.
+ * in0/in1 are floats, as PIL's box is. Returns ksize. */
+static int coeffs(int insize, float in0, float in1, int outsize, int **boundsp, double **kkp)
+{
+    double scale, filterscale;
+    filterscale = scale = (double)(in1 - in0) / outsize;
+    if (filterscale < 1.0) filterscale = 1.0;
+    double support = 1.0 * filterscale;
+    int ksize = (int)ceil(support) * 2 + 1;
+    double *kk = xmalloc((size_t)outsize * ksize * sizeof(double));
+    int *bounds = xmalloc((size_t)outsize * 2 * sizeof(int));
+    for (int xx = 0; xx < outsize; xx++) {
+        double center = in0 + (xx + 0.5) * scale;
+        double ww = 0.0, ss = 1.0 / filterscale;
+        int xmin = (int)(center - support + 0.5);
+        if (xmin < 0) xmin = 0;
+        int xmax = (int)(center + support + 0.5);
+        if (xmax > insize) xmax = insize;
+        xmax -= xmin;
+        double *k = &kk[(size_t)xx * ksize];
+        int x;
+        for (x = 0; x < xmax; x++) {
+            double w = triangle((x + xmin - center + 0.5) * ss);
+            k[x] = w;
+            ww += w;
+        }
+        for (x = 0; x < xmax; x++)
+            if (ww != 0.0) k[x] /= ww;
+        for (; x < ksize; x++) k[x] = 0;
+        bounds[xx * 2] = xmin;
+        bounds[xx * 2 + 1] = xmax;
+    }
+    *boundsp = bounds;
+    *kkp = kk;
+    return ksize;
+}
+
+/* PIL's normalize_coeffs_8bpc, into a separate int array. */
+static int32_t *fixed_coeffs(const double *kk, size_t n)
+{
+    int32_t *k = xmalloc(n * sizeof(int32_t));
+    for (size_t i = 0; i < n; i++)
+        k[i] = kk[i] < 0 ? (int32_t)(-0.5 + kk[i] * (1 << PRECISION_BITS))
+                         : (int32_t)(0.5 + kk[i] * (1 << PRECISION_BITS));
+    return k;
+}
+
+static inline uint8_t clip8(int32_t v)
+{
+    if (v >= (1 << PRECISION_BITS << 8)) return 255;
+    if (v <= 0) return 0;
+    return (uint8_t)(v >> PRECISION_BITS);
+}
+
+/* out (rows, ow, 3); in rows [y0, y0+rows) of the input, `stride` apart. */
+static void pass_h(uint8_t *out, int ow, int rows, const uint8_t *in, size_t stride, int y0, int ksize,
+                   const int *bounds, const int32_t *kk)
+{
+    for (int yy = 0; yy < rows; yy++) {
+        const uint8_t *src = in + (size_t)(yy + y0) * stride;
+        uint8_t *dst = out + (size_t)yy * ow * 3;
+        for (int xx = 0; xx < ow; xx++) {
+            int xmin = bounds[2 * xx], xmax = bounds[2 * xx + 1];
+            const int32_t *k = kk + (size_t)xx * ksize;
+            const uint8_t *s = src + (size_t)xmin * 3;
+            int32_t s0 = 1 << (PRECISION_BITS - 1), s1 = s0, s2 = s0;
+            for (int x = 0; x < xmax; x++) {
+                s0 += s[3 * x] * k[x];
+                s1 += s[3 * x + 1] * k[x];
+                s2 += s[3 * x + 2] * k[x];
+            }
+            dst[3 * xx] = clip8(s0);
+            dst[3 * xx + 1] = clip8(s1);
+            dst[3 * xx + 2] = clip8(s2);
+        }
+    }
+}
+
+/* out (oh, w, 3); in (?, w, 3) rows `stride` apart; rows already shifted. */
+static void pass_v(uint8_t *out, int w, int oh, const uint8_t *in, size_t stride, int ksize, const int *bounds,
+                   const int32_t *kk)
+{
+    int32_t *acc = xmalloc((size_t)w * 3 * sizeof(int32_t));
+    for (int yy = 0; yy < oh; yy++) {
+        int ymin = bounds[2 * yy], ymax = bounds[2 * yy + 1];
+        const int32_t *k = kk + (size_t)yy * ksize;
+        /* row by row over the taps: the same sums as PIL's, in an order
+         * that reads the input sequentially (integer addition commutes) */
+        for (int i = 0; i < w * 3; i++) acc[i] = 1 << (PRECISION_BITS - 1);
+        for (int y = 0; y < ymax; y++) {
+            const uint8_t *s = in + (size_t)(y + ymin) * stride;
+            int32_t ky = k[y];
+            for (int i = 0; i < w * 3; i++) acc[i] += s[i] * ky;
+        }
+        uint8_t *dst = out + (size_t)yy * w * 3;
+        for (int i = 0; i < w * 3; i++) dst[i] = clip8(acc[i]);
+    }
+    free(acc);
+}
+
+static int sizes_ok(int ow, int oh, int iw, int ih)
+{
+    return ow >= 1 && oh >= 1 && iw >= 1 && ih >= 1 && ow <= IMG_MAX_SIDE && oh <= IMG_MAX_SIDE &&
+           iw <= IMG_MAX_SIDE && ih <= IMG_MAX_SIDE;
+}
+
+int img_resize(uint8_t *out, int ow, int oh, const uint8_t *in, int iw, int ih, size_t stride, const float *box)
+{
+    if (!sizes_ok(ow, oh, iw, ih)) return -1;
+    float b[4] = {0, 0, (float)iw, (float)ih};
+    if (box) memcpy(b, box, sizeof(b));
+    if (b[0] < 0 || b[1] < 0 || b[2] > iw || b[3] > ih || b[2] - b[0] <= 0 || b[3] - b[1] <= 0) return -1;
+    int need_h = ow != iw || b[0] != 0 || b[2] != ow;
+    int need_v = oh != ih || b[1] != 0 || b[3] != oh;
+    int *bh, *bv;
+    double *kh, *kv;
+    int ksh = coeffs(iw, b[0], b[2], ow, &bh, &kh);
+    int ksv = coeffs(ih, b[1], b[3], oh, &bv, &kv);
+    int32_t *ih_k = fixed_coeffs(kh, (size_t)ow * ksh), *iv_k = fixed_coeffs(kv, (size_t)oh * ksv);
+    int first = bv[0], last = bv[oh * 2 - 2] + bv[oh * 2 - 1];
+    if (need_h && need_v) {
+        for (int i = 0; i < oh; i++) bv[i * 2] -= first;
+        uint8_t *tmp = xmalloc((size_t)(last - first) * ow * 3 + 1);
+        pass_h(tmp, ow, last - first, in, stride, first, ksh, bh, ih_k);
+        pass_v(out, ow, oh, tmp, (size_t)ow * 3, ksv, bv, iv_k);
+        free(tmp);
+    } else if (need_h) {
+        pass_h(out, ow, oh, in, stride, 0, ksh, bh, ih_k);
+    } else if (need_v) {
+        pass_v(out, ow, oh, in, stride, ksv, bv, iv_k);
+    } else {
+        for (int y = 0; y < oh; y++) memcpy(out + (size_t)y * ow * 3, in + (size_t)y * stride, (size_t)ow * 3);
+    }
+    free(bh);
+    free(bv);
+    free(kh);
+    free(kv);
+    free(ih_k);
+    free(iv_k);
+    return 0;
+}
+
+void img_resize_to(img *out, const img *in, int w, int h)
+{
+    img_alloc(out, w, h);
+    img_resize(out->pix, w, h, in->pix, in->w, in->h, (size_t)in->w * 3, NULL);
+}
+
+void img_resize_ref(uint8_t *out, int ow, int oh, const uint8_t *in, int iw, int ih, size_t stride, const float *box)
+{
+    float b[4] = {0, 0, (float)iw, (float)ih};
+    if (box) memcpy(b, box, sizeof(b));
+    int *bh, *bv;
+    double *kh, *kv;
+    int ksh = coeffs(iw, b[0], b[2], ow, &bh, &kh);
+    int ksv = coeffs(ih, b[1], b[3], oh, &bv, &kv);
+    for (int yy = 0; yy < oh; yy++)
+        for (int xx = 0; xx < ow; xx++)
+            for (int c = 0; c < 3; c++) {
+                double s = 0;
+                for (int y = 0; y < bv[2 * yy + 1]; y++)
+                    for (int x = 0; x < bh[2 * xx + 1]; x++)
+                        s += kv[(size_t)yy * ksv + y] * kh[(size_t)xx * ksh + x] *
+                             in[(size_t)(y + bv[2 * yy]) * stride + (size_t)(x + bh[2 * xx]) * 3 + c];
+                long v = lround(s);
+                out[((size_t)yy * ow + xx) * 3 + c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+    free(bh);
+    free(bv);
+    free(kh);
+    free(kv);
+}

@@ -1,0 +1,197 @@
+/* imgdecode: turns a manifest of image files into an `image` stream.
+ *
+ * Each manifest row is decoded (JPEG, PNG, IDX) to 8-bit RGB and either
+ * squash-resized to S x S with PIL's antialiased bilinear filter (the
+ * evaluation transform) or, with --augment, put through DomainBed's training
+ * augmentation K times (--views). A view's randomness is drawn from
+ * rng_for_key(seed, id, view), so the output does not depend on the order of
+ * the rows or on how the manifest was sharded. A file that cannot be decoded
+ * is reported with its id and path, dropped and counted in the trailer; the
+ * exit status is 1 when more than --max-errors were dropped. */
+#include "augment.h"
+#include "common.h"
+#include "image.h"
+#include "manifest.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char USAGE[] =
+    "usage: imgdecode [-v] [--size S] [--augment] [--views K] [--seed N] [--root DIR]\n"
+    "                 [--max-errors N] [-o FILE] [MANIFEST]\n"
+    "  --size S        output S x S pixels (default 224)\n"
+    "  --augment       DomainBed's training augmentation instead of the plain resize\n"
+    "  --views K       augmented views per image (default 1; needs --augment)\n"
+    "  --seed N        seed of the augmentation (default 0)\n"
+    "  --root DIR      directory that relative manifest paths are taken from\n"
+    "  --max-errors N  exit 1 when more than N images are dropped (default 0)\n";
+
+int main(int argc, char **argv)
+{
+    tool_init("imgdecode");
+    long long size = 224, views = 1, max_errors = 0;
+    unsigned long long seed = 0;
+    int augment = 0, views_given = 0;
+    const char *outpath = NULL, *root = NULL;
+    static const struct option opts[] = {{"size", required_argument, 0, 's'},
+                                         {"augment", no_argument, 0, 'a'},
+                                         {"views", required_argument, 0, 'k'},
+                                         {"seed", required_argument, 0, 'S'},
+                                         {"root", required_argument, 0, 'C'},
+                                         {"max-errors", required_argument, 0, 'E'},
+                                         {"output", required_argument, 0, 'o'},
+                                         {"verbose", no_argument, 0, 'v'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "s:ak:S:C:E:o:vh", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': size = parse_int(USAGE, "--size", optarg, 1, 4096); break;
+        case 'a': augment = 1; break;
+        case 'k':
+            views = parse_int(USAGE, "--views", optarg, 1, 1000000);
+            views_given = 1;
+            break;
+        case 'S': seed = (unsigned long long)parse_int(USAGE, "--seed", optarg, 0, INT64_MAX); break;
+        case 'C': root = optarg; break;
+        case 'E': max_errors = parse_int(USAGE, "--max-errors", optarg, 0, INT64_MAX); break;
+        case 'o': outpath = optarg; break;
+        case 'v': tool_verbose = 1; break;
+        case 'h': usage_help(USAGE);
+        default: usage_error(USAGE, "unknown option");
+        }
+    }
+    if (argc - optind > 1) usage_error(USAGE, "one manifest at most");
+    if (views_given && !augment) usage_error(USAGE, "--views needs --augment");
+    const char *mpath = optind < argc ? argv[optind] : "-";
+    FILE *mf = stdin;
+    if (strcmp(mpath, "-") != 0 && !(mf = fopen(mpath, "r"))) die(1, "%s: %s", mpath, strerror(errno));
+    mf_reader m;
+    mf_open(&m, mf, strcmp(mpath, "-") == 0 ? "<stdin>" : mpath);
+
+    tool_out out;
+    sw s;
+    output_open(&out, outpath);
+    sw_init(&s, out.fd);
+    sw_header_begin(&s, "image", NULL, argc, argv);
+    mpw *w = &s.w;
+    mpw_str(w, "dtype");
+    mpw_str(w, "u8");
+    mpw_str(w, "layout");
+    mpw_str(w, "hwc");
+    mpw_str(w, "c");
+    mpw_int(w, 3);
+    mpw_str(w, "size");
+    mpw_int(w, size);
+    mpw_str(w, "transform");
+    mpw_str(w, augment ? "augment" : "eval");
+    if (augment) {
+        mpw_str(w, "seed");
+        mpw_uint(w, seed);
+        mpw_str(w, "views");
+        mpw_int(w, views);
+    }
+    if (sw_header_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
+
+    char err[VL_ERRLEN];
+    char *pathbuf = NULL;
+    size_t pathcap = 0;
+    img_idx_cache cache = {0};
+    uint64_t images = 0;
+    double t0 = vl_now();
+    mf_row row;
+    int rc;
+    while ((rc = mf_next(&m, &row, err)) != 0) {
+        if (rc == -2) die(1, "%s", err);
+        if (rc == -1) {
+            warnx("%s; dropped", err);
+            s.dropped++;
+            continue;
+        }
+        const char *path = row.path;
+        if (root && path[0] != '/') {
+            size_t need = strlen(root) + strlen(path) + 2;
+            if (need > pathcap) pathbuf = xrealloc(pathbuf, pathcap = need);
+            snprintf(pathbuf, need, "%s/%s", root, path);
+            path = pathbuf;
+        }
+        img_src src;
+        img pic = {0};
+        int ok = img_src_open(&src, path, &cache, err) == 0;
+        for (long long v = 0; ok && v < (augment ? views : 1); v++) {
+            if (augment) {
+                rng r;
+                aug_params p;
+                rng_for_key(&r, seed, row.id, strlen(row.id), (uint64_t)v);
+                aug_sample(&p, &AUG_DOMAINBED, &r, src.w, src.h);
+                ok = aug_view(&pic, &src, &p, (int)size, err) == 0;
+            } else {
+                img full;
+                int d = img_dct_denom(&src, (int)size, (int)size);
+                ok = img_decode(&src, d, &full, err) == 0;
+                if (ok) {
+                    img_resize_to(&pic, &full, (int)size, (int)size);
+                    img_free(&full);
+                }
+            }
+            if (!ok) break;
+            sw_item_begin(&s);
+            mpw_str(w, "id");
+            mpw_str(w, row.id);
+            mpw_str(w, "h");
+            mpw_int(w, pic.h);
+            mpw_str(w, "w");
+            mpw_int(w, pic.w);
+            mpw_str(w, "pix");
+            mpw_bin(w, pic.pix, (size_t)pic.w * pic.h * 3);
+            if (row.label >= 0) {
+                mpw_str(w, "label");
+                mpw_int(w, row.label);
+            }
+            const char *keys[] = {"class", "domain", "split"};
+            const char *vals[] = {row.cls, row.domain, row.split};
+            for (int k = 0; k < 3; k++)
+                if (vals[k]) {
+                    mpw_str(w, keys[k]);
+                    mpw_str(w, vals[k]);
+                }
+            if (augment) {
+                mpw_str(w, "view");
+                mpw_int(w, v);
+            }
+            mpw_str(w, "path");
+            mpw_str(w, row.path);
+            if (sw_item_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
+            img_free(&pic);
+        }
+        if (ok) {
+            images++;
+            img_src_free(&src);
+        } else {
+            /* err names the file; the id says which row */
+            warnx("%s:%llu: id '%s': %s; dropped", m.name, (unsigned long long)row.line, row.id, err);
+            s.dropped++;
+            if (src.data) img_src_free(&src);
+        }
+        progress("%llu images, %llu dropped, %.1f images/s", (unsigned long long)images,
+                 (unsigned long long)s.dropped, images / (vl_now() - t0 + 1e-9));
+    }
+    progress_done();
+    if (tool_verbose)
+        warnx("%llu images, %llu records, %llu dropped in %.2f s", (unsigned long long)images,
+              (unsigned long long)s.records, (unsigned long long)s.dropped, vl_now() - t0);
+    sw_trailer_begin(&s);
+    sw_trailer_end(&s);
+    output_commit(&out, &s);
+    if (mf != stdin) fclose(mf);
+    mf_close(&m);
+    img_idx_cache_free(&cache);
+    free(pathbuf);
+    if ((long long)s.dropped > max_errors) {
+        warnx("%llu images dropped (more than --max-errors %lld)", (unsigned long long)s.dropped, max_errors);
+        return 1;
+    }
+    return 0;
+}
