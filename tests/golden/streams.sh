@@ -1,0 +1,128 @@
+#!/bin/bash
+# Golden tests of the stream helpers (mpdump, mpcat, mpcmp, mpnpy, stinfo):
+# each case runs a command line in a scratch directory holding streams,
+# .npy and safetensors files written by an independent writer
+# (tests/ref/msgpack_interop.py: python3-msgpack, numpy); its stdout, stderr
+# and exit status, rendered as text, must equal tests/golden/streams/NAME.out.
+# UPDATE_GOLDEN=1 rewrites the expected files (review the diff before committing).
+set -u
+root=${VL2V_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
+export PATH=$root/bin:$PATH LC_ALL=C
+py=${PYTHON:-/usr/bin/python3}
+want=$root/tests/golden/streams
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp" || exit 1
+"$py" "$root/tests/ref/msgpack_interop.py" write . || { echo "FAIL: writing the test inputs"; exit 1; }
+
+fails=0
+# case NAME 'COMMAND LINE': runs it with bash -o pipefail in the scratch directory
+case_() {
+    local name=$1 cmd=$2 got
+    got=$(
+        printf '$ %s\n' "$cmd"
+        bash -o pipefail -c "$cmd" >out.txt 2>err.txt
+        rc=$?
+        cat out.txt
+        if [ -s err.txt ]; then
+            echo "[stderr]"
+            cat err.txt
+        fi
+        echo "[exit $rc]"
+    )
+    if [ "${UPDATE_GOLDEN:-0}" = 1 ]; then
+        printf '%s\n' "$got" >"$want/$name.out"
+    fi
+    if [ -f "$want/$name.out" ] && diff -u "$want/$name.out" <(printf '%s\n' "$got") >diff.txt; then
+        echo "PASS: $name: $cmd"
+    else
+        echo "FAIL: $name: $cmd"
+        if [ -f "$want/$name.out" ]; then head -n 40 diff.txt; else echo "  (no $want/$name.out)"; printf '%s\n' "$got"; fi
+        fails=$((fails + 1))
+    fi
+}
+
+for t in mpdump mpcat mpcmp mpnpy stinfo; do
+    case_ "$t-help" "$t --help"
+    case_ "$t-badopt" "$t --no-such-option"
+done
+
+# mpdump
+case_ mpdump-emb "mpdump emb.mp"
+case_ mpdump-short "mpdump emb40.mp"
+case_ mpdump-full "mpdump --full emb40.mp"
+case_ mpdump-head "mpdump --head 1 emb.mp"
+case_ mpdump-head0 "mpdump --head 0 emb.mp two.mp"
+case_ mpdump-image "mpdump image.mp"
+case_ mpdump-image-full "mpdump --full image.mp"
+case_ mpdump-pred "mpdump pred.mp"
+case_ mpdump-unknown "mpdump emb_unknown.mp"
+case_ mpdump-stdin-two "mpdump < two.mp"
+case_ mpdump-v2 "mpdump v2.mp"
+case_ mpdump-trunc-item "mpdump trunc_item.mp"
+case_ mpdump-trunc-between "mpdump trunc_between.mp"
+case_ mpdump-garbage "mpdump garbage.txt"
+case_ mpdump-oversized "mpdump oversized.mp"
+case_ mpdump-empty "mpdump < /dev/null"
+case_ mpdump-missing "mpdump no-such-file.mp"
+case_ mpdump-badhead "mpdump --head -1 emb.mp"
+
+# mpcat
+case_ mpcat-two-files "mpcat emb.mp emb_near.mp | mpdump"
+case_ mpcat-stdin "mpcat < two.mp | mpdump"
+case_ mpcat-check "mpcat --check two.mp emb.mp"
+case_ mpcat-check-trunc "mpcat --check emb.mp trunc_between.mp"
+case_ mpcat-bad "mpcat emb_bad.mp > out.mp; echo \"status \$?\"; mpcat --check out.mp"
+case_ mpcat-max-errors "mpcat --max-errors 3 emb_bad.mp | mpdump"
+case_ mpcat-dim "mpcat emb.mp emb_dim8.mp > /dev/null"
+case_ mpcat-space "mpcat emb.mp emb_space.mp > /dev/null"
+case_ mpcat-schema "mpcat emb.mp image.mp > /dev/null"
+case_ mpcat-v2 "mpcat emb.mp v2.mp > /dev/null"
+case_ mpcat-output "mpcat -o cat.mp emb.mp image.mp; echo \"status \$?\"; find . -name 'cat.mp*' | wc -l; mpcat -o cat.mp emb.mp emb_near.mp && mpcat --check cat.mp && ls cat.mp*"
+case_ mpcat-unknown-keys "mpcat emb_unknown.mp | mpdump"
+
+# mpcmp
+case_ mpcmp-near "mpcmp emb.mp emb_near.mp"
+case_ mpcmp-far "mpcmp emb.mp emb_far.mp"
+case_ mpcmp-order "mpcmp --order emb.mp emb_near.mp"
+case_ mpcmp-order-same "mpcmp --order emb.mp emb.mp"
+case_ mpcmp-tight "mpcmp --atol 1e-8 --rtol 0 emb.mp emb_near.mp"
+case_ mpcmp-quiet "mpcmp -q emb.mp emb_far.mp"
+case_ mpcmp-report "mpcmp --max-report 1 emb.mp emb_far.mp"
+case_ mpcmp-dim "mpcmp emb.mp emb_dim8.mp"
+case_ mpcmp-pred "mpcmp pred.mp pred.mp"
+case_ mpcmp-image "mpcmp image.mp image.mp"
+case_ mpcmp-stdin "mpcmp - emb_near.mp < emb.mp"
+case_ mpcmp-trunc "mpcmp emb.mp trunc_item.mp"
+case_ mpcmp-one "mpcmp emb.mp"
+
+# mpnpy
+case_ mpnpy-export "mpnpy export -o x.npy --ids x.ids --labels x.labels emb.mp && od -A d -t x1 -N 10 x.npy && cat x.ids x.labels && ls x.*"
+case_ mpnpy-round-trip "mpnpy import --ids vecs.ids --labels vecs.labels vecs.npy > a.mp && mpnpy export -o y.npy --ids y.ids --labels y.labels a.mp && mpnpy import --ids y.ids --labels y.labels y.npy | mpcmp --atol 0 --rtol 0 a.mp - && cmp vecs.npy y.npy && cmp vecs.ids y.ids && cmp vecs.labels y.labels"
+case_ mpnpy-loses-meta "mpnpy export -o x.npy --ids x.ids --labels x.labels emb.mp && mpnpy import --ids x.ids --labels x.labels --space teacher:test-clip x.npy | mpcmp --max-report 3 --atol 0 --rtol 0 emb.mp -"
+case_ mpnpy-import "mpnpy import --ids vecs.ids --labels vecs.labels --space text:test vecs.npy | mpdump"
+case_ mpnpy-import-f64 "mpnpy import vecs64.npy | mpdump"
+case_ mpnpy-import-output "mpnpy import -o v.mp vecs.npy && mpcat --check v.mp"
+case_ mpnpy-nan "mpnpy import vecs_nan.npy > /dev/null"
+case_ mpnpy-nan-allowed "mpnpy import --max-errors 1 vecs_nan.npy | mpdump"
+case_ mpnpy-fortran "mpnpy import vecs_fortran.npy"
+case_ mpnpy-int "mpnpy import vecs_int.npy"
+case_ mpnpy-idcount "mpnpy import --ids vecs2.ids vecs.npy"
+case_ mpnpy-not-npy "mpnpy import emb.mp"
+case_ mpnpy-no-o "mpnpy export emb.mp"
+case_ mpnpy-schema "mpnpy export -o i.npy image.mp; echo \"status \$?\"; find . -name 'i.npy*' | wc -l"
+case_ mpnpy-trunc "mpnpy export -o t.npy --ids t.ids trunc_item.mp; echo \"status \$?\"; find . -name 't.*' | wc -l"
+case_ mpnpy-nocmd "mpnpy"
+case_ mpnpy-badcmd "mpnpy convert x.npy"
+
+# stinfo
+case_ stinfo-model "stinfo model.safetensors"
+case_ stinfo-meta "stinfo -m model.safetensors"
+case_ stinfo-quiet "stinfo -q model.safetensors model.safetensors"
+case_ stinfo-bad-len "stinfo bad_len.safetensors"
+case_ stinfo-truncated "stinfo truncated.safetensors"
+case_ stinfo-bad-shape "stinfo model.safetensors bad_shape.safetensors"
+case_ stinfo-stream "stinfo emb.mp"
+case_ stinfo-none "stinfo"
+
+[ $fails -eq 0 ]
