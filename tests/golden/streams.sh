@@ -125,4 +125,22 @@ case_ stinfo-bad-shape "stinfo model.safetensors bad_shape.safetensors"
 case_ stinfo-stream "stinfo emb.mp"
 case_ stinfo-none "stinfo"
 
+# each --help is the man page's SYNOPSIS (compared with spacing normalised)
+for t in mpdump mpcat mpcmp mpnpy stinfo; do
+    page=$root/man/$t.1
+    syn=$(mandoc -Tascii -O width=250 "$page" 2>/dev/null | col -bx | awk '/^SYNOPSIS/ {on = 1; next} /^[A-Z]/ {on = 0} on' | tr -s ' \n' '  ' | sed 's/^ //; s/ $//')
+    help=$("$t" --help | sed 's/^usage: //; s/^       //' | tr -s ' \n' '  ' | sed 's/^ //; s/ $//')
+    if [ -n "$syn" ] && [ "$syn" = "$help" ]; then
+        echo "PASS: $t --help equals the SYNOPSIS of man/$t.1"
+    else
+        echo "FAIL: $t --help differs from man/$t.1: '$help' vs '$syn'"
+        fails=$((fails + 1))
+    fi
+    if mandoc -Tlint -W warning "$page" >lint.txt 2>&1; then
+        echo "PASS: mandoc -Tlint -W warning man/$t.1"
+    else
+        echo "FAIL: mandoc -Tlint man/$t.1"; cat lint.txt; fails=$((fails + 1))
+    fi
+done
+
 [ $fails -eq 0 ]
