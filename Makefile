@@ -14,8 +14,8 @@ MANS := $(wildcard man/*.[157])
 
 # Debian packages the build, the tests and the pipelines need.
 DEPS := build-essential libopenblas-dev libjpeg62-turbo-dev libpng-dev libmsgpack-dev zlib1g-dev \
-	parallel mandoc python3-torch python3-torchvision python3-numpy python3-msgpack python3-pil \
-	clang libclang-rt-14-dev
+	parallel mandoc python3-torch python3-torchvision python3-numpy python3-msgpack python3-pil python3-regex \
+	clang libclang-rt-14-dev dataset-fashion-mnist
 
 .PHONY: all deps test check-tests units install uninstall clean fuzz bench
 .DELETE_ON_ERROR:

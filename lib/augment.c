@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef __clang__
 #pragma STDC FP_CONTRACT OFF
+#endif
 
 const aug_config AUG_DOMAINBED = {
     .scale_lo = 0.7,
@@ -237,11 +239,13 @@ void aug_apply_color(img *im, const aug_params *p)
     if (p->gray) aug_grayscale(im->pix, n);
 }
 
-int aug_view(img *out, img_src *src, const aug_params *p, int size, char *err)
+int aug_view(img *out, img_src *src, const aug_params *p, int size, int exact, char *err)
 {
     memset(out, 0, sizeof(*out));
-    /* the smallest crop side decides how far the DCT may scale down */
-    int d = img_dct_denom(src, (int)((int64_t)size * src->w / p->crop_w), (int)((int64_t)size * src->h / p->crop_h));
+    /* the crop must keep at least size x size pixels after the DCT scaling */
+    int64_t nw = ((int64_t)size * src->w + p->crop_w - 1) / p->crop_w;
+    int64_t nh = ((int64_t)size * src->h + p->crop_h - 1) / p->crop_h;
+    int d = exact ? 1 : img_dct_denom(src, (int)nw, (int)nh);
     img full;
     if (img_decode(src, d, &full, err) != 0) return -1;
     img_alloc(out, size, size);

@@ -62,8 +62,9 @@ static inline uint8_t aug_luma(const uint8_t *p)
 void aug_apply_color(img *im, const aug_params *p);
 
 /* The whole augmentation of a source: decodes it (scaled in the DCT domain
- * when the crop allows it, see img_dct_denom), crops, resizes to size x size
- * and applies aug_apply_color. Returns 0, or -1 with err. */
-int aug_view(img *out, img_src *src, const aug_params *p, int size, char *err);
+ * when the crop keeps at least size x size pixels and exact is 0, see
+ * img_dct_denom), crops, resizes to size x size and applies aug_apply_color.
+ * Returns 0, or -1 with err. */
+int aug_view(img *out, img_src *src, const aug_params *p, int size, int exact, char *err);
 
 #endif

@@ -19,12 +19,13 @@
 #include <string.h>
 
 static const char USAGE[] =
-    "usage: imgdecode [-v] [--size S] [--augment] [--views K] [--seed N] [--root DIR]\n"
-    "                 [--max-errors N] [-o FILE] [MANIFEST]\n"
+    "usage: imgdecode [-v] [--size S] [--augment] [--views K] [--seed N] [--exact]\n"
+    "                 [--root DIR] [--max-errors N] [-o FILE] [MANIFEST]\n"
     "  --size S        output S x S pixels (default 224)\n"
     "  --augment       DomainBed's training augmentation instead of the plain resize\n"
     "  --views K       augmented views per image (default 1; needs --augment)\n"
     "  --seed N        seed of the augmentation (default 0)\n"
+    "  --exact         no DCT-domain downscaling of large JPEGs: pixels equal PIL's\n"
     "  --root DIR      directory that relative manifest paths are taken from\n"
     "  --max-errors N  exit 1 when more than N images are dropped (default 0)\n";
 
@@ -33,20 +34,21 @@ int main(int argc, char **argv)
     tool_init("imgdecode");
     long long size = 224, views = 1, max_errors = 0;
     unsigned long long seed = 0;
-    int augment = 0, views_given = 0;
+    int augment = 0, views_given = 0, exact = 0;
     const char *outpath = NULL, *root = NULL;
     static const struct option opts[] = {{"size", required_argument, 0, 's'},
                                          {"augment", no_argument, 0, 'a'},
                                          {"views", required_argument, 0, 'k'},
                                          {"seed", required_argument, 0, 'S'},
                                          {"root", required_argument, 0, 'C'},
+                                         {"exact", no_argument, 0, 'x'},
                                          {"max-errors", required_argument, 0, 'E'},
                                          {"output", required_argument, 0, 'o'},
                                          {"verbose", no_argument, 0, 'v'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "s:ak:S:C:E:o:vh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "s:ak:S:C:xE:o:vh", opts, NULL)) != -1) {
         switch (c) {
         case 's': size = parse_int(USAGE, "--size", optarg, 1, 4096); break;
         case 'a': augment = 1; break;
@@ -56,6 +58,7 @@ int main(int argc, char **argv)
             break;
         case 'S': seed = (unsigned long long)parse_int(USAGE, "--seed", optarg, 0, INT64_MAX); break;
         case 'C': root = optarg; break;
+        case 'x': exact = 1; break;
         case 'E': max_errors = parse_int(USAGE, "--max-errors", optarg, 0, INT64_MAX); break;
         case 'o': outpath = optarg; break;
         case 'v': tool_verbose = 1; break;
@@ -93,6 +96,8 @@ int main(int argc, char **argv)
         mpw_str(w, "views");
         mpw_int(w, views);
     }
+    mpw_str(w, "exact");
+    mpw_bool(w, exact);
     if (sw_header_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
 
     char err[VL_ERRLEN];
@@ -126,13 +131,17 @@ int main(int argc, char **argv)
                 aug_params p;
                 rng_for_key(&r, seed, row.id, strlen(row.id), (uint64_t)v);
                 aug_sample(&p, &AUG_DOMAINBED, &r, src.w, src.h);
-                ok = aug_view(&pic, &src, &p, (int)size, err) == 0;
+                ok = aug_view(&pic, &src, &p, (int)size, exact, err) == 0;
             } else {
                 img full;
-                int d = img_dct_denom(&src, (int)size, (int)size);
+                int d = exact ? 1 : img_dct_denom(&src, (int)size, (int)size);
                 ok = img_decode(&src, d, &full, err) == 0;
                 if (ok) {
-                    img_resize_to(&pic, &full, (int)size, (int)size);
+                    /* a scaled decode's last row and column cover a part of
+                     * a pixel: resample exactly the source's extent */
+                    float box[4] = {0, 0, (float)src.w / d, (float)src.h / d};
+                    img_alloc(&pic, (int)size, (int)size);
+                    img_resize(pic.pix, pic.w, pic.h, full.pix, full.w, full.h, (size_t)full.w * 3, box);
                     img_free(&full);
                 }
             }

@@ -6,6 +6,7 @@
  *   image_ops resize OW OH [X0 Y0 X1 Y1]   stdin image resized to stdout
  *   image_ops OP VALUE               brightness|contrast|saturation|hue|gray|flip
  *   image_ops sample SEED ID VIEW W H        the drawn augmentation parameters
+ *   image_ops samples SEED N W H              parameters for ids "0".."N-1", view 0
  *   image_ops augment SEED ID VIEW SIZE PATH  a whole augmented view */
 #include "augment.h"
 #include "image.h"
@@ -70,6 +71,19 @@ int main(int argc, char **argv)
         print_params(&p);
         return 0;
     }
+    if (strcmp(op, "samples") == 0 && argc == 6) {
+        int n = atoi(argv[3]);
+        for (int i = 0; i < n; i++) {
+            char id[32];
+            snprintf(id, sizeof(id), "%d", i);
+            rng r;
+            rng_for_key(&r, strtoull(argv[2], NULL, 0), id, strlen(id), 0);
+            aug_params p;
+            aug_sample(&p, &AUG_DOMAINBED, &r, atoi(argv[4]), atoi(argv[5]));
+            print_params(&p);
+        }
+        return 0;
+    }
     if (strcmp(op, "augment") == 0 && argc == 7) {
         img_src s;
         if (img_src_open(&s, argv[6], NULL, err) != 0) {
@@ -82,7 +96,7 @@ int main(int argc, char **argv)
         aug_sample(&p, &AUG_DOMAINBED, &r, s.w, s.h);
         print_params(&p);
         img out;
-        if (aug_view(&out, &s, &p, atoi(argv[5]), err) != 0) {
+        if (aug_view(&out, &s, &p, atoi(argv[5]), 0, err) != 0) {
             printf("ERR %s\n", err);
             return 0;
         }
