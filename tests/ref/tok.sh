@@ -1,0 +1,65 @@
+#!/bin/bash
+# tok: the C tokenizer (lib/tok.c, driven by build/tests/tok) against the
+# Python port of CLIP's simple_tokenizer (tests/ref/tok_ref.py) on the corpus
+# of tests/ref/tok_corpus.py, from the real merges file and from a Hugging
+# Face model directory (vocab.json + merges.txt) written from it; and the
+# generated Unicode tables against a fresh generation.
+set -u
+cd "${VL2V_ROOT:-$(dirname "$0")/../..}" || exit 2
+PYTHON=${PYTHON:-/usr/bin/python3}
+SHARED=${SHARED:-$(cd .. && pwd)/shared}
+BPE=$SHARED/data/clip/bpe_simple_vocab_16e6.txt.gz
+TOK=build/tests/tok
+tmp=$(mktemp -d) || exit 1
+trap 'rm -rf "$tmp"' EXIT
+
+fail=0
+pass() { echo "PASS: $*"; }
+failed() { echo "FAIL: $*"; fail=1; }
+
+[ -x $TOK ] || { failed "tok: $TOK not built (make units)"; exit 1; }
+[ -r "$BPE" ] || { failed "tok: no merges file $BPE"; exit 1; }
+
+if $PYTHON tests/ref/tok_unicode_gen.py > "$tmp/tok_unicode.c" && cmp -s "$tmp/tok_unicode.c" lib/tok_unicode.c; then
+    pass "tok: lib/tok_unicode.c is what tests/ref/tok_unicode_gen.py generates"
+else
+    failed "tok: lib/tok_unicode.c differs from a fresh tests/ref/tok_unicode_gen.py"
+    diff "$tmp/tok_unicode.c" lib/tok_unicode.c | head -n 10
+fi
+
+$PYTHON tests/ref/tok_corpus.py > "$tmp/corpus.jsonl" || { failed "tok: corpus"; exit 1; }
+n=$(wc -l < "$tmp/corpus.jsonl")
+
+compare() { # what reference output
+    if cmp -s "$2" "$3"; then
+        pass "tok: $1: identical token ids on $n strings"
+    else
+        failed "tok: $1: token ids differ"
+        paste -d '\n' "$tmp/corpus.jsonl" "$2" "$3" | awk 'NR % 3 == 1 { s = $0 } NR % 3 == 2 { a = $0 }
+            NR % 3 == 0 && a != $0 { print "  text " s "\n  ref  " a "\n  C    " $0; if (++k == 5) exit }'
+    fi
+}
+
+$PYTHON tests/ref/tok_ref.py "$BPE" < "$tmp/corpus.jsonl" > "$tmp/ref.txt" || { failed "tok: reference"; exit 1; }
+[ "$n" -ge 1000 ] && [ "$(wc -l < "$tmp/ref.txt")" -eq "$n" ] && pass "tok: corpus of $n strings (at least 1000)" ||
+    failed "tok: corpus of $n strings"
+$TOK --encode "$BPE" < "$tmp/corpus.jsonl" > "$tmp/c.txt"
+compare "merges file $(basename "$BPE")" "$tmp/ref.txt" "$tmp/c.txt"
+
+# a Hugging Face directory as transformers writes it
+mkdir "$tmp/hf"
+$PYTHON - "$BPE" "$tmp/hf" <<'PY' || failed "tok: writing vocab.json and merges.txt"
+import gzip, json, os, sys
+sys.path.insert(0, "tests/ref")
+import tok_ref
+t = tok_ref.SimpleTokenizer(sys.argv[1])
+with open(os.path.join(sys.argv[2], "vocab.json"), "w", encoding="utf-8") as f:
+    json.dump(t.encoder, f, ensure_ascii=False)
+merges = sorted(t.bpe_ranks, key=t.bpe_ranks.get)
+with open(os.path.join(sys.argv[2], "merges.txt"), "w", encoding="utf-8") as f:
+    f.write("#version: 0.2\n" + "".join(" ".join(m) + "\n" for m in merges))
+PY
+$TOK --encode "$tmp/hf" < "$tmp/corpus.jsonl" > "$tmp/hf.txt"
+compare "vocab.json + merges.txt" "$tmp/ref.txt" "$tmp/hf.txt"
+
+exit $fail

@@ -1,0 +1,191 @@
+"""Reference CLIP tokenizer: a port of OpenAI's simple_tokenizer.py (which
+transformers' CLIPTokenizer matches), used to check lib/tok.c.
+
+Text clean-up is the one vl2v documents in lib/tok.h: the per-character part
+of ftfy.fix_text (C1 controls read as windows-1252, Latin ligatures split,
+full-width forms narrowed, curly quotes straightened, control characters
+removed, repeated until nothing changes), then html.unescape twice, strip,
+whitespace runs to one space, strip, lower-case. ftfy's mojibake repair, its
+own HTML step, terminal-escape removal and NFC normalisation are not applied
+(ftfy is not packaged for Debian 12).
+
+Usage as a program:
+  tok_ref.py MERGES_GZ < strings.jsonl > ids.txt
+Each input line is a JSON string; each output line is its BPE ids (no start
+or end token) separated by spaces."""
+import gzip
+import html
+import json
+import sys
+import unicodedata
+from functools import lru_cache
+
+import regex as re
+
+
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(2 ** 8):
+        if b not in bs:
+            bs.append(b)
+            cs.append(2 ** 8 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def get_pairs(word):
+    pairs = set()
+    prev = word[0]
+    for ch in word[1:]:
+        pairs.add((prev, ch))
+        prev = ch
+    return pairs
+
+
+# --- the per-character part of ftfy.fix_text -------------------------------
+
+LIGATURES = {
+    "Ĳ": "IJ", "ĳ": "ij", "ŉ": "ʼn", "Ǳ": "DZ", "ǲ": "Dz", "ǳ": "dz", "Ǆ": "DŽ", "ǅ": "Dž",
+    "ǆ": "dž", "Ǉ": "LJ", "ǈ": "Lj", "ǉ": "lj", "Ǌ": "NJ", "ǋ": "Nj", "ǌ": "nj", "ﬀ": "ff",
+    "ﬁ": "fi", "ﬂ": "fl", "ﬃ": "ffi", "ﬄ": "ffl", "ﬅ": "ſt", "ﬆ": "st",
+}
+LIGATURE_MAP = {ord(k): v for k, v in LIGATURES.items()}
+
+
+def _width_map():
+    m = {0x3000: " "}
+    for i in range(0xFF01, 0xFFF0):
+        alt = unicodedata.normalize("NFKC", chr(i))
+        if alt != chr(i):
+            m[i] = alt
+    return m
+
+
+WIDTH_MAP = _width_map()
+CONTROL_MAP = {i: None for i in list(range(0x00, 0x09)) + [0x0B] + list(range(0x0E, 0x20)) + [0x7F] +
+               list(range(0x206A, 0x2070)) + [0xFEFF] + list(range(0xFFF9, 0xFFFD))}
+C1_RE = re.compile(r"[\x80-\x9f]")
+SINGLE_QUOTE_RE = re.compile("[\u02bc\u2018-\u201b]")
+DOUBLE_QUOTE_RE = re.compile("[\u201c-\u201f]")
+
+
+def _c1(m):
+    b = bytes([ord(m.group(0))])
+    try:
+        return b.decode("cp1252")
+    except UnicodeDecodeError:  # the five bytes windows-1252 leaves undefined
+        return b.decode("latin-1")
+
+
+def ftfy_lite(text):
+    while True:
+        orig = text
+        text = C1_RE.sub(_c1, text)
+        text = text.translate(LIGATURE_MAP)
+        text = text.translate(WIDTH_MAP)
+        text = SINGLE_QUOTE_RE.sub("'", text)
+        text = DOUBLE_QUOTE_RE.sub('"', text)
+        text = text.translate(CONTROL_MAP)
+        if text == orig:
+            return text
+
+
+def basic_clean(text):
+    text = ftfy_lite(text)
+    text = html.unescape(html.unescape(text))
+    return text.strip()
+
+
+def whitespace_clean(text):
+    text = re.sub(r"\s+", " ", text)
+    return text.strip()
+
+
+PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+class SimpleTokenizer:
+    def __init__(self, bpe_path):
+        self.byte_encoder = bytes_to_unicode()
+        merges = gzip.open(bpe_path).read().decode("utf-8").split("\n")
+        merges = merges[1:49152 - 256 - 2 + 1]
+        merges = [tuple(m.split()) for m in merges]
+        vocab = list(bytes_to_unicode().values())
+        vocab = vocab + [v + "</w>" for v in vocab]
+        for merge in merges:
+            vocab.append("".join(merge))
+        vocab.extend(["<|startoftext|>", "<|endoftext|>"])
+        self.encoder = dict(zip(vocab, range(len(vocab))))
+        self.bpe_ranks = dict(zip(merges, range(len(merges))))
+        self.cache = {"<|startoftext|>": "<|startoftext|>", "<|endoftext|>": "<|endoftext|>"}
+        self.pat = re.compile(PATTERN, re.IGNORECASE)
+        self.sot = self.encoder["<|startoftext|>"]
+        self.eot = self.encoder["<|endoftext|>"]
+
+    def bpe(self, token):
+        if token in self.cache:
+            return self.cache[token]
+        word = tuple(token[:-1]) + (token[-1] + "</w>",)
+        pairs = get_pairs(word)
+        if not pairs:
+            return token + "</w>"
+        while True:
+            bigram = min(pairs, key=lambda pair: self.bpe_ranks.get(pair, float("inf")))
+            if bigram not in self.bpe_ranks:
+                break
+            first, second = bigram
+            new_word = []
+            i = 0
+            while i < len(word):
+                try:
+                    j = word.index(first, i)
+                    new_word.extend(word[i:j])
+                    i = j
+                except ValueError:
+                    new_word.extend(word[i:])
+                    break
+                if word[i] == first and i < len(word) - 1 and word[i + 1] == second:
+                    new_word.append(first + second)
+                    i += 2
+                else:
+                    new_word.append(word[i])
+                    i += 1
+            word = tuple(new_word)
+            if len(word) == 1:
+                break
+            pairs = get_pairs(word)
+        word = " ".join(word)
+        self.cache[token] = word
+        return word
+
+    def encode(self, text):
+        bpe_tokens = []
+        text = whitespace_clean(basic_clean(text)).lower()
+        for token in re.findall(self.pat, text):
+            token = "".join(self.byte_encoder[b] for b in token.encode("utf-8"))
+            bpe_tokens.extend(self.encoder[t] for t in self.bpe(token).split(" "))
+        return bpe_tokens
+
+    def tokenize(self, text, context_length=77, truncate=False):
+        tokens = [self.sot] + self.encode(text) + [self.eot]
+        if len(tokens) > context_length:
+            if not truncate:
+                raise RuntimeError(f"Input {text} is too long for context length {context_length}")
+            tokens = tokens[:context_length]
+            tokens[-1] = self.eot
+        return tokens + [0] * (context_length - len(tokens))
+
+
+def main():
+    tok = SimpleTokenizer(sys.argv[1])
+    out = []
+    for line in sys.stdin:
+        out.append(" ".join(map(str, tok.encode(json.loads(line)))))
+    sys.stdout.write("\n".join(out) + ("\n" if out else ""))
+
+
+if __name__ == "__main__":
+    main()
