@@ -7,6 +7,9 @@
 #ifndef VL_MODELS_CLIP_H
 #define VL_MODELS_CLIP_H
 
+#include "models/transformer.h"
+
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct clip_model clip_model;
@@ -33,6 +36,37 @@ float clip_logit_scale(const clip_model *m);
 int clip_encode_text(clip_model *m, const int32_t *tokens, int B, int T, float *out, char *err);
 /* pix (B,3,S,S) float, already normalised; out (B,D), L2-normalised. */
 int clip_encode_image(clip_model *m, const float *pix, int B, float *out, char *err);
+
+/* The towers, for code that trains or inspects them. Pointers go into one
+ * parameter block laid out by clip_*_layout from the size fields (tf, S, P,
+ * D; V, ctx, D); blocks is allocated by the layout call when NULL. */
+typedef struct {
+    tf_config tf;
+    int S, P, D;                         /* image size, patch size, output dimension */
+    float *patch_w;                      /* (C,3,P,P), no bias */
+    float *cls, *pos;                    /* (C), (T,C) with T = (S/P)^2 + 1 */
+    float *ln_pre_w, *ln_pre_b;          /* (C) */
+    tf_block *blocks;                    /* tf.L */
+    float *ln_post_w, *ln_post_b;        /* (C) */
+    float *proj;                         /* (D,C): out = ln_post(x[:,0]) proj^T */
+} clip_vision;
+
+typedef struct {
+    tf_config tf;
+    int V, ctx, D;       /* vocabulary, context length, output dimension */
+    float *tok, *pos;    /* (V,C), (ctx,C) */
+    tf_block *blocks;    /* tf.L */
+    float *ln_w, *ln_b;  /* (C) */
+    float *proj;         /* (D,C) */
+} clip_text;
+
+size_t clip_vision_nparams(const clip_vision *v);
+void clip_vision_layout(clip_vision *v, float *base);
+size_t clip_text_nparams(const clip_text *t);
+void clip_text_layout(clip_text *t, float *base);
+/* The loaded model's towers (owned by m). */
+const clip_vision *clip_vision_tower(const clip_model *m);
+const clip_text *clip_text_tower(const clip_model *m);
 
 /* CLIP's own input normalisation (per channel, applied to [0,1] pixels). */
 extern const float CLIP_MEAN[3], CLIP_STD[3];

@@ -1,0 +1,504 @@
+/* clip: CLIP model loading (Hugging Face directory or OpenAI/OpenCLIP
+ * safetensors file) and the two encoders. Each tower's parameters live in
+ * one block; the transformer body is models/transformer. Images of a batch
+ * go through every linear layer as one (B*T, C) matrix. */
+#include "models/clip.h"
+
+#include "json.h"
+#include "nn/layernorm.h"
+#include "nn/linear.h"
+#include "nn/patch.h"
+#include "st.h"
+#include "util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+const float CLIP_MEAN[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+const float CLIP_STD[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+
+struct clip_model {
+    char *id;
+    float logit_scale;
+    clip_vision v;
+    clip_text t;
+    float *vblock, *tblock;
+};
+
+/* ---- parameter layouts ---- */
+
+size_t clip_vision_nparams(const clip_vision *v)
+{
+    size_t C = v->tf.C, P = v->P, g = v->S / v->P, T = g * g + 1;
+    return C * 3 * P * P + C + T * C + 4 * C + tf_nparams(&v->tf) + (size_t)v->D * C;
+}
+
+void clip_vision_layout(clip_vision *v, float *base)
+{
+    size_t C = v->tf.C, P = v->P, g = v->S / v->P, T = g * g + 1;
+    float *p = base;
+    v->patch_w = p, p += C * 3 * P * P;
+    v->cls = p, p += C;
+    v->pos = p, p += T * C;
+    v->ln_pre_w = p, p += C;
+    v->ln_pre_b = p, p += C;
+    if (!v->blocks) v->blocks = xmalloc((size_t)v->tf.L * sizeof(tf_block));
+    tf_layout(&v->tf, p, v->blocks);
+    p += tf_nparams(&v->tf);
+    v->ln_post_w = p, p += C;
+    v->ln_post_b = p, p += C;
+    v->proj = p;
+}
+
+size_t clip_text_nparams(const clip_text *t)
+{
+    size_t C = t->tf.C;
+    return (size_t)t->V * C + (size_t)t->ctx * C + tf_nparams(&t->tf) + 2 * C + (size_t)t->D * C;
+}
+
+void clip_text_layout(clip_text *t, float *base)
+{
+    size_t C = t->tf.C;
+    float *p = base;
+    t->tok = p, p += (size_t)t->V * C;
+    t->pos = p, p += (size_t)t->ctx * C;
+    if (!t->blocks) t->blocks = xmalloc((size_t)t->tf.L * sizeof(tf_block));
+    tf_layout(&t->tf, p, t->blocks);
+    p += tf_nparams(&t->tf);
+    t->ln_w = p, p += C;
+    t->ln_b = p, p += C;
+    t->proj = p;
+}
+
+/* ---- loading ---- */
+
+/* Copies tensor `name` (ndim dims of the given shape) into dst as float. */
+static int get(const st_file *f, const char *name, float *dst, int ndim, const int64_t *shape, char *err)
+{
+    const st_tensor *t = st_find(f, name);
+    char a[128], b[128];
+    if (!t) return vl_error(err, "%s: missing tensor '%s'", f->path, name);
+    int ok = t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
+    /* a scalar may be stored as shape [] or [1] */
+    if (ndim == 0 && t->numel == 1 && t->ndim <= 1) ok = 1;
+    if (!ok)
+        return vl_error(err, "%s: tensor '%s' has shape %s, expected %s", f->path, name,
+                        st_shape_str(t->ndim, t->shape, a, sizeof a), st_shape_str(ndim, shape, b, sizeof b));
+    if (st_to_f32(t, dst) < 0)
+        return vl_error(err, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16", f->path, name,
+                        st_dtype_name(t->dtype));
+    return 0;
+}
+
+#define SHAPE(...) ((const int64_t[]){__VA_ARGS__})
+#define GET1(name, dst, d0) get(f, name, dst, 1, SHAPE(d0), err)
+#define GET2(name, dst, d0, d1) get(f, name, dst, 2, SHAPE(d0, d1), err)
+
+/* (rows,cols) stored, transposed into dst (cols,rows) */
+static int get_t(const st_file *f, const char *name, float *dst, int64_t rows, int64_t cols, char *err)
+{
+    float *tmp = xmalloc((size_t)rows * cols * sizeof(float));
+    int rc = get(f, name, tmp, 2, SHAPE(rows, cols), err);
+    if (rc == 0)
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t j = 0; j < cols; j++) dst[j * rows + i] = tmp[i * cols + j];
+    free(tmp);
+    return rc;
+}
+
+/* One transformer block. hf: transformers' names under prefix
+ * "...encoder.layers.N."; else OpenAI's under "...resblocks.N.". */
+static int get_block(const st_file *f, int hf, const char *pre, const tf_config *c, tf_block *b, char *err)
+{
+    char n[256];
+    int64_t C = c->C, H = c->hidden;
+#define NAME(s) (snprintf(n, sizeof n, "%s%s", pre, s), n)
+    if (hf) {
+        if (GET1(NAME("layer_norm1.weight"), b->ln1_w, C) || GET1(NAME("layer_norm1.bias"), b->ln1_b, C) ||
+            GET2(NAME("self_attn.q_proj.weight"), b->qkv_w, C, C) ||
+            GET2(NAME("self_attn.k_proj.weight"), b->qkv_w + C * C, C, C) ||
+            GET2(NAME("self_attn.v_proj.weight"), b->qkv_w + 2 * C * C, C, C) ||
+            GET1(NAME("self_attn.q_proj.bias"), b->qkv_b, C) || GET1(NAME("self_attn.k_proj.bias"), b->qkv_b + C, C) ||
+            GET1(NAME("self_attn.v_proj.bias"), b->qkv_b + 2 * C, C) ||
+            GET2(NAME("self_attn.out_proj.weight"), b->proj_w, C, C) ||
+            GET1(NAME("self_attn.out_proj.bias"), b->proj_b, C) || GET1(NAME("layer_norm2.weight"), b->ln2_w, C) ||
+            GET1(NAME("layer_norm2.bias"), b->ln2_b, C) || GET2(NAME("mlp.fc1.weight"), b->fc1_w, H, C) ||
+            GET1(NAME("mlp.fc1.bias"), b->fc1_b, H) || GET2(NAME("mlp.fc2.weight"), b->fc2_w, C, H) ||
+            GET1(NAME("mlp.fc2.bias"), b->fc2_b, C))
+            return -1;
+    } else {
+        if (GET1(NAME("ln_1.weight"), b->ln1_w, C) || GET1(NAME("ln_1.bias"), b->ln1_b, C) ||
+            GET2(NAME("attn.in_proj_weight"), b->qkv_w, 3 * C, C) ||
+            GET1(NAME("attn.in_proj_bias"), b->qkv_b, 3 * C) ||
+            GET2(NAME("attn.out_proj.weight"), b->proj_w, C, C) || GET1(NAME("attn.out_proj.bias"), b->proj_b, C) ||
+            GET1(NAME("ln_2.weight"), b->ln2_w, C) || GET1(NAME("ln_2.bias"), b->ln2_b, C) ||
+            GET2(NAME("mlp.c_fc.weight"), b->fc1_w, H, C) || GET1(NAME("mlp.c_fc.bias"), b->fc1_b, H) ||
+            GET2(NAME("mlp.c_proj.weight"), b->fc2_w, C, H) || GET1(NAME("mlp.c_proj.bias"), b->fc2_b, C))
+            return -1;
+    }
+#undef NAME
+    return 0;
+}
+
+static int parse_act(const char *s, int *act)
+{
+    if (strcmp(s, "quick_gelu") == 0)
+        *act = TF_QUICKGELU;
+    else if (strcmp(s, "gelu") == 0)
+        *act = TF_GELU;
+    else
+        return -1;
+    return 0;
+}
+
+/* A tower's sizes from config.json, with transformers' defaults for absent keys. */
+static int hf_tower(const json *cfg, const char *path, const char *which, tf_config *tf, int text, char *err)
+{
+    tf->C = (int)json_get_int(cfg, "hidden_size", text ? 512 : 768);
+    tf->hidden = (int)json_get_int(cfg, "intermediate_size", text ? 2048 : 3072);
+    tf->L = (int)json_get_int(cfg, "num_hidden_layers", 12);
+    tf->NH = (int)json_get_int(cfg, "num_attention_heads", text ? 8 : 12);
+    tf->eps = (float)json_get_num(cfg, "layer_norm_eps", 1e-5);
+    tf->causal = text;
+    const char *act = json_get_str(cfg, "hidden_act", "quick_gelu");
+    if (parse_act(act, &tf->act) < 0) return vl_error(err, "%s: %s.hidden_act '%s' is not supported", path, which, act);
+    if (tf->C <= 0 || tf->NH <= 0 || tf->C % tf->NH || tf->L <= 0 || tf->hidden <= 0 || tf->C > 65536 ||
+        tf->hidden > 1 << 20 || tf->L > 1024)
+        return vl_error(err, "%s: %s: bad sizes (hidden_size %d, num_attention_heads %d, layers %d, "
+                        "intermediate_size %d)", path, which, tf->C, tf->NH, tf->L, tf->hidden);
+    return 0;
+}
+
+static const json *sub(const json *cfg, const char *key, const char *alt)
+{
+    const json *j = json_get(cfg, key);
+    if (!j || j->type != JSON_OBJ) j = json_get(cfg, alt);
+    return j && j->type == JSON_OBJ ? j : NULL;
+}
+
+static int count_blocks(const st_file *f, const char *fmt)
+{
+    char n[256];
+    int L = 0;
+    for (;; L++) {
+        snprintf(n, sizeof n, fmt, L);
+        if (!st_find(f, n)) return L;
+    }
+}
+
+static int64_t dim_of(const st_file *f, const char *name, int ndim, int d, char *err)
+{
+    const st_tensor *t = st_find(f, name);
+    if (!t) return vl_error(err, "%s: missing tensor '%s'", f->path, name);
+    if (t->ndim != ndim)
+        return vl_error(err, "%s: tensor '%s' has %d dimensions, expected %d", f->path, name, t->ndim, ndim);
+    return t->shape[d];
+}
+
+static uint64_t hash_bytes(uint64_t h, const void *data, size_t n)
+{
+    /* four independent multiply-xor lanes: a content identity, not a MAC */
+    const uint8_t *p = data;
+    uint64_t l[4] = {h ^ 0x9e3779b97f4a7c15ull, h + 0xbf58476d1ce4e5b9ull, h ^ 0x94d049bb133111ebull, ~h};
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 4; k++) {
+            uint64_t w;
+            memcpy(&w, p + i + 8 * k, 8);
+            l[k] = (l[k] ^ w) * 0x100000001b3ull;
+            l[k] ^= l[k] >> 29;
+        }
+    for (; i < n; i++) l[0] = (l[0] ^ p[i]) * 0x100000001b3ull;
+    uint64_t r = n;
+    for (int k = 0; k < 4; k++) {
+        r = (r ^ l[k]) * 0xff51afd7ed558ccdull;
+        r ^= r >> 33;
+    }
+    return r;
+}
+
+static int load_hf(clip_model *m, const st_file *f, const json *cfg, const char *cpath, char *err)
+{
+    clip_vision *v = &m->v;
+    clip_text *t = &m->t;
+    const json *tc = sub(cfg, "text_config", "text_config_dict"), *vc = sub(cfg, "vision_config", "vision_config_dict");
+    json empty = {.type = JSON_OBJ};
+    if (!tc) tc = &empty;
+    if (!vc) vc = &empty;
+    if (hf_tower(tc, cpath, "text_config", &t->tf, 1, err) || hf_tower(vc, cpath, "vision_config", &v->tf, 0, err))
+        return -1;
+    v->S = (int)json_get_int(vc, "image_size", 224);
+    v->P = (int)json_get_int(vc, "patch_size", 32);
+    t->V = (int)json_get_int(tc, "vocab_size", 49408);
+    t->ctx = (int)json_get_int(tc, "max_position_embeddings", 77);
+    v->D = t->D = (int)json_get_int(cfg, "projection_dim", 512);
+    if (v->P <= 0 || v->S < v->P || v->S > 8192 || t->V <= 0 || t->ctx <= 0 || v->D <= 0 || t->V > 1 << 24 ||
+        t->ctx > 1 << 16 || v->D > 65536)
+        return vl_error(err, "%s: bad sizes (image_size %d, patch_size %d, vocab_size %d, max_position_embeddings %d, "
+                        "projection_dim %d)", cpath, v->S, v->P, t->V, t->ctx, v->D);
+    m->vblock = xmalloc_aligned(clip_vision_nparams(v) * sizeof(float));
+    m->tblock = xmalloc_aligned(clip_text_nparams(t) * sizeof(float));
+    clip_vision_layout(v, m->vblock);
+    clip_text_layout(t, m->tblock);
+    int64_t C = v->tf.C, P = v->P, g = v->S / v->P, T = g * g + 1, D = v->D;
+    if (get(f, "vision_model.embeddings.patch_embedding.weight", v->patch_w, 4, SHAPE(C, 3, P, P), err) ||
+        GET1("vision_model.embeddings.class_embedding", v->cls, C) ||
+        GET2("vision_model.embeddings.position_embedding.weight", v->pos, T, C) ||
+        GET1("vision_model.pre_layrnorm.weight", v->ln_pre_w, C) ||
+        GET1("vision_model.pre_layrnorm.bias", v->ln_pre_b, C) ||
+        GET1("vision_model.post_layernorm.weight", v->ln_post_w, C) ||
+        GET1("vision_model.post_layernorm.bias", v->ln_post_b, C) || GET2("visual_projection.weight", v->proj, D, C))
+        return -1;
+    char pre[128];
+    for (int l = 0; l < v->tf.L; l++) {
+        snprintf(pre, sizeof pre, "vision_model.encoder.layers.%d.", l);
+        if (get_block(f, 1, pre, &v->tf, &v->blocks[l], err)) return -1;
+    }
+    C = t->tf.C;
+    if (GET2("text_model.embeddings.token_embedding.weight", t->tok, t->V, C) ||
+        GET2("text_model.embeddings.position_embedding.weight", t->pos, t->ctx, C) ||
+        GET1("text_model.final_layer_norm.weight", t->ln_w, C) || GET1("text_model.final_layer_norm.bias", t->ln_b, C) ||
+        GET2("text_projection.weight", t->proj, D, C) || get(f, "logit_scale", &m->logit_scale, 0, NULL, err))
+        return -1;
+    for (int l = 0; l < t->tf.L; l++) {
+        snprintf(pre, sizeof pre, "text_model.encoder.layers.%d.", l);
+        if (get_block(f, 1, pre, &t->tf, &t->blocks[l], err)) return -1;
+    }
+    return 0;
+}
+
+/* OpenAI / OpenCLIP names; sizes from the shapes. Heads are width/64 (both
+ * projects' convention) unless the file's metadata gives vision_heads /
+ * text_heads; the activation is QuickGELU (OpenAI) unless metadata
+ * hidden_act says "gelu" (most OpenCLIP models). */
+static int load_openai(clip_model *m, const st_file *f, char *err)
+{
+    clip_vision *v = &m->v;
+    clip_text *t = &m->t;
+    int64_t C, P, T, D, H;
+    if ((C = dim_of(f, "visual.conv1.weight", 4, 0, err)) < 0 || (P = dim_of(f, "visual.conv1.weight", 4, 2, err)) < 0 ||
+        (T = dim_of(f, "visual.positional_embedding", 2, 0, err)) < 0 ||
+        (D = dim_of(f, "visual.proj", 2, 1, err)) < 0 ||
+        (H = dim_of(f, "visual.transformer.resblocks.0.mlp.c_fc.weight", 2, 0, err)) < 0)
+        return -1;
+    int64_t g = (int64_t)llround(sqrt((double)(T - 1)));
+    if (T < 2 || g * g + 1 != T || C <= 0 || P <= 0)
+        return vl_error(err, "%s: tensor 'visual.positional_embedding' has %lld positions, not a square grid + 1",
+                        f->path, (long long)T);
+    const char *act = st_meta(f, "hidden_act");
+    int a = TF_QUICKGELU;
+    if (act && parse_act(act, &a) < 0) return vl_error(err, "%s: metadata hidden_act '%s' is not supported", f->path, act);
+    const char *vh = st_meta(f, "vision_heads"), *th = st_meta(f, "text_heads");
+    v->tf = (tf_config){.C = (int)C, .NH = vh ? atoi(vh) : (int)(C / 64), .L = count_blocks(f, "visual.transformer.resblocks.%d.ln_1.weight"),
+                        .hidden = (int)H, .act = a, .causal = 0, .eps = 1e-5f};
+    v->S = (int)(g * P), v->P = (int)P, v->D = (int)D;
+    int64_t TC, TV, TX, TD, TH;
+    if ((TC = dim_of(f, "ln_final.weight", 1, 0, err)) < 0 || (TV = dim_of(f, "token_embedding.weight", 2, 0, err)) < 0 ||
+        (TX = dim_of(f, "positional_embedding", 2, 0, err)) < 0 || (TD = dim_of(f, "text_projection", 2, 1, err)) < 0 ||
+        (TH = dim_of(f, "transformer.resblocks.0.mlp.c_fc.weight", 2, 0, err)) < 0)
+        return -1;
+    t->tf = (tf_config){.C = (int)TC, .NH = th ? atoi(th) : (int)(TC / 64), .L = count_blocks(f, "transformer.resblocks.%d.ln_1.weight"),
+                        .hidden = (int)TH, .act = a, .causal = 1, .eps = 1e-5f};
+    t->V = (int)TV, t->ctx = (int)TX, t->D = (int)TD;
+    if (TD != D) return vl_error(err, "%s: text_projection gives dimension %lld, visual.proj %lld", f->path, (long long)TD, (long long)D);
+    if (v->tf.NH <= 0 || C % v->tf.NH || t->tf.NH <= 0 || TC % t->tf.NH)
+        return vl_error(err, "%s: widths %lld (vision) and %lld (text) do not split into heads", f->path, (long long)C, (long long)TC);
+    m->vblock = xmalloc_aligned(clip_vision_nparams(v) * sizeof(float));
+    m->tblock = xmalloc_aligned(clip_text_nparams(t) * sizeof(float));
+    clip_vision_layout(v, m->vblock);
+    clip_text_layout(t, m->tblock);
+    if (get(f, "visual.conv1.weight", v->patch_w, 4, SHAPE(C, 3, P, P), err) ||
+        GET1("visual.class_embedding", v->cls, C) || GET2("visual.positional_embedding", v->pos, T, C) ||
+        GET1("visual.ln_pre.weight", v->ln_pre_w, C) || GET1("visual.ln_pre.bias", v->ln_pre_b, C) ||
+        GET1("visual.ln_post.weight", v->ln_post_w, C) || GET1("visual.ln_post.bias", v->ln_post_b, C) ||
+        get_t(f, "visual.proj", v->proj, C, D, err))
+        return -1;
+    char pre[128];
+    for (int l = 0; l < v->tf.L; l++) {
+        snprintf(pre, sizeof pre, "visual.transformer.resblocks.%d.", l);
+        if (get_block(f, 0, pre, &v->tf, &v->blocks[l], err)) return -1;
+    }
+    C = TC;
+    if (GET2("token_embedding.weight", t->tok, TV, C) || GET2("positional_embedding", t->pos, TX, C) ||
+        GET1("ln_final.weight", t->ln_w, C) || GET1("ln_final.bias", t->ln_b, C) ||
+        get_t(f, "text_projection", t->proj, C, D, err) || get(f, "logit_scale", &m->logit_scale, 0, NULL, err))
+        return -1;
+    for (int l = 0; l < t->tf.L; l++) {
+        snprintf(pre, sizeof pre, "transformer.resblocks.%d.", l);
+        if (get_block(f, 0, pre, &t->tf, &t->blocks[l], err)) return -1;
+    }
+    return 0;
+}
+
+static char *base_name(const char *path)
+{
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    size_t s = n;
+    while (s > 0 && path[s - 1] != '/') s--;
+    char *b = xstrndup(path + s, n - s);
+    size_t bl = strlen(b);
+    if (bl > 12 && strcmp(b + bl - 12, ".safetensors") == 0) b[bl - 12] = 0;
+    return b;
+}
+
+int clip_load(clip_model **out, const char *path, char *err)
+{
+    struct stat sb;
+    if (stat(path, &sb) < 0) return vl_error(err, "%s: cannot open model: %s", path, strerror(errno));
+    clip_model *m = xcalloc(1, sizeof *m);
+    st_file f;
+    int opened = 0, rc = -1;
+    json *cfg = NULL;
+    char *ctext = NULL, *cpath = NULL, *wpath = NULL;
+    size_t clen = 0;
+    uint64_t h = 0;
+    if (S_ISDIR(sb.st_mode)) {
+        size_t n = strlen(path) + 32;
+        cpath = xmalloc(n), wpath = xmalloc(n);
+        snprintf(cpath, n, "%s/config.json", path);
+        snprintf(wpath, n, "%s/model.safetensors", path);
+        if (!(ctext = vl_read_file(cpath, 1 << 24, &clen, err))) goto done;
+        if (!(cfg = json_parse(ctext, clen, err))) {
+            char e2[VL_ERRLEN];
+            snprintf(e2, sizeof e2, "%s", err);
+            vl_error(err, "%s: %s", cpath, e2);
+            goto done;
+        }
+        if (cfg->type != JSON_OBJ) {
+            vl_error(err, "%s: not a JSON object", cpath);
+            goto done;
+        }
+        if (st_open(&f, wpath, err) < 0) goto done;
+        opened = 1;
+        if (load_hf(m, &f, cfg, cpath, err) < 0) goto done;
+        h = hash_bytes(0, ctext, clen);
+    } else {
+        if (st_open(&f, path, err) < 0) goto done;
+        opened = 1;
+        if (st_find(&f, "visual.conv1.weight"))
+            rc = load_openai(m, &f, err);
+        else if (st_find(&f, "vision_model.embeddings.patch_embedding.weight"))
+            rc = vl_error(err, "%s: transformers' CLIPModel names need the model directory (with config.json)", path);
+        else
+            rc = vl_error(err, "%s: not a CLIP model (no 'visual.conv1.weight' or 'vision_model.*' tensors)", path);
+        if (rc < 0) goto done;
+        rc = -1;
+    }
+    h = hash_bytes(h, f.map, f.size);
+    {
+        char *b = base_name(path);
+        size_t n = strlen(b) + 20;
+        m->id = xmalloc(n);
+        snprintf(m->id, n, "%s-%016llx", b, (unsigned long long)h);
+        free(b);
+    }
+    rc = 0;
+done:
+    if (opened) st_close(&f);
+    json_free(cfg);
+    free(ctext), free(cpath), free(wpath);
+    if (rc < 0) {
+        clip_free(m);
+        return -1;
+    }
+    *out = m;
+    return 0;
+}
+
+void clip_free(clip_model *m)
+{
+    if (!m) return;
+    free(m->id), free(m->vblock), free(m->tblock), free(m->v.blocks), free(m->t.blocks);
+    free(m);
+}
+
+int clip_image_size(const clip_model *m) { return m->v.S; }
+int clip_embed_dim(const clip_model *m) { return m->v.D; }
+int clip_context_length(const clip_model *m) { return m->t.ctx; }
+int clip_vocab_size(const clip_model *m) { return m->t.V; }
+const char *clip_model_id(const clip_model *m) { return m->id; }
+float clip_logit_scale(const clip_model *m) { return expf(m->logit_scale); }
+const clip_vision *clip_vision_tower(const clip_model *m) { return &m->v; }
+const clip_text *clip_text_tower(const clip_model *m) { return &m->t; }
+
+/* ---- encoders ---- */
+
+static void l2_normalise(float *x, int B, int D)
+{
+    for (int b = 0; b < B; b++) {
+        float *r = x + (size_t)b * D;
+        double s = 0;
+        for (int i = 0; i < D; i++) s += (double)r[i] * r[i];
+        float inv = s > 0 ? (float)(1.0 / sqrt(s)) : 0;
+        for (int i = 0; i < D; i++) r[i] *= inv;
+    }
+}
+
+int clip_encode_text(clip_model *m, const int32_t *tokens, int B, int T, float *out, char *err)
+{
+    const clip_text *t = &m->t;
+    int C = t->tf.C;
+    if (T <= 0 || T > t->ctx) return vl_error(err, "%d tokens per sequence, the model takes 1 to %d", T, t->ctx);
+    for (size_t i = 0; i < (size_t)B * T; i++)
+        if (tokens[i] < 0 || tokens[i] >= t->V)
+            return vl_error(err, "sequence %zu: token id %d outside the vocabulary (%d)", i / T, tokens[i], t->V);
+    float *x = xmalloc_aligned((size_t)B * T * C * sizeof(float));
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < T; i++) {
+            float *r = x + ((size_t)b * T + i) * C;
+            const float *e = t->tok + (size_t)tokens[(size_t)b * T + i] * C, *p = t->pos + (size_t)i * C;
+            for (int c = 0; c < C; c++) r[c] = e[c] + p[c];
+        }
+    tf_forward(&t->tf, t->blocks, x, B, T, NULL);
+    float *pooled = xmalloc_aligned((size_t)B * C * sizeof(float));
+    for (int b = 0; b < B; b++) {
+        const int32_t *s = tokens + (size_t)b * T;
+        int at = 0;
+        for (int i = 1; i < T; i++)
+            if (s[i] > s[at]) at = i;
+        memcpy(pooled + (size_t)b * C, x + ((size_t)b * T + at) * C, C * sizeof(float));
+    }
+    layernorm_forward(pooled, NULL, NULL, pooled, t->ln_w, t->ln_b, B, C, t->tf.eps);
+    linear_forward(out, pooled, t->proj, NULL, B, C, t->D);
+    l2_normalise(out, B, t->D);
+    free(x), free(pooled);
+    return 0;
+}
+
+/* x (B,T,C) = [cls; patches] + pos, then ln_pre */
+static void vision_embed(const clip_vision *v, float *x, const float *pix, int B)
+{
+    int C = v->tf.C, g = v->S / v->P, NP = g * g, T = NP + 1;
+    float *pe = xmalloc_aligned((size_t)B * NP * C * sizeof(float));
+    patch_forward(pe, pix, v->patch_w, NULL, B, 3, v->S, v->S, C, v->P);
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < T; i++) {
+            float *r = x + ((size_t)b * T + i) * C;
+            const float *e = i ? pe + ((size_t)b * NP + i - 1) * C : v->cls, *p = v->pos + (size_t)i * C;
+            for (int c = 0; c < C; c++) r[c] = e[c] + p[c];
+        }
+    free(pe);
+    layernorm_forward(x, NULL, NULL, x, v->ln_pre_w, v->ln_pre_b, B * T, C, v->tf.eps);
+}
+
+int clip_encode_image(clip_model *m, const float *pix, int B, float *out, char *err)
+{
+    const clip_vision *v = &m->v;
+    int C = v->tf.C, g = v->S / v->P, T = g * g + 1;
+    float *x = xmalloc_aligned((size_t)B * T * C * sizeof(float));
+    vision_embed(v, x, pix, B);
+    tf_forward(&v->tf, v->blocks, x, B, T, NULL);
+    float *pooled = xmalloc_aligned((size_t)B * C * sizeof(float));
+    for (int b = 0; b < B; b++) memcpy(pooled + (size_t)b * C, x + (size_t)b * T * C, C * sizeof(float));
+    layernorm_forward(pooled, NULL, NULL, pooled, v->ln_post_w, v->ln_post_b, B, C, v->tf.eps);
+    linear_forward(out, pooled, v->proj, NULL, B, C, v->D);
+    l2_normalise(out, B, v->D);
+    free(x), free(pooled);
+    return 0;
+}
