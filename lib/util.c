@@ -121,6 +121,7 @@ int vl_afile_open(vl_afile *a, const char *path, char *err)
         a->path = a->tmp = NULL;
         return -1;
     }
+    setvbuf(a->fp, NULL, _IOFBF, 1 << 20); /* large writes: output files are often gigabytes */
     return 0;
 }
 

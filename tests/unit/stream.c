@@ -500,6 +500,68 @@ static void pred_bad(mpw *w)
     mpw_bin(w, l, 8);
 }
 
+/* a 20-dim vector with one special value at position pos (bits given) */
+static uint32_t special_bits;
+static int special_pos;
+static void emb_special(mpw *w)
+{
+    float v[20];
+    for (int i = 0; i < 20; i++) v[i] = (float)i - 10.5f;
+    memcpy(&v[special_pos], &special_bits, 4);
+    kv_id(w, "s");
+    mpw_str(w, "vec");
+    mpw_bin(w, v, sizeof v);
+}
+
+static int check_dim20(uint32_t bits, int pos, char *err)
+{
+    special_bits = bits;
+    special_pos = pos;
+    mpw w;
+    mpw_init(&w, -1);
+    mpw_map(&w);
+    mpw_str(&w, "schema");
+    mpw_str(&w, "embedding");
+    mpw_str(&w, "version");
+    mpw_int(&w, 1);
+    mpw_str(&w, "dim");
+    mpw_int(&w, 20);
+    mpw_str(&w, "dtype");
+    mpw_str(&w, "f32le");
+    mpw_str(&w, "space");
+    mpw_str(&w, "t");
+    mpw_end(&w);
+    mpw_map(&w);
+    emb_special(&w);
+    mpw_end(&w);
+    int fd = mem_fd(w.buf, w.len);
+    mpw_free(&w);
+    sr *r = sr_open(fd, "<in>");
+    const mp_val *item;
+    int rc = -2;
+    if (sr_header(r, NULL) == 0 && sr_next(r, &item) == 1) rc = sr_check_item(r, item, err);
+    sr_close(r);
+    close(fd);
+    return rc;
+}
+
+static void test_finite(void)
+{
+    /* NaN, +-infinity in the vectorised part and in the tail; the largest finite values pass */
+    static const uint32_t bad[] = {0x7fc00000u, 0x7f800001u, 0xffc00000u, 0x7f800000u, 0xff800000u};
+    static const uint32_t good[] = {0x7f7fffffu, 0xff7fffffu, 0x00000001u, 0x80000000u, 0x00800000u};
+    int all_bad = 1, all_good = 1;
+    char err[VL_ERRLEN];
+    for (int pos = 0; pos < 20; pos++) {
+        for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++)
+            if (check_dim20(bad[k], pos, err) != -1) all_bad = 0;
+        for (size_t k = 0; k < sizeof good / sizeof good[0]; k++)
+            if (check_dim20(good[k], pos, err) != 0) all_good = 0;
+    }
+    CHECK(all_bad, "stream: NaN and infinities found at every position of a 20-dim vector");
+    CHECK(all_good, "stream: largest finite, subnormal and -0 values pass at every position");
+}
+
 static void test_items(void)
 {
     char err[VL_ERRLEN];
@@ -527,5 +589,6 @@ int main(void)
     test_concat();
     test_errors();
     test_items();
+    test_finite();
     CHECK_EXIT();
 }
