@@ -1,0 +1,174 @@
+#!/bin/bash
+# teacher_blackbox: teacher-embed --exec against a local vendor (teacher-embed
+# --model on a tiny random CLIP): answers equal white-box ones, the cache
+# answers re-runs without queries, a vendor killed mid-stream is a clear
+# error with no complete-looking output, a budget is enforced, a damaged
+# cache entry is detected and queried again, and concurrent writers agree.
+set -u
+: "${VL2V_ROOT:=$(cd "$(dirname "$0")/../.." && pwd)}"
+: "${PYTHON:=/usr/bin/python3}"
+cd "$VL2V_ROOT" || exit 1
+export PATH="$VL2V_ROOT/bin:$PATH"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+ok() { if [ "$1" = 0 ]; then echo "PASS: $2"; else echo "FAIL: $2"; fail=1; fi; }
+
+$PYTHON tests/ref/clip_ref.py make --config tiny --out "$tmp/m" --images 12 --texts 1 >/dev/null || exit 1
+M="$tmp/m/hf"
+IN="$tmp/m/images.mp"
+N=12
+
+# summary FILE: "complete items queries cache_hits" ("incomplete ..." without a trailer)
+summary() {
+    $PYTHON - "$1" <<'PY'
+import msgpack, sys
+try:
+    o = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False))
+except Exception:
+    o = []
+t = o[-1] if o and isinstance(o[-1], dict) and o[-1].get("end") is True else None
+n = len(o) - 2 if t else max(len(o) - 1, 0)
+print("complete" if t else "incomplete", n, t.get("queries") if t else "-", t.get("cache_hits") if t else "-")
+PY
+}
+# same_items A B: items equal and headers equal but for the history (the
+# command lines differ)
+same_items() {
+    $PYTHON - "$1" "$2" <<'PY'
+import msgpack, sys
+a, b = [list(msgpack.Unpacker(open(p, "rb"), raw=False)) for p in sys.argv[1:]]
+for o in (a, b):
+    o[0].pop("history", None)
+sys.exit(0 if a[:-1] == b[:-1] and len(a) > 2 else 1)
+PY
+}
+# same_bytes A B: byte-identical up to the trailer
+same_bytes() {
+    $PYTHON - "$1" "$2" <<'PY'
+import msgpack, sys
+def head(p):
+    u = msgpack.Unpacker(open(p, "rb"), raw=False)
+    n = sum(1 for _ in u)
+    u = msgpack.Unpacker(open(p, "rb"), raw=False)
+    for _ in range(n - 1):
+        u.skip()
+    return open(p, "rb").read()[:u.tell()]
+sys.exit(0 if head(sys.argv[1]) == head(sys.argv[2]) else 1)
+PY
+}
+entries() { find "$1" -type f ! -name '.tmp*' 2>/dev/null | wc -l; }
+
+# the vendor: any command reading an image stream and writing an embedding stream
+V="teacher-embed --model $M --batch 4"
+teacher-embed --model "$M" <"$IN" >"$tmp/white.mp"
+
+teacher-embed --exec "tee $tmp/sent.mp | $V" --model-id tiny --cache "$tmp/c" <"$IN" >"$tmp/b1.mp" 2>"$tmp/err"
+ok $? "--exec: runs against a local vendor"
+[ "$(summary "$tmp/b1.mp")" = "complete $N $N 0" ]
+ok $? "--exec: trailer counts $N queries, 0 cache hits ($(summary "$tmp/b1.mp"))"
+$PYTHON - "$tmp/white.mp" "$tmp/b1.mp" <<'PY'
+import msgpack, sys
+a, b = [list(msgpack.Unpacker(open(p, "rb"), raw=False))[1:-1] for p in sys.argv[1:]]
+sys.exit(0 if a == b else 1)
+PY
+ok $? "--exec: items (ids, labels, vectors) equal the white-box run's"
+$PYTHON - "$tmp/sent.mp" <<'PY'
+import msgpack, sys
+o = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False))
+keys = set(k for it in o[1:-1] for k in it)
+sys.exit(0 if keys == {"id", "h", "w", "pix"} and o[0]["history"] == [] else 1)
+PY
+ok $? "--exec: the vendor sees pixels and query numbers only (no ids, labels or history)"
+[ "$(entries "$tmp/c")" = $N ]
+ok $? "--cache: one entry per image"
+
+teacher-embed --exec "touch $tmp/started; $V" --model-id tiny --cache "$tmp/c" <"$IN" >"$tmp/b2.mp" 2>"$tmp/err"
+ok $? "--cache: a re-run succeeds"
+[ "$(summary "$tmp/b2.mp")" = "complete $N 0 $N" ] && [ ! -e "$tmp/started" ]
+ok $? "--cache: a re-run makes zero queries and never starts the vendor ($(summary "$tmp/b2.mp"))"
+same_items "$tmp/b1.mp" "$tmp/b2.mp"
+ok $? "--cache: the items from the cache equal those from queries"
+teacher-embed --exec "tee $tmp/sent.mp | $V" --model-id tiny --cache "$tmp/c" <"$IN" >"$tmp/b3.mp" 2>"$tmp/err"
+[ "$(summary "$tmp/b3.mp")" = "complete $N 0 $N" ] && same_bytes "$tmp/b1.mp" "$tmp/b3.mp"
+ok $? "--cache: the same command gives the same bytes (header and items) from the cache as from queries"
+
+# a vendor killed mid-stream after answering K images
+K=5
+cat >"$tmp/vendor.py" <<PY
+import msgpack, os, signal, subprocess, sys
+p = subprocess.Popen("$V --batch 1".split(), stdout=subprocess.PIPE)
+n = 0
+for obj in msgpack.Unpacker(p.stdout, raw=False):
+    sys.stdout.buffer.write(msgpack.packb(obj, use_bin_type=True)); sys.stdout.flush()
+    n += 1
+    if n == 1 + $K:
+        p.kill(); os.kill(os.getpid(), signal.SIGKILL)
+PY
+teacher-embed --exec "exec $PYTHON $tmp/vendor.py" --model-id tiny --cache "$tmp/k" <"$IN" >"$tmp/k1.mp" 2>"$tmp/err"
+rc=$?
+[ $rc = 1 ] && grep -q "killed by signal 9" "$tmp/err" && grep -q "failed after $K of $N answers" "$tmp/err"
+ok $? "killed vendor: exit 1 with a clear error (rc $rc: $(head -c 300 "$tmp/err"))"
+[ "$(summary "$tmp/k1.mp" | cut -d' ' -f1)" = incomplete ]
+ok $? "killed vendor: the output has no trailer, so it cannot look complete"
+[ "$(entries "$tmp/k")" = $K ]
+ok $? "killed vendor: the $K answered images are in the cache"
+teacher-embed --exec "$V" --model-id tiny --cache "$tmp/k" <"$IN" >"$tmp/k2.mp" 2>"$tmp/err"
+[ "$(summary "$tmp/k2.mp")" = "complete $N $((N - K)) $K" ]
+ok $? "killed vendor: the re-run queries only the $((N - K)) unanswered images ($(summary "$tmp/k2.mp"))"
+same_items "$tmp/b1.mp" "$tmp/k2.mp"
+ok $? "killed vendor: the re-run's items equal an uninterrupted run's"
+
+# budget
+teacher-embed --exec "$V" --model-id tiny --cache "$tmp/q" --max-queries 3 <"$IN" >"$tmp/q1.mp" 2>"$tmp/err"
+rc=$?
+[ $rc = 1 ] && grep -q "query budget of 3 exceeded" "$tmp/err" && grep -q "record 4 (id '3')" "$tmp/err"
+ok $? "--max-queries: exceeding the budget is a clear error (rc $rc: $(head -c 300 "$tmp/err"))"
+[ "$(summary "$tmp/q1.mp" | cut -d' ' -f1)" = incomplete ] && [ "$(entries "$tmp/q")" = 3 ]
+ok $? "--max-queries: no trailer; the 3 paid answers are kept in the cache"
+teacher-embed --exec "$V" --model-id tiny --cache "$tmp/q" --max-queries $((N - 3)) <"$IN" >"$tmp/q2.mp" 2>"$tmp/err"
+[ $? = 0 ] && [ "$(summary "$tmp/q2.mp")" = "complete $N $((N - 3)) 3" ]
+ok $? "--max-queries: a budget of exactly the missing images suffices ($(summary "$tmp/q2.mp"))"
+teacher-embed --model "$M" --max-queries 0 <"$IN" >/dev/null 2>"$tmp/err"
+[ $? = 1 ] && grep -q "query budget of 0 exceeded" "$tmp/err"
+ok $? "--max-queries applies to the white-box teacher too"
+
+# a damaged entry: detected by its checksum, queried again, rewritten
+f=$(find "$tmp/c" -type f ! -name '.tmp*' | sort | head -1)
+printf '\x7f' | dd of="$f" bs=1 seek=60 conv=notrunc status=none
+teacher-embed --exec "$V" --model-id tiny --cache "$tmp/c" <"$IN" >"$tmp/d1.mp" 2>"$tmp/err"
+[ $? = 0 ] && grep -q "damaged entry" "$tmp/err" && [ "$(summary "$tmp/d1.mp")" = "complete $N 1 $((N - 1))" ]
+ok $? "damaged cache entry: detected, queried again ($(summary "$tmp/d1.mp"))"
+same_items "$tmp/b1.mp" "$tmp/d1.mp"
+ok $? "damaged cache entry: the output is unchanged"
+teacher-embed --exec "$V" --model-id tiny --cache "$tmp/c" <"$IN" >"$tmp/d2.mp" 2>"$tmp/err"
+[ "$(summary "$tmp/d2.mp")" = "complete $N 0 $N" ] && [ ! -s "$tmp/err" ]
+ok $? "damaged cache entry: rewritten, the next run is all hits"
+truncate -s 20 "$f"
+teacher-embed --exec "$V" --model-id tiny --cache "$tmp/c" <"$IN" >"$tmp/d3.mp" 2>"$tmp/err"
+[ "$(summary "$tmp/d3.mp")" = "complete $N 1 $((N - 1))" ]
+ok $? "truncated cache entry: detected and queried again"
+
+# several processes filling one cache at once
+for i in 1 2 3; do
+    teacher-embed --exec "$V --batch 1" --model-id tiny --cache "$tmp/p" <"$IN" >"$tmp/p$i.mp" 2>"$tmp/perr$i" &
+done
+wait
+same_items "$tmp/b1.mp" "$tmp/p1.mp" && same_items "$tmp/b1.mp" "$tmp/p2.mp" && same_items "$tmp/b1.mp" "$tmp/p3.mp" &&
+    [ "$(entries "$tmp/p")" = $N ] && [ -z "$(find "$tmp/p" -name '.tmp*')" ]
+ok $? "concurrent writers: identical outputs, one whole entry per image, no temporaries left"
+teacher-embed --exec "$V" --model-id tiny --cache "$tmp/p" <"$IN" >"$tmp/p4.mp" 2>"$tmp/err"
+[ "$(summary "$tmp/p4.mp")" = "complete $N 0 $N" ] && [ ! -s "$tmp/err" ]
+ok $? "concurrent writers: every entry they left is valid"
+
+# other failures of the vendor
+teacher-embed --exec "exit 3" --model-id x <"$IN" >"$tmp/e.mp" 2>"$tmp/err"
+[ $? = 1 ] && grep -q "exit status 3" "$tmp/err" && [ "$(summary "$tmp/e.mp" | cut -d' ' -f1)" = incomplete ]
+ok $? "a vendor that exits at once is a clear error ($(head -c 200 "$tmp/err"))"
+teacher-embed --exec "cat >/dev/null; echo garbage" --model-id x <"$IN" >"$tmp/e.mp" 2>"$tmp/err"
+[ $? = 1 ] && grep -q "teacher" "$tmp/err" && [ "$(summary "$tmp/e.mp" | cut -d' ' -f1)" = incomplete ]
+ok $? "a vendor that answers garbage is a clear error ($(head -c 200 "$tmp/err"))"
+teacher-embed --exec "$V" --model "$M" <"$IN" >/dev/null 2>&1
+[ $? = 2 ]
+ok $? "--exec with --model is a usage error"
+exit $fail
