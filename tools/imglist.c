@@ -138,9 +138,15 @@ static void put_row(FILE *fp, const mf_row *r)
     if (mf_write_row(fp, r, err) != 0) die(1, "%s", err);
 }
 
-static void finish(FILE *fp, tool_out *o)
+/* Writes the manifest built in memory (so that a failure midway leaves no
+ * partial manifest behind) and commits the output. */
+static void finish(FILE *mem, char **buf, size_t *len, tool_out *o)
 {
-    if (fflush(fp) != 0 || ferror(fp)) die(1, "write error: %s", strerror(errno));
+    if (fclose(mem) != 0) die(1, "out of memory");
+    FILE *fp = o->is_file ? o->af.fp : stdout;
+    if (fwrite(*buf, 1, *len, fp) != *len || fflush(fp) != 0 || ferror(fp))
+        die(1, "write error: %s", strerror(errno));
+    free(*buf);
     if (o->is_file) {
         char err[VL_ERRLEN];
         if (vl_afile_commit(&o->af, err) != 0) die(1, "%s", err);
@@ -228,10 +234,13 @@ int main(int argc, char **argv)
 
     tool_out o;
     output_open(&o, outpath);
-    FILE *fp = o.is_file ? o.af.fp : stdout;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&buf, &len);
+    if (!fp) die(1, "out of memory");
     if (fmnist) {
         fashion_mnist(fmnist, fp);
-        finish(fp, &o);
+        finish(fp, &buf, &len, &o);
         return 0;
     }
 
@@ -310,7 +319,6 @@ int main(int argc, char **argv)
         nout += dout;
     }
     if (missing) {
-        if (o.is_file) vl_afile_abort(&o.af);
         die(1, "%s: %llu images have no split, the first '%s'", splits, missing, first_missing);
     }
     for (size_t i = 0; i < nsplit; i++)
@@ -319,7 +327,7 @@ int main(int argc, char **argv)
         warnx("%llu images in %zu domains, %zu classes; %lu other files skipped", rows, domains.n, classes.n,
               skipped);
     if (!rows) die(1, "%s: no images found", rootc);
-    finish(fp, &o);
+    finish(fp, &buf, &len, &o);
     sv_free(&domains);
     sv_free(&classes);
     free(rootc);

@@ -1,0 +1,177 @@
+#!/bin/bash
+# Golden tests of imglist and imgdecode: a small DomainBed tree committed in
+# tests/golden/imgdecode/tree (JPEG baseline/progressive/CMYK, PNG palette and
+# grey, a truncated JPEG, a text file), each command's stdout (streams
+# rendered as text by render.py), stderr and exit status against the files in
+# tests/golden/imgdecode/expected; usage errors; Fashion-MNIST from Debian's
+# dataset-fashion-mnist; and sharding a PACS manifest with GNU parallel --pipe,
+# joined by mpcat, byte-identical to the unsharded run.
+# UPDATE=1 rewrites the expected files (review the diff before committing).
+set -u
+root=${VL2V_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
+export PATH=$root/bin:$PATH LC_ALL=C
+dir=$root/tests/golden/imgdecode
+exp=$dir/expected
+py=${PYTHON:-/usr/bin/python3}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$exp"
+# the commands run in $w, where tree/ is the committed tree
+w=$tmp/work
+mkdir -p "$w"
+ln -s "$dir/tree" "$w/tree"
+
+pass() { echo "PASS: $*"; }
+fail() { echo "FAIL: $*"; }
+
+# golden NAME RENDER CMD...: runs CMD in $w; stdout through RENDER (cat or
+# the stream renderer), stderr with $dir removed, and the exit status must
+# equal expected/NAME.{out,err,rc}
+golden() {
+    local name=$1 render=$2
+    shift 2
+    (cd "$w" && "$@") >"$tmp/$name.raw" 2>"$tmp/$name.err"
+    echo $? >"$tmp/$name.rc"
+    if [ "$render" = stream ]; then
+        "$py" "$dir/render.py" <"$tmp/$name.raw" >"$tmp/$name.out"
+    else
+        cp "$tmp/$name.raw" "$tmp/$name.out"
+    fi
+    # paths and timings vary from run to run
+    sed -i -E "/ images\/s$/d; s|$w/||g; s/[0-9]+\.[0-9]+ (images\/s|s$)/N \1/g" "$tmp/$name.err"
+    if [ "${UPDATE:-0}" = 1 ]; then
+        cp "$tmp/$name.out" "$tmp/$name.err" "$tmp/$name.rc" "$exp/"
+    fi
+    local bad=
+    for k in out err rc; do
+        if ! diff -u "$exp/$name.$k" "$tmp/$name.$k" >"$tmp/$name.$k.diff" 2>&1; then
+            bad="$bad $k"
+            head -n 20 "$tmp/$name.$k.diff"
+        fi
+    done
+    if [ -z "$bad" ]; then pass "$name: $*"; else fail "$name: $* (differs in:$bad)"; fi
+}
+
+# ---- imglist ----
+golden imglist cat imglist --seed 1 tree
+golden imglist-v cat imglist -v --seed 1 tree/
+printf 'photo/cat/b.JPG\tout\nphoto/cat/c.png\tin\nphoto/dog/a.jpg\tin\nsketch/dog/broken.jpg\tin\nsketch/dog/d.png\tout\nsketch/zebra/e.jpg\tout\nnot/there.jpg\tin\n' >"$w/splits.tsv"
+golden imglist-splits cat imglist --splits splits.tsv tree
+head -n 3 "$w/splits.tsv" >"$w/some-splits.tsv"
+golden imglist-splits-missing cat imglist --splits some-splits.tsv tree
+golden imglist-noroot cat imglist no-such-dir
+golden imglist-usage cat imglist
+(cd "$w" && imglist --seed 1 tree >m.tsv && cp m.tsv "$tmp/m.tsv")
+# the split of a file depends only on (seed, id): adding files changes no other row
+mkdir -p "$tmp/tree2"
+cp -r "$dir/tree/." "$tmp/tree2/"
+cp "$dir/tree/photo/dog/a.jpg" "$tmp/tree2/photo/dog/zz-new.jpg"
+(cd "$tmp" && imglist --seed 1 tree2 | sed 's|tree2/|tree/|' | grep -v zz-new >"$tmp/m3.tsv")
+if cmp -s "$tmp/m.tsv" "$tmp/m3.tsv"; then pass "imglist: adding a file changes no other row"; else fail "imglist: adding a file changed other rows"; fi
+
+# ---- imgdecode ----
+golden eval stream imgdecode --size 16 m.tsv
+golden eval-tolerant stream imgdecode --size 16 --max-errors 1 -v m.tsv
+golden augment stream imgdecode --augment --views 2 --seed 3 --size 12 --max-errors 1 m.tsv
+mkdir -p "$w/sub"
+golden root stream imgdecode --size 8 --root sub/.. --max-errors 1 m.tsv
+printf 'id\tpath\tlabel\na\ttree/photo/dog/a.jpg\tx\n\ttree/photo/dog/a.jpg\t1\nc\ttree/photo/dog/a.jpg\t2\n' >"$w/bad.tsv"
+golden bad-rows stream imgdecode --size 4 --max-errors 2 bad.tsv
+golden views-without-augment cat imgdecode --views 2 m.tsv
+golden bad-size cat imgdecode --size 0 m.tsv
+golden missing-manifest cat imgdecode no-such-manifest.tsv
+golden help cat imgdecode --help
+golden imglist-help cat imglist --help
+
+# -o writes atomically: a run that fails leaves no file behind
+(cd "$w" && imgdecode --size 8 -o "$tmp/out.mp" m.tsv 2>/dev/null)
+rc=$?
+if [ $rc = 1 ] && [ -s "$tmp/out.mp" ] && mpcat --check "$tmp/out.mp" >/dev/null; then
+    pass "imgdecode -o: complete stream with its trailer even when files were dropped (exit 1)"
+else
+    fail "imgdecode -o: exit $rc, output missing or incomplete"
+fi
+(cd "$w" && imgdecode --size 8 -o "$tmp/none.mp" no-such.tsv 2>/dev/null)
+if [ ! -e "$tmp/none.mp" ] && ! ls "$tmp"/none.mp.* >/dev/null 2>&1; then
+    pass "imgdecode -o: no output file when the manifest cannot be read"
+else
+    fail "imgdecode -o: left a file after failing"
+fi
+
+# ---- Fashion-MNIST (Debian's dataset-fashion-mnist) ----
+fm=/usr/share/datasets/fashion-mnist
+if [ -r "$fm/train-images-idx3-ubyte.gz" ]; then
+    imglist --fashion-mnist "$fm" >"$tmp/fm.tsv"
+    n=$(($(wc -l <"$tmp/fm.tsv") - 1))
+    ntest=$(grep -c $'\ttest$' "$tmp/fm.tsv")
+    if [ "$n" = 70000 ] && [ "$ntest" = 10000 ]; then
+        pass "imglist --fashion-mnist: 60000 train + 10000 test rows"
+    else
+        fail "imglist --fashion-mnist: $n rows, $ntest test"
+    fi
+    { head -n 4 "$tmp/fm.tsv"; sed -n '60001,60003p;70001p' "$tmp/fm.tsv"; } >"$tmp/fm-head.tsv"
+    imgdecode --size 28 "$tmp/fm-head.tsv" >"$tmp/fm.mp"
+    if "$py" - "$tmp/fm.mp" "$tmp/fm-head.tsv" <<'EOF'; then
+import gzip, sys, msgpack, numpy as np
+names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+u = msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False)
+next(u)
+items = [o for o in u if "id" in o]
+assert len(items) == 7, len(items)
+cache = {}
+for it in items:
+    f, n = it["path"].rsplit("#", 1)
+    part = "train" if "/train-" in f else "t10k"
+    if f not in cache:
+        imgs = np.frombuffer(gzip.open(f).read()[16:], np.uint8).reshape(-1, 28, 28)
+        labs = np.frombuffer(gzip.open(f.replace("images-idx3", "labels-idx1")).read()[8:], np.uint8)
+        cache[f] = (imgs, labs)
+    imgs, labs = cache[f]
+    p = np.frombuffer(it["pix"], np.uint8).reshape(28, 28, 3)
+    assert (p == imgs[int(n)][..., None]).all(), it["id"]
+    assert it["label"] == labs[int(n)] and it["class"] == names[labs[int(n)]], it["id"]
+EOF
+        pass "imgdecode on Fashion-MNIST FILE#N paths: pixels, labels and class names equal the IDX files' (numpy)"
+    else
+        fail "imgdecode on Fashion-MNIST differs from the IDX files"
+    fi
+else
+    fail "Fashion-MNIST not installed ($fm; make deps installs dataset-fashion-mnist)"
+fi
+
+# ---- sharding with GNU parallel --pipe, joined by mpcat ----
+pacs=${SHARED:-$root/../shared}/data/PACS
+if [ -d "$pacs" ]; then
+    imglist "$pacs" | awk 'NR == 1 || NR % 40 == 0' >"$tmp/pacs.tsv"
+    rows=$(($(wc -l <"$tmp/pacs.tsv") - 1))
+    set -o pipefail
+    imgdecode --augment --views 2 --seed 9 --size 64 <"$tmp/pacs.tsv" | mpcat >"$tmp/whole.mp"
+    parallel --pipe -k --block 8k -j 2 imgdecode --augment --views 2 --seed 9 --size 64 \
+        <"$tmp/pacs.tsv" >"$tmp/shards.mp"
+    shards=$(mpcat --check "$tmp/shards.mp" | sed -n 's/^ok: \([0-9]*\) streams.*/\1/p')
+    mpcat <"$tmp/shards.mp" >"$tmp/joined.mp"
+    if [ "${shards:-0}" -gt 1 ] && cmp -s "$tmp/whole.mp" "$tmp/joined.mp"; then
+        pass "parallel --pipe: $rows PACS rows in $shards shards, joined by mpcat, byte-identical to the unsharded stream"
+    else
+        fail "parallel --pipe: $shards shards; joined stream differs from the unsharded one"
+    fi
+    # another order gives the same pixels for each (id, view)
+    { head -n 1 "$tmp/pacs.tsv"; tail -n +2 "$tmp/pacs.tsv" | sort -r; } |
+        imgdecode --augment --views 2 --seed 9 --size 64 >"$tmp/rev.mp"
+    "$py" "$dir/render.py" <"$tmp/whole.mp" | grep '^item' | sort >"$tmp/a.txt"
+    "$py" "$dir/render.py" <"$tmp/rev.mp" | grep '^item' | sort >"$tmp/b.txt"
+    if [ -s "$tmp/a.txt" ] && cmp -s "$tmp/a.txt" "$tmp/b.txt"; then
+        pass "imgdecode --augment: reversed manifest order gives the same pixels for every (id, view)"
+    else
+        fail "imgdecode --augment: pixels depend on the manifest order"
+    fi
+    parallel --pipe -k --block 8k -j 2 imgdecode --size 32 <"$tmp/pacs.tsv" | mpcat >"$tmp/e1.mp"
+    imgdecode --size 32 <"$tmp/pacs.tsv" | mpcat >"$tmp/e2.mp"
+    if cmp -s "$tmp/e1.mp" "$tmp/e2.mp"; then
+        pass "parallel --pipe, eval transform: joined shards byte-identical to the unsharded stream"
+    else
+        fail "parallel --pipe, eval transform: joined shards differ"
+    fi
+else
+    fail "PACS not found at $pacs"
+fi
