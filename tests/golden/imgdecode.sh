@@ -98,6 +98,24 @@ else
     fail "imgdecode -o: left a file after failing"
 fi
 
+# ---- man pages: lint, and --help's usage lines are the SYNOPSIS ----
+for t in imgdecode imglist; do
+    page=$root/man/$t.1
+    syn=$(mandoc -Tascii -O width=250 "$page" 2>/dev/null | col -bx | awk '/^SYNOPSIS/ {on = 1; next} /^[A-Z]/ {on = 0} on' | tr -s ' \n' '  ' | sed 's/^ //; s/ $//')
+    help=$("$t" --help | awk '/^  -/ {exit} 1' | sed 's/^usage: //; s/^       //' | tr -s ' \n' '  ' | sed 's/^ //; s/ $//')
+    if [ -n "$syn" ] && [ "$syn" = "$help" ]; then
+        pass "$t --help usage equals the SYNOPSIS of man/$t.1"
+    else
+        fail "$t --help differs from man/$t.1: '$help' vs '$syn'"
+    fi
+    if mandoc -Tlint -W warning "$page" >"$tmp/lint.txt" 2>&1; then
+        pass "mandoc -Tlint -W warning man/$t.1"
+    else
+        fail "mandoc -Tlint man/$t.1"
+        cat "$tmp/lint.txt"
+    fi
+done
+
 # ---- Fashion-MNIST (Debian's dataset-fashion-mnist) ----
 fm=/usr/share/datasets/fashion-mnist
 if [ -r "$fm/train-images-idx3-ubyte.gz" ]; then
