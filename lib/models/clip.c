@@ -471,8 +471,10 @@ int clip_encode_text(clip_model *m, const int32_t *tokens, int B, int T, float *
     return 0;
 }
 
-/* x (B,T,C) = [cls; patches] + pos, then ln_pre */
-static void vision_embed(const clip_vision *v, float *x, const float *pix, int B)
+/* x (B,T,C) = ln_pre([cls; patches] + pos); emb, mean, rstd: where to keep
+ * the embeddings and ln_pre's statistics for backward, or NULL */
+static void vision_embed(const clip_vision *v, float *x, const float *pix, int B, float *emb, float *mean,
+                         float *rstd)
 {
     int C = v->tf.C, g = v->S / v->P, NP = g * g, T = NP + 1;
     float *pe = xmalloc_aligned((size_t)B * NP * C * sizeof(float));
@@ -484,21 +486,109 @@ static void vision_embed(const clip_vision *v, float *x, const float *pix, int B
             for (int c = 0; c < C; c++) r[c] = e[c] + p[c];
         }
     free(pe);
-    layernorm_forward(x, NULL, NULL, x, v->ln_pre_w, v->ln_pre_b, B * T, C, v->tf.eps);
+    if (emb) memcpy(emb, x, (size_t)B * T * C * sizeof(float));
+    layernorm_forward(x, mean, rstd, x, v->ln_pre_w, v->ln_pre_b, B * T, C, v->tf.eps);
 }
 
 int clip_encode_image(clip_model *m, const float *pix, int B, float *out, char *err)
 {
-    const clip_vision *v = &m->v;
+    clip_vision_forward(&m->v, pix, B, out, NULL);
+    l2_normalise(out, B, m->v.D);
+    return 0;
+}
+
+/* ---- training the image tower ---- */
+
+struct clip_vision_acts {
+    int B;
+    size_t bytes;
+    tf_acts *tf;
+    float *emb;                   /* (B,T,C) the embeddings before ln_pre */
+    float *mean_pre, *rstd_pre;   /* (B*T) */
+    float *cls_out;               /* (B,C) token 0 after the stack */
+    float *mean_post, *rstd_post; /* (B) */
+    float *pooled;                /* (B,C) ln_post output */
+};
+
+float *clip_vision_params(clip_model *m, size_t *n)
+{
+    *n = clip_vision_nparams(&m->v);
+    return m->vblock;
+}
+
+void clip_vision_like(clip_vision *dst, const clip_vision *src, float *base)
+{
+    *dst = (clip_vision){.tf = src->tf, .S = src->S, .P = src->P, .D = src->D};
+    clip_vision_layout(dst, base);
+}
+
+clip_vision_acts *clip_vision_acts_new(const clip_vision *v, int B)
+{
+    int C = v->tf.C, g = v->S / v->P, T = g * g + 1;
+    clip_vision_acts *a = xcalloc(1, sizeof *a);
+    a->B = B;
+    a->tf = tf_acts_new(&v->tf, B, T);
+    size_t bt = (size_t)B * T;
+    a->emb = xmalloc_aligned(bt * C * sizeof(float));
+    a->mean_pre = xmalloc_aligned(bt * sizeof(float));
+    a->rstd_pre = xmalloc_aligned(bt * sizeof(float));
+    a->cls_out = xmalloc_aligned((size_t)B * C * sizeof(float));
+    a->mean_post = xmalloc_aligned((size_t)B * sizeof(float));
+    a->rstd_post = xmalloc_aligned((size_t)B * sizeof(float));
+    a->pooled = xmalloc_aligned((size_t)B * C * sizeof(float));
+    a->bytes = tf_acts_bytes(a->tf) + (bt * C + 2 * bt + 2 * (size_t)B * C + 2 * (size_t)B) * sizeof(float);
+    return a;
+}
+
+void clip_vision_acts_free(clip_vision_acts *a)
+{
+    if (!a) return;
+    tf_acts_free(a->tf);
+    free(a->emb), free(a->mean_pre), free(a->rstd_pre), free(a->cls_out), free(a->mean_post), free(a->rstd_post);
+    free(a->pooled);
+    free(a);
+}
+
+size_t clip_vision_acts_bytes(const clip_vision_acts *a) { return a->bytes; }
+
+void clip_vision_forward(const clip_vision *v, const float *pix, int B, float *out, clip_vision_acts *save)
+{
     int C = v->tf.C, g = v->S / v->P, T = g * g + 1;
     float *x = xmalloc_aligned((size_t)B * T * C * sizeof(float));
-    vision_embed(v, x, pix, B);
-    tf_forward(&v->tf, v->blocks, x, B, T, NULL);
-    float *pooled = xmalloc_aligned((size_t)B * C * sizeof(float));
+    vision_embed(v, x, pix, B, save ? save->emb : NULL, save ? save->mean_pre : NULL, save ? save->rstd_pre : NULL);
+    tf_forward(&v->tf, v->blocks, x, B, T, save ? save->tf : NULL);
+    float *pooled = save ? save->pooled : xmalloc_aligned((size_t)B * C * sizeof(float));
     for (int b = 0; b < B; b++) memcpy(pooled + (size_t)b * C, x + (size_t)b * T * C, C * sizeof(float));
-    layernorm_forward(pooled, NULL, NULL, pooled, v->ln_post_w, v->ln_post_b, B, C, v->tf.eps);
+    if (save) memcpy(save->cls_out, pooled, (size_t)B * C * sizeof(float));
+    layernorm_forward(pooled, save ? save->mean_post : NULL, save ? save->rstd_post : NULL, pooled, v->ln_post_w,
+                      v->ln_post_b, B, C, v->tf.eps);
     linear_forward(out, pooled, v->proj, NULL, B, C, v->D);
-    l2_normalise(out, B, v->D);
-    free(x), free(pooled);
-    return 0;
+    free(x);
+    if (!save) free(pooled);
+}
+
+void clip_vision_backward(const clip_vision *v, clip_vision *g, const float *dout, const float *pix,
+                          const clip_vision_acts *a, int B)
+{
+    int C = v->tf.C, gr = v->S / v->P, NP = gr * gr, T = NP + 1;
+    size_t bt = (size_t)B * T;
+    float *dpool = xcalloc((size_t)B * C, sizeof(float));
+    linear_backward(dpool, g->proj, NULL, dout, a->pooled, v->proj, B, C, v->D);
+    float *dx = xcalloc(bt * C, sizeof(float));
+    float *dcls = xcalloc((size_t)B * C, sizeof(float));
+    layernorm_backward(dcls, g->ln_post_w, g->ln_post_b, dpool, a->cls_out, v->ln_post_w, a->mean_post, a->rstd_post,
+                       B, C);
+    for (int b = 0; b < B; b++) memcpy(dx + (size_t)b * T * C, dcls + (size_t)b * C, C * sizeof(float));
+    tf_backward(&v->tf, v->blocks, g->blocks, dx, a->tf, B, T);
+    float *demb = xcalloc(bt * C, sizeof(float));
+    layernorm_backward(demb, g->ln_pre_w, g->ln_pre_b, dx, a->emb, v->ln_pre_w, a->mean_pre, a->rstd_pre, (int)bt, C);
+    float *dpe = xmalloc_aligned((size_t)B * NP * C * sizeof(float));
+    for (int b = 0; b < B; b++) {
+        const float *r = demb + (size_t)b * T * C;
+        for (int c = 0; c < C; c++) g->cls[c] += r[c];
+        for (size_t i = 0; i < (size_t)T * C; i++) g->pos[i] += r[i];
+        memcpy(dpe + (size_t)b * NP * C, r + C, (size_t)NP * C * sizeof(float));
+    }
+    patch_backward(NULL, g->patch_w, NULL, dpe, pix, v->patch_w, B, 3, v->S, v->S, C, v->P);
+    free(dpool), free(dx), free(dcls), free(demb), free(dpe);
 }

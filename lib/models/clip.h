@@ -68,6 +68,28 @@ void clip_text_layout(clip_text *t, float *base);
 const clip_vision *clip_vision_tower(const clip_model *m);
 const clip_text *clip_text_tower(const clip_model *m);
 
+/* The loaded image tower's parameter block (clip_vision_nparams floats),
+ * for training it in place. */
+float *clip_vision_params(clip_model *m, size_t *n);
+/* dst gets src's sizes and a layout over base (e.g. a gradient block of
+ * clip_vision_nparams(src) floats); dst->blocks is allocated: free it. */
+void clip_vision_like(clip_vision *dst, const clip_vision *src, float *base);
+
+/* Training the image tower: activations for up to B images. */
+typedef struct clip_vision_acts clip_vision_acts;
+clip_vision_acts *clip_vision_acts_new(const clip_vision *v, int B);
+void clip_vision_acts_free(clip_vision_acts *a);
+size_t clip_vision_acts_bytes(const clip_vision_acts *a);
+/* out (B,D): the projected features BEFORE L2 normalisation (the loss
+ * decides); pix (B,3,S,S) normalised. save: NULL, or activations kept for
+ * clip_vision_backward. */
+void clip_vision_forward(const clip_vision *v, const float *pix, int B, float *out, clip_vision_acts *save);
+/* Accumulates into g (laid out like v, see clip_vision_like) the gradients
+ * of a loss whose gradient w.r.t. out is dout (B,D); pix and a as given to
+ * and saved by the forward pass. */
+void clip_vision_backward(const clip_vision *v, clip_vision *g, const float *dout, const float *pix,
+                          const clip_vision_acts *a, int B);
+
 /* CLIP's own input normalisation (per channel, applied to [0,1] pixels). */
 extern const float CLIP_MEAN[3], CLIP_STD[3];
 

@@ -4,6 +4,7 @@
  * passes must accumulate: gradients start from a nonzero value. */
 #include "check.h"
 
+#include "models/clip.h"
 #include "models/transformer.h"
 #include "nn/act.h"
 #include "nn/attention.h"
@@ -328,6 +329,51 @@ static void test_stack(int causal)
     free(dx), free(dx2), free(dxb);
 }
 
+/* ---- the CLIP image tower (training path) ---- */
+struct vis {
+    clip_vision v;
+    float *pix, *out, *r;
+    int B;
+};
+static double vis_loss(void *p)
+{
+    struct vis *c = p;
+    clip_vision_forward(&c->v, c->pix, c->B, c->out, NULL);
+    return dot(c->out, c->r, (size_t)c->B * c->v.D);
+}
+static void test_clip_vision(void)
+{
+    struct vis c = {.v = {.tf = {.C = 8, .NH = 2, .L = 2, .hidden = 12, .act = TF_QUICKGELU, .eps = 1e-5f},
+                          .S = 8, .P = 4, .D = 5},
+                    .B = 2};
+    size_t np = clip_vision_nparams(&c.v), npix = (size_t)c.B * 3 * 8 * 8, no = (size_t)c.B * c.v.D;
+    float *params = rnd(np, 0.5f), *grads = fill(np, .5f);
+    clip_vision_layout(&c.v, params);
+    clip_vision g;
+    clip_vision_like(&g, &c.v, grads);
+    for (int i = 0; i < c.v.tf.C; i++) c.v.ln_pre_w[i] += 1, c.v.ln_post_w[i] += 1;
+    c.pix = rnd(npix, 1), c.r = rnd(no, 1), c.out = xmalloc(no * 4);
+    float *o2 = xmalloc(no * 4);
+    vis_loss(&c);
+    clip_vision_acts *a = clip_vision_acts_new(&c.v, c.B);
+    clip_vision_forward(&c.v, c.pix, c.B, o2, a);
+    CHECK(maxdiff(o2, c.out, no) == 0, "CLIP image tower: forward saving activations gives the same bytes");
+    clip_vision_backward(&c.v, &g, c.r, c.pix, a, c.B);
+    CHECK(fd(vis_loss, &c, params, grads, np, .5f, 1e-2f) < FD_TOL,
+          "CLIP image tower: parameter gradients (sampled over the block) = finite differences");
+    float *pw[] = {c.v.patch_w, c.v.cls, c.v.pos, c.v.ln_pre_w, c.v.ln_pre_b, c.v.ln_post_w, c.v.ln_post_b, c.v.proj,
+                   c.v.blocks[0].qkv_w, c.v.blocks[1].fc2_b};
+    float *pg[] = {g.patch_w, g.cls, g.pos, g.ln_pre_w, g.ln_pre_b, g.ln_post_w, g.ln_post_b, g.proj,
+                   g.blocks[0].qkv_w, g.blocks[1].fc2_b};
+    size_t C = 8, pn[] = {C * 3 * 16, C, 5 * C, C, C, C, C, 5 * C, 3 * C * C, C};
+    double worst = 0;
+    for (int i = 0; i < 10; i++) worst = fmax(worst, fd(vis_loss, &c, pw[i], pg[i], pn[i], .5f, 1e-2f));
+    CHECK(worst < FD_TOL, "CLIP image tower: every embedding, norm and projection gradient = finite differences "
+                          "(worst %.2g)", worst);
+    clip_vision_acts_free(a);
+    free(params), free(grads), free(c.v.blocks), free(g.blocks), free(c.pix), free(c.r), free(c.out), free(o2);
+}
+
 int main(void)
 {
     test_linear();
@@ -339,5 +385,6 @@ int main(void)
     test_patch();
     test_stack(0);
     test_stack(1);
+    test_clip_vision();
     CHECK_EXIT();
 }
