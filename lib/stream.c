@@ -37,6 +37,19 @@ sr *sr_open(int fd, const char *name)
     return r;
 }
 
+sr *sr_open_mem(const void *buf, size_t n, const char *name)
+{
+    sr *r = sr_open(-1, name);
+    if (n > r->cap) {
+        r->cap = n;
+        r->buf = xrealloc(r->buf, r->cap);
+    }
+    if (n) memcpy(r->buf, buf, n);
+    r->end = n;
+    r->eof = 1;
+    return r;
+}
+
 void sr_close(sr *r)
 {
     if (!r) return;

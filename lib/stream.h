@@ -43,6 +43,8 @@ typedef struct sr {
 
 /* Opens a reader on fd (not closed by sr_close). name is copied. */
 sr *sr_open(int fd, const char *name);
+/* Opens a reader on a copy of buf[0..n) (for tests and fuzzing); fd is -1. */
+sr *sr_open_mem(const void *buf, size_t n, const char *name);
 void sr_close(sr *r);
 
 /* Reads and checks the header. want: the schema name required, or NULL for

@@ -29,7 +29,7 @@ static long long max_report = 10;
 
 /* ---- the second stream, held as encoded items, looked up by id ---- */
 typedef struct {
-    const char *id; /* into bytes */
+    size_t id_off; /* the id's bytes: table.bytes + id_off */
     uint32_t idlen;
     size_t off, len; /* the item's encoding in bytes */
     int seen;
@@ -60,7 +60,7 @@ static void rehash(table *t)
     t->nslot = t->nslot ? t->nslot * 2 : 1024;
     t->slot = xcalloc(t->nslot, sizeof(size_t));
     for (size_t i = 0; i < t->n; i++) {
-        size_t h = hash(t->e[i].id, t->e[i].idlen) & (t->nslot - 1);
+        size_t h = hash((const char *)t->bytes + t->e[i].id_off, t->e[i].idlen) & (t->nslot - 1);
         while (t->slot[h]) h = (h + 1) & (t->nslot - 1);
         t->slot[h] = i + 1;
     }
@@ -72,7 +72,7 @@ static entry *lookup(table *t, const char *id, size_t n)
     size_t h = hash(id, n) & (t->nslot - 1);
     while (t->slot[h]) {
         entry *e = &t->e[t->slot[h] - 1];
-        if (e->idlen == n && memcmp(e->id, id, n) == 0) return e;
+        if (e->idlen == n && memcmp(t->bytes + e->id_off, id, n) == 0) return e;
         h = (h + 1) & (t->nslot - 1);
     }
     return NULL;
@@ -306,6 +306,7 @@ int main(int argc, char **argv)
         char err[VL_ERRLEN];
         mpw w;
         mpw_init(&w, -1);
+        mp_arena kar = {0};
         while ((rcb = sr_next(rb, &ib)) == 1) {
             const mp_val *id = mp_get(ib, "id");
             if (!id || id->type != MP_STR) {
@@ -321,27 +322,25 @@ int main(int argc, char **argv)
             if (t.cap - t.nbytes < w.len) {
                 t.cap = t.cap ? t.cap : 1 << 20;
                 while (t.cap - t.nbytes < w.len) t.cap *= 2;
-                uint8_t *old = t.bytes;
                 t.bytes = xrealloc(t.bytes, t.cap);
-                for (size_t i = 0; i < t.n; i++) t.e[i].id = (const char *)t.bytes + ((const uint8_t *)t.e[i].id - old);
             }
             memcpy(t.bytes + t.nbytes, w.buf, w.len);
             /* find the id inside the copy: re-decode its keys */
-            mp_arena ar = {0};
             mp_val v;
             size_t used;
-            mp_decode(&ar, t.bytes + t.nbytes, w.len, STREAM_MAX_RECORD, &v, &used, err);
+            mp_arena_reset(&kar);
+            mp_decode(&kar, t.bytes + t.nbytes, w.len, STREAM_MAX_RECORD, &v, &used, err);
             const mp_val *cid = mp_get(&v, "id");
             if (t.n == t.ecap) {
                 t.ecap = t.ecap ? 2 * t.ecap : 1024;
                 t.e = xrealloc(t.e, t.ecap * sizeof(entry));
             }
-            t.e[t.n] = (entry){cid->v.s, cid->len, t.nbytes, w.len, 0};
-            mp_arena_free(&ar);
+            t.e[t.n] = (entry){(size_t)((const uint8_t *)cid->v.s - t.bytes), cid->len, t.nbytes, w.len, 0};
             t.nbytes += w.len;
             t.n++;
-            if (2 * t.n >= t.nslot) rehash(&t);
-            else {
+            if (2 * t.n >= t.nslot) {
+                rehash(&t);
+            } else {
                 size_t h = hash(cid->v.s, cid->len) & (t.nslot - 1);
                 while (t.slot[h]) h = (h + 1) & (t.nslot - 1);
                 t.slot[h] = t.n;
@@ -349,6 +348,7 @@ int main(int argc, char **argv)
         }
         if (rcb < 0) die(1, "%s", rb->err);
         mpw_free(&w);
+        mp_arena_free(&kar);
         mp_arena ar = {0};
         while ((rca = sr_next(ra, &ia)) == 1) {
             const mp_val *id = mp_get(ia, "id");
@@ -379,7 +379,7 @@ int main(int argc, char **argv)
             if (!t.e[i].seen) {
                 st.only_b++;
                 report(&st, "item '%.*s': in the second stream only", (int)(t.e[i].idlen > 200 ? 200 : t.e[i].idlen),
-                       t.e[i].id);
+                       (const char *)t.bytes + t.e[i].id_off);
             }
         free(t.bytes);
         free(t.e);

@@ -260,6 +260,26 @@ static void test_concat(void)
     sr_close(r);
     close(fd);
 
+    /* the same bytes through the in-memory reader */
+    r = sr_open_mem(all, n1 * 2 + n2, "<mem>");
+    total = streams = 0;
+    sr_header(r, "embedding");
+    do {
+        streams++;
+        int rc;
+        while ((rc = sr_next(r, &item)) == 1) total++;
+        if (rc < 0) break;
+        more = sr_next_stream(r, "embedding");
+    } while (more == 1);
+    CHECK(streams == 3 && total == 7 && more == 0, "stream: sr_open_mem reads the same three streams");
+    sr_close(r);
+    r = sr_open_mem(all, n1 - 1, "<mem>");
+    sr_header(r, NULL);
+    while (sr_next(r, &item) == 1) {
+    }
+    CHECK(strstr(r->err, "<mem>: record 3: truncated") != NULL, "stream: sr_open_mem reports truncation: %s", r->err);
+    sr_close(r);
+
     /* sr_finish refuses a second stream */
     fd = mem_fd(all, n1 * 2);
     char err[VL_ERRLEN] = "";
