@@ -1,0 +1,344 @@
+/* text-embed: class names x prompt templates -> one text embedding per class,
+ * from the CLIP teacher's text tower.
+ *
+ * Each class name (from a list, one per line, or from a manifest's label and
+ * class columns, in label order) is put into every template ("{}" replaced
+ * by the name, "_" in the name read as a space), the prompts are tokenised
+ * with CLIP's BPE and encoded, and the class's vector is the mean of its
+ * L2-normalised prompt embeddings, normalised again: CLIP's prompt
+ * ensembling. Output: an embedding stream in the space "text:<model id>", one
+ * item per class with id and class = the name as given, label = its index,
+ * text = its first prompt. */
+#include "common.h"
+
+#include "blas.h"
+#include "manifest.h"
+#include "models/clip.h"
+#include "tok.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char USAGE[] =
+    "usage: text-embed --model DIR|FILE (--classes FILE | --manifest FILE) [--template T ...]\n"
+    "                  [--templates FILE] [--bpe FILE] [--truncate] [--batch N] [--threads N]\n"
+    "                  [-o FILE] [-v]\n"
+    "  --model DIR|FILE   CLIP: Hugging Face directory or OpenAI-named .safetensors\n"
+    "  --classes FILE     class names, one per line (label = line number from 0)\n"
+    "  --manifest FILE    class names by label from a manifest's label and class columns\n"
+    "  --template T       prompt template, {} standing for the class name (repeatable;\n"
+    "                     default 'a photo of a {}')\n"
+    "  --templates FILE   prompt templates, one per line\n"
+    "  --bpe FILE         tokenizer merges (bpe_simple_vocab_16e6.txt.gz) instead of the\n"
+    "                     model directory's vocab.json + merges.txt\n"
+    "  --truncate         cut prompts longer than the context (77 tokens) instead of failing\n"
+    "  --batch N          prompts per forward pass (default 64)\n"
+    "  --threads N        BLAS threads (default: OpenBLAS's)\n";
+
+static const char DEFAULT_TEMPLATE[] = "a photo of a {}";
+
+typedef struct {
+    char **v;
+    size_t n, cap;
+} strs;
+
+static void strs_push(strs *a, char *s)
+{
+    if (a->n == a->cap) {
+        a->cap = a->cap ? 2 * a->cap : 16;
+        a->v = xrealloc(a->v, a->cap * sizeof *a->v);
+    }
+    a->v[a->n++] = s;
+}
+
+static FILE *open_input(const char *path)
+{
+    if (strcmp(path, "-") == 0) return stdin;
+    FILE *f = fopen(path, "r");
+    if (!f) die(1, "%s: %s", path, strerror(errno));
+    return f;
+}
+
+/* Non-empty lines of a text file (a trailing \r removed), in order. */
+static void read_lines(const char *path, strs *out)
+{
+    FILE *f = open_input(path);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, f)) >= 0) {
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+        if (memchr(line, 0, (size_t)n)) die(1, "%s: a NUL byte in line %zu", path, out->n + 1);
+        if (n > 0) strs_push(out, xstrdup(line));
+    }
+    if (ferror(f)) die(1, "%s: %s", path, strerror(errno));
+    free(line);
+    if (f != stdin) fclose(f);
+}
+
+/* Class names by label from a manifest: every label 0..K-1 must have one
+ * class name, the same on every row. */
+static void read_manifest_classes(const char *path, strs *out)
+{
+    FILE *f = open_input(path);
+    mf_reader m;
+    mf_open(&m, f, strcmp(path, "-") == 0 ? "<stdin>" : path);
+    mf_row row;
+    char err[VL_ERRLEN];
+    int rc;
+    uint64_t *first_line = NULL;
+    while ((rc = mf_next(&m, &row, err)) != 0) {
+        if (rc < 0) die(1, "%s", err);
+        if (row.label < 0 && !row.cls) continue; /* unlabelled images carry no class */
+        if (row.label < 0 || !row.cls)
+            die(1, "%s:%llu: a row with %s but no %s", m.name, (unsigned long long)row.line,
+                row.label < 0 ? "a class" : "a label", row.label < 0 ? "label" : "class");
+        if (row.label >= (1 << 20)) die(1, "%s:%llu: label %lld is too large", m.name,
+                                        (unsigned long long)row.line, (long long)row.label);
+        size_t k = (size_t)row.label;
+        if (k >= out->n) {
+            while (out->cap <= k) {
+                out->cap = out->cap ? 2 * out->cap : 16;
+                out->v = xrealloc(out->v, out->cap * sizeof *out->v);
+            }
+            first_line = xrealloc(first_line, out->cap * sizeof *first_line);
+            for (size_t i = out->n; i <= k; i++) out->v[i] = NULL, first_line[i] = 0;
+            out->n = k + 1;
+        }
+        if (!out->v[k]) {
+            out->v[k] = xstrdup(row.cls);
+            first_line[k] = row.line;
+        } else if (strcmp(out->v[k], row.cls) != 0) {
+            die(1, "%s:%llu: label %zu is class '%s' here but '%s' on line %llu", m.name,
+                (unsigned long long)row.line, k, row.cls, out->v[k], (unsigned long long)first_line[k]);
+        }
+    }
+    for (size_t k = 0; k < out->n; k++)
+        if (!out->v[k]) die(1, "%s: no row has label %zu (labels must run from 0 without gaps)", m.name, k);
+    if (out->n == 0) die(1, "%s: no labelled rows", m.name);
+    mf_close(&m);
+    free(first_line);
+    if (f != stdin) fclose(f);
+}
+
+/* template with every "{}" replaced by the class name, '_' read as ' ' */
+static char *make_prompt(const char *tmpl, const char *cls)
+{
+    size_t nc = strlen(cls), k = 0;
+    char *name = xstrdup(cls);
+    for (size_t i = 0; i < nc; i++)
+        if (name[i] == '_') name[i] = ' ';
+    for (const char *p = strstr(tmpl, "{}"); p; p = strstr(p + 2, "{}")) k++;
+    char *out = xmalloc(strlen(tmpl) + k * nc + 1), *o = out;
+    for (const char *p = tmpl; *p;) {
+        if (p[0] == '{' && p[1] == '}') {
+            memcpy(o, name, nc);
+            o += nc;
+            p += 2;
+        } else {
+            *o++ = *p++;
+        }
+    }
+    *o = 0;
+    free(name);
+    return out;
+}
+
+static int is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int readable(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* The tokenizer's files: --bpe, else the model directory's vocab.json +
+ * merges.txt, else those or bpe_simple_vocab_16e6.txt.gz beside a model file. */
+static char *find_tokenizer(const char *model, const char *bpe)
+{
+    if (bpe) return xstrdup(bpe);
+    if (is_dir(model)) return xstrdup(model);
+    const char *slash = strrchr(model, '/');
+    char *dir = slash ? xstrndup(model, (size_t)(slash - model + 1)) : xstrdup("./");
+    size_t n = strlen(dir) + 64;
+    char *a = xmalloc(n), *b = xmalloc(n);
+    snprintf(a, n, "%svocab.json", dir);
+    snprintf(b, n, "%smerges.txt", dir);
+    char *found = NULL;
+    if (readable(a) && readable(b)) {
+        found = xstrdup(dir);
+    } else {
+        snprintf(a, n, "%sbpe_simple_vocab_16e6.txt.gz", dir);
+        if (readable(a)) found = xstrdup(a);
+    }
+    free(a), free(b), free(dir);
+    if (!found)
+        die(1, "%s: no tokenizer beside the model (vocab.json + merges.txt or bpe_simple_vocab_16e6.txt.gz); "
+               "give --bpe FILE", model);
+    return found;
+}
+
+int main(int argc, char **argv)
+{
+    tool_init("text-embed");
+    const char *model_path = NULL, *classes_path = NULL, *manifest_path = NULL, *bpe = NULL, *outpath = NULL;
+    int truncate = 0, batch = 64, threads = 0;
+    strs templates = {0};
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"classes", required_argument, 0, 'c'},
+                                         {"manifest", required_argument, 0, 'M'},
+                                         {"template", required_argument, 0, 'T'},
+                                         {"templates", required_argument, 0, 'F'},
+                                         {"bpe", required_argument, 0, 'B'},
+                                         {"truncate", no_argument, 0, 'x'},
+                                         {"batch", required_argument, 0, 'b'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"output", required_argument, 0, 'o'},
+                                         {"verbose", no_argument, 0, 'v'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "m:o:vh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model_path = optarg; break;
+        case 'c': classes_path = optarg; break;
+        case 'M': manifest_path = optarg; break;
+        case 'T': strs_push(&templates, xstrdup(optarg)); break;
+        case 'F': read_lines(optarg, &templates); break;
+        case 'B': bpe = optarg; break;
+        case 'x': truncate = 1; break;
+        case 'b': batch = (int)parse_int(USAGE, "--batch", optarg, 1, 4096); break;
+        case 't': threads = (int)parse_int(USAGE, "--threads", optarg, 1, 1024); break;
+        case 'o': outpath = optarg; break;
+        case 'v': tool_verbose = 1; break;
+        case 'h': usage_help(USAGE);
+        default: usage_error(USAGE, "unknown option");
+        }
+    }
+    if (optind < argc) usage_error(USAGE, "unexpected argument '%s'", argv[optind]);
+    if (!model_path) usage_error(USAGE, "--model is required");
+    if (!classes_path == !manifest_path) usage_error(USAGE, "give one of --classes and --manifest");
+    if (templates.n == 0) strs_push(&templates, xstrdup(DEFAULT_TEMPLATE));
+    for (size_t i = 0; i < templates.n; i++)
+        if (!strstr(templates.v[i], "{}")) usage_error(USAGE, "template '%s' has no {} for the class name", templates.v[i]);
+
+    strs classes = {0};
+    if (classes_path) read_lines(classes_path, &classes);
+    else read_manifest_classes(manifest_path, &classes);
+    if (classes.n == 0) die(1, "%s: no class names", classes_path);
+    for (size_t i = 0; i < classes.n; i++)
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(classes.v[i], classes.v[j]) == 0)
+                die(1, "%s: class '%s' appears twice (labels %zu and %zu)", classes_path ? classes_path : manifest_path,
+                    classes.v[i], j, i);
+
+    char err[VL_ERRLEN];
+    char *tok_path = find_tokenizer(model_path, bpe);
+    tok *tk;
+    if (tok_load(&tk, tok_path, err) != 0) die(1, "%s", err);
+    blas_set_threads(threads);
+    clip_model *m;
+    if (clip_load(&m, model_path, err) != 0) die(1, "%s", err);
+    int ctx = clip_context_length(m), D = clip_embed_dim(m), V = clip_vocab_size(m);
+
+    /* all prompts, tokenised: class k, template j at row k * P + j */
+    size_t K = classes.n, P = templates.n, N = K * P;
+    int32_t *tokens = xmalloc(N * (size_t)ctx * sizeof *tokens);
+    int *len = xmalloc(N * sizeof *len);
+    char **first_prompt = xmalloc(K * sizeof *first_prompt);
+    for (size_t k = 0; k < K; k++)
+        for (size_t j = 0; j < P; j++) {
+            char *prompt = make_prompt(templates.v[j], classes.v[k]);
+            int32_t *row = tokens + (k * P + j) * (size_t)ctx;
+            int n = tok_tokenize(tk, prompt, strlen(prompt), ctx, truncate, row, err);
+            if (n < 0) die(1, "class '%s', prompt '%s': %s%s", classes.v[k], prompt, err,
+                           strstr(err, "longer than") ? "; --truncate keeps its start" : "");
+            for (int i = 0; i < n; i++)
+                if (row[i] >= V)
+                    die(1, "prompt '%s': token id %d is outside the model's vocabulary of %d: the tokenizer (%s) "
+                           "does not belong to the model", prompt, row[i], V, tok_path);
+            len[k * P + j] = n;
+            if (j == 0) first_prompt[k] = prompt;
+            else free(prompt);
+        }
+    tok_free(tk);
+
+    /* encode in batches, each only as long as its longest prompt: the causal
+     * mask makes the positions after the end token irrelevant */
+    float *emb = xmalloc(N * (size_t)D * sizeof *emb);
+    int32_t *bt = xmalloc((size_t)batch * ctx * sizeof *bt);
+    for (size_t s = 0; s < N; s += (size_t)batch) {
+        int B = (int)(N - s < (size_t)batch ? N - s : (size_t)batch), T = 1;
+        for (int b = 0; b < B; b++)
+            if (len[s + b] > T) T = len[s + b];
+        for (int b = 0; b < B; b++) memcpy(bt + (size_t)b * T, tokens + (s + b) * (size_t)ctx, T * sizeof *bt);
+        if (clip_encode_text(m, bt, B, T, emb + s * (size_t)D, err) != 0) die(1, "%s", err);
+        progress("%zu/%zu prompts", s + B, N);
+    }
+    progress_done();
+
+    tool_out out;
+    sw s;
+    output_open(&out, outpath);
+    sw_init(&s, out.fd);
+    sw_header_begin(&s, "embedding", NULL, argc, argv);
+    char *space = xmalloc(strlen(clip_model_id(m)) + 8);
+    sprintf(space, "text:%s", clip_model_id(m));
+    mpw_str(&s.w, "dim");
+    mpw_int(&s.w, D);
+    mpw_str(&s.w, "dtype");
+    mpw_str(&s.w, "f32le");
+    mpw_str(&s.w, "space");
+    mpw_str(&s.w, space);
+    mpw_str(&s.w, "templates");
+    mpw_array(&s.w);
+    for (size_t j = 0; j < P; j++) mpw_str(&s.w, templates.v[j]);
+    mpw_end(&s.w);
+    if (sw_header_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
+
+    float *vec = xmalloc((size_t)D * sizeof *vec);
+    double *acc = xmalloc((size_t)D * sizeof *acc);
+    for (size_t k = 0; k < K; k++) {
+        for (int d = 0; d < D; d++) acc[d] = 0;
+        for (size_t j = 0; j < P; j++) {
+            const float *e = emb + (k * P + j) * (size_t)D;
+            for (int d = 0; d < D; d++) acc[d] += e[d];
+        }
+        double norm = 0;
+        for (int d = 0; d < D; d++) norm += acc[d] * acc[d];
+        norm = sqrt(norm);
+        if (!(norm > 0) || !isfinite(norm)) die(1, "class '%s': the prompt embeddings cancel out or are not finite",
+                                                classes.v[k]);
+        for (int d = 0; d < D; d++) vec[d] = (float)(acc[d] / norm);
+        sw_item_begin(&s);
+        mpw_str(&s.w, "id");
+        mpw_str(&s.w, classes.v[k]);
+        mpw_str(&s.w, "vec");
+        mpw_bin(&s.w, vec, (size_t)D * sizeof *vec);
+        mpw_str(&s.w, "label");
+        mpw_int(&s.w, (int64_t)k);
+        mpw_str(&s.w, "class");
+        mpw_str(&s.w, classes.v[k]);
+        mpw_str(&s.w, "text");
+        mpw_str(&s.w, first_prompt[k]);
+        if (sw_item_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
+    }
+    sw_trailer_begin(&s);
+    sw_trailer_end(&s);
+    output_commit(&out, &s);
+
+    for (size_t k = 0; k < K; k++) free(classes.v[k]), free(first_prompt[k]);
+    for (size_t j = 0; j < P; j++) free(templates.v[j]);
+    free(classes.v), free(templates.v), free(first_prompt), free(tokens), free(len), free(emb), free(bt), free(vec);
+    free(acc), free(space), free(tok_path);
+    clip_free(m);
+    return 0;
+}
