@@ -90,7 +90,7 @@ static int dec_seq(dec *d, mp_val *out, uint64_t n, int is_map)
     uint64_t nv = is_map ? 2 * n : n;
     /* every value needs at least one byte: never allocate beyond what is present */
     if (nv > (uint64_t)(d->end - d->p)) return 0;
-    if (++d->depth > 64) return vl_error(d->err, "nesting deeper than 64 levels");
+    if (++d->depth > MP_MAX_DEPTH) return vl_error(d->err, "nesting deeper than %d levels", MP_MAX_DEPTH);
     out->type = is_map ? MP_MAP : MP_ARRAY;
     out->len = (uint32_t)n;
     out->v.a = nv ? arena_alloc(d->a, nv) : NULL;
@@ -385,7 +385,7 @@ void mpw_bin(mpw *w, const void *p, size_t n)
 static void open_container(mpw *w, int is_map)
 {
     counted(w);
-    if (w->depth >= 32) abort(); /* programming error: nesting is fixed by the schemas */
+    if (w->depth >= MPW_MAX_DEPTH) abort(); /* programming error: deeper than any decoded value */
     w->open_at[w->depth] = w->len;
     w->count[w->depth] = 0;
     w->is_map[w->depth] = (uint8_t)is_map;

@@ -53,6 +53,12 @@ char *mp_get_strdup(const mp_val *map, const char *key);
 int mp_as_i64(const mp_val *v, int64_t *out);
 int mp_as_f64(const mp_val *v, double *out);
 
+/* Nesting: the decoder refuses more than MP_MAX_DEPTH levels; the encoder
+ * holds more, so that any decoded value can be copied (mpw_value) into a
+ * stream's item or header map. */
+#define MP_MAX_DEPTH 64
+#define MPW_MAX_DEPTH (MP_MAX_DEPTH + 8)
+
 /* Encoder. err is set on the first failed write to fd; later writes are no-ops. */
 typedef struct mpw {
     uint8_t *buf;
@@ -60,9 +66,9 @@ typedef struct mpw {
     int fd;
     int err; /* errno of the first failed write, 0 if none */
     int depth;
-    size_t open_at[32]; /* offset of each open container's header */
-    uint32_t count[32]; /* values written in it so far */
-    uint8_t is_map[32];
+    size_t open_at[MPW_MAX_DEPTH]; /* offset of each open container's header */
+    uint32_t count[MPW_MAX_DEPTH]; /* values written in it so far */
+    uint8_t is_map[MPW_MAX_DEPTH];
     uint64_t bytes_out; /* bytes written to fd */
 } mpw;
 

@@ -209,6 +209,9 @@ int sr_next(sr *r, const mp_val **item)
         if (mp_get_i64(&r->trailer, "records", &n) != 0) return rerr(r, "trailer: no integer 'records'");
         if ((uint64_t)n != r->items)
             return rerr(r, "trailer: says %" PRId64 " records but the stream has %" PRIu64, n, r->items);
+        const mp_val *dr = mp_get(&r->trailer, "dropped");
+        int64_t d;
+        if (dr && (mp_as_i64(dr, &d) != 0 || d < 0)) return rerr(r, "trailer: 'dropped' is not a count");
         r->state = 2;
         return 0;
     }

@@ -263,6 +263,19 @@ static void test_errors(void)
     deep[99] = 0x00;
     CHECK(decode(&a, deep, sizeof deep, 100, &v, &used, err) == -1 && strstr(err, "nesting"),
           "mp: nesting deeper than 64 refused: %s", err);
+    /* 64 levels decode, and copy into a map two levels deep (a stream item's value) */
+    deep[63] = 0x00;
+    int r64 = decode(&a, deep, 64, 100, &v, &used, err);
+    mpw w;
+    mpw_init(&w, -1);
+    mpw_map(&w);
+    mpw_str(&w, "k");
+    mpw_array(&w);
+    mpw_value(&w, &v);
+    mpw_end(&w);
+    mpw_end(&w);
+    CHECK(r64 == 1 && w.depth == 0 && w.len == 2 + 2 + 64, "mp: a 64-level value copies into an item (encoder holds it)");
+    mpw_free(&w);
     CHECK(decode(&a, bad, 0, 100, &v, &used, err) == 0, "mp: empty input is incomplete");
     static const uint8_t trunc_f64[] = {0xcb, 0, 0, 0};
     CHECK(decode(&a, trunc_f64, sizeof trunc_f64, 100, &v, &used, err) == 0, "mp: truncated float64 is incomplete");

@@ -371,6 +371,9 @@ static void test_errors(void)
                                   0xa7, 'd',  'r', 'o', 'p', 'p', 'e', 'd', 0x00};
     memcpy(lie + item1_end, trl, sizeof trl);
     expect_err(lie, item1_end + sizeof trl, NULL, "says 5 records but the stream has 1", "trailer count mismatch");
+    lie[item1_end + 14] = 0x01;
+    lie[item1_end + sizeof trl - 1] = 0xff; /* dropped: -1 */
+    expect_err(lie, item1_end + sizeof trl, NULL, "'dropped' is not a count", "trailer with dropped -1 refused");
     lie[item1_end + 5] = 0xc2; /* end: false */
     expect_err(lie, item1_end + sizeof trl, NULL, "'end' is not true", "trailer with end false refused");
     free(lie);
