@@ -488,6 +488,7 @@ static int utf8_decode(const char *text, size_t len, cps *out, char *err)
 
 static unsigned uflags(uint32_t c)
 {
+    if (c < 128) return tok_u_ascii[c];
     size_t lo = 0, hi = tok_u_nruns; /* last run whose start <= c */
     while (hi - lo > 1) {
         size_t mid = (lo + hi) / 2;

@@ -22,6 +22,7 @@ enum {
 };
 extern const uint32_t tok_u_runs[];
 extern const size_t tok_u_nruns;
+extern const uint8_t tok_u_ascii[128]; /* the flags of code points 0..127 */
 
 /* str.lower() for every code point it changes, but U+03A3 (context-dependent) */
 typedef struct {

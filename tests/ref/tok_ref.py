@@ -12,11 +12,14 @@ own HTML step, terminal-escape removal and NFC normalisation are not applied
 Usage as a program:
   tok_ref.py MERGES_GZ < strings.jsonl > ids.txt
 Each input line is a JSON string; each output line is its BPE ids (no start
-or end token) separated by spaces."""
+or end token) separated by spaces. With TOK_TIME set in the environment, the
+seconds spent on the lines (after loading) go to stderr."""
 import gzip
 import html
 import json
+import os
 import sys
+import time
 import unicodedata
 from functools import lru_cache
 
@@ -181,10 +184,14 @@ class SimpleTokenizer:
 
 def main():
     tok = SimpleTokenizer(sys.argv[1])
+    t0 = time.perf_counter()
     out = []
     for line in sys.stdin:
         out.append(" ".join(map(str, tok.encode(json.loads(line)))))
     sys.stdout.write("\n".join(out) + ("\n" if out else ""))
+    sys.stdout.flush()
+    if os.environ.get("TOK_TIME"):
+        sys.stderr.write("%.6f\n" % (time.perf_counter() - t0))
 
 
 if __name__ == "__main__":

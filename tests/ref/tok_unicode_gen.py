@@ -130,6 +130,16 @@ def main():
     w("};")
     w("const size_t tok_u_nruns = %d;" % len(runs))
     w("")
+    w("/* the same flags for ASCII, by code point */")
+    w("const uint8_t tok_u_ascii[128] = {")
+    flags = []
+    for c in range(128):
+        f = [f for s, f in runs if s <= c][-1]
+        flags.append("%d," % f)
+    for i in range(0, 128, 16):
+        w("    " + " ".join(flags[i:i + 16]))
+    w("};")
+    w("")
     w("const tok_u_lower tok_u_lowers[] = {")
     for i in range(0, len(lower), 4):
         w("    " + " ".join("{0x%x, 0x%x, 0x%x}," % t for t in lower[i:i + 4]))

@@ -2,7 +2,9 @@
  * ids, context handling, clean-up, errors), and a driver for
  * tests/ref/tok.sh:
  *   tok --encode PATH < strings.jsonl   one line of BPE ids per JSON string
- *   tok --clean < strings.jsonl         one JSON line of cleaned text per string */
+ *   tok --clean < strings.jsonl         one JSON line of cleaned text per string
+ * With TOK_TIME set in the environment, the seconds spent on the lines (after
+ * loading) go to stderr. */
 #include "check.h"
 #include "json.h"
 #include "tok.h"
@@ -22,6 +24,7 @@ static int driver(tok *t, int mode)
     ssize_t n;
     tok_ids ids = {0};
     json_buf out = {0};
+    double t0 = vl_now();
     while ((n = getline(&line, &cap, stdin)) > 0) {
         json *j = json_parse(line, (size_t)n, err);
         if (!j || j->type != JSON_STR) {
@@ -50,10 +53,12 @@ static int driver(tok *t, int mode)
         }
         json_free(j);
     }
+    int rc = fflush(stdout) == 0 ? 0 : 1;
+    if (getenv("TOK_TIME")) fprintf(stderr, "%.6f\n", vl_now() - t0);
     free(line);
     free(ids.v);
     free(out.p);
-    return fflush(stdout) == 0 ? 0 : 1;
+    return rc;
 }
 
 static int same(const int32_t *a, const int32_t *b, int n)
