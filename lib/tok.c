@@ -531,6 +531,102 @@ static void clean_ftfy(const cps *in, cps *out)
     }
 }
 
+/* ---- NFC (UAX #15): decompose, order marks by combining class, compose ---- */
+
+static unsigned ccc(uint32_t c)
+{
+    if (c < 0x300) return 0;
+    size_t lo = 0, hi = tok_u_nccc_runs;
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if ((tok_u_ccc_runs[mid] >> 8) <= c) lo = mid;
+        else hi = mid;
+    }
+    return tok_u_ccc_runs[lo] & 0xFF;
+}
+
+enum { SBASE = 0xAC00, LBASE = 0x1100, VBASE = 0x1161, TBASE = 0x11A7, LCOUNT = 19, VCOUNT = 21, TCOUNT = 28,
+       NCOUNT = VCOUNT * TCOUNT, SCOUNT = LCOUNT * NCOUNT };
+
+static uint32_t compose(uint32_t a, uint32_t b)
+{
+    if (a >= LBASE && a < LBASE + LCOUNT && b >= VBASE && b < VBASE + VCOUNT)
+        return SBASE + ((a - LBASE) * VCOUNT + (b - VBASE)) * TCOUNT;
+    if (a >= SBASE && a < SBASE + SCOUNT && (a - SBASE) % TCOUNT == 0 && b > TBASE && b < TBASE + TCOUNT)
+        return a + (b - TBASE);
+    size_t lo = 0, hi = tok_u_ncomps;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        const tok_u_comp *e = &tok_u_comps[mid];
+        if (e->a < a || (e->a == a && e->b < b)) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < tok_u_ncomps && tok_u_comps[lo].a == a && tok_u_comps[lo].b == b ? tok_u_comps[lo].c : 0;
+}
+
+static void nfc(const cps *in, cps *out)
+{
+    size_t i;
+    for (i = 0; i < in->n && in->v[i] < 0x300; i++)
+        ;
+    if (i == in->n) { /* below U+0300 nothing decomposes, reorders or composes */
+        for (i = 0; i < in->n; i++) cps_push(out, in->v[i]);
+        return;
+    }
+    cps d = {0};
+    for (i = 0; i < in->n; i++) {
+        uint32_t c = in->v[i];
+        if (c >= SBASE && c < SBASE + SCOUNT) {
+            uint32_t s = c - SBASE;
+            cps_push(&d, LBASE + s / NCOUNT);
+            cps_push(&d, VBASE + s % NCOUNT / TCOUNT);
+            if (s % TCOUNT) cps_push(&d, TBASE + s % TCOUNT);
+            continue;
+        }
+        size_t lo = 0, hi = tok_u_ndecomps;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (tok_u_decomps[mid].cp < c) lo = mid + 1;
+            else hi = mid;
+        }
+        if (lo < tok_u_ndecomps && tok_u_decomps[lo].cp == c)
+            for (int k = 0; k < tok_u_decomps[lo].n; k++) cps_push(&d, tok_u_decomps[lo].d[k]);
+        else cps_push(&d, c);
+    }
+    /* canonical order: a stable sort of each run of marks by class */
+    for (i = 1; i < d.n; i++) {
+        unsigned k = ccc(d.v[i]);
+        if (!k) continue;
+        for (size_t j = i; j > 0; j--) {
+            unsigned kp = ccc(d.v[j - 1]);
+            if (kp <= k) break;
+            uint32_t t = d.v[j];
+            d.v[j] = d.v[j - 1];
+            d.v[j - 1] = t;
+        }
+    }
+    /* compose: a character joins the last starter unless a character left
+     * between them has class 0 or a class not below its own (blocked) */
+    size_t starter = SIZE_MAX;
+    for (i = 0; i < d.n; i++) {
+        uint32_t c = d.v[i];
+        unsigned k = ccc(c);
+        if (starter != SIZE_MAX) {
+            size_t last = out->n - 1;
+            unsigned kl = last == starter ? 0 : ccc(out->v[last]);
+            int blocked = last != starter && (kl == 0 || kl >= k);
+            uint32_t m = blocked ? 0 : compose(out->v[starter], c);
+            if (m) {
+                out->v[starter] = m;
+                continue;
+            }
+        }
+        if (k == 0) starter = out->n;
+        cps_push(out, c);
+    }
+    free(d.v);
+}
+
 static const char *entity_find(const char *name)
 {
     size_t lo = 0, hi = tok_u_nentities;
@@ -697,19 +793,30 @@ static void lower(const cps *in, cps *out)
 /* the whole clean-up: decoded text in, cleaned lower-case code points out */
 static int clean(const char *text, size_t len, cps *res, char *err)
 {
-    cps a = {0}, b = {0};
+    cps a = {0}, b = {0}, c = {0};
     if (utf8_decode(text, len, &a, err) != 0) {
         free(a.v);
         return -1;
     }
-    clean_ftfy(&a, &b);
-    a.n = 0;
-    html_unescape(&b, &a);
+    /* ftfy repeats its fixes until nothing changes */
+    for (int iter = 0; iter < 16; iter++) {
+        b.n = c.n = 0;
+        clean_ftfy(&a, &b);
+        nfc(&b, &c);
+        int same = c.n == a.n && (a.n == 0 || memcmp(c.v, a.v, a.n * sizeof *a.v) == 0);
+        cps t = a;
+        a = c;
+        c = t;
+        if (same) break;
+    }
+    free(c.v);
     b.n = 0;
     html_unescape(&a, &b);
     a.n = 0;
-    clean_space(&b, &a);
-    lower(&a, res);
+    html_unescape(&b, &a);
+    b.n = 0;
+    clean_space(&a, &b);
+    lower(&b, res);
     free(a.v);
     free(b.v);
     return 0;

@@ -49,6 +49,25 @@ extern const size_t tok_u_nftfy;
 extern const tok_u_subst tok_u_invalid_charrefs[];
 extern const size_t tok_u_ninvalid_charrefs;
 
+/* NFC: the full canonical decomposition (NFD) of each code point that has
+ * one, Hangul syllables excepted (they are computed); sorted by cp */
+typedef struct {
+    uint32_t cp;
+    uint8_t n;
+    uint32_t d[4];
+} tok_u_decomp;
+extern const tok_u_decomp tok_u_decomps[];
+extern const size_t tok_u_ndecomps;
+/* canonical combining classes as runs: first << 8 | class, sorted */
+extern const uint32_t tok_u_ccc_runs[];
+extern const size_t tok_u_nccc_runs;
+/* primary composites: a + b -> c, sorted by (a, b); Hangul computed */
+typedef struct {
+    uint32_t a, b, c;
+} tok_u_comp;
+extern const tok_u_comp tok_u_comps[];
+extern const size_t tok_u_ncomps;
+
 /* HTML5 named character references (names with and without ';'), sorted by name */
 typedef struct {
     const char *name, *value;

@@ -46,6 +46,26 @@ $PYTHON tests/ref/tok_ref.py "$BPE" < "$tmp/corpus.jsonl" > "$tmp/ref.txt" || { 
 $TOK --encode "$BPE" < "$tmp/corpus.jsonl" > "$tmp/c.txt"
 compare "merges file $(basename "$BPE")" "$tmp/ref.txt" "$tmp/c.txt"
 
+# the clean-up alone, string by string
+$PYTHON - "$tmp/corpus.jsonl" <($TOK --clean < "$tmp/corpus.jsonl") <<'PY'
+import json, sys
+sys.path.insert(0, "tests/ref")
+import tok_ref
+texts = [json.loads(l) for l in open(sys.argv[1], encoding="utf-8")]
+got = [l.rstrip("\n") for l in open(sys.argv[2], encoding="utf-8")]
+bad = [(t, g) for t, g in zip(texts, got)
+       if g.startswith("ERROR") or json.loads(g) != tok_ref.whitespace_clean(tok_ref.basic_clean(t)).lower()]
+if len(got) != len(texts) or bad:
+    print("FAIL: tok: clean-up differs on %d of %d strings" % (len(bad) + abs(len(got) - len(texts)), len(texts)))
+    for t, g in bad[:5]:
+        print("  text %s\n  ref  %s\n  C    %s" % (json.dumps(t),
+              json.dumps(tok_ref.whitespace_clean(tok_ref.basic_clean(t)).lower()), g))
+else:
+    print("PASS: tok: clean-up (ftfy's fixes, NFC, html.unescape, spaces, lower case) identical on %d strings"
+          % len(texts))
+PY
+[ $? = 0 ] || fail=1
+
 # a Hugging Face directory as transformers writes it
 mkdir "$tmp/hf"
 $PYTHON - "$BPE" "$tmp/hf" <<'PY' || failed "tok: writing vocab.json and merges.txt"

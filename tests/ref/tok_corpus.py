@@ -3,11 +3,12 @@ PACS, VLCS, OfficeHome, TerraIncognita and DomainNet (raw and as prompts), the
 80 ImageNet prompt templates of CLIP, and hand-picked and random strings that
 reach every branch of the clean-up and the pre-tokenisation: punctuation,
 digits, accents, non-Latin scripts, emoji, HTML entities, control and
-full-width characters, long and empty strings."""
+full-width characters, decomposed text (NFC), long and empty strings."""
 import json
 import os
 import random
 import sys
+import unicodedata
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -79,6 +80,41 @@ def random_strings(rng, n):
     return out
 
 
+def nfc_strings(rng):
+    """decomposed, reordered and Hangul text: what NFC composes"""
+    out = []
+    for lo, hi in ((0xC0, 0x24F), (0x1E00, 0x1EFF), (0x1F00, 0x1FFF), (0x400, 0x4FF)):
+        chars = [chr(c) for c in range(lo, hi + 1)]
+        for i in range(0, len(chars), 12):
+            out.append(unicodedata.normalize("NFD", "".join(chars[i:i + 12])))
+    marks = [c for c in range(0x300, 0x370)] + [c for c in range(0x591, 0x5C8)] + \
+        [c for c in range(0x64B, 0x660)] + [0x93C, 0x94D, 0x1DC0, 0x20D0, 0x302A, 0x3099, 0x309A]
+    bases = "aeiouAEIOUcnsyzgkhwx" + "αεηιοωρΑΩ" + "аеиоуАЕ" + "אבגש" + "かきくはひカ" + "ক"
+    for _ in range(150):
+        w = []
+        for _ in range(rng.randint(1, 6)):
+            w.append(rng.choice(bases) + "".join(chr(rng.choice(marks)) for _ in range(rng.randint(0, 4))))
+        out.append("".join(w))
+    for _ in range(60):  # conjoining jamo, L V (T), and syllables followed by T
+        w = []
+        for _ in range(rng.randint(1, 6)):
+            r = rng.random()
+            if r < 0.5:
+                w.append(chr(0x1100 + rng.randint(0, 18)) + chr(0x1161 + rng.randint(0, 20)) +
+                         (chr(0x11A8 + rng.randint(0, 26)) if rng.random() < 0.5 else ""))
+            elif r < 0.8:
+                w.append(chr(0xAC00 + 28 * rng.randint(0, 398)) + chr(0x11A7 + rng.randint(0, 27)))
+            else:
+                w.append(chr(rng.choice([0x1100, 0x1161, 0x11A8, 0x11A7, 0x1160, 0x115F, 0x3131])))
+        out.append("".join(w))
+    out += ["\u212b \u2126 \u212a", "\u0958\u0959", "a\u0301\u0301", "a\u0323\u0302 a\u0302\u0323",
+            "\u0b47\u0b3e \u0b47\u0b56", "\u0dd9\u0dcf\u0dca", "\u1025\u102e", "e\u0301\u0327",
+            "\u0344 \u0340\u0341 \u0374 \u037e \u0387", "\u1f71\u1fbb", "\u0301a", "\u0301",
+            "\uf900\uf9ff\ufa2d", "\U0002f800\U0002fa1d", "\u0f73\u0f75\u0f81", "\u0345\u0301",
+            "\u00c5\u030a", "A\u030a\u0301", "\u0041\u0308\u0304", "\u0e40\u0e49\u0e32"]
+    return out
+
+
 def corpus():
     names = {d: lines("classnames/%s.txt" % d) for d in
              ("pacs", "vlcs", "officehome", "terraincognita", "domainnet")}
@@ -95,6 +131,7 @@ def corpus():
         out.append("a photo of a {}.".format(n.replace("_", " ")))
     out += EDGE
     out += random_strings(random.Random(1234), 300)
+    out += nfc_strings(random.Random(99))
     return out
 
 

@@ -1,13 +1,13 @@
 """Reference CLIP tokenizer: a port of OpenAI's simple_tokenizer.py (which
 transformers' CLIPTokenizer matches), used to check lib/tok.c.
 
-Text clean-up is the one vl2v documents in lib/tok.h: the per-character part
-of ftfy.fix_text (C1 controls read as windows-1252, Latin ligatures split,
-full-width forms narrowed, curly quotes straightened, control characters
-removed, repeated until nothing changes), then html.unescape twice, strip,
-whitespace runs to one space, strip, lower-case. ftfy's mojibake repair, its
-own HTML step, terminal-escape removal and NFC normalisation are not applied
-(ftfy is not packaged for Debian 12).
+Text clean-up is the one vl2v documents in lib/tok.h: the part of
+ftfy.fix_text that needs no guessing (C1 controls read as windows-1252, Latin
+ligatures split, full-width forms narrowed, curly quotes straightened,
+control characters removed, NFC normalisation, repeated until nothing
+changes), then html.unescape twice, strip, whitespace runs to one space,
+strip, lower-case. ftfy's mojibake repair, its own HTML step and its
+terminal-escape removal are not applied (ftfy is not packaged for Debian 12).
 
 Usage as a program:
   tok_ref.py MERGES_GZ < strings.jsonl > ids.txt
@@ -92,6 +92,7 @@ def ftfy_lite(text):
         text = SINGLE_QUOTE_RE.sub("'", text)
         text = DOUBLE_QUOTE_RE.sub('"', text)
         text = text.translate(CONTROL_MAP)
+        text = unicodedata.normalize("NFC", text)
         if text == orig:
             return text
 

@@ -92,12 +92,37 @@ def main():
     # ftfy_lite works character by character and changes only the characters
     # its tables and patterns name
     touched = set(range(0x80, 0xA0)) | set(tok_ref.LIGATURE_MAP) | set(tok_ref.WIDTH_MAP) | \
-        set(tok_ref.CONTROL_MAP) | {0x2BC} | set(range(0x2018, 0x2020))
+        set(tok_ref.CONTROL_MAP) | {0x2BC} | set(range(0x2018, 0x2020)) | \
+        {c for c in range(MAXCP) if not is_surrogate(c) and unicodedata.normalize("NFC", chr(c)) != chr(c)}
     ftfy = []
     for c in sorted(touched):
         r = tok_ref.ftfy_lite(chr(c))
         if r != chr(c):
             ftfy.append((c, r))
+
+    # NFC: canonical decompositions (Hangul syllables are computed), combining
+    # classes, and the pairs that compose (a two-character canonical
+    # decomposition that NFC puts back together: exclusions left out)
+    decomp, ccc_runs, comp = [], [], []
+    prev = None
+    for c in range(MAXCP):
+        if is_surrogate(c):
+            k = 0
+        else:
+            k = unicodedata.combining(chr(c))
+            if not 0xAC00 <= c <= 0xD7A3:
+                d = unicodedata.normalize("NFD", chr(c))
+                if d != chr(c):
+                    decomp.append((c, [ord(x) for x in d]))
+                parts = unicodedata.decomposition(chr(c)).split()
+                if len(parts) == 2 and not parts[0].startswith("<"):
+                    a, b = (int(x, 16) for x in parts)
+                    if unicodedata.normalize("NFC", chr(a) + chr(b)) == chr(c):
+                        comp.append((a, b, c))
+        if k != prev:
+            ccc_runs.append((c, k))
+            prev = k
+    comp.sort()
 
     ents = sorted(html.entities.html5.items(), key=lambda kv: kv[0].encode())
     invalid_refs = sorted(html._invalid_charrefs.items())
@@ -157,6 +182,25 @@ def main():
         w("    {0x%x, %s}," % (c, cstr(r)))
     w("};")
     w("const size_t tok_u_nftfy = %d;" % len(ftfy))
+    w("")
+    w("const tok_u_decomp tok_u_decomps[] = {")
+    for c, d in decomp:
+        w("    {0x%x, %d, {%s}}," % (c, len(d), ", ".join("0x%x" % x for x in d)))
+    w("};")
+    w("const size_t tok_u_ndecomps = %d;" % len(decomp))
+    w("")
+    w("/* (first code point << 8 | combining class) of each run */")
+    w("const uint32_t tok_u_ccc_runs[] = {")
+    for i in range(0, len(ccc_runs), 8):
+        w("    " + " ".join("0x%x," % (c << 8 | k) for c, k in ccc_runs[i:i + 8]))
+    w("};")
+    w("const size_t tok_u_nccc_runs = %d;" % len(ccc_runs))
+    w("")
+    w("const tok_u_comp tok_u_comps[] = {")
+    for i in range(0, len(comp), 4):
+        w("    " + " ".join("{0x%x, 0x%x, 0x%x}," % t for t in comp[i:i + 4]))
+    w("};")
+    w("const size_t tok_u_ncomps = %d;" % len(comp))
     w("")
     w("const tok_u_entity tok_u_entities[] = {")
     for k, v in ents:
