@@ -39,11 +39,12 @@ sr *sr_open(int fd, const char *name)
 
 sr *sr_open_mem(const void *buf, size_t n, const char *name)
 {
-    sr *r = sr_open(-1, name);
-    if (n > r->cap) {
-        r->cap = n;
-        r->buf = xrealloc(r->buf, r->cap);
-    }
+    sr *r = xcalloc(1, sizeof(*r));
+    r->fd = -1;
+    r->name = xstrdup(name);
+    r->cap = n ? n : 1; /* all input is present: the buffer never grows */
+    r->buf = xmalloc(r->cap);
+    r->max_record = STREAM_MAX_RECORD;
     if (n) memcpy(r->buf, buf, n);
     r->end = n;
     r->eof = 1;
