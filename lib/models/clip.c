@@ -448,22 +448,29 @@ int clip_encode_text(clip_model *m, const int32_t *tokens, int B, int T, float *
     for (size_t i = 0; i < (size_t)B * T; i++)
         if (tokens[i] < 0 || tokens[i] >= t->V)
             return vl_error(err, "sequence %zu: token id %d outside the vocabulary (%d)", i / T, tokens[i], t->V);
-    float *x = xmalloc_aligned((size_t)B * T * C * sizeof(float));
-    for (int b = 0; b < B; b++)
-        for (int i = 0; i < T; i++) {
-            float *r = x + ((size_t)b * T + i) * C;
-            const float *e = t->tok + (size_t)tokens[(size_t)b * T + i] * C, *p = t->pos + (size_t)i * C;
-            for (int c = 0; c < C; c++) r[c] = e[c] + p[c];
-        }
-    tf_forward(&t->tf, t->blocks, x, B, T, NULL);
-    float *pooled = xmalloc_aligned((size_t)B * C * sizeof(float));
+    /* Attention is causal, so the positions after the last end-of-text
+     * token of the batch cannot change any pooled output: they are not
+     * computed. */
+    int *eot = xmalloc((size_t)(B > 0 ? B : 1) * sizeof(int)), Te = 1;
     for (int b = 0; b < B; b++) {
         const int32_t *s = tokens + (size_t)b * T;
         int at = 0;
         for (int i = 1; i < T; i++)
             if (s[i] > s[at]) at = i;
-        memcpy(pooled + (size_t)b * C, x + ((size_t)b * T + at) * C, C * sizeof(float));
+        eot[b] = at;
+        if (at + 1 > Te) Te = at + 1;
     }
+    float *x = xmalloc_aligned((size_t)B * Te * C * sizeof(float));
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < Te; i++) {
+            float *r = x + ((size_t)b * Te + i) * C;
+            const float *e = t->tok + (size_t)tokens[(size_t)b * T + i] * C, *p = t->pos + (size_t)i * C;
+            for (int c = 0; c < C; c++) r[c] = e[c] + p[c];
+        }
+    tf_forward(&t->tf, t->blocks, x, B, Te, NULL);
+    float *pooled = xmalloc_aligned((size_t)B * C * sizeof(float));
+    for (int b = 0; b < B; b++) memcpy(pooled + (size_t)b * C, x + ((size_t)b * Te + eot[b]) * C, C * sizeof(float));
+    free(eot);
     layernorm_forward(pooled, NULL, NULL, pooled, t->ln_w, t->ln_b, B, C, t->tf.eps);
     linear_forward(out, pooled, t->proj, NULL, B, C, t->D);
     l2_normalise(out, B, t->D);

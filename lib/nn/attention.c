@@ -4,9 +4,11 @@
 #include "nn/attention.h"
 
 #include "blas.h"
+#include "nn/simd.h"
 #include "util.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,37 +18,85 @@ static void softmax_rows(float *a, int T, int causal)
 {
     for (int t = 0; t < T; t++) {
         float *r = a + (size_t)t * T;
-        int n = causal ? t + 1 : T;
-        float mx = r[0];
-        for (int j = 1; j < n; j++)
-            if (r[j] > mx) mx = r[j];
-        float s = 0;
-        for (int j = 0; j < n; j++) {
-            r[j] = expf(r[j] - mx);
-            s += r[j];
+        int n = causal ? t + 1 : T, j;
+        vf m = vf_set(r[0]);
+        for (j = 0; j + VL_VW <= n; j += VL_VW) m = vf_maxv(m, vf_load(r + j));
+        if (j < n) m = vf_maxv(m, vf_load_part(r + j, n - j, r[0]));
+        vf mx = vf_set(vf_max(m)), s = vf_set(0);
+        for (j = 0; j + VL_VW <= n; j += VL_VW) {
+            vf e = vf_exp(vf_load(r + j) - mx);
+            vf_store(r + j, e);
+            s += e;
         }
-        float inv = 1.0f / s;
-        for (int j = 0; j < n; j++) r[j] *= inv;
-        for (int j = n; j < T; j++) r[j] = 0;
+        float tail = 0;
+        if (j < n) {
+            vf e = vf_exp(vf_load_part(r + j, n - j, 0) - mx);
+            vf_store_part(r + j, e, n - j);
+            for (int i = 0; i < n - j; i++) tail += e[i];
+        }
+        vf inv = vf_set(1.0f / (vf_sum(s) + tail));
+        for (j = 0; j + VL_VW <= n; j += VL_VW) vf_store(r + j, vf_load(r + j) * inv);
+        for (; j < n; j++) r[j] *= inv[0];
+        for (j = n; j < T; j++) r[j] = 0;
     }
+}
+
+/* One (batch, head) pair: a = softmax(scale q k^T), out = a v. */
+static void head_forward(float *out, float *a, const float *qkv, int b, int h, int T, int C, int NH, int causal)
+{
+    int hs = C / NH, C3 = 3 * C;
+    const float *q = qkv + (size_t)b * T * C3 + h * hs;
+    blas_sgemm(0, 1, T, T, hs, 1.0f / sqrtf((float)hs), q, C3, q + C, C3, 0, a, T);
+    softmax_rows(a, T, causal);
+    blas_sgemm(0, 0, T, hs, T, 1, a, T, q + 2 * C, C3, 0, out + (size_t)b * T * C + h * hs, C);
+}
+
+typedef struct {
+    float *out, *att;
+    const float *qkv;
+    int B, T, C, NH, causal, k, nth;
+} att_job;
+
+static void *att_worker(void *arg)
+{
+    att_job *j = arg;
+    float *scratch = j->att ? NULL : xmalloc_aligned((size_t)j->T * j->T * sizeof(float));
+    for (int bh = j->k; bh < j->B * j->NH; bh += j->nth) {
+        int b = bh / j->NH, h = bh % j->NH;
+        float *a = j->att ? j->att + (size_t)bh * j->T * j->T : scratch;
+        head_forward(j->out, a, j->qkv, b, h, j->T, j->C, j->NH, j->causal);
+    }
+    free(scratch);
+    return NULL;
 }
 
 // out (B,T,C), att (B,NH,T,T) or NULL (inference: a per-head scratch is used), qkv (B,T,3C)
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH, int causal)
 {
-    int hs = C / NH, C3 = 3 * C;
-    float scale = 1.0f / sqrtf((float)hs);
-    float *scratch = att ? NULL : xmalloc_aligned((size_t)T * T * sizeof(float));
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const float *q = qkv + (size_t)b * T * C3 + h * hs;
-            const float *k = q + C, *v = q + 2 * C;
-            float *a = att ? att + ((size_t)b * NH + h) * T * T : scratch;
-            blas_sgemm(0, 1, T, T, hs, scale, q, C3, k, C3, 0, a, T);
-            softmax_rows(a, T, causal);
-            blas_sgemm(0, 0, T, hs, T, 1, a, T, v, C3, 0, out + (size_t)b * T * C + h * hs, C);
-        }
-    free(scratch);
+    /* The (batch, head) pairs are too small for a multithreaded sgemm each:
+     * they are shared out over BLAS's thread count instead, each thread
+     * running single-threaded sgemms. Every pair is computed the same way
+     * whichever thread takes it, so the bytes do not depend on the count. */
+    int threads = blas_get_threads(), nth = threads;
+    if (nth > B * NH) nth = B * NH;
+    if (nth < 1) nth = 1;
+    att_job jobs[64];
+    if (nth > 64) nth = 64;
+    for (int k = 0; k < nth; k++) jobs[k] = (att_job){out, att, qkv, B, T, C, NH, causal, k, nth};
+    if (nth == 1) {
+        att_worker(&jobs[0]);
+        return;
+    }
+    pthread_t th[64];
+    blas_set_threads(1);
+    int started = 1;
+    for (int k = 1; k < nth; k++, started++)
+        if (pthread_create(&th[k], NULL, att_worker, &jobs[k]) != 0) break;
+    /* a thread that could not start leaves its pairs to this one */
+    for (int k = started; k < nth; k++) att_worker(&jobs[k]);
+    att_worker(&jobs[0]);
+    for (int k = 1; k < started; k++) pthread_join(th[k], NULL);
+    blas_set_threads(threads);
 }
 
 void attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int C, int NH, int causal)

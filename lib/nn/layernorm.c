@@ -1,10 +1,12 @@
 /* layernorm: LayerNorm over the last dimension, forward and backward. */
 #include "nn/layernorm.h"
 
+#include "nn/simd.h"
+
 #include <math.h>
 #include <stddef.h>
 
-// out (N,C), mean (N), rstd (N), inp (N,C), w (C), b (C)
+// out (N,C), mean (N), rstd (N), inp (N,C), w (C), b (C); out == inp allowed
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b, int N,
                        int C, float eps)
 {
@@ -12,19 +14,27 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
         const float *x = inp + (size_t)i * C;
         float *y = out + (size_t)i * C;
         /* two passes: the one-pass E[x^2]-E[x]^2 loses digits on large means */
-        float m = 0;
-        for (int c = 0; c < C; c++) m += x[c];
+        vf s = vf_set(0);
+        int c = 0;
+        for (; c + VL_VW <= C; c += VL_VW) s += vf_load(x + c);
+        float m = vf_sum(s);
+        for (; c < C; c++) m += x[c];
         m /= C;
-        float v = 0;
-        for (int c = 0; c < C; c++) {
-            float d = x[c] - m;
-            v += d * d;
+        vf vm = vf_set(m), q = vf_set(0);
+        for (c = 0; c + VL_VW <= C; c += VL_VW) {
+            vf d = vf_load(x + c) - vm;
+            q += d * d;
         }
+        float v = vf_sum(q);
+        for (; c < C; c++) v += (x[c] - m) * (x[c] - m);
         v /= C;
-        float s = 1.0f / sqrtf(v + eps);
-        for (int c = 0; c < C; c++) y[c] = (x[c] - m) * s * w[c] + b[c];
+        float r = 1.0f / sqrtf(v + eps);
+        vf vr = vf_set(r);
+        for (c = 0; c + VL_VW <= C; c += VL_VW)
+            vf_store(y + c, (vf_load(x + c) - vm) * vr * vf_load(w + c) + vf_load(b + c));
+        for (; c < C; c++) y[c] = (x[c] - m) * r * w[c] + b[c];
         if (mean) mean[i] = m;
-        if (rstd) rstd[i] = s;
+        if (rstd) rstd[i] = r;
     }
 }
 
