@@ -108,16 +108,36 @@ void aug_contrast(uint8_t *pix, size_t n, double factor)
     for (size_t i = 0; i < 3 * n; i++) pix[i] = lut[pix[i]];
 }
 
+/* Saturation and hue map each colour independently of the others: a
+ * direct-mapped cache of colours already mapped spares the arithmetic for
+ * repeated colours (most of a sketch or a cartoon). */
+#define CACHE_BITS 14
+typedef struct {
+    uint32_t key[1 << CACHE_BITS]; /* 1 << 24 | rgb when filled */
+    uint8_t val[1 << CACHE_BITS][3];
+} color_cache;
+
+static inline uint32_t cache_slot(uint32_t rgb) { return (rgb * 0x9E3779B1u) >> (32 - CACHE_BITS); }
+
 void aug_saturation(uint8_t *pix, size_t n, double factor)
 {
     float a = (float)factor;
+    color_cache *c = xcalloc(1, sizeof(*c));
     for (size_t i = 0; i < n; i++) {
         uint8_t *p = pix + 3 * i;
+        uint32_t rgb = (uint32_t)p[0] << 16 | p[1] << 8 | p[2], slot = cache_slot(rgb);
+        if (c->key[slot] == (rgb | 1u << 24)) {
+            memcpy(p, c->val[slot], 3);
+            continue;
+        }
         int l = aug_luma(p);
         p[0] = blend(l, p[0], a);
         p[1] = blend(l, p[1], a);
         p[2] = blend(l, p[2], a);
+        c->key[slot] = rgb | 1u << 24;
+        memcpy(c->val[slot], p, 3);
     }
+    free(c);
 }
 
 static inline uint8_t clip8i(int v) { return (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : v); }
@@ -150,7 +170,8 @@ static inline void rgb2hsv(uint8_t *out, const uint8_t *in)
         }
         double q = (double)h / 6.0;
         q = q + 1.0;
-        h = (float)fmod(q, 1.0);
+        /* fmod(q, 1.0) for q in [0, 2), exactly (q - 1 is exact there) */
+        h = (float)(q >= 1.0 ? q - 1.0 : q);
         double hh = (double)h * 255.0, ss = (double)s * 255.0;
         uh = clip8i((int)hh);
         us = clip8i((int)ss);
@@ -158,6 +179,14 @@ static inline void rgb2hsv(uint8_t *out, const uint8_t *in)
     out[0] = uh;
     out[1] = us;
     out[2] = uv;
+}
+
+/* round() (halves away from zero) of a non-negative double below 2^31,
+ * exactly, without the libm call */
+static inline int round_nonneg(double x)
+{
+    int t = (int)x;
+    return t + (x - (double)t >= 0.5);
 }
 
 /* libImaging's hsv2rgb for one pixel */
@@ -170,7 +199,7 @@ static inline void hsv2rgb(uint8_t *out, const uint8_t *in)
     }
     double h6 = (double)(float)h * 6.0;
     h6 = h6 / 255.0;
-    int i = (int)floor(h6);
+    int i = (int)h6; /* floor: h6 >= 0 */
     float f = (float)(h6 - (double)(float)i);
     float fs = (float)((double)(float)s / 255.0);
     double fv = (double)(float)v;
@@ -180,7 +209,8 @@ static inline void hsv2rgb(uint8_t *out, const uint8_t *in)
     double fsomf = (double)fs * omf;
     double a3 = 1.0 - fsomf;
     double pp = fv * a1, qq = fv * a2, tt = fv * a3;
-    uint8_t up = clip8i((int)round(pp)), uq = clip8i((int)round(qq)), ut = clip8i((int)round(tt));
+    /* pp, qq, tt are >= 0: 1 - fs, 1 - fs f and 1 - fs (1 - f) are */
+    uint8_t up = clip8i(round_nonneg(pp)), uq = clip8i(round_nonneg(qq)), ut = clip8i(round_nonneg(tt));
     switch (i % 6) {
     case 0: out[0] = v, out[1] = ut, out[2] = up; break;
     case 1: out[0] = uq, out[1] = v, out[2] = up; break;
@@ -195,12 +225,22 @@ void aug_hue(uint8_t *pix, size_t n, double hue)
 {
     /* numpy's np.uint8(hue * 255): truncation toward zero, then modulo 256 */
     uint8_t shift = (uint8_t)(int)(hue * 255);
+    color_cache *c = xcalloc(1, sizeof(*c));
     for (size_t i = 0; i < n; i++) {
+        uint8_t *p = pix + 3 * i;
+        uint32_t rgb = (uint32_t)p[0] << 16 | p[1] << 8 | p[2], slot = cache_slot(rgb);
+        if (c->key[slot] == (rgb | 1u << 24)) {
+            memcpy(p, c->val[slot], 3);
+            continue;
+        }
         uint8_t hsv[3];
-        rgb2hsv(hsv, pix + 3 * i);
+        rgb2hsv(hsv, p);
         hsv[0] = (uint8_t)(hsv[0] + shift);
-        hsv2rgb(pix + 3 * i, hsv);
+        hsv2rgb(p, hsv);
+        c->key[slot] = rgb | 1u << 24;
+        memcpy(c->val[slot], p, 3);
     }
+    free(c);
 }
 
 void aug_grayscale(uint8_t *pix, size_t n)

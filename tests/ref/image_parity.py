@@ -188,6 +188,17 @@ for k, f in enumerate(sample):
 for name, (m, x) in op_worst.items():
     check(m <= 1.0, f"augment op {name}: {len(sample)} PACS images vs torchvision (PIL path), worst mean {m:.3f} <= 1.0, max {x}")
 
+# the per-colour operations on every one of the 2^24 colours
+allc = np.arange(1 << 24, dtype=np.uint32)
+every = np.stack([(allc >> 16) & 255, (allc >> 8) & 255, allc & 255], -1).astype(np.uint8).reshape(4096, 4096, 3)
+every_pil = Image.fromarray(every)
+for name, v, fn in (("hue", 0.2791, F.adjust_hue), ("hue", -0.3, F.adjust_hue), ("saturation", 1.2345, F.adjust_saturation),
+                    ("saturation", 0.7, F.adjust_saturation)):
+    ours = ops_img(name, repr(v), inp=enc(every))
+    bad = int((ours != np.asarray(fn(every_pil, v))).any(-1).sum())
+    check(bad == 0, f"augment op {name} {v}: all 2^24 RGB colours equal torchvision's ({bad} differ)")
+del every, every_pil, allc
+
 
 # ---- whole views: our sampled parameters replayed through torchvision ----
 def replay(path, prm, size):
