@@ -520,17 +520,6 @@ static int u32_in(const uint32_t *tab, size_t n, uint32_t c)
     return lo < n && tab[lo] == c;
 }
 
-/* ftfy's per-character fixes (the table holds each character's fixed point) */
-static void clean_ftfy(const cps *in, cps *out)
-{
-    for (size_t i = 0; i < in->n; i++) {
-        uint32_t c = in->v[i];
-        const tok_u_subst *s = c >= 0x80 || c < 0x20 || c == 0x7F ? subst_find(tok_u_ftfy, tok_u_nftfy, c) : NULL;
-        if (s) cps_push_utf8(out, s->to);
-        else cps_push(out, c);
-    }
-}
-
 /* ---- NFC (UAX #15): decompose, order marks by combining class, compose ---- */
 
 static unsigned ccc(uint32_t c)
@@ -718,6 +707,177 @@ static void html_unescape(const cps *in, cps *out)
     }
 }
 
+/* ---- ftfy.fix_text, without its mojibake repair ---------------------------
+ * Each step is one of ftfy's fixers, in ftfy's order; fix_segment repeats
+ * them until nothing changes, as fix_and_explain does. */
+
+static int is_alnum_ascii(uint32_t c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static const char *ftfy_entity_find(const char *name)
+{
+    size_t lo = 0, hi = tok_u_nftfy_entities;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int d = strcmp(tok_u_ftfy_entities[mid].name, name);
+        if (d == 0) return tok_u_ftfy_entities[mid].value;
+        if (d < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return NULL;
+}
+
+/* unescape_html: &#?[0-9A-Za-z]{1,24}; is an HTML5 name (or an upper-case
+ * spelling of one), or a numeric reference that html.unescape decodes whole */
+static void ftfy_unescape(const cps *in, cps *out)
+{
+    const uint32_t *s = in->v;
+    size_t n = in->n;
+    for (size_t i = 0; i < n;) {
+        if (s[i] != '&') {
+            cps_push(out, s[i++]);
+            continue;
+        }
+        size_t st = i + 1 < n && s[i + 1] == '#' ? i + 2 : i + 1, len = 0;
+        while (st + len < n && len < 25 && is_alnum_ascii(s[st + len])) len++;
+        if (len < 1 || len > 24 || st + len >= n || s[st + len] != ';') {
+            cps_push(out, s[i++]);
+            continue;
+        }
+        size_t end = st + len + 1;
+        char name[32];
+        for (size_t q = i; q < end; q++) name[q - i] = (char)s[q];
+        name[end - i] = 0;
+        const char *v = ftfy_entity_find(name);
+        if (v) {
+            cps_push_utf8(out, v);
+        } else if (s[i + 1] == '#') {
+            cps sub = {(uint32_t *)s + i, end - i, end - i}, r = {0};
+            html_unescape(&sub, &r);
+            int semi = 0;
+            for (size_t q = 0; q < r.n; q++) semi |= r.v[q] == ';';
+            if (semi)
+                for (size_t q = i; q < end; q++) cps_push(out, s[q]);
+            else
+                for (size_t q = 0; q < r.n; q++) cps_push(out, r.v[q]);
+            free(r.v);
+        } else {
+            for (size_t q = i; q < end; q++) cps_push(out, s[q]);
+        }
+        i = end;
+    }
+}
+
+/* fix_c1_controls, fix_latin_ligatures, fix_character_width, uncurl_quotes
+ * (one table), then fix_line_breaks */
+static void ftfy_chars(const cps *in, cps *out)
+{
+    for (size_t i = 0; i < in->n; i++) {
+        uint32_t c = in->v[i];
+        const tok_u_subst *s = c >= 0x80 ? subst_find(tok_u_ftfy, tok_u_nftfy, c) : NULL;
+        if (s) cps_push_utf8(out, s->to);
+        else cps_push(out, c);
+    }
+}
+
+static void ftfy_line_breaks(const cps *in, cps *out)
+{
+    for (size_t i = 0; i < in->n; i++) {
+        uint32_t c = in->v[i];
+        if (c == '\r' && i + 1 < in->n && in->v[i + 1] == '\n') continue;
+        cps_push(out, c == '\r' || c == 0x2028 || c == 0x2029 || c == 0x85 ? '\n' : c);
+    }
+}
+
+/* remove_terminal_escapes: ESC [ (\d|;)* [a-zA-Z], \d any decimal digit */
+static void ftfy_ansi(const cps *in, cps *out)
+{
+    const uint32_t *s = in->v;
+    size_t n = in->n;
+    for (size_t i = 0; i < n;) {
+        if (s[i] == 0x1B && i + 1 < n && s[i + 1] == '[') {
+            size_t j = i + 2;
+            while (j < n && (s[j] == ';' || (uflags(s[j]) & TOK_U_DECIMAL))) j++;
+            if (j < n && s[j] < 0x80 && ((s[j] | 0x20) >= 'a' && (s[j] | 0x20) <= 'z')) {
+                i = j + 1;
+                continue;
+            }
+        }
+        cps_push(out, s[i++]);
+    }
+}
+
+/* remove_control_chars */
+static void ftfy_controls(const cps *in, cps *out)
+{
+    for (size_t i = 0; i < in->n; i++)
+        if (!u32_in(tok_u_controls, tok_u_ncontrols, in->v[i])) cps_push(out, in->v[i]);
+}
+
+static int cps_eq(const cps *a, const cps *b)
+{
+    return a->n == b->n && (a->n == 0 || memcmp(a->v, b->v, a->n * sizeof *a->v) == 0);
+}
+
+/* one line: the fixers until nothing changes; the result appended to res */
+static void fix_segment(const uint32_t *seg, size_t n, int entities, cps *res)
+{
+    size_t i;
+    for (i = 0; i < n; i++) { /* printable ASCII without '&': nothing to fix */
+        uint32_t c = seg[i];
+        if (!((c >= 0x20 && c < 0x7F && c != '&') || c == '\t' || c == '\n' || c == '\f')) break;
+    }
+    if (i == n) {
+        for (i = 0; i < n; i++) cps_push(res, seg[i]);
+        return;
+    }
+    cps orig = {0}, a = {0}, b = {0};
+    for (i = 0; i < n; i++) cps_push(&a, seg[i]);
+    for (int iter = 0; iter < 64; iter++) {
+        orig.n = 0;
+        for (i = 0; i < a.n; i++) cps_push(&orig, a.v[i]);
+#define STEP(f)                                                                                                        \
+    do {                                                                                                               \
+        b.n = 0;                                                                                                       \
+        f(&a, &b);                                                                                                     \
+        cps t_ = a;                                                                                                    \
+        a = b;                                                                                                         \
+        b = t_;                                                                                                        \
+    } while (0)
+        if (entities) STEP(ftfy_unescape);
+        STEP(ftfy_chars);
+        STEP(ftfy_line_breaks);
+        STEP(ftfy_ansi);
+        STEP(ftfy_controls);
+        STEP(nfc);
+#undef STEP
+        if (cps_eq(&a, &orig)) break;
+    }
+    for (i = 0; i < a.n; i++) cps_push(res, a.v[i]);
+    free(orig.v);
+    free(a.v);
+    free(b.v);
+}
+
+/* fix_text: line by line (at most 10^6 code points each); HTML entities are
+ * decoded until a line holds '<' ("auto"), and not after */
+static void ftfy_fix(const cps *in, cps *res)
+{
+    int entities = 1;
+    for (size_t pos = 0; pos < in->n;) {
+        size_t end = pos;
+        while (end < in->n && in->v[end] != '\n') end++;
+        if (end < in->n) end++;
+        if (end - pos > 1000000) end = pos + 1000000;
+        for (size_t i = pos; i < end && entities; i++)
+            if (in->v[i] == '<') entities = 0;
+        fix_segment(in->v + pos, end - pos, entities, res);
+        pos = end;
+    }
+}
+
 /* str.strip(), then \s+ -> ' ', then str.strip() */
 static void clean_space(const cps *in, cps *out)
 {
@@ -798,18 +958,9 @@ static int clean(const char *text, size_t len, cps *res, char *err)
         free(a.v);
         return -1;
     }
-    /* ftfy repeats its fixes until nothing changes */
-    for (int iter = 0; iter < 16; iter++) {
-        b.n = c.n = 0;
-        clean_ftfy(&a, &b);
-        nfc(&b, &c);
-        int same = c.n == a.n && (a.n == 0 || memcmp(c.v, a.v, a.n * sizeof *a.v) == 0);
-        cps t = a;
-        a = c;
-        c = t;
-        if (same) break;
-    }
-    free(c.v);
+    ftfy_fix(&a, &c);
+    free(a.v);
+    a = c;
     b.n = 0;
     html_unescape(&a, &b);
     a.n = 0;

@@ -5,19 +5,19 @@
  * (case-insensitive, as OpenAI compiles it), the byte-to-unicode map, merges
  * by rank with "</w>" word ends, and the start / end tokens around each text.
  *
- * Clean-up, in order: the part of ftfy.fix_text that involves no guessing
- * (C1 controls read as windows-1252, Latin ligatures split, full-width forms
- * narrowed, curly quotes straightened, control characters removed, NFC
- * normalisation; repeated until nothing changes, as ftfy does);
- * html.unescape twice (Python's exact rules: HTML5 names, numeric
- * references); strip; whitespace runs to one space; strip; Python's
- * str.lower() (final sigma included). ftfy's mojibake repair (guessing that
- * text was decoded with the wrong codec), its own HTML step and its
- * terminal-escape removal are not done: text that needs them gives other
- * tokens than OpenAI's tokenizer with ftfy installed. The Unicode tables are
- * generated (lib/tok_unicode.c, tests/ref/tok_unicode_gen.py) from Python
- * 3.11 (Unicode 14) and the regex module, the two libraries behind
- * simple_tokenizer.
+ * Clean-up, in order: ftfy.fix_text as OpenAI runs it (ftfy 6, default
+ * settings) except its mojibake repair: line by line, until nothing
+ * changes, HTML entities decoded (unless a line so far held '<'), C1
+ * controls read as windows-1252, Latin ligatures split, full-width forms
+ * narrowed, curly quotes straightened, line breaks unified, terminal escapes
+ * and control characters removed, NFC; then html.unescape twice (Python's
+ * rules: HTML5 names, numeric references); strip; whitespace runs to one
+ * space; strip; Python's str.lower() (final sigma included). ftfy's
+ * fix_encoding (a heuristic that re-decodes text it judges to be mojibake,
+ * "Ã©" -> "é") is not done: such text gives other tokens than OpenAI's
+ * tokenizer. The Unicode tables are generated (lib/tok_unicode.c,
+ * tests/ref/tok_unicode_gen.py) from Python 3.11 (Unicode 14) and the regex
+ * module, the libraries behind simple_tokenizer.
  *
  * A tokenizer caches the BPE of each word it has seen, so one tok must not be
  * used by two threads at once. */

@@ -19,6 +19,7 @@ enum {
     TOK_U_PYSPACE = 8,    /* Python's str.isspace() (what strip() removes) */
     TOK_U_CASED = 16,     /* cased letter (final-sigma rule) */
     TOK_U_IGNORABLE = 32, /* case-ignorable (final-sigma rule) */
+    TOK_U_DECIMAL = 64,   /* str.isdecimal(): \d of Python's re */
 };
 extern const uint32_t tok_u_runs[];
 extern const size_t tok_u_nruns;
@@ -44,8 +45,13 @@ typedef struct {
     uint32_t cp;
     const char *to;
 } tok_u_subst;
+/* ftfy's fix_c1_controls, fix_latin_ligatures, fix_character_width and
+ * uncurl_quotes, applied once, for every code point they change */
 extern const tok_u_subst tok_u_ftfy[];
 extern const size_t tok_u_nftfy;
+/* what ftfy's remove_control_chars deletes, sorted */
+extern const uint32_t tok_u_controls[];
+extern const size_t tok_u_ncontrols;
 extern const tok_u_subst tok_u_invalid_charrefs[];
 extern const size_t tok_u_ninvalid_charrefs;
 
@@ -74,6 +80,9 @@ typedef struct {
 } tok_u_entity;
 extern const tok_u_entity tok_u_entities[];
 extern const size_t tok_u_nentities;
+/* ftfy's entities: "&name;" of HTML5, and upper-case spellings, sorted */
+extern const tok_u_entity tok_u_ftfy_entities[];
+extern const size_t tok_u_nftfy_entities;
 
 /* numeric references that html.unescape drops, sorted */
 extern const uint32_t tok_u_invalid_codepoints[];

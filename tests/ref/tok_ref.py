@@ -1,13 +1,11 @@
 """Reference CLIP tokenizer: a port of OpenAI's simple_tokenizer.py (which
 transformers' CLIPTokenizer matches), used to check lib/tok.c.
 
-Text clean-up is the one vl2v documents in lib/tok.h: the part of
-ftfy.fix_text that needs no guessing (C1 controls read as windows-1252, Latin
-ligatures split, full-width forms narrowed, curly quotes straightened,
-control characters removed, NFC normalisation, repeated until nothing
-changes), then html.unescape twice, strip, whitespace runs to one space,
-strip, lower-case. ftfy's mojibake repair, its own HTML step and its
-terminal-escape removal are not applied (ftfy is not packaged for Debian 12).
+simple_tokenizer cleans text with ftfy.fix_text, which Debian 12 does not
+package: this file carries a port of fix_text without its mojibake repair
+(fix_encoding, a heuristic), as lib/tok.h documents. Then, as
+simple_tokenizer: html.unescape twice, strip, whitespace runs to one space,
+strip, lower-case.
 
 Usage as a program:
   tok_ref.py MERGES_GZ < strings.jsonl > ids.txt
@@ -22,6 +20,9 @@ import sys
 import time
 import unicodedata
 from functools import lru_cache
+
+import html.entities
+import re as std_re
 
 import regex as re
 
@@ -48,7 +49,13 @@ def get_pairs(word):
     return pairs
 
 
-# --- the per-character part of ftfy.fix_text -------------------------------
+# --- ftfy.fix_text without its mojibake repair ----------------------------
+# A port of ftfy 6's fix_text with the default configuration, leaving out
+# fix_encoding (the heuristic repair of text decoded with the wrong codec):
+# the text is cut into lines; HTML entities are decoded unless a line so far
+# held '<'; then per line, until nothing changes: unescape_html,
+# fix_c1_controls, fix_latin_ligatures, fix_character_width, uncurl_quotes,
+# fix_line_breaks, remove_terminal_escapes, remove_control_chars, NFC.
 
 LIGATURES = {
     "Ĳ": "IJ", "ĳ": "ij", "ŉ": "ʼn", "Ǳ": "DZ", "ǲ": "Dz", "ǳ": "dz", "Ǆ": "DŽ", "ǅ": "Dž",
@@ -73,6 +80,37 @@ CONTROL_MAP = {i: None for i in list(range(0x00, 0x09)) + [0x0B] + list(range(0x
 C1_RE = re.compile(r"[\x80-\x9f]")
 SINGLE_QUOTE_RE = re.compile("[\u02bc\u2018-\u201b]")
 DOUBLE_QUOTE_RE = re.compile("[\u201c-\u201f]")
+# ftfy uses the standard library's re here: \d is any Unicode decimal digit
+ANSI_RE = std_re.compile("\033\\[((?:\\d|;)*)([a-zA-Z])")
+FTFY_ENTITY_RE = std_re.compile(r"&#?[0-9A-Za-z]{1,24};")
+MAX_SEGMENT = 1000000
+
+
+def _ftfy_entities():
+    """HTML5 names with ';', and the upper-case spelling of the lower-case
+    names that html.unescape leaves alone (&NTILDE; is Ñ)"""
+    e = {}
+    for name, char in html.entities.html5.items():
+        if name.endswith(";"):
+            e["&" + name] = char
+            if name == name.lower():
+                up = "&" + name.upper()
+                if html.unescape(up) == up:
+                    e[up] = char.upper()
+    return e
+
+
+FTFY_ENTITIES = _ftfy_entities()
+
+
+def _entity(m):
+    t = m.group(0)
+    if t in FTFY_ENTITIES:
+        return FTFY_ENTITIES[t]
+    if t.startswith("&#"):
+        u = html.unescape(t)
+        return t if ";" in u else u
+    return t
 
 
 def _c1(m):
@@ -83,18 +121,43 @@ def _c1(m):
         return b.decode("latin-1")
 
 
-def ftfy_lite(text):
+def char_fixes(text):
+    """fix_c1_controls, fix_latin_ligatures, fix_character_width, uncurl_quotes"""
+    text = C1_RE.sub(_c1, text)
+    text = text.translate(LIGATURE_MAP)
+    text = text.translate(WIDTH_MAP)
+    text = SINGLE_QUOTE_RE.sub("'", DOUBLE_QUOTE_RE.sub('"', text))
+    return text
+
+
+def fix_segment(text, entities):
     while True:
         orig = text
-        text = C1_RE.sub(_c1, text)
-        text = text.translate(LIGATURE_MAP)
-        text = text.translate(WIDTH_MAP)
-        text = SINGLE_QUOTE_RE.sub("'", text)
-        text = DOUBLE_QUOTE_RE.sub('"', text)
+        if entities:
+            text = FTFY_ENTITY_RE.sub(_entity, text)
+        text = char_fixes(text)
+        text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n") \
+            .replace("\u2029", "\n").replace("\x85", "\n")
+        text = ANSI_RE.sub("", text)
         text = text.translate(CONTROL_MAP)
         text = unicodedata.normalize("NFC", text)
         if text == orig:
             return text
+
+
+def ftfy_lite(text):
+    out, pos, entities = [], 0, True
+    while pos < len(text):
+        end = text.find("\n", pos) + 1
+        if end == 0:
+            end = len(text)
+        end = min(end, pos + MAX_SEGMENT)
+        seg = text[pos:end]
+        if "<" in seg:
+            entities = False
+        out.append(fix_segment(seg, entities))
+        pos = end
+    return "".join(out)
 
 
 def basic_clean(text):

@@ -1,9 +1,9 @@
 """Writes lib/tok_unicode.c, the Unicode and HTML tables of the CLIP tokenizer
 (lib/tok.c), from the same Python libraries the reference tokenizer uses:
 the regex module (pre-tokenisation classes under IGNORECASE, \\s), str methods
-(lower(), isspace(), cased and case-ignorable for the final sigma), the
-per-character clean-up of tok_ref.ftfy_lite, and html.entities / html's
-numeric character-reference rules.
+(lower(), isspace(), isdecimal(), cased and case-ignorable for the final
+sigma), unicodedata (NFC), the tables of tok_ref's port of ftfy.fix_text, and
+html.entities / html's numeric character-reference rules.
 
   /usr/bin/python3 tests/ref/tok_unicode_gen.py > lib/tok_unicode.c
 
@@ -51,6 +51,7 @@ def main():
             other[c] = 1
         assert letter[c] + number[c] + other[c] <= 1, hex(c)
     pyspace = bytearray(1 if chr(c).isspace() else 0 for c in range(MAXCP))
+    decimal = bytearray(1 if chr(c).isdecimal() else 0 for c in range(MAXCP))
     cased = bytearray(MAXCP)
     ignorable = bytearray(MAXCP)
     for c in range(MAXCP):
@@ -69,7 +70,7 @@ def main():
     prev = None
     for c in range(MAXCP):
         cls = 1 if letter[c] else 2 if number[c] else 3 if other[c] else 0
-        f = cls | respace[c] << 2 | pyspace[c] << 3 | cased[c] << 4 | ignorable[c] << 5
+        f = cls | respace[c] << 2 | pyspace[c] << 3 | cased[c] << 4 | ignorable[c] << 5 | decimal[c] << 6
         if f != prev:
             runs.append((c, f))
             prev = f
@@ -89,16 +90,17 @@ def main():
         fold += [(c, a) for c in range(0x80, MAXCP) if m[c]]
     fold.sort()
 
-    # ftfy_lite works character by character and changes only the characters
-    # its tables and patterns name
+    # ftfy's character fixes work character by character and change only the
+    # characters their tables and patterns name
     touched = set(range(0x80, 0xA0)) | set(tok_ref.LIGATURE_MAP) | set(tok_ref.WIDTH_MAP) | \
-        set(tok_ref.CONTROL_MAP) | {0x2BC} | set(range(0x2018, 0x2020)) | \
-        {c for c in range(MAXCP) if not is_surrogate(c) and unicodedata.normalize("NFC", chr(c)) != chr(c)}
+        {0x2BC} | set(range(0x2018, 0x2020))
     ftfy = []
     for c in sorted(touched):
-        r = tok_ref.ftfy_lite(chr(c))
+        r = tok_ref.char_fixes(chr(c))
         if r != chr(c):
             ftfy.append((c, r))
+    controls = sorted(tok_ref.CONTROL_MAP)
+    ftfy_ents = sorted(tok_ref.FTFY_ENTITIES.items(), key=lambda kv: kv[0].encode())
 
     # NFC: canonical decompositions (Hangul syllables are computed), combining
     # classes, and the pairs that compose (a two-character canonical
@@ -182,6 +184,18 @@ def main():
         w("    {0x%x, %s}," % (c, cstr(r)))
     w("};")
     w("const size_t tok_u_nftfy = %d;" % len(ftfy))
+    w("")
+    w("const uint32_t tok_u_controls[] = {")
+    for i in range(0, len(controls), 8):
+        w("    " + " ".join("0x%x," % c for c in controls[i:i + 8]))
+    w("};")
+    w("const size_t tok_u_ncontrols = %d;" % len(controls))
+    w("")
+    w("const tok_u_entity tok_u_ftfy_entities[] = {")
+    for k, v in ftfy_ents:
+        w("    {%s, %s}," % (cstr(k), cstr(v)))
+    w("};")
+    w("const size_t tok_u_nftfy_entities = %d;" % len(ftfy_ents))
     w("")
     w("const tok_u_decomp tok_u_decomps[] = {")
     for c, d in decomp:
