@@ -1,0 +1,231 @@
+/* student-embed: features of a student network for every image of a stream.
+ *
+ * Reads an `image` stream (u8, hwc, 3 channels), normalises each image with
+ * the per-channel mean and standard deviation (ImageNet's by default), runs
+ * the student (torchvision ResNet-18/34/50, timm ViT-S/16 or ViT-B/16 with
+ * weights from a safetensors file) and writes an `embedding` stream of its
+ * features: after global average pooling for ResNets, the class token after
+ * the final norm for ViTs. Consecutive images of the same size are run as one
+ * batch; the output keeps the input order. */
+#include "common.h"
+
+#include "blas.h"
+#include "models/resnet.h"
+#include "st.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char USAGE[] =
+    "usage: student-embed [--arch resnet18|resnet34|resnet50|vit_s16|vit_b16|auto] --weights FILE\n"
+    "                     [--mean R,G,B] [--std R,G,B] [--batch N] [--threads N] [--max-errors N]\n"
+    "                     [-v] [-o FILE] [FILE]\n";
+
+static const char *const ARCHS[] = {"resnet18", "resnet34", "resnet50", "vit_s16", "vit_b16", NULL};
+
+typedef struct {
+    const char *arch;
+    resnet *rn;
+    int dim;
+} student;
+
+static void parse_triple(const char *opt, const char *s, float *v)
+{
+    char *end;
+    const char *p = s;
+    for (int i = 0; i < 3; i++) {
+        v[i] = strtof(p, &end);
+        if (end == p || (i < 2 && *end != ',') || (i == 2 && *end)) usage_error(USAGE, "%s: expected R,G,B: '%s'", opt, s);
+        p = end + 1;
+    }
+}
+
+static void load_student(student *st, const char *arch, const char *path)
+{
+    st_file f;
+    char err[VL_ERRLEN];
+    if (st_open(&f, path, err) != 0) die(1, "%s", err);
+    int depth = 0, ncls = 0;
+    if (strcmp(arch, "auto") == 0) {
+        char e1[VL_ERRLEN];
+        if (resnet_detect(&f, &depth, &ncls, e1) == 0)
+            arch = depth == 18 ? "resnet18" : depth == 34 ? "resnet34" : "resnet50";
+        else
+            die(1, "%s", e1);
+    }
+    st->arch = arch;
+    if (strncmp(arch, "resnet", 6) == 0) {
+        depth = atoi(arch + 6);
+        int d2;
+        if (resnet_detect(&f, &d2, &ncls, err) != 0) ncls = 0;
+        st->rn = resnet_new(depth, ncls);
+        if (resnet_load(st->rn, &f, err) != 0) die(1, "--arch %s: %s", arch, err);
+        st->dim = resnet_feature_dim(st->rn);
+    } else {
+        die(1, "--arch %s: not available yet", arch);
+    }
+    st_close(&f);
+}
+
+static int run_student(student *st, float *feat, const float *x, int B, int H, int W, char *err)
+{
+    return resnet_forward(st->rn, feat, x, B, H, W, 0, err);
+}
+
+int main(int argc, char **argv)
+{
+    tool_init("student-embed");
+    const char *arch = "auto", *weights = NULL, *outpath = NULL;
+    float mean[3] = {0.485f, 0.456f, 0.406f}, stdv[3] = {0.229f, 0.224f, 0.225f};
+    long long batch = 32, threads = 0, max_errors = 0;
+    static const struct option opts[] = {{"arch", required_argument, 0, 'a'},
+                                         {"weights", required_argument, 0, 'W'},
+                                         {"mean", required_argument, 0, 'M'},
+                                         {"std", required_argument, 0, 'S'},
+                                         {"batch", required_argument, 0, 'b'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"max-errors", required_argument, 0, 'E'},
+                                         {"output", required_argument, 0, 'o'},
+                                         {"verbose", no_argument, 0, 'v'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "a:W:b:t:o:vh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'a': arch = optarg; break;
+        case 'W': weights = optarg; break;
+        case 'M': parse_triple("--mean", optarg, mean); break;
+        case 'S':
+            parse_triple("--std", optarg, stdv);
+            for (int i = 0; i < 3; i++)
+                if (!(stdv[i] > 0)) usage_error(USAGE, "--std: values must be positive");
+            break;
+        case 'b': batch = parse_int(USAGE, "--batch", optarg, 1, 4096); break;
+        case 't': threads = parse_int(USAGE, "--threads", optarg, 0, 1024); break;
+        case 'E': max_errors = parse_int(USAGE, "--max-errors", optarg, 0, INT64_MAX); break;
+        case 'o': outpath = optarg; break;
+        case 'v': tool_verbose = 1; break;
+        case 'h': usage_help(USAGE);
+        default: usage_error(USAGE, "unknown option");
+        }
+    }
+    if (!weights) usage_error(USAGE, "--weights is required");
+    int known = strcmp(arch, "auto") == 0;
+    for (int i = 0; ARCHS[i]; i++) known |= strcmp(arch, ARCHS[i]) == 0;
+    if (!known) usage_error(USAGE, "--arch: unknown architecture '%s'", arch);
+    if (argc - optind > 1) usage_error(USAGE, "one input at most");
+    if (threads > 0) blas_set_threads((int)threads);
+
+    student st = {0};
+    load_student(&st, arch, weights);
+
+    sr *r = open_stream(optind < argc ? argv[optind] : NULL);
+    if (sr_header(r, "image") != 0) die(1, "%s", r->err);
+    tool_out out;
+    sw s;
+    output_open(&out, outpath);
+    sw_init(&s, out.fd);
+    char space[64];
+    snprintf(space, sizeof space, "student:%s", st.arch);
+    sw_header_begin(&s, "embedding", &r->header, argc, argv);
+    mpw_str(&s.w, "dim");
+    mpw_int(&s.w, st.dim);
+    mpw_str(&s.w, "dtype");
+    mpw_str(&s.w, "f32le");
+    mpw_str(&s.w, "space");
+    mpw_str(&s.w, space);
+    if (sw_header_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
+
+    /* the batch: pixels, and each item's id and metadata as an owned map */
+    int B = 0, bh = 0, bw = 0;
+    float *x = NULL, *feat = xmalloc((size_t)batch * st.dim * sizeof(float));
+    size_t xcap = 0;
+    mpw *meta = xcalloc((size_t)batch, sizeof *meta);
+    mp_arena arena = {0};
+    uint64_t dropped = 0;
+    char err[VL_ERRLEN];
+    static const char *const ID[] = {"id", NULL};
+
+#define FLUSH()                                                                                                    \
+    do {                                                                                                           \
+        if (!B) break;                                                                                             \
+        if (run_student(&st, feat, x, B, bh, bw, err) != 0) die(1, "%s", err);                                     \
+        for (int i = 0; i < B; i++) {                                                                              \
+            mp_val m;                                                                                              \
+            size_t used;                                                                                           \
+            mp_arena_reset(&arena);                                                                                \
+            if (mp_decode(&arena, meta[i].buf, meta[i].len, STREAM_MAX_RECORD, &m, &used, err) != 1)                \
+                die(1, "internal: %s", err);                                                                       \
+            sw_item_begin(&s);                                                                                     \
+            for (uint32_t k = 0; k < m.len; k++) {                                                                 \
+                mpw_value(&s.w, &m.v.a[2 * k]);                                                                    \
+                mpw_value(&s.w, &m.v.a[2 * k + 1]);                                                                \
+            }                                                                                                      \
+            mpw_str(&s.w, "vec");                                                                                  \
+            mpw_bin(&s.w, feat + (size_t)i * st.dim, (size_t)st.dim * sizeof(float));                              \
+            if (sw_item_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));                                \
+            mpw_free(&meta[i]);                                                                                    \
+        }                                                                                                          \
+        progress("%llu images", (unsigned long long)s.records);                                                    \
+        B = 0;                                                                                                     \
+    } while (0)
+
+    const mp_val *item;
+    int rc;
+    for (;;) {
+        while ((rc = sr_next(r, &item)) == 1) {
+            if (sr_check_item(r, item, err) != 0) {
+                warnx("%s: dropped", err);
+                if ((long long)++dropped > max_errors) die(1, "more than %lld items dropped", max_errors);
+                continue;
+            }
+            int64_t h, w;
+            mp_get_i64(item, "h", &h);
+            mp_get_i64(item, "w", &w);
+            if (B && (h != bh || w != bw || B == batch)) FLUSH();
+            bh = (int)h, bw = (int)w;
+            size_t hw = (size_t)h * w, need = (size_t)batch * 3 * hw;
+            if (need > xcap) {
+                free(x);
+                x = xmalloc_aligned(need * sizeof(float));
+                xcap = need;
+            }
+            /* hwc bytes -> normalised chw floats, as ToTensor + Normalize */
+            const uint8_t *pix = mp_get(item, "pix")->v.p;
+            float *dst = x + (size_t)B * 3 * hw;
+            for (int ch = 0; ch < 3; ch++) {
+                float m = mean[ch], sd = stdv[ch];
+                float *d = dst + ch * hw;
+                for (size_t i = 0; i < hw; i++) d[i] = ((float)pix[3 * i + ch] / 255.0f - m) / sd;
+            }
+            mpw_init(&meta[B], -1);
+            mpw_map(&meta[B]);
+            stream_copy_keys(&meta[B], item, ID);
+            stream_copy_keys(&meta[B], item, STREAM_META_KEYS);
+            mpw_end(&meta[B]);
+            B++;
+        }
+        if (rc < 0) die(1, "%s", r->err);
+        dropped += (uint64_t)sr_trailer_dropped(r);
+        int more = sr_next_stream(r, "image");
+        if (more < 0) die(1, "%s", r->err);
+        if (!more) break;
+    }
+    FLUSH();
+#undef FLUSH
+    progress_done();
+    s.dropped = dropped;
+    sw_trailer_begin(&s);
+    sw_trailer_end(&s);
+    output_commit(&out, &s);
+    if (r->fd > 0) close(r->fd);
+    sr_close(r);
+    mp_arena_free(&arena);
+    free(meta);
+    free(x);
+    free(feat);
+    if (st.rn) resnet_free(st.rn);
+    return 0;
+}
