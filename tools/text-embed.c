@@ -334,6 +334,7 @@ int main(int argc, char **argv)
     sw_trailer_begin(&s);
     sw_trailer_end(&s);
     output_commit(&out, &s);
+    sw_free(&s);
 
     for (size_t k = 0; k < K; k++) free(classes.v[k]), free(first_prompt[k]);
     for (size_t j = 0; j < P; j++) free(templates.v[j]);

@@ -65,6 +65,21 @@ text-embed --model "$d/hf" --classes $CN/domainnet.txt --template "a photo of a 
     -o "$tmp/o.mp" && cmp -s "$tmp/o.mp" "$tmp/first.mp" &&
     pass "text-embed: a second run writes the same bytes" || failed "text-embed: a second run writes the same bytes"
 
+# the stream as mpdump renders it (vectors, history and the weights' hash masked)
+printf 'Alarm_Clock\nT-shirt\nThe_Eiffel_Tower\n' > "$tmp/three.txt"
+text-embed --model "$d/hf" --classes "$tmp/three.txt" --template "a photo of a {}." --template "itap of my {}" |
+    mpdump | sed -E 's/"vec": \[[^]]*\]/"vec": VEC/; s/"history": \[\[.*\]\], "dim"/"history": H, "dim"/;
+        s/-[0-9a-f]{16}"/-HASH"/' > "$tmp/dump.txt"
+cat > "$tmp/want.txt" <<'WANT'
+{"schema": "embedding", "version": 1, "history": H, "dim": 48, "dtype": "f32le", "space": "text:hf-HASH", "templates": ["a photo of a {}.", "itap of my {}"]}
+{"id": "Alarm_Clock", "vec": VEC, "label": 0, "class": "Alarm_Clock", "text": "a photo of a Alarm Clock."}
+{"id": "T-shirt", "vec": VEC, "label": 1, "class": "T-shirt", "text": "a photo of a T-shirt."}
+{"id": "The_Eiffel_Tower", "vec": VEC, "label": 2, "class": "The_Eiffel_Tower", "text": "a photo of a The Eiffel Tower."}
+{"end": true, "records": 3, "dropped": 0}
+WANT
+diff -u "$tmp/want.txt" "$tmp/dump.txt" && pass "text-embed: the stream's header, items and trailer (mpdump)" ||
+    failed "text-embed: the stream's header, items and trailer (mpdump)"
+
 # the tokenizer found beside a model file
 cp "$d/openai.safetensors" "$BPE" "$tmp/"
 run "tokenizer beside the model file" --classes $CN/vlcs.txt -- --model "$tmp/openai.safetensors" --classes $CN/vlcs.txt
