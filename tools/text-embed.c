@@ -233,7 +233,7 @@ int main(int argc, char **argv)
     strs classes = {0};
     if (classes_path) read_lines(classes_path, &classes);
     else read_manifest_classes(manifest_path, &classes);
-    if (classes.n == 0) die(1, "%s: no class names", classes_path);
+    if (classes.n == 0) die(1, "%s: no class names", classes_path ? classes_path : manifest_path);
     for (size_t i = 0; i < classes.n; i++)
         for (size_t j = 0; j < i; j++)
             if (strcmp(classes.v[i], classes.v[j]) == 0)
