@@ -1,8 +1,9 @@
 #!/bin/bash
 # tok: the C tokenizer (lib/tok.c, driven by build/tests/tok) against the
 # Python port of CLIP's simple_tokenizer (tests/ref/tok_ref.py) on the corpus
-# of tests/ref/tok_corpus.py, from the real merges file and from a Hugging
-# Face model directory (vocab.json + merges.txt) written from it; and the
+# of tests/ref/tok_corpus.py (and on every code point of planes 0-3 and 14),
+# from the real merges file and from a Hugging Face model directory
+# (vocab.json + merges.txt) written from it; the clean-up alone; and the
 # generated Unicode tables against a fresh generation.
 set -u
 cd "${VL2V_ROOT:-$(dirname "$0")/../..}" || exit 2
@@ -45,6 +46,17 @@ $PYTHON tests/ref/tok_ref.py "$BPE" < "$tmp/corpus.jsonl" > "$tmp/ref.txt" || { 
     failed "tok: corpus of $n strings"
 $TOK --encode "$BPE" < "$tmp/corpus.jsonl" > "$tmp/c.txt"
 compare "merges file $(basename "$BPE")" "$tmp/ref.txt" "$tmp/c.txt"
+
+# every code point of planes 0-3 and 14 in context
+$PYTHON tests/ref/tok_corpus.py --all-code-points > "$tmp/all.jsonl"
+$PYTHON tests/ref/tok_ref.py "$BPE" < "$tmp/all.jsonl" > "$tmp/all_ref.txt"
+$TOK --encode "$BPE" < "$tmp/all.jsonl" > "$tmp/all_c.txt"
+if cmp -s "$tmp/all_ref.txt" "$tmp/all_c.txt"; then
+    pass "tok: every code point of planes 0-3 and 14: identical token ids ($(wc -l < "$tmp/all.jsonl") lines)"
+else
+    failed "tok: every code point of planes 0-3 and 14: token ids differ"
+    diff "$tmp/all_ref.txt" "$tmp/all_c.txt" | head -n 4
+fi
 
 # the clean-up alone, string by string
 $PYTHON - "$tmp/corpus.jsonl" <($TOK --clean < "$tmp/corpus.jsonl") <<'PY'

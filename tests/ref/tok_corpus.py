@@ -3,7 +3,9 @@ PACS, VLCS, OfficeHome, TerraIncognita and DomainNet (raw and as prompts), the
 80 ImageNet prompt templates of CLIP, and hand-picked and random strings that
 reach every branch of the clean-up and the pre-tokenisation: punctuation,
 digits, accents, non-Latin scripts, emoji, HTML entities, control and
-full-width characters, decomposed text (NFC), long and empty strings."""
+full-width characters, decomposed text (NFC), long and empty strings.
+With --all-code-points: lines that hold every code point of planes 0-3 and 14
+instead."""
 import json
 import os
 import random
@@ -140,6 +142,17 @@ def corpus():
     return out
 
 
+def all_code_points():
+    """every code point of planes 0-3 and 14, each between letters, beside a
+    digit and a symbol, 48 to a line: any code point the two tokenizers
+    classify, clean or lower-case differently changes a line's tokens"""
+    cps = [c for c in list(range(0x40000)) + list(range(0xE0000, 0xF0000)) if not 0xD800 <= c < 0xE000]
+    out = []
+    for i in range(0, len(cps), 48):
+        out.append(" ".join("a%sa%s1!" % (chr(c), chr(c)) for c in cps[i:i + 48]))
+    return out
+
+
 if __name__ == "__main__":
-    for s in corpus():
+    for s in (all_code_points() if sys.argv[1:] == ["--all-code-points"] else corpus()):
         sys.stdout.write(json.dumps(s) + "\n")
