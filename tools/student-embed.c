@@ -11,6 +11,7 @@
 
 #include "blas.h"
 #include "models/resnet.h"
+#include "models/vit.h"
 #include "st.h"
 
 #include <getopt.h>
@@ -28,6 +29,7 @@ static const char *const ARCHS[] = {"resnet18", "resnet34", "resnet50", "vit_s16
 typedef struct {
     const char *arch;
     resnet *rn;
+    vit *vt;
     int dim;
 } student;
 
@@ -47,13 +49,16 @@ static void load_student(student *st, const char *arch, const char *path)
     st_file f;
     char err[VL_ERRLEN];
     if (st_open(&f, path, err) != 0) die(1, "%s", err);
-    int depth = 0, ncls = 0;
+    int depth = 0, ncls = 0, k2;
     if (strcmp(arch, "auto") == 0) {
-        char e1[VL_ERRLEN];
+        char e1[VL_ERRLEN], e2[VL_ERRLEN];
+        int vkind;
         if (resnet_detect(&f, &depth, &ncls, e1) == 0)
             arch = depth == 18 ? "resnet18" : depth == 34 ? "resnet34" : "resnet50";
+        else if (vit_detect(&f, &vkind, &ncls, e2) == 0 && vkind != VIT_TINY16)
+            arch = vkind == VIT_B16 ? "vit_b16" : "vit_s16";
         else
-            die(1, "%s", e1);
+            die(1, "--arch auto: %s; and %s", e1, e2);
     }
     st->arch = arch;
     if (strncmp(arch, "resnet", 6) == 0) {
@@ -64,14 +69,28 @@ static void load_student(student *st, const char *arch, const char *path)
         if (resnet_load(st->rn, &f, err) != 0) die(1, "--arch %s: %s", arch, err);
         st->dim = resnet_feature_dim(st->rn);
     } else {
-        die(1, "--arch %s: not available yet", arch);
+        int kind = strcmp(arch, "vit_b16") == 0 ? VIT_B16 : VIT_S16;
+        if (vit_detect(&f, &k2, &ncls, err) != 0) ncls = 0;
+        /* the grid pos_embed was made for; other input sizes resize it */
+        const st_tensor *pe = st_find(&f, "pos_embed");
+        int grid = 14;
+        if (pe && pe->ndim == 3 && pe->shape[1] > 1) {
+            int n = (int)pe->shape[1] - 1;
+            for (grid = 1; grid * grid < n; grid++) {
+            }
+            if (grid * grid != n) die(1, "%s: tensor 'pos_embed' has %d positions: not 1 + a square grid", path, n + 1);
+        }
+        st->vt = vit_new(kind, grid * 16, ncls);
+        if (vit_load(st->vt, &f, err) != 0) die(1, "--arch %s: %s", arch, err);
+        st->dim = vit_feature_dim(st->vt);
     }
     st_close(&f);
 }
 
 static int run_student(student *st, float *feat, const float *x, int B, int H, int W, char *err)
 {
-    return resnet_forward(st->rn, feat, x, B, H, W, 0, err);
+    if (st->rn) return resnet_forward(st->rn, feat, x, B, H, W, 0, err);
+    return vit_forward(st->vt, feat, x, B, H, W, 0, err);
 }
 
 int main(int argc, char **argv)
@@ -227,5 +246,6 @@ int main(int argc, char **argv)
     free(x);
     free(feat);
     if (st.rn) resnet_free(st.rn);
+    if (st.vt) vit_free(st.vt);
     return 0;
 }

@@ -1,0 +1,144 @@
+/* student_train: the C side of the student training parity tests (compiled
+ * by tests/ref/resnet.sh and vit.sh against build/libvl2v.a).
+ *
+ *   student_train ARCH WEIGHTS BATCH OPT BN STEPS OUT
+ *
+ * ARCH resnet18|resnet34|resnet50|vit_s16|vit_b16; WEIGHTS the student's
+ * safetensors; BATCH a safetensors file with x (B,3,H,W), it (B,D), t (NC,D),
+ * y (B) (float), proj.weight (D,F), proj.bias (D), lambda (1); OPT
+ * adam|sgd|adamw; BN train|frozen (ResNets). Runs STEPS steps of
+ * Z = F(x) Wp^T + bp, the cosine loss, backward and the optimiser on the
+ * backbone and the head, then writes every tensor (backbone, proj.*), the
+ * losses ("loss", STEPS) and the first step's features ("feat0") to OUT. */
+#include "models/resnet.h"
+#include "models/vit.h"
+#include "nn/linear.h"
+#include "nn/loss.h"
+#include "optim.h"
+#include "param.h"
+#include "st.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static float *get(const st_file *f, const char *name, int ndim, const int64_t *shape)
+{
+    char err[VL_ERRLEN];
+    float *p = st_load_f32(f, name, ndim, shape, err);
+    if (!p) {
+        fprintf(stderr, "student_train: %s\n", err);
+        exit(1);
+    }
+    return p;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 8) {
+        fprintf(stderr, "usage: student_train ARCH WEIGHTS BATCH OPT BN STEPS OUT\n");
+        return 2;
+    }
+    const char *arch = argv[1], *opt = argv[4];
+    int bn_train = strcmp(argv[5], "train") == 0, steps = atoi(argv[6]);
+    char err[VL_ERRLEN];
+    st_file wf, bf;
+    if (st_open(&wf, argv[2], err) != 0 || st_open(&bf, argv[3], err) != 0) {
+        fprintf(stderr, "student_train: %s\n", err);
+        return 1;
+    }
+    resnet *rn = NULL;
+    vit *vt = NULL;
+    params *p;
+    int F;
+    if (strncmp(arch, "resnet", 6) == 0) {
+        int depth, ncls;
+        if (resnet_detect(&wf, &depth, &ncls, err) != 0) goto fail;
+        rn = resnet_new(atoi(arch + 6), ncls);
+        if (resnet_load(rn, &wf, err) != 0) goto fail;
+        resnet_set_bn_train(rn, bn_train);
+        p = resnet_params(rn);
+        F = resnet_feature_dim(rn);
+    } else {
+        int kind, ncls;
+        if (vit_detect(&wf, &kind, &ncls, err) != 0) goto fail;
+        const st_tensor *pe = st_find(&wf, "pos_embed");
+        int n = (int)pe->shape[1] - 1, g = 1;
+        while (g * g < n) g++;
+        vt = vit_new(strcmp(arch, "vit_b16") == 0 ? VIT_B16 : strcmp(arch, "vit_s16") == 0 ? VIT_S16 : kind,
+                     g * 16, ncls);
+        if (vit_load(vt, &wf, err) != 0) goto fail;
+        p = vit_params(vt);
+        F = vit_feature_dim(vt);
+    }
+    const st_tensor *xt = st_find(&bf, "x"), *tt = st_find(&bf, "t"), *wt = st_find(&bf, "proj.weight");
+    if (!xt || !tt || !wt) {
+        fprintf(stderr, "student_train: batch file lacks x, t or proj.weight\n");
+        return 1;
+    }
+    int B = (int)xt->shape[0], H = (int)xt->shape[2], W = (int)xt->shape[3];
+    int D = (int)wt->shape[0], NC = (int)tt->shape[0];
+    int64_t sx[4] = {B, 3, H, W}, sit[2] = {B, D}, st_[2] = {NC, D}, sy[1] = {B}, sw[2] = {D, F}, sb[1] = {D},
+            s1[1] = {1};
+    float *x = get(&bf, "x", 4, sx), *it = get(&bf, "it", 2, sit), *t = get(&bf, "t", 2, st_);
+    float *yf = get(&bf, "y", 1, sy), *lam = get(&bf, "lambda", 1, s1);
+    int *y = xmalloc(B * sizeof(int));
+    for (int i = 0; i < B; i++) y[i] = (int)yf[i];
+
+    params head;
+    param_init(&head);
+    param_add(&head, "proj.weight", 2, sw, 0);
+    param_add(&head, "proj.bias", 1, sb, 0);
+    param_alloc(&head);
+    float *wp0 = get(&bf, "proj.weight", 2, sw), *bp0 = get(&bf, "proj.bias", 1, sb);
+    memcpy(param_data(&head, 0), wp0, (size_t)D * F * sizeof(float));
+    memcpy(param_data(&head, 1), bp0, (size_t)D * sizeof(float));
+
+    int kind = strcmp(opt, "sgd") == 0 ? OPTIM_SGD : strcmp(opt, "adamw") == 0 ? OPTIM_ADAMW : OPTIM_ADAM;
+    float lr = kind == OPTIM_SGD ? 0.01f : 1e-3f;
+    optim o1, o2;
+    optim_init(&o1, kind, lr, p);
+    optim_init(&o2, kind, lr, &head);
+    if (kind == OPTIM_SGD) o1.momentum = o2.momentum = 0.9f;
+    if (st_find(&bf, "adam_eps")) {
+        float *e = get(&bf, "adam_eps", 1, s1);
+        o1.eps = o2.eps = e[0];
+    }
+    if (st_find(&bf, "lr")) o1.lr = o2.lr = get(&bf, "lr", 1, s1)[0];
+
+    float *feat = xmalloc((size_t)B * F * sizeof(float)), *dfeat = xmalloc((size_t)B * F * sizeof(float));
+    float *z = xmalloc((size_t)B * D * sizeof(float)), *dz = xmalloc((size_t)B * D * sizeof(float));
+    float *feat0 = xmalloc((size_t)B * F * sizeof(float)), *losses = xmalloc(steps * sizeof(float));
+    for (int s = 0; s < steps; s++) {
+        param_zero_grad(p);
+        param_zero_grad(&head);
+        int rc = rn ? resnet_forward(rn, feat, x, B, H, W, 1, err) : vit_forward(vt, feat, x, B, H, W, 1, err);
+        if (rc != 0) goto fail;
+        if (s == 0) memcpy(feat0, feat, (size_t)B * F * sizeof(float));
+        linear_forward(z, feat, param_data(&head, 0), param_data(&head, 1), B, F, D);
+        losses[s] = cosloss_forward(NULL, NULL, z, it, t, y, B, D, lam[0]);
+        memset(dz, 0, (size_t)B * D * sizeof(float));
+        memset(dfeat, 0, (size_t)B * F * sizeof(float));
+        cosloss_backward(dz, z, it, t, y, B, D, lam[0], 1.0f);
+        linear_backward(dfeat, param_grad(&head, 0), param_grad(&head, 1), dz, feat, param_data(&head, 0), B, F, D);
+        if (rn)
+            resnet_backward(rn, dfeat);
+        else
+            vit_backward(vt, dfeat);
+        optim_step(&o1, p);
+        optim_step(&o2, &head);
+    }
+    stw *w = stw_new();
+    param_add_to_writer(p, w);
+    param_add_to_writer(&head, w);
+    int64_t sl[1] = {steps}, sf[2] = {B, F};
+    stw_add(w, "loss", ST_F32, 1, sl, losses);
+    stw_add(w, "feat0", ST_F32, 2, sf, feat0);
+    if (stw_write(w, argv[7], err) != 0) goto fail;
+    stw_free(w);
+    return 0;
+fail:
+    fprintf(stderr, "student_train: %s\n", err);
+    return 1;
+}
