@@ -4,7 +4,7 @@
 usage: imgdecode_ref.py MODE MANIFEST SIZE
 
 Runs DomainBed's transforms on PIL images for every path of the manifest on
-one thread and prints "N SECONDS". MODE:
+one thread and prints "N WALL_SECONDS CPU_SECONDS". MODE:
   eval     ImageFolder's loader (open, convert RGB) + Resize((S, S)), pixels
            taken out as a uint8 array (what imgdecode writes)
   evalt    the same + ToTensor + Normalize (DomainBed's whole eval transform)
@@ -41,9 +41,9 @@ else:
     sys.exit(f"imgdecode_ref.py: unknown mode {mode}")
 
 torch.manual_seed(0)
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 for p in paths:
     with open(p, "rb") as f:
         img = Image.open(f).convert("RGB")
     out(tf(img))
-print(len(paths), time.perf_counter() - t0)
+print(len(paths), time.perf_counter() - t0, time.process_time() - c0)

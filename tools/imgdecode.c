@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,9 +30,52 @@ static const char USAGE[] =
     "  --root DIR      directory that relative manifest paths are taken from\n"
     "  --max-errors N  exit 1 when more than N images are dropped (default 0)\n";
 
+/* Starts an item: id, h, w, and the pix bin, whose h*w*3 bytes the caller
+ * fills through the returned pointer before item_end. */
+static uint8_t *item_begin(sw *s, const mf_row *row, int w, int h)
+{
+    sw_item_begin(s);
+    mpw_str(&s->w, "id");
+    mpw_str(&s->w, row->id);
+    mpw_str(&s->w, "h");
+    mpw_int(&s->w, h);
+    mpw_str(&s->w, "w");
+    mpw_int(&s->w, w);
+    mpw_str(&s->w, "pix");
+    return mpw_bin_reserve(&s->w, (size_t)w * h * 3);
+}
+
+/* The manifest's metadata, the view (unless < 0) and the path; ends the item. */
+static void item_end(sw *s, const mf_row *row, long long view)
+{
+    mpw *w = &s->w;
+    if (row->label >= 0) {
+        mpw_str(w, "label");
+        mpw_int(w, row->label);
+    }
+    const char *keys[] = {"class", "domain", "split"};
+    const char *vals[] = {row->cls, row->domain, row->split};
+    for (int k = 0; k < 3; k++)
+        if (vals[k]) {
+            mpw_str(w, keys[k]);
+            mpw_str(w, vals[k]);
+        }
+    if (view >= 0) {
+        mpw_str(w, "view");
+        mpw_int(w, view);
+    }
+    mpw_str(w, "path");
+    mpw_str(w, row->path);
+    if (sw_item_end(s) != 0) die(1, "write error: %s", strerror(s->w.err));
+}
+
 int main(int argc, char **argv)
 {
     tool_init("imgdecode");
+    /* images come and go in blocks of a few hundred kilobytes: keep them on
+     * the heap instead of mapping and faulting in fresh pages for each */
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
     long long size = 224, views = 1, max_errors = 0;
     unsigned long long seed = 0;
     int augment = 0, views_given = 0, exact = 0;
@@ -104,6 +148,7 @@ int main(int argc, char **argv)
     char *pathbuf = NULL;
     size_t pathcap = 0;
     img_idx_cache cache = {0};
+    img *pics = xcalloc((size_t)views, sizeof(img));
     uint64_t images = 0;
     double t0 = vl_now();
     mf_row row;
@@ -123,57 +168,36 @@ int main(int argc, char **argv)
             path = pathbuf;
         }
         img_src src;
-        img pic = {0};
         int ok = img_src_open(&src, path, &cache, err) == 0;
-        for (long long v = 0; ok && v < (augment ? views : 1); v++) {
-            if (augment) {
+        if (ok && augment) {
+            /* all views first, so that an image is either complete or dropped */
+            for (long long v = 0; ok && v < views; v++) {
                 rng r;
                 aug_params p;
                 rng_for_key(&r, seed, row.id, strlen(row.id), (uint64_t)v);
                 aug_sample(&p, &AUG_DOMAINBED, &r, src.w, src.h);
-                ok = aug_view(&pic, &src, &p, (int)size, exact, err) == 0;
-            } else {
-                img full;
-                int d = exact ? 1 : img_dct_denom(&src, (int)size, (int)size);
-                ok = img_decode(&src, d, &full, err) == 0;
-                if (ok) {
-                    /* a scaled decode's last row and column cover a part of
-                     * a pixel: resample exactly the source's extent */
-                    float box[4] = {0, 0, (float)src.w / d, (float)src.h / d};
-                    img_alloc(&pic, (int)size, (int)size);
-                    img_resize(pic.pix, pic.w, pic.h, full.pix, full.w, full.h, (size_t)full.w * 3, box);
-                    img_free(&full);
-                }
+                ok = aug_view(&pics[v], &src, &p, (int)size, exact, err) == 0;
             }
-            if (!ok) break;
-            sw_item_begin(&s);
-            mpw_str(w, "id");
-            mpw_str(w, row.id);
-            mpw_str(w, "h");
-            mpw_int(w, pic.h);
-            mpw_str(w, "w");
-            mpw_int(w, pic.w);
-            mpw_str(w, "pix");
-            mpw_bin(w, pic.pix, (size_t)pic.w * pic.h * 3);
-            if (row.label >= 0) {
-                mpw_str(w, "label");
-                mpw_int(w, row.label);
+            for (long long v = 0; ok && v < views; v++) {
+                size_t n = (size_t)pics[v].w * pics[v].h * 3;
+                memcpy(item_begin(&s, &row, pics[v].w, pics[v].h), pics[v].pix, n);
+                item_end(&s, &row, v);
             }
-            const char *keys[] = {"class", "domain", "split"};
-            const char *vals[] = {row.cls, row.domain, row.split};
-            for (int k = 0; k < 3; k++)
-                if (vals[k]) {
-                    mpw_str(w, keys[k]);
-                    mpw_str(w, vals[k]);
-                }
-            if (augment) {
-                mpw_str(w, "view");
-                mpw_int(w, v);
+            for (long long v = 0; v < views; v++) img_free(&pics[v]);
+        } else if (ok) {
+            img full;
+            int d = exact ? 1 : img_dct_denom(&src, (int)size, (int)size);
+            ok = img_decode(&src, d, &full, err) == 0;
+            if (ok) {
+                /* a scaled decode's last row and column cover a part of a
+                 * pixel: resample exactly the source's extent, straight into
+                 * the output buffer */
+                float box[4] = {0, 0, (float)src.w / d, (float)src.h / d};
+                uint8_t *pix = item_begin(&s, &row, (int)size, (int)size);
+                img_resize(pix, (int)size, (int)size, full.pix, full.w, full.h, (size_t)full.w * 3, box);
+                item_end(&s, &row, -1);
+                img_free(&full);
             }
-            mpw_str(w, "path");
-            mpw_str(w, row.path);
-            if (sw_item_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
-            img_free(&pic);
         }
         if (ok) {
             images++;
@@ -198,6 +222,7 @@ int main(int argc, char **argv)
     mf_close(&m);
     img_idx_cache_free(&cache);
     free(pathbuf);
+    free(pics);
     if ((long long)s.dropped > max_errors) {
         warnx("%llu images dropped (more than --max-errors %lld)", (unsigned long long)s.dropped, max_errors);
         return 1;
