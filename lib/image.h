@@ -27,10 +27,10 @@ void img_alloc(img *im, int w, int h);
 
 enum img_format { IMG_UNKNOWN, IMG_JPEG, IMG_PNG, IMG_IDX };
 
-/* Largest accepted side, and largest accepted pixel count (bounds checked
- * before any allocation). */
+/* Largest accepted side, and largest accepted pixel count (PIL's
+ * decompression-bomb limit), checked before any pixel is allocated. */
 #define IMG_MAX_SIDE 65535
-#define IMG_MAX_PIXELS ((int64_t)1 << 28)
+#define IMG_MAX_PIXELS ((int64_t)178956970)
 
 /* The decompressed IDX files last used, so that the 70,000 images of
  * Fashion-MNIST cost one gunzip, not one each. Zero-initialise; release with

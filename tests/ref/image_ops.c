@@ -7,7 +7,7 @@
  *   image_ops OP VALUE               brightness|contrast|saturation|hue|gray|flip
  *   image_ops sample SEED ID VIEW W H        the drawn augmentation parameters
  *   image_ops samples SEED N W H              parameters for ids "0".."N-1", view 0
- *   image_ops augment SEED ID VIEW SIZE PATH  a whole augmented view */
+ *   image_ops augment SEED ID VIEW SIZE PATH [EXACT]  a whole augmented view */
 #include "augment.h"
 #include "image.h"
 #include "util.h"
@@ -84,7 +84,7 @@ int main(int argc, char **argv)
         }
         return 0;
     }
-    if (strcmp(op, "augment") == 0 && argc == 7) {
+    if (strcmp(op, "augment") == 0 && (argc == 7 || argc == 8)) {
         img_src s;
         if (img_src_open(&s, argv[6], NULL, err) != 0) {
             printf("ERR %s\n", err);
@@ -96,7 +96,7 @@ int main(int argc, char **argv)
         aug_sample(&p, &AUG_DOMAINBED, &r, s.w, s.h);
         print_params(&p);
         img out;
-        if (aug_view(&out, &s, &p, atoi(argv[5]), 0, err) != 0) {
+        if (aug_view(&out, &s, &p, atoi(argv[5]), argc == 8 && atoi(argv[7]), err) != 0) {
             printf("ERR %s\n", err);
             return 0;
         }
