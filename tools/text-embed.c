@@ -186,6 +186,27 @@ static char *find_tokenizer(const char *model, const char *bpe)
     return found;
 }
 
+/* Tokenises template tmpl filled with class cls into row[0..ctx) and returns
+ * its length; dies with a message naming the prompt when it is too long
+ * (without truncate) or holds an id the model does not have. */
+static const char *tok_path; /* for messages */
+
+static int tokenize_prompt(tok *tk, const char *tmpl, const char *cls, int ctx, int truncate, int vocab, int32_t *row)
+{
+    char err[VL_ERRLEN];
+    char *prompt = make_prompt(tmpl, cls);
+    int n = tok_tokenize(tk, prompt, strlen(prompt), ctx, truncate, row, err);
+    if (n < 0)
+        die(1, "class '%s', prompt '%s': %s%s", cls, prompt, err,
+            strstr(err, "longer than") ? "; --truncate keeps its start" : "");
+    for (int i = 0; i < n; i++)
+        if (row[i] >= vocab)
+            die(1, "prompt '%s': token id %d is outside the model's vocabulary of %d: the tokenizer (%s) does not "
+                   "belong to the model", prompt, row[i], vocab, tok_path);
+    free(prompt);
+    return n;
+}
+
 int main(int argc, char **argv)
 {
     tool_init("text-embed");
@@ -241,7 +262,8 @@ int main(int argc, char **argv)
                     classes.v[i], j, i);
 
     char err[VL_ERRLEN];
-    char *tok_path = find_tokenizer(model_path, bpe);
+    char *tok_file = find_tokenizer(model_path, bpe);
+    tok_path = tok_file;
     tok *tk;
     if (tok_load(&tk, tok_path, err) != 0) die(1, "%s", err);
     blas_set_threads(threads);
@@ -249,41 +271,10 @@ int main(int argc, char **argv)
     if (clip_load(&m, model_path, err) != 0) die(1, "%s", err);
     int ctx = clip_context_length(m), D = clip_embed_dim(m), V = clip_vocab_size(m);
 
-    /* all prompts, tokenised: class k, template j at row k * P + j */
+    /* every prompt is tokenised (and checked) before anything is written */
     size_t K = classes.n, P = templates.n, N = K * P;
-    int32_t *tokens = xmalloc(N * (size_t)ctx * sizeof *tokens);
-    int *len = xmalloc(N * sizeof *len);
-    char **first_prompt = xmalloc(K * sizeof *first_prompt);
-    for (size_t k = 0; k < K; k++)
-        for (size_t j = 0; j < P; j++) {
-            char *prompt = make_prompt(templates.v[j], classes.v[k]);
-            int32_t *row = tokens + (k * P + j) * (size_t)ctx;
-            int n = tok_tokenize(tk, prompt, strlen(prompt), ctx, truncate, row, err);
-            if (n < 0) die(1, "class '%s', prompt '%s': %s%s", classes.v[k], prompt, err,
-                           strstr(err, "longer than") ? "; --truncate keeps its start" : "");
-            for (int i = 0; i < n; i++)
-                if (row[i] >= V)
-                    die(1, "prompt '%s': token id %d is outside the model's vocabulary of %d: the tokenizer (%s) "
-                           "does not belong to the model", prompt, row[i], V, tok_path);
-            len[k * P + j] = n;
-            if (j == 0) first_prompt[k] = prompt;
-            else free(prompt);
-        }
-    tok_free(tk);
-
-    /* encode in batches, each only as long as its longest prompt: the causal
-     * mask makes the positions after the end token irrelevant */
-    float *emb = xmalloc(N * (size_t)D * sizeof *emb);
     int32_t *bt = xmalloc((size_t)batch * ctx * sizeof *bt);
-    for (size_t s = 0; s < N; s += (size_t)batch) {
-        int B = (int)(N - s < (size_t)batch ? N - s : (size_t)batch), T = 1;
-        for (int b = 0; b < B; b++)
-            if (len[s + b] > T) T = len[s + b];
-        for (int b = 0; b < B; b++) memcpy(bt + (size_t)b * T, tokens + (s + b) * (size_t)ctx, T * sizeof *bt);
-        if (clip_encode_text(m, bt, B, T, emb + s * (size_t)D, err) != 0) die(1, "%s", err);
-        progress("%zu/%zu prompts", s + B, N);
-    }
-    progress_done();
+    for (size_t q = 0; q < N; q++) tokenize_prompt(tk, templates.v[q % P], classes.v[q / P], ctx, truncate, V, bt);
 
     tool_out out;
     sw s;
@@ -304,42 +295,58 @@ int main(int argc, char **argv)
     mpw_end(&s.w);
     if (sw_header_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
 
-    float *vec = xmalloc((size_t)D * sizeof *vec);
-    double *acc = xmalloc((size_t)D * sizeof *acc);
-    for (size_t k = 0; k < K; k++) {
-        for (int d = 0; d < D; d++) acc[d] = 0;
-        for (size_t j = 0; j < P; j++) {
-            const float *e = emb + (k * P + j) * (size_t)D;
-            for (int d = 0; d < D; d++) acc[d] += e[d];
+    /* prompts in batches, class after class (prompt q is class q / P with
+     * template q % P); each batch is only as long as its longest prompt, as
+     * the causal mask makes the positions after the end token irrelevant. A
+     * class's item is written once its last prompt is encoded. */
+    float *emb = xmalloc((size_t)batch * D * sizeof *emb), *vec = xmalloc((size_t)D * sizeof *vec);
+    double *acc = xcalloc((size_t)D, sizeof *acc);
+    for (size_t q0 = 0; q0 < N; q0 += (size_t)batch) {
+        int B = (int)(N - q0 < (size_t)batch ? N - q0 : (size_t)batch), T = 1;
+        for (int b = 0; b < B; b++) {
+            size_t q = q0 + (size_t)b;
+            int n = tokenize_prompt(tk, templates.v[q % P], classes.v[q / P], ctx, truncate, V, bt + (size_t)b * ctx);
+            if (n > T) T = n;
         }
-        double norm = 0;
-        for (int d = 0; d < D; d++) norm += acc[d] * acc[d];
-        norm = sqrt(norm);
-        if (!(norm > 0) || !isfinite(norm)) die(1, "class '%s': the prompt embeddings cancel out or are not finite",
-                                                classes.v[k]);
-        for (int d = 0; d < D; d++) vec[d] = (float)(acc[d] / norm);
-        sw_item_begin(&s);
-        mpw_str(&s.w, "id");
-        mpw_str(&s.w, classes.v[k]);
-        mpw_str(&s.w, "vec");
-        mpw_bin(&s.w, vec, (size_t)D * sizeof *vec);
-        mpw_str(&s.w, "label");
-        mpw_int(&s.w, (int64_t)k);
-        mpw_str(&s.w, "class");
-        mpw_str(&s.w, classes.v[k]);
-        mpw_str(&s.w, "text");
-        mpw_str(&s.w, first_prompt[k]);
-        if (sw_item_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
+        for (int b = 1; b < B; b++) memmove(bt + (size_t)b * T, bt + (size_t)b * ctx, (size_t)T * sizeof *bt);
+        if (clip_encode_text(m, bt, B, T, emb, err) != 0) die(1, "%s", err);
+        for (int b = 0; b < B; b++) {
+            size_t q = q0 + (size_t)b, k = q / P;
+            for (int d = 0; d < D; d++) acc[d] += emb[(size_t)b * D + d];
+            if (q % P != P - 1) continue;
+            double norm = 0;
+            for (int d = 0; d < D; d++) norm += acc[d] * acc[d];
+            norm = sqrt(norm);
+            if (!(norm > 0) || !isfinite(norm))
+                die(1, "class '%s': the prompt embeddings cancel out or are not finite", classes.v[k]);
+            for (int d = 0; d < D; d++) vec[d] = (float)(acc[d] / norm), acc[d] = 0;
+            char *first = make_prompt(templates.v[0], classes.v[k]);
+            sw_item_begin(&s);
+            mpw_str(&s.w, "id");
+            mpw_str(&s.w, classes.v[k]);
+            mpw_str(&s.w, "vec");
+            mpw_bin(&s.w, vec, (size_t)D * sizeof *vec);
+            mpw_str(&s.w, "label");
+            mpw_int(&s.w, (int64_t)k);
+            mpw_str(&s.w, "class");
+            mpw_str(&s.w, classes.v[k]);
+            mpw_str(&s.w, "text");
+            mpw_str(&s.w, first);
+            free(first);
+            if (sw_item_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
+        }
+        progress("%zu/%zu prompts", q0 + (size_t)B, N);
     }
+    progress_done();
     sw_trailer_begin(&s);
     sw_trailer_end(&s);
     output_commit(&out, &s);
     sw_free(&s);
 
-    for (size_t k = 0; k < K; k++) free(classes.v[k]), free(first_prompt[k]);
+    for (size_t k = 0; k < K; k++) free(classes.v[k]);
     for (size_t j = 0; j < P; j++) free(templates.v[j]);
-    free(classes.v), free(templates.v), free(first_prompt), free(tokens), free(len), free(emb), free(bt), free(vec);
-    free(acc), free(space), free(tok_path);
+    free(classes.v), free(templates.v), free(emb), free(bt), free(vec), free(acc), free(space), free(tok_file);
+    tok_free(tk);
     clip_free(m);
     return 0;
 }

@@ -52,6 +52,8 @@ sys.exit(0 if len(a) == len(b) and all(np.abs(x - y).max() <= 1e-6 for x, y in z
 PY
     pass "text-embed: both naming schemes give the same vectors" ||
     failed "text-embed: both naming schemes give the same vectors"
+run "--batch 3: classes spanning batches" --classes $CN/pacs.txt --templates "$tmp/t5.txt" -- \
+    --model "$d/hf" --classes $CN/pacs.txt --templates "$tmp/t5.txt" --batch 3
 run "default template" --classes $CN/officehome.txt -- --model "$d/hf" --classes $CN/officehome.txt
 run "DomainNet's 345 classes x 2 templates, --template twice" --classes $CN/domainnet.txt \
     --template "a photo of a {}." --template "itap of my {}." -- \
