@@ -28,9 +28,22 @@
 #include <unistd.h>
 
 static const char USAGE[] =
-    "usage: teacher-embed (--model DIR|FILE | --exec CMD [--model-id ID]) [--normalize clip|imagenet]\n"
-    "                     [--resize] [--batch N] [--threads N] [--cache DIR] [--max-queries N]\n"
-    "                     [--max-errors N] [-o FILE] [-v] [FILE]\n";
+    "usage: teacher-embed --model DIR|FILE [--normalize clip|imagenet] [--resize] [--batch N]\n"
+    "                     [--threads N] [--cache DIR] [--max-queries N] [--max-errors N] [-o FILE]\n"
+    "                     [-v] [FILE]\n"
+    "       teacher-embed --exec CMD [--model-id ID] [--normalize clip|imagenet] [--cache DIR]\n"
+    "                     [--max-queries N] [--max-errors N] [-o FILE] [-v] [FILE]\n"
+    "  --model DIR|FILE   white-box: a Hugging Face CLIP directory or an OpenAI/OpenCLIP .safetensors\n"
+    "  --exec CMD         black-box: CMD reads an image stream and writes an embedding stream\n"
+    "  --model-id ID      the black-box teacher's identity for the cache and the space (default: CMD)\n"
+    "  --normalize N      clip (CLIP's mean/std, default) or imagenet (the published release)\n"
+    "  --resize           resize other sizes to the model's (PIL bilinear) instead of dropping them\n"
+    "  --batch N          images per forward pass (default 16)\n"
+    "  --threads N        OpenBLAS threads (default: OpenBLAS's own choice)\n"
+    "  --cache DIR        content-addressed cache of answers, shared by runs and processes\n"
+    "  --max-queries N    fail once N images have been sent to the teacher (default: no limit)\n"
+    "  --max-errors N     fail once more than N items have been dropped (default 0)\n"
+    "  -o FILE            write FILE atomically instead of standard output\n";
 
 static const float IMAGENET_MEAN[3] = {0.485f, 0.456f, 0.406f};
 static const float IMAGENET_STD[3] = {0.229f, 0.224f, 0.225f};
@@ -524,6 +537,7 @@ int main(int argc, char **argv)
     tool_init("teacher-embed");
     run R = {.normalize = "clip", .batch = 16, .max_queries = -1, .argc = argc, .argv = argv, .vin = -1};
     const char *outpath = NULL, *cache_dir = NULL;
+    int batch_set = 0;
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"exec", required_argument, 0, 'x'},
                                          {"model-id", required_argument, 0, 'I'},
@@ -546,7 +560,10 @@ int main(int argc, char **argv)
         case 'I': R.model_id = optarg; break;
         case 'n': R.normalize = optarg; break;
         case 'r': R.resize = 1; break;
-        case 'b': R.batch = (int)parse_int(USAGE, "--batch", optarg, 1, 4096); break;
+        case 'b':
+            R.batch = (int)parse_int(USAGE, "--batch", optarg, 1, 4096);
+            batch_set = 1;
+            break;
         case 't': R.threads = (int)parse_int(USAGE, "--threads", optarg, 1, 1024); break;
         case 'C': cache_dir = optarg; break;
         case 'Q': R.max_queries = parse_int(USAGE, "--max-queries", optarg, 0, INT64_MAX); break;
@@ -559,6 +576,8 @@ int main(int argc, char **argv)
     }
     if (!R.model_path == !R.exec_cmd) usage_error(USAGE, "give one of --model and --exec");
     if (R.model_id && !R.exec_cmd) usage_error(USAGE, "--model-id goes with --exec");
+    if (R.exec_cmd && (R.resize || batch_set || R.threads))
+        usage_error(USAGE, "--resize, --batch and --threads go with --model (the vendor decides them)");
     if (strcmp(R.normalize, "clip") != 0 && strcmp(R.normalize, "imagenet") != 0)
         usage_error(USAGE, "--normalize must be clip or imagenet, not '%s'", R.normalize);
     if (argc - optind > 1) usage_error(USAGE, "at most one input file");

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 const float CLIP_MEAN[3] = {0.48145466f, 0.4578275f, 0.40821073f};
@@ -92,6 +93,10 @@ static int get(const st_file *f, const char *name, float *dst, int ndim, const i
     if (st_to_f32(t, dst) < 0)
         return vl_error(err, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16", f->path, name,
                         st_dtype_name(t->dtype));
+    /* the mapped file pages are no longer needed: keep the peak memory at one
+     * copy of the weights, not two */
+    uintptr_t a0 = ((uintptr_t)t->data + 4095) & ~(uintptr_t)4095, a1 = ((uintptr_t)t->data + t->nbytes) & ~(uintptr_t)4095;
+    if (a1 > a0) madvise((void *)a0, a1 - a0, MADV_DONTNEED);
     return 0;
 }
 
@@ -220,6 +225,15 @@ static uint64_t hash_bytes(uint64_t h, const void *data, size_t n)
         r ^= r >> 33;
     }
     return r;
+}
+
+/* The identity hash of the whole weights file; its pages are then dropped
+ * from memory again (they come back one tensor at a time while loading). */
+static uint64_t hash_weights(uint64_t h, const st_file *f)
+{
+    h = hash_bytes(h, f->map, f->size);
+    madvise(f->map, f->size, MADV_DONTNEED);
+    return h;
 }
 
 static int load_hf(clip_model *m, const st_file *f, const json *cfg, const char *cpath, char *err)
@@ -376,11 +390,12 @@ int clip_load(clip_model **out, const char *path, char *err)
         }
         if (st_open(&f, wpath, err) < 0) goto done;
         opened = 1;
+        h = hash_weights(hash_bytes(0, ctext, clen), &f);
         if (load_hf(m, &f, cfg, cpath, err) < 0) goto done;
-        h = hash_bytes(0, ctext, clen);
     } else {
         if (st_open(&f, path, err) < 0) goto done;
         opened = 1;
+        h = hash_weights(0, &f);
         if (st_find(&f, "visual.conv1.weight"))
             rc = load_openai(m, &f, err);
         else if (st_find(&f, "vision_model.embeddings.patch_embedding.weight"))
@@ -390,7 +405,6 @@ int clip_load(clip_model **out, const char *path, char *err)
         if (rc < 0) goto done;
         rc = -1;
     }
-    h = hash_bytes(h, f.map, f.size);
     {
         char *b = base_name(path);
         size_t n = strlen(b) + 20;

@@ -65,6 +65,13 @@ va=np.array([np.frombuffer(x["vec"],"<f4") for x in a[:-1]]); vb=np.array([np.fr
 sys.exit(0 if np.abs(va-vb).max() < 1e-6 else 1)' "$d/o_hf.mp" "$d/o2.mp" &&
     pass "tiny: --batch 2 agrees with --batch 16" || failed "tiny: --batch 2 agrees with --batch 16"
 
+teacher-embed --model "$d/hf" --threads 1 <"$d/images.mp" >"$d/t1.mp" &&
+    teacher-embed --model "$d/hf" --threads 2 <"$d/images.mp" >"$d/t2.mp" &&
+    $PYTHON -c 'import sys,msgpack,numpy as np
+v=[np.array([np.frombuffer(x["vec"],"<f4") for x in list(msgpack.Unpacker(open(p,"rb"),raw=False))[1:-1]]) for p in sys.argv[1:]]
+sys.exit(0 if np.abs(v[0]-v[1]).max() <= 1e-6 else 1)' "$d/t1.mp" "$d/t2.mp" &&
+    pass "tiny: --threads 1 and --threads 2 agree within 1e-6" || failed "tiny: --threads 1 and --threads 2 agree within 1e-6"
+
 # errors: a size mismatch, a missing tensor, a wrong shape, a bad path
 teacher-embed --model "$d/hf" <"$d/resize.mp" >"$d/o.mp" 2>"$d/err"
 rc=$?

@@ -6,7 +6,8 @@
  *   clip_encode MODEL image PIX.f32 B OUT.f32 [REPEAT [THREADS]]
  *
  * Writes the (B,D) embeddings of the last repetition to OUT and, on stdout,
- * "load SECONDS" and "encode SECONDS" (the fastest repetition). */
+ * "load SECONDS", "encode SECONDS" (the fastest repetition) and "maxrss KIB"
+ * (peak resident memory). */
 #include "blas.h"
 #include "models/clip.h"
 #include "util.h"
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 static void *read_all(const char *path, size_t want)
 {
@@ -54,6 +56,9 @@ int main(int argc, char **argv)
         if (t < best) best = t;
     }
     printf("encode %.4f\n", best);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("maxrss %ld\n", ru.ru_maxrss);
     FILE *f = fopen(argv[text ? 6 : 5], "wb");
     if (!f || fwrite(out, sizeof(float), (size_t)B * D, f) != (size_t)B * D || fclose(f) != 0)
         return fprintf(stderr, "clip_encode: cannot write %s\n", argv[text ? 6 : 5]), 1;

@@ -8,7 +8,7 @@ length, JSON header, raw data). Reference embeddings are computed in float64
 from the same (rounded) weights.
 
     clip_ref.py make --config tiny|vitb16 --dtype f32|f16|bf16 --out DIR [--seed N]
-        [--images N] [--texts N]
+        [--images N] [--texts N] [--weights-only]
       DIR/hf/{config.json,model.safetensors}, DIR/openai.safetensors,
       DIR/images.mp (image stream), DIR/resize.mp (images of other sizes),
       DIR/tokens.i32 (texts x context, int32), DIR/pix.f32 (the images as
@@ -317,6 +317,8 @@ def make(a):
     if v["hidden_act"] == "gelu":
         meta["hidden_act"] = "gelu"
     write_safetensors(os.path.join(a.out, "openai.safetensors"), openai_names(sd, cfg), meta)
+    if a.weights_only:
+        return
 
     rng = np.random.default_rng(a.seed)
     S = v["image_size"]
@@ -393,6 +395,7 @@ def main():
     m.add_argument("--seed", type=int, default=1)
     m.add_argument("--images", type=int, default=5)
     m.add_argument("--texts", type=int, default=4)
+    m.add_argument("--weights-only", action="store_true", help="no inputs or reference outputs")
     c = sub.add_parser("compare")
     c.add_argument("ref")
     c.add_argument("got")
