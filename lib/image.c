@@ -207,6 +207,7 @@ struct pngctx {
     jmp_buf jb;
     const uint8_t *data;
     size_t len, pos;
+    volatile int too_large;
     char msg[200];
 };
 
@@ -244,6 +245,7 @@ static int png_run(img_src *s, img *out, char *err)
         free(buf);
         free(rows);
         if (out) img_free(out);
+        if (c.too_large) return vl_error(err, "%s: %dx%d is over the size limit", s->name, s->w, s->h);
         return vl_error(err, "%s: corrupt PNG: %s", s->name, c.msg);
     }
     png_set_read_fn(p, &c, png_read_mem);
@@ -251,9 +253,12 @@ static int png_run(img_src *s, img *out, char *err)
     png_set_user_limits(p, IMG_MAX_SIDE, IMG_MAX_SIDE);
     png_read_info(p, info);
     png_uint_32 w = png_get_image_width(p, info), h = png_get_image_height(p, info);
-    if ((int64_t)w * h > IMG_MAX_PIXELS) png_error(p, "image too large");
     s->w = (int)w;
     s->h = (int)h;
+    if ((int64_t)w * h > IMG_MAX_PIXELS) {
+        c.too_large = 1;
+        png_error(p, "image too large");
+    }
     if (!out) {
         png_destroy_read_struct(&p, &info, NULL);
         return 0;

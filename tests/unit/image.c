@@ -167,6 +167,19 @@ static void test_jpeg(void)
         int rc = img_load(tpath(bad[i]), &x, err);
         CHECK(rc == -1 && strstr(err, bad[i]) && x.pix == NULL, "%s refused: %s", bad[i], err);
     }
+    /* a header claiming 60000x60000 pixels is refused before any allocation */
+    for (size_t i = 0; i + 9 < n; i++)
+        if ((uint8_t)data[i] == 0xff && (uint8_t)data[i + 1] == 0xc0) {
+            data[i + 5] = (char)0xea, data[i + 6] = 0x60, data[i + 7] = (char)0xea, data[i + 8] = 0x60;
+            break;
+        }
+    img huge;
+    CHECK(img_src_open_mem(&s, "huge.jpg", (uint8_t *)data, n, err) == 0 && s.w == 60000 &&
+              img_decode(&s, 1, &huge, err) == -1 && strstr(err, "size limit"),
+          "JPEG of 60000x60000 refused: %s", err);
+    img_src_free(&s);
+    free(data);
+    data = vl_read_file(tpath("a.jpg"), 1 << 20, &n, err);
     img mem;
     CHECK(img_src_open_mem(&s, "in-memory", (uint8_t *)data, n, err) == 0 && img_decode(&s, 1, &mem, err) == 0 &&
               memcmp(mem.pix, a.pix, sizeof(rgb)) == 0,
@@ -212,6 +225,17 @@ static void test_png(void)
     for (int i = 0; ok && i < w * h; i++) ok = l.pix[3 * i] == la[2 * i] && l.pix[3 * i + 1] == la[2 * i];
     CHECK(ok, "grey+alpha PNG: grey replicated, alpha dropped");
 
+    /* IHDR of 30000x30000 RGB: refused when probed */
+    uint8_t bomb[45] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
+                        0, 0, 0x75, 0x30, 0, 0, 0x75, 0x30, 8, 2, 0, 0, 0, 0, 0, 0, 0,
+                        0, 0, 0, 0, 'I', 'D', 'A', 'T'};
+    uint32_t crc = (uint32_t)crc32(0, bomb + 12, 17);
+    bomb[29] = crc >> 24, bomb[30] = crc >> 16, bomb[31] = crc >> 8, bomb[32] = crc;
+    crc = (uint32_t)crc32(0, bomb + 37, 4);
+    bomb[41] = crc >> 24, bomb[42] = crc >> 16, bomb[43] = crc >> 8, bomb[44] = crc;
+    img_src s;
+    CHECK(img_src_open_mem(&s, "bomb.png", bomb, sizeof(bomb), err) == -1 && strstr(err, "30000x30000 is over the size limit"),
+          "PNG of 30000x30000 refused: %s", err);
     size_t n;
     char *data = vl_read_file(tpath("rgba.png"), 1 << 20, &n, err);
     write_bytes(tpath("trunc.png"), data, n - 20);
