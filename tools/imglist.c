@@ -303,10 +303,17 @@ int main(int argc, char **argv)
                     rng_for_key(&r, seed, id, strlen(id), 0);
                     split = rng_uniform(&r) < holdout ? "out" : "in";
                 }
-                if (split && strcmp(split, "out") == 0) dout++;
                 mf_row row = {.id = id, .path = path, .label = (int64_t)k, .cls = classes.v[k],
                               .domain = domains.v[d], .split = split};
-                put_row(fp, &row);
+                char err[VL_ERRLEN];
+                if (mf_write_row(fp, &row, err) != 0) {
+                    warnx("%s: skipped", err);
+                    skipped++;
+                    free(id);
+                    free(path);
+                    continue;
+                }
+                if (split && strcmp(split, "out") == 0) dout++;
                 drows++;
                 free(id);
                 free(path);
