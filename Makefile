@@ -62,10 +62,11 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
 		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7
 	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin
+	install -m 755 tools/pth2safetensors $(DESTDIR)$(PREFIX)/bin
 	for m in $(MANS); do install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$${m##*.}; done
 
 uninstall:
-	rm -f $(TOOLS:bin/%=$(DESTDIR)$(PREFIX)/bin/%)
+	rm -f $(TOOLS:bin/%=$(DESTDIR)$(PREFIX)/bin/%) $(DESTDIR)$(PREFIX)/bin/pth2safetensors
 	for m in $(MANS); do rm -f $(DESTDIR)$(PREFIX)/share/man/man$${m##*.}/$${m##*/}; done
 
 # Coverage-guided fuzzing of the stream reader and the safetensors parser

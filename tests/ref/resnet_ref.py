@@ -71,6 +71,10 @@ def prepare(d):
         m = make_model(arch, 100 + k)
         m.eval()
         st_save(os.path.join(d, arch + ".safetensors"), dict(m.state_dict()))
+        if arch == "resnet18":
+            # a DataParallel training checkpoint, for tools/pth2safetensors
+            torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in m.state_dict().items()}},
+                       os.path.join(d, "resnet18.pth"))
         feats = []
         with torch.no_grad():
             for _, im in imgs:
@@ -152,6 +156,14 @@ def compare(d):
               "%s: ids and labels carried over in order" % arch)
         e = rel_err(got, want)
         check(e < TOL, "%s: student-embed features match torchvision (rel err %.2g)" % (arch, e))
+
+    path = os.path.join(d, "pth.emb.mp")
+    if os.path.exists(path) and os.path.getsize(path):
+        a = [it["vec"] for it in read_stream(path)[1]]
+        b = [it["vec"] for it in read_stream(os.path.join(d, "resnet18.emb.mp"))[1]]
+        check(a == b, "pth2safetensors: a converted DataParallel checkpoint gives the same features, bit for bit")
+    else:
+        check(False, "pth2safetensors: no features from the converted checkpoint")
 
     for arch, opt, bn in TRAIN:
         tag = "%s %s BN %s" % (arch, opt, bn)

@@ -1,0 +1,111 @@
+/* train: the C side of bench/train.sh. Random weights, random inputs; runs
+ * WARMUP + STEPS training steps (forward, projection to 512, cosine loss,
+ * backward, Adam over backbone and head; BatchNorm frozen as the method
+ * trains) or forward-only passes, and prints "ips N" (images/s over the
+ * timed steps) and "peak_mb N" (peak resident memory).
+ *
+ *   train ARCH(resnet18|resnet50|vit_b16) train|forward B SIZE STEPS */
+#include "models/resnet.h"
+#include "models/vit.h"
+#include "nn/linear.h"
+#include "nn/loss.h"
+#include "optim.h"
+#include "param.h"
+#include "rng.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+static void fill(float *p, size_t n, rng *r, float scale)
+{
+    for (size_t i = 0; i < n; i++) p[i] = (float)(rng_normal(r) * scale);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 6) {
+        fprintf(stderr, "usage: train ARCH train|forward B SIZE STEPS\n");
+        return 2;
+    }
+    const char *arch = argv[1];
+    int training = strcmp(argv[2], "train") == 0, B = atoi(argv[3]), S = atoi(argv[4]), steps = atoi(argv[5]);
+    rng r;
+    rng_seed(&r, 1);
+    resnet *rn = NULL;
+    vit *vt = NULL;
+    params *p;
+    int F;
+    if (strncmp(arch, "resnet", 6) == 0) {
+        rn = resnet_new(atoi(arch + 6), 1000);
+        p = resnet_params(rn);
+        F = resnet_feature_dim(rn);
+    } else {
+        vt = vit_new(VIT_B16, 224, 1000);
+        p = vit_params(vt);
+        F = vit_feature_dim(vt);
+    }
+    for (int i = 0; i < p->n; i++) {
+        const char *n = p->t[i].name;
+        float *d = param_data(p, i);
+        size_t k = p->t[i].numel;
+        if (strstr(n, "running_var") || ((strstr(n, "bn") || strstr(n, "norm") || strstr(n, "downsample.1")) &&
+                                         strstr(n, "weight")))
+            for (size_t j = 0; j < k; j++) d[j] = 1.0f;
+        else if (!strstr(n, "running_mean") && !strstr(n, "bias"))
+            fill(d, k, &r, 0.02f);
+    }
+    const int D = 512, NC = 7;
+    params head;
+    param_init(&head);
+    int64_t sw[2] = {D, F}, sb[1] = {D};
+    param_add(&head, "proj.weight", 2, sw, 0);
+    param_add(&head, "proj.bias", 1, sb, 0);
+    param_alloc(&head);
+    fill(param_data(&head, 0), (size_t)D * F, &r, 0.02f);
+    float *x = xmalloc_aligned((size_t)B * 3 * S * S * sizeof(float));
+    fill(x, (size_t)B * 3 * S * S, &r, 1.0f);
+    float *it = xmalloc((size_t)B * D * 4), *t = xmalloc((size_t)NC * D * 4);
+    fill(it, (size_t)B * D, &r, 1.0f);
+    fill(t, (size_t)NC * D, &r, 1.0f);
+    int *y = xmalloc(B * sizeof(int));
+    for (int i = 0; i < B; i++) y[i] = i % NC;
+    float *feat = xmalloc((size_t)B * F * 4), *dfeat = xmalloc((size_t)B * F * 4);
+    float *z = xmalloc((size_t)B * D * 4), *dz = xmalloc((size_t)B * D * 4);
+    optim o1, o2;
+    optim_init(&o1, OPTIM_ADAM, 5e-5f, p);
+    optim_init(&o2, OPTIM_ADAM, 5e-5f, &head);
+    char err[VL_ERRLEN];
+    double t0 = 0;
+    for (int s = 0; s < 1 + steps; s++) {
+        if (s == 1) t0 = vl_now();
+        int rc = rn ? resnet_forward(rn, feat, x, B, S, S, training, err)
+                    : vit_forward(vt, feat, x, B, S, S, training, err);
+        if (rc != 0) {
+            fprintf(stderr, "train: %s\n", err);
+            return 1;
+        }
+        if (!training) continue;
+        param_zero_grad(p);
+        param_zero_grad(&head);
+        linear_forward(z, feat, param_data(&head, 0), param_data(&head, 1), B, F, D);
+        cosloss_forward(NULL, NULL, z, it, t, y, B, D, 0.5f);
+        memset(dz, 0, (size_t)B * D * 4);
+        memset(dfeat, 0, (size_t)B * F * 4);
+        cosloss_backward(dz, z, it, t, y, B, D, 0.5f, 1.0f);
+        linear_backward(dfeat, param_grad(&head, 0), param_grad(&head, 1), dz, feat, param_data(&head, 0), B, F, D);
+        if (rn)
+            resnet_backward(rn, dfeat);
+        else
+            vit_backward(vt, dfeat);
+        optim_step(&o1, p);
+        optim_step(&o2, &head);
+    }
+    double dt = vl_now() - t0;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("ips %.3f\npeak_mb %.0f\n", B * steps / dt, ru.ru_maxrss / 1024.0);
+    return 0;
+}
