@@ -90,6 +90,16 @@ static inline __m128i load4(const uint8_t *p)
     return _mm_cvtepu8_epi32(_mm_cvtsi32_si128((int)v));
 }
 #endif
+#if defined(__AVX2__)
+/* four bytes at a into lanes 0-3, four at b into lanes 4-7 */
+static inline __m256i load4x2(const uint8_t *a, const uint8_t *b)
+{
+    uint32_t x, y;
+    memcpy(&x, a, 4);
+    memcpy(&y, b, 4);
+    return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)((uint64_t)y << 32 | x)));
+}
+#endif
 
 /* out (rows, ow, 3); in rows [y0, y0+rows) of an input iw pixels wide,
  * `stride` bytes apart */
@@ -103,6 +113,37 @@ static void pass_h(uint8_t *out, int ow, int rows, const uint8_t *in, int iw, si
             int xmin = bounds[2 * xx], xmax = bounds[2 * xx + 1];
             const int32_t *k = kk + (size_t)xx * ksize;
             const uint8_t *s = src + (size_t)xmin * 3;
+#if defined(__AVX2__)
+            /* two output pixels at once, over the larger tap count: the
+             * coefficients past a pixel's own count are zero */
+            if (xx + 1 < ow) {
+                int xmin1 = bounds[2 * xx + 2], xmax1 = bounds[2 * xx + 3];
+                int taps = xmax > xmax1 ? xmax : xmax1;
+                if (xmin + taps < iw && xmin1 + taps < iw) {
+                    const int32_t *k1 = k + ksize;
+                    const uint8_t *s1 = src + (size_t)xmin1 * 3;
+                    __m256i acc = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
+                    for (int x = 0; x < taps; x++) {
+                        __m256i kx = _mm256_setr_m128i(_mm_set1_epi32(k[x]), _mm_set1_epi32(k1[x]));
+                        acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(load4x2(s + 3 * x, s1 + 3 * x), kx));
+                    }
+                    acc = _mm256_srai_epi32(acc, PRECISION_BITS);
+                    acc = _mm256_packs_epi32(acc, acc);
+                    acc = _mm256_packus_epi16(acc, acc);
+                    uint32_t va = (uint32_t)_mm256_cvtsi256_si32(acc), vb = (uint32_t)_mm256_extract_epi32(acc, 4);
+                    memcpy(dst + 3 * xx, &va, 4); /* its 4th byte is overwritten by vb */
+                    if (xx + 2 < ow) {
+                        memcpy(dst + 3 * xx + 3, &vb, 4);
+                    } else {
+                        dst[3 * xx + 3] = (uint8_t)vb;
+                        dst[3 * xx + 4] = (uint8_t)(vb >> 8);
+                        dst[3 * xx + 5] = (uint8_t)(vb >> 16);
+                    }
+                    xx++;
+                    continue;
+                }
+            }
+#endif
 #if defined(__SSE4_1__)
             if (xmin + xmax < iw) {
                 /* four bytes per tap: the pixel and the next one's red, in a

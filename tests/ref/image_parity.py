@@ -2,9 +2,11 @@
 """image_parity: lib/image, lib/augment and imgdecode against PIL and
 torchvision (Debian's), on real PACS images and on files made here.
 
-usage: image_parity.py IMAGE_OPS TMPDIR
+usage: image_parity.py IMAGE_OPS TMPDIR [IMAGE_OPS_OTHER,...]
 
-IMAGE_OPS is tests/ref/image_ops.c compiled against the library. Prints one
+IMAGE_OPS is tests/ref/image_ops.c compiled against the library;
+IMAGE_OPS_OTHER the same built for other instruction sets (their resize and
+colour operations are checked against PIL too). Prints one
 PASS/FAIL line per check. Tolerances: the evaluation resize may differ from
 PIL's by 0.5 grey levels on average and 2 at worst per image; each
 augmentation operation by 1.0 on average (both are in fact expected to be
@@ -26,6 +28,7 @@ import torchvision.transforms.functional as F
 from PIL import Image
 
 OPS, TMP = sys.argv[1], sys.argv[2]
+OTHERS = sys.argv[3].split(",") if len(sys.argv) > 3 and sys.argv[3] else []
 SHARED = os.environ.get("SHARED", "../shared")
 PACS = os.path.join(SHARED, "data", "PACS")
 failures = 0
@@ -48,13 +51,13 @@ def dec(out):
     return np.frombuffer(out[nl + 1:nl + 1 + w * h * 3], np.uint8).reshape(h, w, 3)
 
 
-def ops(*args, inp=None):
-    r = subprocess.run([OPS] + [str(a) for a in args], input=inp, capture_output=True, check=True)
+def ops(*args, inp=None, prog=None):
+    r = subprocess.run([prog or OPS] + [str(a) for a in args], input=inp, capture_output=True, check=True)
     return r.stdout
 
 
-def ops_img(*args, inp=None):
-    out = ops(*args, inp=inp)
+def ops_img(*args, inp=None, prog=None):
+    out = ops(*args, inp=inp, prog=prog)
     if out.startswith(b"ERR"):
         raise RuntimeError(out.decode())
     return dec(out)
@@ -124,6 +127,17 @@ for size, extra in ((224, []), (100, ["--exact"]), (331, [])):
     ok = ok and max(means) <= 0.5 and max(maxes) <= 2
     check(ok, f"eval resize {size}x{size} {' '.join(extra)}: {len(items)} PACS images vs torchvision Resize "
           f"(worst mean {max(means):.3f} <= 0.5, worst max {max(maxes)} <= 2)")
+
+# the builds for other instruction sets
+for PLAIN in OTHERS:
+    worst = 0
+    for k, f in enumerate(sample[::5]):
+        a = pil_rgb(f)
+        for size in (224, 100, 301):
+            ref = np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR))
+            worst = max(worst, diff(ops_img("resize", size, size, inp=enc(a), prog=PLAIN), ref)[1])
+        worst = max(worst, diff(ops_img("hue", 0.21, inp=enc(a), prog=PLAIN), np.asarray(F.adjust_hue(Image.fromarray(a), 0.21)))[1])
+    check(worst == 0, f"{os.path.basename(PLAIN)} build: resize to 224/100/301 and hue on {len(sample[::5])} PACS images equal PIL's (max diff {worst})")
 
 # DCT-domain scaling (227 -> 112 decodes at 1/2) is PIL's own draft() followed
 # by the resize of the exact source extent

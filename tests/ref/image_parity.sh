@@ -11,4 +11,18 @@ if ! ${CC:-cc} -O2 -std=c11 -D_GNU_SOURCE -I"$root/lib" -o "$tmp/image_ops" "$ro
     echo "FAIL: image_parity: cannot build tests/ref/image_ops.c"
     exit 1
 fi
-exec "${PYTHON:-/usr/bin/python3}" "$root/tests/ref/image_parity.py" "$tmp/image_ops" "$tmp"
+# the same driver with the library's sources built for plain x86-64 and for
+# x86-64-v2 (SSE4.1, no AVX2), or the machine's baseline elsewhere: every
+# SIMD level must give the same bytes
+archs="x86-64 x86-64-v2"
+[ "$(uname -m)" = x86_64 ] || archs=native
+plain=
+for a in $archs; do
+    if ! ${CC:-cc} -O2 -march=$a -std=c11 -D_GNU_SOURCE -I"$root/lib" -o "$tmp/image_ops_$a" "$root/tests/ref/image_ops.c" \
+        "$root/lib/image.c" "$root/lib/resize.c" "$root/lib/augment.c" "$root/lib/rng.c" "$root/lib/util.c" -ljpeg -lpng -lz -lm; then
+        echo "FAIL: image_parity: cannot build tests/ref/image_ops.c with -march=$a"
+        exit 1
+    fi
+    plain="$plain,$tmp/image_ops_$a"
+done
+exec "${PYTHON:-/usr/bin/python3}" "$root/tests/ref/image_parity.py" "$tmp/image_ops" "$tmp" "${plain#,}"
