@@ -124,7 +124,8 @@ int main(int argc, char **argv)
                 if (sr_check_item(r, item, err) != 0) {
                     warnx("%s: dropped", err);
                     dropped_here++;
-                    if ((long long)dropped_here > max_errors) die(1, "more than %lld items dropped (--max-errors %lld)", max_errors, max_errors);
+                    if ((long long)dropped_here > max_errors)
+                        die(1, "more than %lld items dropped (--max-errors %lld)", max_errors, max_errors);
                     continue;
                 }
                 s.records++;

@@ -21,7 +21,8 @@
 #include <string.h>
 #include <unistd.h>
 
-static const char USAGE[] = "usage: mpcmp [--atol X] [--rtol X] [--order] [-q] [--max-report N] A B\n";
+static const char USAGE[] =
+    "usage: mpcmp [--atol X] [--rtol X] [--order] [-q] [--max-report N] A B\n";
 
 static double atol_ = 1e-6, rtol_ = 1e-5;
 static int quiet;
@@ -44,8 +45,7 @@ typedef struct {
     size_t nslot;
 } table;
 
-static uint64_t hash(const char *s, size_t n)
-{
+static uint64_t hash(const char *s, size_t n) {
     uint64_t h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < n; i++) {
         h ^= (uint8_t)s[i];
@@ -54,20 +54,19 @@ static uint64_t hash(const char *s, size_t n)
     return h;
 }
 
-static void rehash(table *t)
-{
+static void rehash(table *t) {
     free(t->slot);
     t->nslot = t->nslot ? t->nslot * 2 : 1024;
     t->slot = xcalloc(t->nslot, sizeof(size_t));
     for (size_t i = 0; i < t->n; i++) {
         size_t h = hash((const char *)t->bytes + t->e[i].id_off, t->e[i].idlen) & (t->nslot - 1);
-        while (t->slot[h]) h = (h + 1) & (t->nslot - 1);
+        while (t->slot[h])
+            h = (h + 1) & (t->nslot - 1);
         t->slot[h] = i + 1;
     }
 }
 
-static entry *lookup(table *t, const char *id, size_t n)
-{
+static entry *lookup(table *t, const char *id, size_t n) {
     if (!t->nslot) return NULL;
     size_t h = hash(id, n) & (t->nslot - 1);
     while (t->slot[h]) {
@@ -87,8 +86,7 @@ typedef struct {
 } stats;
 
 static void report(stats *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void report(stats *st, const char *fmt, ...)
-{
+static void report(stats *st, const char *fmt, ...) {
     if (quiet || st->reported++ >= max_report) return;
     va_list ap;
     va_start(ap, fmt);
@@ -98,20 +96,24 @@ static void report(stats *st, const char *fmt, ...)
     putchar('\n');
 }
 
-static int same_val(const mp_val *a, const mp_val *b)
-{
+static int same_val(const mp_val *a, const mp_val *b) {
     if (!a || !b) return a == b;
     int64_t x, y;
     if (mp_as_i64(a, &x) == 0 && mp_as_i64(b, &y) == 0) return x == y;
     if (a->type != b->type) return 0;
     switch (a->type) {
-    case MP_NIL: return 1;
-    case MP_BOOL: return a->v.b == b->v.b;
-    case MP_UINT: return a->v.u == b->v.u;
-    case MP_FLOAT: return a->v.f == b->v.f || (isnan(a->v.f) && isnan(b->v.f));
+    case MP_NIL:
+        return 1;
+    case MP_BOOL:
+        return a->v.b == b->v.b;
+    case MP_UINT:
+        return a->v.u == b->v.u;
+    case MP_FLOAT:
+        return a->v.f == b->v.f || (isnan(a->v.f) && isnan(b->v.f));
     case MP_STR:
     case MP_BIN:
-    case MP_EXT: return a->len == b->len && (a->len == 0 || memcmp(a->v.p, b->v.p, a->len) == 0);
+    case MP_EXT:
+        return a->len == b->len && (a->len == 0 || memcmp(a->v.p, b->v.p, a->len) == 0);
     case MP_ARRAY:
     case MP_MAP: {
         if (a->len != b->len) return 0;
@@ -124,16 +126,17 @@ static int same_val(const mp_val *a, const mp_val *b)
     return 0;
 }
 
-static void id_str(const mp_val *item, char *buf, size_t n)
-{
+static void id_str(const mp_val *item, char *buf, size_t n) {
     const mp_val *id = mp_get(item, "id");
-    if (id && id->type == MP_STR) snprintf(buf, n, "'%.*s'", (int)(id->len > 200 ? 200 : id->len), id->v.s);
-    else snprintf(buf, n, "(no id)");
+    if (id && id->type == MP_STR)
+        snprintf(buf, n, "'%.*s'", (int)(id->len > 200 ? 200 : id->len), id->v.s);
+    else
+        snprintf(buf, n, "(no id)");
 }
 
 /* compares n values of the payload key; is_f32 or u8 */
-static void cmp_payload(stats *st, const char *id, const char *key, const mp_val *a, const mp_val *b, int is_f32)
-{
+static void cmp_payload(stats *st, const char *id, const char *key, const mp_val *a,
+                        const mp_val *b, int is_f32) {
     if (!a || !b || a->type != MP_BIN || b->type != MP_BIN || a->len != b->len) {
         st->other_diff++;
         report(st, "item %s: '%s' %s", id, key,
@@ -161,16 +164,19 @@ static void cmp_payload(stats *st, const char *id, const char *key, const mp_val
         st->values++;
         if (d > st->worst_abs) {
             st->worst_abs = d;
-            snprintf(st->where_abs, sizeof st->where_abs, "item %s %s[%zu]: %.9g vs %.9g", id, key, i, x, y);
+            snprintf(st->where_abs, sizeof st->where_abs, "item %s %s[%zu]: %.9g vs %.9g", id, key,
+                     i, x, y);
         }
         if (rel > st->worst_rel) {
             st->worst_rel = rel;
-            snprintf(st->where_rel, sizeof st->where_rel, "item %s %s[%zu]: %.9g vs %.9g", id, key, i, x, y);
+            snprintf(st->where_rel, sizeof st->where_rel, "item %s %s[%zu]: %.9g vs %.9g", id, key,
+                     i, x, y);
         }
         double tol = atol_ + rtol_ * fabs(y);
         if (!(d <= tol)) {
             if (!bad)
-                report(st, "item %s: %s[%zu] %.9g vs %.9g: difference %.3g exceeds %.3g", id, key, i, x, y, d, tol);
+                report(st, "item %s: %s[%zu] %.9g vs %.9g: difference %.3g exceeds %.3g", id, key,
+                       i, x, y, d, tol);
             bad = 1;
             double ex = d / tol;
             if (ex > st->worst_excess) st->worst_excess = ex;
@@ -179,22 +185,21 @@ static void cmp_payload(stats *st, const char *id, const char *key, const mp_val
     if (bad) st->out_of_tol++;
 }
 
-static int payload_kind(const mp_val *key)
-{
+static int payload_kind(const mp_val *key) {
     if (mp_str_eq(key, "vec") || mp_str_eq(key, "logits")) return 1;
     if (mp_str_eq(key, "pix")) return 2;
     return 0;
 }
 
-static void cmp_items(stats *st, const mp_val *a, const mp_val *b)
-{
+static void cmp_items(stats *st, const mp_val *a, const mp_val *b) {
     char id[256];
     id_str(a, id, sizeof id);
     st->pairs++;
     /* every key of a, then keys of b missing from a */
     for (uint32_t i = 0; i < a->len; i++) {
         const mp_val *k = &a->v.a[2 * i], *va = &a->v.a[2 * i + 1];
-        if (k->type != MP_STR || mp_str_eq(k, "id")) continue; /* ids: paired on, or checked by the caller */
+        if (k->type != MP_STR || mp_str_eq(k, "id"))
+            continue; /* ids: paired on, or checked by the caller */
         char key[64];
         snprintf(key, sizeof key, "%.*s", (int)(k->len > 60 ? 60 : k->len), k->v.s);
         const mp_val *vb = mp_get(b, key);
@@ -203,7 +208,8 @@ static void cmp_items(stats *st, const mp_val *a, const mp_val *b)
             cmp_payload(st, id, key, va, vb, kind == 1);
         } else if (!same_val(va, vb)) {
             st->other_diff++;
-            report(st, "item %s: '%s' %s", id, key, vb ? "differs" : "present in the first stream only");
+            report(st, "item %s: '%s' %s", id, key,
+                   vb ? "differs" : "present in the first stream only");
         }
     }
     for (uint32_t i = 0; i < b->len; i++) {
@@ -219,24 +225,22 @@ static void cmp_items(stats *st, const mp_val *a, const mp_val *b)
 }
 
 /* header keys that must agree */
-static const char *const AGREE[] = {"schema", "dtype", "layout", "c", "dim", "space", "classes", NULL};
+static const char *const AGREE[] = {"schema", "dtype", "layout",  "c",
+                                    "dim",    "space", "classes", NULL};
 
-static void cmp_headers(sr *a, sr *b)
-{
+static void cmp_headers(sr *a, sr *b) {
     for (int k = 0; AGREE[k]; k++)
         if (!same_val(mp_get(&a->header, AGREE[k]), mp_get(&b->header, AGREE[k])))
             die(1, "%s, %s: headers differ in '%s'", a->name, b->name, AGREE[k]);
 }
 
-static void close_stream(sr *r)
-{
+static void close_stream(sr *r) {
     if (sr_finish(r) != 0) die(1, "%s", r->err);
     if (r->fd > 0) close(r->fd);
     sr_close(r);
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     tool_init("mpcmp");
     int by_order = 0;
     static const struct option opts[] = {{"atol", required_argument, 0, 'a'},
@@ -249,18 +253,31 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "a:r:Oqm:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'a': atol_ = parse_double(USAGE, "--atol", optarg, 0, INFINITY); break;
-        case 'r': rtol_ = parse_double(USAGE, "--rtol", optarg, 0, INFINITY); break;
-        case 'O': by_order = 1; break;
-        case 'q': quiet = 1; break;
-        case 'm': max_report = parse_int(USAGE, "--max-report", optarg, 0, INT64_MAX); break;
-        case 'h': usage_help(USAGE);
-        default: usage_error(USAGE, "unknown option");
+        case 'a':
+            atol_ = parse_double(USAGE, "--atol", optarg, 0, INFINITY);
+            break;
+        case 'r':
+            rtol_ = parse_double(USAGE, "--rtol", optarg, 0, INFINITY);
+            break;
+        case 'O':
+            by_order = 1;
+            break;
+        case 'q':
+            quiet = 1;
+            break;
+        case 'm':
+            max_report = parse_int(USAGE, "--max-report", optarg, 0, INT64_MAX);
+            break;
+        case 'h':
+            usage_help(USAGE);
+        default:
+            usage_error(USAGE, "unknown option");
         }
     }
     if (argc - optind != 2) usage_error(USAGE, "two streams to compare are needed");
     const char *pa = argv[optind], *pb = argv[optind + 1];
-    if (strcmp(pa, "-") == 0 && strcmp(pb, "-") == 0) usage_error(USAGE, "only one of the streams can be stdin");
+    if (strcmp(pa, "-") == 0 && strcmp(pb, "-") == 0)
+        usage_error(USAGE, "only one of the streams can be stdin");
     sr *ra = open_stream(pa), *rb = open_stream(pb);
     if (sr_header(ra, NULL) != 0) die(1, "%s", ra->err);
     if (sr_header(rb, NULL) != 0) die(1, "%s", rb->err);
@@ -282,7 +299,8 @@ int main(int argc, char **argv)
             id_str(ib, idb, sizeof idb);
             if (strcmp(ida, idb) != 0) {
                 st.other_diff++;
-                report(&st, "record %" PRIu64 ": id %s in the first stream, %s in the second", ra->items, ida, idb);
+                report(&st, "record %" PRIu64 ": id %s in the first stream, %s in the second",
+                       ra->items, ida, idb);
             }
             cmp_items(&st, ia, ib);
         }
@@ -290,14 +308,16 @@ int main(int argc, char **argv)
         while (rca == 1) {
             char id[256];
             id_str(ia, id, sizeof id);
-            if (st.only_a++ == 0) report(&st, "item %s: in the first stream only (and any after it)", id);
+            if (st.only_a++ == 0)
+                report(&st, "item %s: in the first stream only (and any after it)", id);
             rca = sr_next(ra, &ia);
             if (rca < 0) die(1, "%s", ra->err);
         }
         while (rcb == 1) {
             char id[256];
             id_str(ib, id, sizeof id);
-            if (st.only_b++ == 0) report(&st, "item %s: in the second stream only (and any after it)", id);
+            if (st.only_b++ == 0)
+                report(&st, "item %s: in the second stream only (and any after it)", id);
             rcb = sr_next(rb, &ib);
             if (rcb < 0) die(1, "%s", rb->err);
         }
@@ -321,7 +341,8 @@ int main(int argc, char **argv)
             mpw_value(&w, ib);
             if (t.cap - t.nbytes < w.len) {
                 t.cap = t.cap ? t.cap : 1 << 20;
-                while (t.cap - t.nbytes < w.len) t.cap *= 2;
+                while (t.cap - t.nbytes < w.len)
+                    t.cap *= 2;
                 t.bytes = xrealloc(t.bytes, t.cap);
             }
             memcpy(t.bytes + t.nbytes, w.buf, w.len);
@@ -335,14 +356,16 @@ int main(int argc, char **argv)
                 t.ecap = t.ecap ? 2 * t.ecap : 1024;
                 t.e = xrealloc(t.e, t.ecap * sizeof(entry));
             }
-            t.e[t.n] = (entry){(size_t)((const uint8_t *)cid->v.s - t.bytes), cid->len, t.nbytes, w.len, 0};
+            t.e[t.n] = (entry){(size_t)((const uint8_t *)cid->v.s - t.bytes), cid->len, t.nbytes,
+                               w.len, 0};
             t.nbytes += w.len;
             t.n++;
             if (2 * t.n >= t.nslot) {
                 rehash(&t);
             } else {
                 size_t h = hash(cid->v.s, cid->len) & (t.nslot - 1);
-                while (t.slot[h]) h = (h + 1) & (t.nslot - 1);
+                while (t.slot[h])
+                    h = (h + 1) & (t.nslot - 1);
                 t.slot[h] = t.n;
             }
         }
@@ -359,7 +382,8 @@ int main(int argc, char **argv)
             entry *e = lookup(&t, id->v.s, id->len);
             if (!e) {
                 st.only_a++;
-                report(&st, "item '%.*s': in the first stream only", (int)(id->len > 200 ? 200 : id->len), id->v.s);
+                report(&st, "item '%.*s': in the first stream only",
+                       (int)(id->len > 200 ? 200 : id->len), id->v.s);
                 continue;
             }
             if (e->seen) {
@@ -378,7 +402,8 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < t.n; i++)
             if (!t.e[i].seen) {
                 st.only_b++;
-                report(&st, "item '%.*s': in the second stream only", (int)(t.e[i].idlen > 200 ? 200 : t.e[i].idlen),
+                report(&st, "item '%.*s': in the second stream only",
+                       (int)(t.e[i].idlen > 200 ? 200 : t.e[i].idlen),
                        (const char *)t.bytes + t.e[i].id_off);
             }
         free(t.bytes);
@@ -391,7 +416,8 @@ int main(int argc, char **argv)
     int ok = st.only_a == 0 && st.only_b == 0 && st.out_of_tol == 0 && st.other_diff == 0;
     if (!quiet && st.reported > max_report)
         printf("(%lld more differences not shown)\n", st.reported - max_report);
-    printf("%" PRIu64 " pairs compared (%s), %" PRIu64 " values; %" PRIu64 " only in %s, %" PRIu64 " only in %s\n",
+    printf("%" PRIu64 " pairs compared (%s), %" PRIu64 " values; %" PRIu64 " only in %s, %" PRIu64
+           " only in %s\n",
            st.pairs, by_order ? "by position" : "by id", st.values, st.only_a, pa, st.only_b, pb);
     printf("max abs difference %.3g%s%s\n", st.worst_abs, st.worst_abs > 0 ? " at " : "",
            st.worst_abs > 0 ? st.where_abs : "");
@@ -400,7 +426,8 @@ int main(int argc, char **argv)
     if (ok)
         printf("within tolerance (atol %g, rtol %g)\n", atol_, rtol_);
     else
-        printf("DIFFERENT: %" PRIu64 " items out of tolerance (atol %g, rtol %g; worst %.3g times the tolerance), "
+        printf("DIFFERENT: %" PRIu64
+               " items out of tolerance (atol %g, rtol %g; worst %.3g times the tolerance), "
                "%" PRIu64 " other differences, %" PRIu64 " unpaired\n",
                st.out_of_tol, atol_, rtol_, st.worst_excess, st.other_diff, st.only_a + st.only_b);
     if (fflush(stdout) != 0) die(1, "write error on stdout");

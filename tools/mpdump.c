@@ -22,13 +22,12 @@
 static const char USAGE[] = "usage: mpdump [--full] [--head N] [FILE ...]\n";
 
 static int full;
-#define SHORT_F32 8 /* values shown of a shortened f32 array */
-#define SHORT_U8 16 /* values shown of a shortened u8 array */
+#define SHORT_F32 8  /* values shown of a shortened f32 array */
+#define SHORT_U8 16  /* values shown of a shortened u8 array */
 #define SHORT_HEX 32 /* bytes shown of a shortened other bin */
 
 /* the shortest decimal that reads back as the same float / double */
-static void put_f32(json_buf *b, float f)
-{
+static void put_f32(json_buf *b, float f) {
     char tmp[32];
     if (!isfinite(f)) {
         json_buf_puts(b, isnan(f) ? "\"NaN\"" : f > 0 ? "\"Infinity\"" : "\"-Infinity\"");
@@ -41,8 +40,7 @@ static void put_f32(json_buf *b, float f)
     json_buf_puts(b, tmp);
 }
 
-static void put_f64(json_buf *b, double f)
-{
+static void put_f64(json_buf *b, double f) {
     char tmp[40];
     if (!isfinite(f)) {
         json_buf_puts(b, isnan(f) ? "\"NaN\"" : f > 0 ? "\"Infinity\"" : "\"-Infinity\"");
@@ -55,13 +53,15 @@ static void put_f64(json_buf *b, double f)
     json_buf_puts(b, tmp);
 }
 
-static void put_more(json_buf *b, size_t more) { json_buf_printf(b, ", \"... %zu more\"", more); }
+static void put_more(json_buf *b, size_t more) {
+    json_buf_printf(b, ", \"... %zu more\"", more);
+}
 
-static void put_hex(json_buf *b, const uint8_t *p, size_t n)
-{
+static void put_hex(json_buf *b, const uint8_t *p, size_t n) {
     size_t show = full || n <= SHORT_HEX ? n : SHORT_HEX;
     json_buf_printf(b, "{\"bin\": %zu, \"hex\": \"", n);
-    for (size_t i = 0; i < show; i++) json_buf_printf(b, "%02x", p[i]);
+    for (size_t i = 0; i < show; i++)
+        json_buf_printf(b, "%02x", p[i]);
     json_buf_puts(b, show < n ? "...\"}" : "\"}");
 }
 
@@ -69,8 +69,7 @@ enum { BIN_HEX, BIN_F32, BIN_U8 };
 
 static void put_value(json_buf *b, const mp_val *v, int bin_as);
 
-static void put_bin(json_buf *b, const mp_val *v, int bin_as)
-{
+static void put_bin(json_buf *b, const mp_val *v, int bin_as) {
     const uint8_t *p = v->v.p;
     if (bin_as == BIN_F32 && v->len % 4 == 0) {
         size_t n = v->len / 4, show = full || n <= SHORT_F32 ? n : SHORT_F32;
@@ -86,7 +85,8 @@ static void put_bin(json_buf *b, const mp_val *v, int bin_as)
     } else if (bin_as == BIN_U8) {
         size_t n = v->len, show = full || n <= SHORT_U8 ? n : SHORT_U8;
         json_buf_puts(b, "[");
-        for (size_t i = 0; i < show; i++) json_buf_printf(b, "%s%u", i ? ", " : "", p[i]);
+        for (size_t i = 0; i < show; i++)
+            json_buf_printf(b, "%s%u", i ? ", " : "", p[i]);
         if (show < n) put_more(b, n - show);
         json_buf_puts(b, "]");
     } else {
@@ -95,23 +95,35 @@ static void put_bin(json_buf *b, const mp_val *v, int bin_as)
 }
 
 /* how a map member's bin is shown, by its key */
-static int bin_kind(const mp_val *key)
-{
+static int bin_kind(const mp_val *key) {
     if (mp_str_eq(key, "vec") || mp_str_eq(key, "logits")) return BIN_F32;
     if (mp_str_eq(key, "pix")) return BIN_U8;
     return BIN_HEX;
 }
 
-static void put_value(json_buf *b, const mp_val *v, int bin_as)
-{
+static void put_value(json_buf *b, const mp_val *v, int bin_as) {
     switch (v->type) {
-    case MP_NIL: json_buf_puts(b, "null"); break;
-    case MP_BOOL: json_buf_puts(b, v->v.b ? "true" : "false"); break;
-    case MP_INT: json_buf_printf(b, "%" PRId64, v->v.i); break;
-    case MP_UINT: json_buf_printf(b, "%" PRIu64, v->v.u); break;
-    case MP_FLOAT: put_f64(b, v->v.f); break;
-    case MP_STR: json_buf_str(b, v->v.s, v->len); break;
-    case MP_BIN: put_bin(b, v, bin_as); break;
+    case MP_NIL:
+        json_buf_puts(b, "null");
+        break;
+    case MP_BOOL:
+        json_buf_puts(b, v->v.b ? "true" : "false");
+        break;
+    case MP_INT:
+        json_buf_printf(b, "%" PRId64, v->v.i);
+        break;
+    case MP_UINT:
+        json_buf_printf(b, "%" PRIu64, v->v.u);
+        break;
+    case MP_FLOAT:
+        put_f64(b, v->v.f);
+        break;
+    case MP_STR:
+        json_buf_str(b, v->v.s, v->len);
+        break;
+    case MP_BIN:
+        put_bin(b, v, bin_as);
+        break;
     case MP_EXT:
         json_buf_printf(b, "{\"ext\": %d, \"data\": ", v->ext_type);
         put_hex(b, v->v.p, v->len);
@@ -146,16 +158,14 @@ static void put_value(json_buf *b, const mp_val *v, int bin_as)
     }
 }
 
-static void emit(json_buf *b, const mp_val *v)
-{
+static void emit(json_buf *b, const mp_val *v) {
     b->len = 0;
     put_value(b, v, BIN_HEX);
     json_buf_puts(b, "\n");
     if (fwrite(b->p, 1, b->len, stdout) != b->len) die(1, "write error on stdout");
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     tool_init("mpdump");
     long long head = -1;
     static const struct option opts[] = {{"full", no_argument, 0, 'f'},
@@ -165,10 +175,16 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "fn:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'f': full = 1; break;
-        case 'n': head = parse_int(USAGE, "--head", optarg, 0, INT64_MAX); break;
-        case 'h': usage_help(USAGE);
-        default: usage_error(USAGE, "unknown option");
+        case 'f':
+            full = 1;
+            break;
+        case 'n':
+            head = parse_int(USAGE, "--head", optarg, 0, INT64_MAX);
+            break;
+        case 'h':
+            usage_help(USAGE);
+        default:
+            usage_error(USAGE, "unknown option");
         }
     }
     int nin = argc - optind;

@@ -23,16 +23,18 @@
 
 static const char USAGE[] =
     "usage: mpnpy export -o FILE.npy [--ids FILE] [--labels FILE] [--max-errors N] [-v] [STREAM]\n"
-    "       mpnpy import [--ids FILE] [--labels FILE] [--space S] [--max-errors N] [-o STREAM] [-v] FILE.npy\n";
+    "       mpnpy import [--ids FILE] [--labels FILE] [--space S] [--max-errors N] [-o STREAM] "
+    "[-v] FILE.npy\n";
 
 /* the .npy header is padded to this size so its shape can be patched in place */
 #define NPY_HDR 128
 
-static void npy_header(uint8_t *h, uint64_t rows, int64_t dim)
-{
+static void npy_header(uint8_t *h, uint64_t rows, int64_t dim) {
     char dict[NPY_HDR];
-    int n = snprintf(dict, sizeof dict, "{'descr': '<f4', 'fortran_order': False, 'shape': (%" PRIu64 ", %" PRId64 "), }",
-                     rows, dim);
+    int n =
+        snprintf(dict, sizeof dict,
+                 "{'descr': '<f4', 'fortran_order': False, 'shape': (%" PRIu64 ", %" PRId64 "), }",
+                 rows, dim);
     memcpy(h, "\x93NUMPY\x01\x00", 8);
     uint16_t hl = NPY_HDR - 10;
     h[8] = (uint8_t)(hl & 0xff);
@@ -42,29 +44,27 @@ static void npy_header(uint8_t *h, uint64_t rows, int64_t dim)
     h[NPY_HDR - 1] = '\n';
 }
 
-static void put_or_die(vl_afile *a, const void *p, size_t n, const char *what)
-{
+static void put_or_die(vl_afile *a, const void *p, size_t n, const char *what) {
     if (n && fwrite(p, 1, n, a->fp) != n) die(1, "%s: write: %s", what, strerror(errno));
 }
 
-static void commit_or_die(vl_afile *a)
-{
+static void commit_or_die(vl_afile *a) {
     char err[VL_ERRLEN];
     if (vl_afile_commit(a, err) != 0) die(1, "%s", err);
 }
 
 /* outputs that must vanish together if the export dies */
 static vl_afile *pending[3];
-static void abort_pending(void)
-{
+static void abort_pending(void) {
     for (int i = 0; i < 3; i++)
         if (pending[i] && pending[i]->fp) vl_afile_abort(pending[i]);
 }
 
-static int do_export(int argc, char **argv, const char *in, const char *out, const char *idpath,
-                     const char *labpath, long long max_errors)
-{
-    if (!out) usage_error(USAGE, "export: -o FILE.npy is needed (the array's shape is written at the end)");
+static int do_export(const char *in, const char *out, const char *idpath, const char *labpath,
+                     long long max_errors) {
+    if (!out)
+        usage_error(USAGE,
+                    "export: -o FILE.npy is needed (the array's shape is written at the end)");
     char err[VL_ERRLEN];
     sr *r = open_stream(in);
     if (sr_header(r, "embedding") != 0) die(1, "%s", r->err);
@@ -95,12 +95,14 @@ static int do_export(int argc, char **argv, const char *in, const char *out, con
         const mp_val *id = mp_get(item, "id");
         if (!bad && memchr(id->v.s, '\n', id->len)) {
             sr_where(r, item, err, sizeof err);
-            strncat(err, ": id holds a newline: it cannot be one line of the ids file", sizeof err - strlen(err) - 1);
+            strncat(err, ": id holds a newline: it cannot be one line of the ids file",
+                    sizeof err - strlen(err) - 1);
             bad = err;
         }
         if (bad) {
             warnx("%s: dropped", bad);
-            if ((long long)++dropped > max_errors) die(1, "more than %lld items dropped (--max-errors %lld)", max_errors, max_errors);
+            if ((long long)++dropped > max_errors)
+                die(1, "more than %lld items dropped (--max-errors %lld)", max_errors, max_errors);
             continue;
         }
         put_or_die(&npy, mp_get(item, "vec")->v.p, (size_t)dim * 4, out);
@@ -111,7 +113,8 @@ static int do_export(int argc, char **argv, const char *in, const char *out, con
         if (labpath) {
             int64_t label = -1;
             mp_get_i64(item, "label", &label);
-            if (fprintf(labs.fp, "%" PRId64 "\n", label) < 0) die(1, "%s: write: %s", labpath, strerror(errno));
+            if (fprintf(labs.fp, "%" PRId64 "\n", label) < 0)
+                die(1, "%s: write: %s", labpath, strerror(errno));
         }
         rows++;
         progress("%" PRIu64 " vectors", rows);
@@ -129,8 +132,6 @@ static int do_export(int argc, char **argv, const char *in, const char *out, con
     if (labpath) commit_or_die(&labs);
     if (r->fd > 0) close(r->fd);
     sr_close(r);
-    (void)argc;
-    (void)argv;
     return 0;
 }
 
@@ -143,22 +144,22 @@ typedef struct {
 } npy_info;
 
 /* finds 'key': in the header dict and returns the text after the colon */
-static const char *dict_get(const char *d, const char *key)
-{
+static const char *dict_get(const char *d, const char *key) {
     char pat[32];
     snprintf(pat, sizeof pat, "'%s'", key);
     const char *p = strstr(d, pat);
     if (!p) return NULL;
     p += strlen(pat);
-    while (*p == ' ') p++;
+    while (*p == ' ')
+        p++;
     if (*p != ':') return NULL;
     p++;
-    while (*p == ' ') p++;
+    while (*p == ' ')
+        p++;
     return p;
 }
 
-static void parse_npy(const uint8_t *buf, size_t size, const char *path, npy_info *inf)
-{
+static void parse_npy(const uint8_t *buf, size_t size, const char *path, npy_info *inf) {
     if (size < 10 || memcmp(buf, "\x93NUMPY", 6) != 0) die(1, "%s: not a .npy file", path);
     int major = buf[6];
     size_t hl, off;
@@ -174,40 +175,53 @@ static void parse_npy(const uint8_t *buf, size_t size, const char *path, npy_inf
     }
     if (hl > size - off || hl > 1 << 20) die(1, "%s: truncated .npy header", path);
     char *d = xstrndup((const char *)buf + off, hl);
-    const char *descr = dict_get(d, "descr"), *fo = dict_get(d, "fortran_order"), *shape = dict_get(d, "shape");
-    if (!descr || !fo || !shape) die(1, "%s: .npy header lacks descr, fortran_order or shape", path);
-    if (!strncmp(descr, "'<f4'", 5)) inf->kind = 4;
-    else if (!strncmp(descr, "'<f8'", 5)) inf->kind = 8;
-    else if (!strncmp(descr, "'<f2'", 5)) inf->kind = 2;
+    const char *descr = dict_get(d, "descr"), *fo = dict_get(d, "fortran_order"),
+               *shape = dict_get(d, "shape");
+    if (!descr || !fo || !shape)
+        die(1, "%s: .npy header lacks descr, fortran_order or shape", path);
+    if (!strncmp(descr, "'<f4'", 5))
+        inf->kind = 4;
+    else if (!strncmp(descr, "'<f8'", 5))
+        inf->kind = 8;
+    else if (!strncmp(descr, "'<f2'", 5))
+        inf->kind = 2;
     else {
-        int n = *descr == '\'' && strchr(descr + 1, '\'') ? (int)(strchr(descr + 1, '\'') - descr + 1) : 10;
-        die(1, "%s: dtype %.*s is not supported: store float32 ('<f4'), float64 or float16", path, n, descr);
+        int n = *descr == '\'' && strchr(descr + 1, '\'')
+                    ? (int)(strchr(descr + 1, '\'') - descr + 1)
+                    : 10;
+        die(1, "%s: dtype %.*s is not supported: store float32 ('<f4'), float64 or float16", path,
+            n, descr);
     }
-    if (strncmp(fo, "False", 5) != 0) die(1, "%s: Fortran-ordered arrays are not supported: save a C-ordered copy", path);
+    if (strncmp(fo, "False", 5) != 0)
+        die(1, "%s: Fortran-ordered arrays are not supported: save a C-ordered copy", path);
     char *end;
     if (*shape != '(') die(1, "%s: bad shape in the .npy header", path);
     errno = 0;
     unsigned long long rows = strtoull(shape + 1, &end, 10);
-    while (*end == ' ') end++;
-    if (errno || end == shape + 1 || *end != ',') die(1, "%s: the array must be 2-D (rows, dim)", path);
+    while (*end == ' ')
+        end++;
+    if (errno || end == shape + 1 || *end != ',')
+        die(1, "%s: the array must be 2-D (rows, dim)", path);
     const char *p = end + 1;
-    while (*p == ' ') p++;
+    while (*p == ' ')
+        p++;
     unsigned long long cols = strtoull(p, &end, 10);
-    while (*end == ' ' || *end == ',') end++;
+    while (*end == ' ' || *end == ',')
+        end++;
     if (errno || end == p || *end != ')') die(1, "%s: the array must be 2-D (rows, dim)", path);
     if (cols < 1 || cols > (1 << 24)) die(1, "%s: dimension %llu out of range", path, cols);
     inf->rows = rows;
     inf->cols = cols;
     inf->data_off = off + hl;
-    if ((size - inf->data_off) / inf->kind / cols < rows || (size - inf->data_off) != rows * cols * inf->kind)
-        die(1, "%s: %zu data bytes for a (%llu, %llu) array of %d-byte values", path, size - inf->data_off, rows,
-            cols, inf->kind);
+    if ((size - inf->data_off) / inf->kind / cols < rows ||
+        (size - inf->data_off) != rows * cols * inf->kind)
+        die(1, "%s: %zu data bytes for a (%llu, %llu) array of %d-byte values", path,
+            size - inf->data_off, rows, cols, inf->kind);
     free(d);
 }
 
 /* splits a text file into lines (the trailing newline optional); n lines */
-static char **read_lines(const char *path, size_t *n, char **store)
-{
+static char **read_lines(const char *path, size_t *n, char **store) {
     char err[VL_ERRLEN];
     size_t len;
     char *s = vl_read_file(path, (size_t)1 << 34, &len, err);
@@ -229,8 +243,7 @@ static char **read_lines(const char *path, size_t *n, char **store)
 }
 
 static int do_import(int argc, char **argv, const char *in, const char *out, const char *idpath,
-                     const char *labpath, const char *space, long long max_errors)
-{
+                     const char *labpath, const char *space, long long max_errors) {
     if (!in || strcmp(in, "-") == 0) usage_error(USAGE, "import: a .npy file is needed");
     int fd = open(in, O_RDONLY);
     struct stat sb;
@@ -246,12 +259,15 @@ static int do_import(int argc, char **argv, const char *in, const char *out, con
     size_t nid = 0, nlab = 0;
     if (idpath) {
         idl = read_lines(idpath, &nid, &idstore);
-        if (nid != inf.rows) die(1, "%s: %zu ids for %llu rows in %s", idpath, nid, (unsigned long long)inf.rows, in);
+        if (nid != inf.rows)
+            die(1, "%s: %zu ids for %llu rows in %s", idpath, nid, (unsigned long long)inf.rows,
+                in);
     }
     if (labpath) {
         labl = read_lines(labpath, &nlab, &labstore);
         if (nlab != inf.rows)
-            die(1, "%s: %zu labels for %llu rows in %s", labpath, nlab, (unsigned long long)inf.rows, in);
+            die(1, "%s: %zu labels for %llu rows in %s", labpath, nlab,
+                (unsigned long long)inf.rows, in);
     }
     tool_out o;
     output_open(&o, out);
@@ -270,8 +286,10 @@ static int do_import(int argc, char **argv, const char *in, const char *out, con
     for (uint64_t i = 0; i < inf.rows; i++) {
         char idbuf[32];
         const char *id = idbuf;
-        if (idl) id = idl[i];
-        else snprintf(idbuf, sizeof idbuf, "%" PRIu64, i);
+        if (idl)
+            id = idl[i];
+        else
+            snprintf(idbuf, sizeof idbuf, "%" PRIu64, i);
         if (!*id) die(1, "%s: line %" PRIu64 ": empty id", idpath, i + 1);
         int64_t label = -1;
         if (labl) {
@@ -279,8 +297,10 @@ static int do_import(int argc, char **argv, const char *in, const char *out, con
             errno = 0;
             long long v = strtoll(labl[i], &end, 10);
             if (errno || end == labl[i] || *end || v < -1 || v > INT32_MAX)
-                die(1, "%s: line %" PRIu64 ": '%.40s' is not a label (an integer >= 0, or -1 for none)", labpath, i + 1,
-                    labl[i]);
+                die(1,
+                    "%s: line %" PRIu64
+                    ": '%.40s' is not a label (an integer >= 0, or -1 for none)",
+                    labpath, i + 1, labl[i]);
             label = v;
         }
         const uint8_t *row = data + i * inf.cols * inf.kind;
@@ -302,8 +322,10 @@ static int do_import(int argc, char **argv, const char *in, const char *out, con
             vec[k] = f;
         }
         if (!finite) {
-            warnx("%s: row %" PRIu64 " (id '%.200s'): NaN or infinity (or beyond float32): dropped", in, i, id);
-            if ((long long)++s.dropped > max_errors) die(1, "more than %lld items dropped (--max-errors %lld)", max_errors, max_errors);
+            warnx("%s: row %" PRIu64 " (id '%.200s'): NaN or infinity (or beyond float32): dropped",
+                  in, i, id);
+            if ((long long)++s.dropped > max_errors)
+                die(1, "more than %lld items dropped (--max-errors %lld)", max_errors, max_errors);
             continue;
         }
         sw_item_begin(&s);
@@ -332,8 +354,7 @@ static int do_import(int argc, char **argv, const char *in, const char *out, con
     return 0;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     tool_init("mpnpy");
     const char *out = NULL, *idpath = NULL, *labpath = NULL, *space = "import:npy";
     long long max_errors = 0;
@@ -354,21 +375,35 @@ int main(int argc, char **argv)
     optind = 2;
     while ((c = getopt_long(argc, argv, "o:i:l:s:E:vh", opts, NULL)) != -1) {
         switch (c) {
-        case 'o': out = optarg; break;
-        case 'i': idpath = optarg; break;
-        case 'l': labpath = optarg; break;
-        case 's': space = optarg; break;
-        case 'E': max_errors = parse_int(USAGE, "--max-errors", optarg, 0, INT64_MAX); break;
-        case 'v': tool_verbose = 1; break;
-        case 'h': usage_help(USAGE);
-        default: usage_error(USAGE, "unknown option");
+        case 'o':
+            out = optarg;
+            break;
+        case 'i':
+            idpath = optarg;
+            break;
+        case 'l':
+            labpath = optarg;
+            break;
+        case 's':
+            space = optarg;
+            break;
+        case 'E':
+            max_errors = parse_int(USAGE, "--max-errors", optarg, 0, INT64_MAX);
+            break;
+        case 'v':
+            tool_verbose = 1;
+            break;
+        case 'h':
+            usage_help(USAGE);
+        default:
+            usage_error(USAGE, "unknown option");
         }
     }
     if (argc - optind > 1) usage_error(USAGE, "one input at most");
     const char *in = optind < argc ? argv[optind] : NULL;
     if (is_export) {
         if (strcmp(space, "import:npy") != 0) usage_error(USAGE, "--space is for import");
-        return do_export(argc, argv, in, out, idpath, labpath, max_errors);
+        return do_export(in, out, idpath, labpath, max_errors);
     }
     return do_import(argc, argv, in, out, idpath, labpath, space, max_errors);
 }

@@ -12,8 +12,7 @@
 
 static const char USAGE[] = "usage: stinfo [-m] [-q] FILE ...\n";
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     tool_init("stinfo");
     int meta_only = 0, quiet = 0;
     static const struct option opts[] = {{"metadata", no_argument, 0, 'm'},
@@ -23,10 +22,16 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "mqh", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': meta_only = 1; break;
-        case 'q': quiet = 1; break;
-        case 'h': usage_help(USAGE);
-        default: usage_error(USAGE, "unknown option");
+        case 'm':
+            meta_only = 1;
+            break;
+        case 'q':
+            quiet = 1;
+            break;
+        case 'h':
+            usage_help(USAGE);
+        default:
+            usage_error(USAGE, "unknown option");
         }
     }
     if (optind >= argc) usage_error(USAGE, "no file given");
@@ -51,10 +56,12 @@ int main(int argc, char **argv)
         }
         if (argc - optind > 1) printf("%s%s:\n", i > optind ? "\n" : "", argv[i]);
         if (!quiet && !meta_only) {
-            printf("%-*s  %-7s  %-*s  %s\n", (int)wname, "name", "dtype", (int)wshape, "shape", "elements");
+            printf("%-*s  %-7s  %-*s  %s\n", (int)wname, "name", "dtype", (int)wshape, "shape",
+                   "elements");
             for (int k = 0; k < f.n; k++) {
                 const st_tensor *t = &f.t[k];
-                printf("%-*s  %-7s  %-*s  %" PRId64 "\n", (int)wname, t->name, st_dtype_name(t->dtype), (int)wshape,
+                printf("%-*s  %-7s  %-*s  %" PRId64 "\n", (int)wname, t->name,
+                       st_dtype_name(t->dtype), (int)wshape,
                        st_shape_str(t->ndim, t->shape, shape, sizeof shape), t->numel);
             }
         }
@@ -64,17 +71,22 @@ int main(int argc, char **argv)
                 /* one line per key: show newlines and tabs escaped */
                 printf("%s%s: ", meta_only ? "" : "  ", f.meta_key[k]);
                 for (const char *p = f.meta_val[k]; *p; p++) {
-                    if (*p == '\n') fputs("\\n", stdout);
-                    else if (*p == '\t') fputs("\\t", stdout);
-                    else if ((unsigned char)*p < 0x20) printf("\\x%02x", (unsigned char)*p);
-                    else putchar(*p);
+                    if (*p == '\n')
+                        fputs("\\n", stdout);
+                    else if (*p == '\t')
+                        fputs("\\t", stdout);
+                    else if ((unsigned char)*p < 0x20)
+                        printf("\\x%02x", (unsigned char)*p);
+                    else
+                        putchar(*p);
                 }
                 putchar('\n');
             }
         }
         if (!meta_only)
-            printf("%d tensors, %" PRIu64 " parameters, %" PRIu64 " bytes of data, %zu bytes in all\n", f.n, params,
-                   bytes, f.size);
+            printf("%d tensors, %" PRIu64 " parameters, %" PRIu64
+                   " bytes of data, %zu bytes in all\n",
+                   f.n, params, bytes, f.size);
         st_close(&f);
     }
     if (fflush(stdout) != 0 || ferror(stdout)) die(1, "write error on stdout");

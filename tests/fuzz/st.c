@@ -8,8 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[VL_ERRLEN];
     /* an exact-size copy so that any read past the end is caught */
     uint8_t *buf = malloc(size ? size : 1);
@@ -21,7 +20,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (t->data < buf || t->data + t->nbytes > buf + size) abort();
             if (t->nbytes != (size_t)t->numel * st_dtype_size(t->dtype)) abort();
             if (st_find(&f, t->name) != t) abort();
-            if (t->numel <= (1 << 20) && (t->dtype == ST_F32 || t->dtype == ST_F16 || t->dtype == ST_BF16)) {
+            if (t->numel <= (1 << 20) &&
+                (t->dtype == ST_F32 || t->dtype == ST_F16 || t->dtype == ST_BF16)) {
                 float *x = malloc((size_t)(t->numel ? t->numel : 1) * sizeof(float));
                 st_to_f32(t, x);
                 free(x);

@@ -10,8 +10,7 @@
 
 static mpw w, w2; /* reused: a fresh 1 MiB buffer per run would dominate the run time */
 
-static void reencode(const mp_val *v)
-{
+static void reencode(const mp_val *v) {
     if (!w.buf) {
         mpw_init(&w, -1);
         mpw_init(&w2, -1);
@@ -22,15 +21,15 @@ static void reencode(const mp_val *v)
     mp_val back;
     size_t used;
     char err[VL_ERRLEN];
-    if (mp_decode(&a, w.buf, w.len, (size_t)1 << 30, &back, &used, err) != 1 || used != w.len) abort();
+    if (mp_decode(&a, w.buf, w.len, (size_t)1 << 30, &back, &used, err) != 1 || used != w.len)
+        abort();
     mpw_value(&w2, &back);
     /* floats are re-encoded as float64, so the second encoding equals the first */
     if (w2.len != w.len || memcmp(w2.buf, w.buf, w.len) != 0) abort();
     mp_arena_free(&a);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* the codec alone */
     mp_arena a = {0};
     mp_val v;

@@ -10,14 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void fill(float *p, size_t n, rng *r)
-{
-    for (size_t i = 0; i < n; i++) p[i] = (float)(rng_uniform(r) * 2 - 1);
+static void fill(float *p, size_t n, rng *r) {
+    for (size_t i = 0; i < n; i++)
+        p[i] = (float)(rng_uniform(r) * 2 - 1);
 }
 
 /* max |fast - ref| relative to the scale of the products, for one configuration */
-static double compare(int ta, int tb, int M, int N, int K, float alpha, float beta, int pad, rng *r)
-{
+static double compare(int ta, int tb, int M, int N, int K, float alpha, float beta, int pad,
+                      rng *r) {
     int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
     size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb, nc = (size_t)M * ldc;
     float *A = xmalloc(na * 4), *B = xmalloc(nb * 4), *C1 = xmalloc(nc * 4), *C2 = xmalloc(nc * 4);
@@ -25,7 +25,8 @@ static double compare(int ta, int tb, int M, int N, int K, float alpha, float be
     fill(B, nb, r);
     fill(C1, nc, r);
     if (beta == 0)
-        for (size_t i = 0; i < nc; i++) C1[i] = NAN;
+        for (size_t i = 0; i < nc; i++)
+            C1[i] = NAN;
     memcpy(C2, C1, nc * 4);
     blas_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C1, ldc);
     blas_sgemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C2, ldc);
@@ -47,22 +48,26 @@ static double compare(int ta, int tb, int M, int N, int K, float alpha, float be
     return worst;
 }
 
-int main(void)
-{
+int main(void) {
     rng r;
     rng_seed(&r, 1);
-    static const int sizes[][3] = {{1, 1, 1}, {7, 5, 3}, {33, 17, 65}, {64, 64, 64}, {129, 31, 257}, {3, 200, 1}};
+    static const int sizes[][3] = {{1, 1, 1},    {7, 5, 3},      {33, 17, 65},
+                                   {64, 64, 64}, {129, 31, 257}, {3, 200, 1}};
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++) {
             double worst = 0;
             for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
-                double d = compare(ta, tb, sizes[s][0], sizes[s][1], sizes[s][2], 1.0f, 0.0f, 0, &r);
-                double d2 = compare(ta, tb, sizes[s][0], sizes[s][1], sizes[s][2], -0.5f, 1.5f, 3, &r);
+                double d =
+                    compare(ta, tb, sizes[s][0], sizes[s][1], sizes[s][2], 1.0f, 0.0f, 0, &r);
+                double d2 =
+                    compare(ta, tb, sizes[s][0], sizes[s][1], sizes[s][2], -0.5f, 1.5f, 3, &r);
                 if (d > worst) worst = d;
                 if (d2 > worst) worst = d2;
             }
-            CHECK(worst < 5e-6, "blas: sgemm ta=%d tb=%d equals the reference on 6 shapes, strided, alpha/beta "
-                                "(worst %.2e)", ta, tb, worst);
+            CHECK(worst < 5e-6,
+                  "blas: sgemm ta=%d tb=%d equals the reference on 6 shapes, strided, alpha/beta "
+                  "(worst %.2e)",
+                  ta, tb, worst);
         }
 
     /* a large product at several thread counts: same bytes for the same thread count */
@@ -78,12 +83,15 @@ int main(void)
         blas_sgemm(0, 0, M, N, K, 1, A, K, B, N, 0, C[t], N);
     }
     double diff = 0;
-    for (size_t i = 0; i < (size_t)M * N; i++) diff = fmax(diff, fabs(C[0][i] - C[1][i]));
-    CHECK(memcmp(C[1], C[2], (size_t)M * N * 4) == 0, "blas: same thread count gives the same bytes");
+    for (size_t i = 0; i < (size_t)M * N; i++)
+        diff = fmax(diff, fabs(C[0][i] - C[1][i]));
+    CHECK(memcmp(C[1], C[2], (size_t)M * N * 4) == 0,
+          "blas: same thread count gives the same bytes");
     CHECK(diff < 1e-4, "blas: 1 and 2 threads agree within 1e-4 (%.2e)", diff);
-    CHECK(blas_get_threads() == 2 && blas_config() && *blas_config(), "blas: thread count set; config '%s'",
-          blas_config());
-    for (int t = 0; t < 3; t++) free(C[t]);
+    CHECK(blas_get_threads() == 2 && blas_config() && *blas_config(),
+          "blas: thread count set; config '%s'", blas_config());
+    for (int t = 0; t < 3; t++)
+        free(C[t]);
     free(A);
     free(B);
 

@@ -8,19 +8,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-static json *parse(const char *s, char *err) { return json_parse(s, strlen(s), err); }
+static json *parse(const char *s, char *err) {
+    return json_parse(s, strlen(s), err);
+}
 
-static void test_values(void)
-{
+static void test_values(void) {
     char err[VL_ERRLEN];
-    json *j = parse(" {\"a\": [1, -2.5, 3e2, true, false, null], \"s\": \"x\\\"y\\\\z\\/\\n\\t\", \"o\": {}, "
-                    "\"big\": 123456789012, \"neg\": -9223372036854775808, \"huge\": 99999999999999999999}\n",
-                    err);
+    json *j = parse(
+        " {\"a\": [1, -2.5, 3e2, true, false, null], \"s\": \"x\\\"y\\\\z\\/\\n\\t\", \"o\": {}, "
+        "\"big\": 123456789012, \"neg\": -9223372036854775808, \"huge\": 99999999999999999999}\n",
+        err);
     CHECK(j && j->type == JSON_OBJ && j->n == 6, "json: parses an object of 6 members");
     const json *a = json_get(j, "a");
-    CHECK(a && a->type == JSON_ARR && a->n == 6 && a->items[0].is_int && a->items[0].i == 1 && !a->items[1].is_int &&
-              a->items[1].num == -2.5 && !a->items[2].is_int && a->items[2].num == 300 &&
-              a->items[3].type == JSON_BOOL && a->items[3].b && a->items[5].type == JSON_NULL,
+    CHECK(a && a->type == JSON_ARR && a->n == 6 && a->items[0].is_int && a->items[0].i == 1 &&
+              !a->items[1].is_int && a->items[1].num == -2.5 && !a->items[2].is_int &&
+              a->items[2].num == 300 && a->items[3].type == JSON_BOOL && a->items[3].b &&
+              a->items[5].type == JSON_NULL,
           "json: numbers, booleans, null; 3e2 is not an integer");
     CHECK(strcmp(json_get_str(j, "s", ""), "x\"y\\z/\n\t") == 0, "json: simple escapes");
     CHECK(json_get(j, "o")->type == JSON_OBJ && json_get(j, "o")->n == 0, "json: empty object");
@@ -28,14 +31,17 @@ static void test_values(void)
           "json: 64-bit integers exact");
     const json *h = json_get(j, "huge");
     CHECK(h && !h->is_int && h->num > 9e19, "json: integer beyond int64 is a float, not wrapped");
-    CHECK(json_get_int(j, "s", -7) == -7 && json_get_str(j, "a", NULL) == NULL && json_get_num(j, "zz", 4.5) == 4.5,
+    CHECK(json_get_int(j, "s", -7) == -7 && json_get_str(j, "a", NULL) == NULL &&
+              json_get_num(j, "zz", 4.5) == 4.5,
           "json: accessors return the default for absent or mistyped members");
     json_free(j);
 
     j = parse("\"\\u00e9\\u4e2d\\ud83d\\ude00\\ud800x\\u0000z\"", err);
     static const char want[] = "\xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80\xef\xbf\xbdx\0z";
-    CHECK(j && j->type == JSON_STR && j->slen == sizeof want - 1 && memcmp(j->s, want, sizeof want - 1) == 0,
-          "json: \\u escapes to UTF-8, surrogate pair, lone surrogate -> U+FFFD, embedded NUL kept with length");
+    CHECK(j && j->type == JSON_STR && j->slen == sizeof want - 1 &&
+              memcmp(j->s, want, sizeof want - 1) == 0,
+          "json: \\u escapes to UTF-8, surrogate pair, lone surrogate -> U+FFFD, embedded NUL kept "
+          "with length");
     json_free(j);
     j = parse("\"caf\xc3\xa9 \xe4\xb8\xad\"", err);
     CHECK(j && strcmp(j->s, "caf\xc3\xa9 \xe4\xb8\xad") == 0, "json: raw UTF-8 passes through");
@@ -44,7 +50,8 @@ static void test_values(void)
     /* many members: growth of the member arrays */
     json_buf b = {0};
     json_buf_puts(&b, "{");
-    for (int i = 0; i < 5000; i++) json_buf_printf(&b, "%s\"k%d\":[%d]", i ? "," : "", i, i);
+    for (int i = 0; i < 5000; i++)
+        json_buf_printf(&b, "%s\"k%d\":[%d]", i ? "," : "", i, i);
     json_buf_puts(&b, "}");
     j = json_parse(b.p, b.len, err);
     const json *k = json_get(j, "k4999");
@@ -53,12 +60,13 @@ static void test_values(void)
     free(b.p);
 }
 
-static void test_errors(void)
-{
-    static const char *const bad[] = {"",        "{",         "{\"a\"}",     "{\"a\":}",  "[1,]",      "[1 2]",
-                                      "tru",     "nul",       "\"abc",       "\"\\x\"",   "\"\\u12\"", "01.",
-                                      "-",       "1.",        "1e",          "{\"a\":1}x", "\"a\nb\"", "[1,2",
-                                      "{1:2}",   "\"\\ud800\\u12\"", "007", NULL};
+static void test_errors(void) {
+    static const char *const bad[] = {"",         "{",       "{\"a\"}",   "{\"a\":}",
+                                      "[1,]",     "[1 2]",   "tru",       "nul",
+                                      "\"abc",    "\"\\x\"", "\"\\u12\"", "01.",
+                                      "-",        "1.",      "1e",        "{\"a\":1}x",
+                                      "\"a\nb\"", "[1,2",    "{1:2}",     "\"\\ud800\\u12\"",
+                                      "007",      NULL};
     int all = 1;
     char err[VL_ERRLEN];
     for (int i = 0; bad[i]; i++) {
@@ -91,10 +99,10 @@ static void test_errors(void)
     CHECK(!j && strstr(err, "number too long"), "json: 199-digit number refused");
 }
 
-static void test_writer(void)
-{
+static void test_writer(void) {
     char raw[256];
-    for (int i = 0; i < 255; i++) raw[i] = (char)(i + 1);
+    for (int i = 0; i < 255; i++)
+        raw[i] = (char)(i + 1);
     json_buf b = {0};
     json_buf_str(&b, raw, 255);
     char err[VL_ERRLEN];
@@ -108,12 +116,12 @@ static void test_writer(void)
     memset(big, 'q', sizeof big - 1);
     big[sizeof big - 1] = 0;
     json_buf_printf(&b, "<%s>", big);
-    CHECK(b.len == 2001 && b.p[0] == '<' && b.p[2000] == '>' && b.p[2001] == 0, "json: json_buf_printf beyond 512 bytes");
+    CHECK(b.len == 2001 && b.p[0] == '<' && b.p[2000] == '>' && b.p[2001] == 0,
+          "json: json_buf_printf beyond 512 bytes");
     free(b.p);
 }
 
-int main(void)
-{
+int main(void) {
     test_values();
     test_errors();
     test_writer();

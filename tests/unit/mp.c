@@ -9,14 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int decode(mp_arena *a, const void *buf, size_t n, size_t max, mp_val *v, size_t *used, char *err)
-{
+static int decode(mp_arena *a, const void *buf, size_t n, size_t max, mp_val *v, size_t *used,
+                  char *err) {
     return mp_decode(a, buf, n, max, v, used, err);
 }
 
 /* every prefix of a valid object is "incomplete" (0), never an error or a read past the end */
-static int prefixes_incomplete(const uint8_t *buf, size_t n)
-{
+static int prefixes_incomplete(const uint8_t *buf, size_t n) {
     mp_arena a = {0};
     int ok = 1;
     for (size_t k = 0; k < n; k++) {
@@ -33,11 +32,11 @@ static int prefixes_incomplete(const uint8_t *buf, size_t n)
     return ok;
 }
 
-static void test_ints(void)
-{
-    static const int64_t vals[] = {0, 1, 127, 128, 255, 256, 65535, 65536, 4294967295LL, 4294967296LL, INT64_MAX,
-                                   -1, -32, -33, -128, -129, -32768, -32769, INT32_MIN, (int64_t)INT32_MIN - 1,
-                                   INT64_MIN};
+static void test_ints(void) {
+    static const int64_t vals[] = {
+        0,         1,  127, 128, 255,  256,  65535,  65536,  4294967295LL, 4294967296LL,
+        INT64_MAX, -1, -32, -33, -128, -129, -32768, -32769, INT32_MIN,    (int64_t)INT32_MIN - 1,
+        INT64_MIN};
     static const size_t sizes[] = {1, 1, 1, 2, 2, 3, 3, 5, 5, 9, 9, 1, 1, 2, 2, 3, 3, 5, 5, 9, 9};
     int all = 1, size_ok = 1;
     for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
@@ -50,8 +49,8 @@ static void test_ints(void)
         size_t used;
         char err[VL_ERRLEN];
         int64_t x;
-        if (decode(&a, w.buf, w.len, 100, &v, &used, err) != 1 || used != w.len || mp_as_i64(&v, &x) != 0 ||
-            x != vals[i])
+        if (decode(&a, w.buf, w.len, 100, &v, &used, err) != 1 || used != w.len ||
+            mp_as_i64(&v, &x) != 0 || x != vals[i])
             all = 0;
         mp_arena_free(&a);
         mpw_free(&w);
@@ -74,39 +73,45 @@ static void test_ints(void)
     mpw_free(&w);
 }
 
-static void test_known_bytes(void)
-{
-    /* {"a": [1, -1, true, nil], "b": bin(2), "c": 1.5 (f32), "d": 0.25 (f64)} as written by msgpack-python */
-    static const uint8_t buf[] = {0x84, 0xa1, 'a', 0x94, 0x01, 0xff, 0xc3, 0xc0, 0xa1, 'b', 0xc4, 0x02, 0xde, 0xad,
-                                  0xa1, 'c',  0xca, 0x3f, 0xc0, 0x00, 0x00, 0xa1, 'd', 0xcb, 0x3f, 0xd0, 0, 0, 0, 0,
-                                  0,    0};
+static void test_known_bytes(void) {
+    /* {"a": [1, -1, true, nil], "b": bin(2), "c": 1.5 (f32), "d": 0.25 (f64)} as written by
+     * msgpack-python */
+    static const uint8_t buf[] = {0x84, 0xa1, 'a',  0x94, 0x01, 0xff, 0xc3, 0xc0, 0xa1, 'b',  0xc4,
+                                  0x02, 0xde, 0xad, 0xa1, 'c',  0xca, 0x3f, 0xc0, 0x00, 0x00, 0xa1,
+                                  'd',  0xcb, 0x3f, 0xd0, 0,    0,    0,    0,    0,    0};
     mp_arena a = {0};
     mp_val v;
     size_t used;
     char err[VL_ERRLEN];
     int r = decode(&a, buf, sizeof buf, 100, &v, &used, err);
-    CHECK(r == 1 && used == sizeof buf && v.type == MP_MAP && v.len == 4, "mp: decodes a hand-written map");
+    CHECK(r == 1 && used == sizeof buf && v.type == MP_MAP && v.len == 4,
+          "mp: decodes a hand-written map");
     const mp_val *arr = mp_get(&v, "a"), *bin = mp_get(&v, "b");
     double c = 0, d = 0;
-    CHECK(arr && arr->type == MP_ARRAY && arr->len == 4 && arr->v.a[0].v.u == 1 && arr->v.a[1].v.i == -1 &&
-              arr->v.a[2].type == MP_BOOL && arr->v.a[2].v.b == 1 && arr->v.a[3].type == MP_NIL,
+    CHECK(arr && arr->type == MP_ARRAY && arr->len == 4 && arr->v.a[0].v.u == 1 &&
+              arr->v.a[1].v.i == -1 && arr->v.a[2].type == MP_BOOL && arr->v.a[2].v.b == 1 &&
+              arr->v.a[3].type == MP_NIL,
           "mp: array of fixint, negative fixint, true, nil");
-    CHECK(bin && bin->type == MP_BIN && bin->len == 2 && bin->v.p == buf + 12, "mp: bin points into the input");
-    CHECK(mp_as_f64(mp_get(&v, "c"), &c) == 0 && c == 1.5 && mp_as_f64(mp_get(&v, "d"), &d) == 0 && d == 0.25,
+    CHECK(bin && bin->type == MP_BIN && bin->len == 2 && bin->v.p == buf + 12,
+          "mp: bin points into the input");
+    CHECK(mp_as_f64(mp_get(&v, "c"), &c) == 0 && c == 1.5 && mp_as_f64(mp_get(&v, "d"), &d) == 0 &&
+              d == 0.25,
           "mp: float32 and float64");
-    CHECK(mp_get(&v, "zz") == NULL && mp_get(arr, "a") == NULL, "mp: mp_get on absent keys and non-maps is NULL");
-    CHECK(prefixes_incomplete(buf, sizeof buf), "mp: every strict prefix of a map is incomplete (0), not an error");
+    CHECK(mp_get(&v, "zz") == NULL && mp_get(arr, "a") == NULL,
+          "mp: mp_get on absent keys and non-maps is NULL");
+    CHECK(prefixes_incomplete(buf, sizeof buf),
+          "mp: every strict prefix of a map is incomplete (0), not an error");
     mp_arena_free(&a);
 }
 
-static void test_strings_bins(void)
-{
+static void test_strings_bins(void) {
     static const size_t lens[] = {0, 31, 32, 255, 256, 65535, 65536, 300000};
     int ok = 1, bok = 1;
     for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
         size_t n = lens[i];
         char *s = xmalloc(n + 1);
-        for (size_t k = 0; k < n; k++) s[k] = (char)('a' + k % 26);
+        for (size_t k = 0; k < n; k++)
+            s[k] = (char)('a' + k % 26);
         mpw w;
         mpw_init(&w, -1);
         mpw_array(&w);
@@ -132,8 +137,7 @@ static void test_strings_bins(void)
     CHECK(bok, "mp: bins of 0..300000 bytes round-trip (bin8, bin16, bin32)");
 }
 
-static void test_containers(void)
-{
+static void test_containers(void) {
     /* nested containers of sizes around the fix/16/32 boundaries, counts patched at mpw_end */
     static const uint32_t counts[] = {0, 15, 16, 65535, 65536};
     int ok = 1;
@@ -144,7 +148,8 @@ static void test_containers(void)
         mpw_map(&w);
         mpw_str(&w, "list");
         mpw_array(&w);
-        for (uint32_t k = 0; k < n; k++) mpw_uint(&w, k);
+        for (uint32_t k = 0; k < n; k++)
+            mpw_uint(&w, k);
         mpw_end(&w);
         mpw_str(&w, "inner");
         mpw_map(&w);
@@ -165,9 +170,10 @@ static void test_containers(void)
         if (decode(&a, w.buf, w.len, 1 << 20, &v, &used, err) != 1 || used != w.len) {
             ok = 0;
         } else {
-            const mp_val *l = mp_get(&v, "list"), *in = mp_get(&v, "inner"), *af = mp_get(&v, "after");
-            if (!l || l->type != MP_ARRAY || l->len != n || !in || in->type != MP_MAP || in->len != n || !af ||
-                af->type != MP_BOOL)
+            const mp_val *l = mp_get(&v, "list"), *in = mp_get(&v, "inner"),
+                         *af = mp_get(&v, "after");
+            if (!l || l->type != MP_ARRAY || l->len != n || !in || in->type != MP_MAP ||
+                in->len != n || !af || af->type != MP_BOOL)
                 ok = 0;
             for (uint32_t k = 0; ok && k < n; k++)
                 if (l->v.a[k].v.u != k || in->v.a[2 * k + 1].v.i != -(int64_t)k) ok = 0;
@@ -184,8 +190,8 @@ static void test_containers(void)
     CHECK(ok, "mp: arrays and maps of 0, 15, 16, 65535, 65536 entries round-trip");
 
     /* mpw_value: a decoded tree copies to identical bytes */
-    static const uint8_t buf[] = {0x83, 0xa1, 'x', 0x92, 0xcd, 0x01, 0x00, 0xd0, 0x80, 0xa1, 'y', 0xc7, 0x02, 0x05,
-                                  0xaa, 0xbb, 0xa1, 'z', 0x80};
+    static const uint8_t buf[] = {0x83, 0xa1, 'x',  0x92, 0xcd, 0x01, 0x00, 0xd0, 0x80, 0xa1,
+                                  'y',  0xc7, 0x02, 0x05, 0xaa, 0xbb, 0xa1, 'z',  0x80};
     mp_arena a = {0};
     mp_val v;
     size_t used;
@@ -198,7 +204,8 @@ static void test_containers(void)
     mp_arena a2 = {0};
     int r = decode(&a2, w.buf, w.len, 100, &v2, &used, err);
     const mp_val *y = mp_get(&v2, "y");
-    CHECK(r == 1 && v2.len == 3 && y && y->type == MP_EXT && y->ext_type == 5 && y->len == 2 && y->v.p[1] == 0xbb,
+    CHECK(r == 1 && v2.len == 3 && y && y->type == MP_EXT && y->ext_type == 5 && y->len == 2 &&
+              y->v.p[1] == 0xbb,
           "mp: mpw_value copies maps, arrays, ints and ext values");
     mp_arena_free(&a);
     mp_arena_free(&a2);
@@ -213,8 +220,7 @@ static void test_containers(void)
     mp_arena_free(&a);
 }
 
-static void test_floats(void)
-{
+static void test_floats(void) {
     mpw w;
     mpw_init(&w, -1);
     mpw_array(&w);
@@ -234,22 +240,23 @@ static void test_floats(void)
     mpw_free(&w);
 }
 
-static void test_errors(void)
-{
+static void test_errors(void) {
     mp_arena a = {0};
     mp_val v;
     size_t used;
     char err[VL_ERRLEN];
     static const uint8_t bad[] = {0xc1};
     err[0] = 0;
-    CHECK(decode(&a, bad, 1, 100, &v, &used, err) == -1 && strstr(err, "0xc1"), "mp: byte 0xc1 is refused: %s", err);
+    CHECK(decode(&a, bad, 1, 100, &v, &used, err) == -1 && strstr(err, "0xc1"),
+          "mp: byte 0xc1 is refused: %s", err);
 
     /* bin32 of 4 GiB - 1 bytes with a limit of 1 MiB: refused before reading */
     static const uint8_t big[] = {0xc6, 0xff, 0xff, 0xff, 0xff, 0x00};
     CHECK(decode(&a, big, sizeof big, 1 << 20, &v, &used, err) == -1 && strstr(err, "limit"),
           "mp: oversized bin length refused: %s", err);
     static const uint8_t bigs[] = {0xdb, 0x7f, 0xff, 0xff, 0xff};
-    CHECK(decode(&a, bigs, sizeof bigs, 1 << 20, &v, &used, err) == -1, "mp: oversized str length refused");
+    CHECK(decode(&a, bigs, sizeof bigs, 1 << 20, &v, &used, err) == -1,
+          "mp: oversized str length refused");
     static const uint8_t bigmap[] = {0xdf, 0xff, 0xff, 0xff, 0xff};
     CHECK(decode(&a, bigmap, sizeof bigmap, 1 << 20, &v, &used, err) == -1 && strstr(err, "map"),
           "mp: map32 of 2^32-1 pairs refused: %s", err);
@@ -274,21 +281,23 @@ static void test_errors(void)
     mpw_value(&w, &v);
     mpw_end(&w);
     mpw_end(&w);
-    CHECK(r64 == 1 && w.depth == 0 && w.len == 2 + 2 + 64, "mp: a 64-level value copies into an item (encoder holds it)");
+    CHECK(r64 == 1 && w.depth == 0 && w.len == 2 + 2 + 64,
+          "mp: a 64-level value copies into an item (encoder holds it)");
     mpw_free(&w);
     CHECK(decode(&a, bad, 0, 100, &v, &used, err) == 0, "mp: empty input is incomplete");
     static const uint8_t trunc_f64[] = {0xcb, 0, 0, 0};
-    CHECK(decode(&a, trunc_f64, sizeof trunc_f64, 100, &v, &used, err) == 0, "mp: truncated float64 is incomplete");
+    CHECK(decode(&a, trunc_f64, sizeof trunc_f64, 100, &v, &used, err) == 0,
+          "mp: truncated float64 is incomplete");
     mp_arena_free(&a);
 }
 
-static void test_arena(void)
-{
+static void test_arena(void) {
     /* the arena keeps one block across resets: same-sized decodes stop allocating */
     mpw w;
     mpw_init(&w, -1);
     mpw_array(&w);
-    for (int k = 0; k < 10000; k++) mpw_nil(&w);
+    for (int k = 0; k < 10000; k++)
+        mpw_nil(&w);
     mpw_end(&w);
     mp_arena a = {0};
     mp_val v;
@@ -306,8 +315,7 @@ static void test_arena(void)
     mpw_free(&w);
 }
 
-int main(void)
-{
+int main(void) {
     test_ints();
     test_known_bytes();
     test_strings_bins();

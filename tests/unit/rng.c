@@ -7,8 +7,7 @@
 #include <math.h>
 #include <string.h>
 
-int main(void)
-{
+int main(void) {
     /* xoshiro256** from state {1, 2, 3, 4}: first outputs of the reference C code */
     rng r = {{1, 2, 3, 4}};
     static const uint64_t want[] = {11520ull, 0ull, 1509978240ull, 1215971899390074240ull};
@@ -35,7 +34,8 @@ int main(void)
     rng_for_key(&d, 42, "img/2.jpg", 9, 3);
     rng_for_key(&e, 42, "img/1.jpg", 9, 4);
     uint64_t x = rng_u64(&a);
-    CHECK(x != rng_u64(&c) && x != rng_u64(&d) && x != rng_u64(&e), "rng: seed, key and index each change the stream");
+    CHECK(x != rng_u64(&c) && x != rng_u64(&d) && x != rng_u64(&e),
+          "rng: seed, key and index each change the stream");
 
     rng_seed(&r, 7);
     double sum = 0, sum2 = 0, lo = 1, hi = 0;
@@ -52,9 +52,11 @@ int main(void)
           "rng: uniform in [0,1), mean %.4f, variance %.4f", mean, var);
 
     int counts[7] = {0};
-    for (int i = 0; i < 700000; i++) counts[rng_below(&r, 7)]++;
+    for (int i = 0; i < 700000; i++)
+        counts[rng_below(&r, 7)]++;
     double chi = 0;
-    for (int k = 0; k < 7; k++) chi += (counts[k] - 100000.0) * (counts[k] - 100000.0) / 100000.0;
+    for (int k = 0; k < 7; k++)
+        chi += (counts[k] - 100000.0) * (counts[k] - 100000.0) / 100000.0;
     CHECK(chi < 22.5, "rng: rng_below(7) uniform (chi-square %.2f, 6 dof, p > 0.001)", chi);
     uint64_t big = (1ull << 63) + 5, maxv = 0;
     int inrange = 1;
@@ -77,10 +79,12 @@ int main(void)
     }
     mean = sum / N;
     var = sum2 / N;
-    CHECK(fabs(mean) < 0.005 && fabs(var - 1) < 0.01 && fabs(s3 / N) < 0.02 && fabs(s4 / N - 3) < 0.05,
+    CHECK(fabs(mean) < 0.005 && fabs(var - 1) < 0.01 && fabs(s3 / N) < 0.02 &&
+              fabs(s4 / N - 3) < 0.05,
           "rng: normal moments mean %.4f var %.4f skew %.4f kurt %.4f", mean, var, s3 / N, s4 / N);
 
-    CHECK(rng_hash("", 0, 0) == 0xcbf29ce484222325ull && rng_hash("a", 1, 0) == 0xaf63dc4c8601ec8cull,
+    CHECK(rng_hash("", 0, 0) == 0xcbf29ce484222325ull &&
+              rng_hash("a", 1, 0) == 0xaf63dc4c8601ec8cull,
           "rng: rng_hash is FNV-1a 64 (reference values)");
     CHECK_EXIT();
 }

@@ -13,11 +13,11 @@
 static char dir[] = "/tmp/vl2v-st-XXXXXX";
 
 /* parses a header JSON followed by ndata zero bytes; returns st_parse's result */
-static int parse_hdr(const char *hdr, size_t ndata, char *err)
-{
+static int parse_hdr(const char *hdr, size_t ndata, char *err) {
     size_t hl = strlen(hdr), n = 8 + hl + ndata;
     uint8_t *buf = xcalloc(n, 1);
-    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        buf[i] = (uint8_t)((uint64_t)hl >> (8 * i));
     memcpy(buf + 8, hdr, hl);
     /* an exact-size copy so a read past the end is caught by sanitizers */
     st_file f;
@@ -27,15 +27,14 @@ static int parse_hdr(const char *hdr, size_t ndata, char *err)
     return rc;
 }
 
-static void expect_bad(const char *hdr, size_t ndata, const char *needle, const char *what)
-{
+static void expect_bad(const char *hdr, size_t ndata, const char *needle, const char *what) {
     char err[VL_ERRLEN] = "";
     int rc = parse_hdr(hdr, ndata, err);
-    CHECK(rc == -1 && strstr(err, needle) && strncmp(err, "<t>: ", 5) == 0, "st: %s: %s", what, err);
+    CHECK(rc == -1 && strstr(err, needle) && strncmp(err, "<t>: ", 5) == 0, "st: %s: %s", what,
+          err);
 }
 
-static void test_round_trip(void)
-{
+static void test_round_trip(void) {
     char path[256], err[VL_ERRLEN];
     snprintf(path, sizeof path, "%s/m.safetensors", dir);
     float w[6] = {1, -2, 3.5f, 0.1f, 1e-3f, 65504};
@@ -59,14 +58,17 @@ static void test_round_trip(void)
     stw_free(s);
 
     st_file f;
-    CHECK(st_open(&f, path, err) == 0 && f.n == 6 && f.nmeta == 2, "st: reader opens it: 6 tensors, 2 metadata");
-    CHECK(strcmp(f.t[0].name, "bhalf") == 0 && strcmp(f.t[5].name, "scalar") == 0, "st: tensors sorted by name");
+    CHECK(st_open(&f, path, err) == 0 && f.n == 6 && f.nmeta == 2,
+          "st: reader opens it: 6 tensors, 2 metadata");
+    CHECK(strcmp(f.t[0].name, "bhalf") == 0 && strcmp(f.t[5].name, "scalar") == 0,
+          "st: tensors sorted by name");
     const st_tensor *t = st_find(&f, "layer.weight");
-    CHECK(t && t->dtype == ST_F32 && t->ndim == 2 && t->shape[1] == 3 && t->numel == 6 && t->nbytes == 24 &&
-              memcmp(t->data, w, 24) == 0,
+    CHECK(t && t->dtype == ST_F32 && t->ndim == 2 && t->shape[1] == 3 && t->numel == 6 &&
+              t->nbytes == 24 && memcmp(t->data, w, 24) == 0,
           "st: F32 tensor read back bit-exact");
     CHECK(st_find(&f, "nope") == NULL && st_find(&f, "") == NULL, "st: st_find of absent names");
-    CHECK(strcmp(st_meta(&f, "format"), "pt") == 0 && strcmp(st_meta(&f, "note"), "quote \" backslash \\ newline \n") == 0 &&
+    CHECK(strcmp(st_meta(&f, "format"), "pt") == 0 &&
+              strcmp(st_meta(&f, "note"), "quote \" backslash \\ newline \n") == 0 &&
               st_meta(&f, "x") == NULL,
           "st: metadata with escapes read back");
     int64_t any[2] = {-1, 3};
@@ -74,7 +76,8 @@ static void test_round_trip(void)
     CHECK(x && x[2] == 3.5f, "st: st_load_f32 with a wildcard dimension");
     free(x);
     x = st_load_f32(&f, "layer.weight", 2, (int64_t[]){3, 2}, err);
-    CHECK(!x && strstr(err, "has shape [2, 3], expected [3, 2]"), "st: shape mismatch named: %s", err);
+    CHECK(!x && strstr(err, "has shape [2, 3], expected [3, 2]"), "st: shape mismatch named: %s",
+          err);
     x = st_load_f32(&f, "layer.weight", 1, (int64_t[]){6}, err);
     CHECK(!x, "st: rank mismatch refused");
     x = st_load_f32(&f, "missing", 1, (int64_t[]){6}, err);
@@ -99,7 +102,8 @@ static void test_round_trip(void)
     memcpy(&id2, t->data + 16, 8);
     CHECK(id2 == (1LL << 40), "st: I64 data intact");
     /* data is 8-byte aligned in the file */
-    CHECK(((f.t[0].data - (const uint8_t *)f.map) % 8) == 0, "st: data section starts 8-byte aligned");
+    CHECK(((f.t[0].data - (const uint8_t *)f.map) % 8) == 0,
+          "st: data section starts 8-byte aligned");
     st_close(&f);
 
     /* writing twice the same content gives the same bytes (independent of add order) */
@@ -125,7 +129,8 @@ static void test_round_trip(void)
     snprintf(p2, sizeof p2, "%s/none/m.safetensors", dir);
     s = stw_new();
     stw_add(s, "a", ST_F32, 1, (int64_t[]){2}, w);
-    CHECK(stw_write(s, p2, err) == -1 && strstr(err, "none"), "st: write into a missing directory fails: %s", err);
+    CHECK(stw_write(s, p2, err) == -1 && strstr(err, "none"),
+          "st: write into a missing directory fails: %s", err);
     stw_free(s);
 
     /* truncated file: the data section cut short */
@@ -135,62 +140,73 @@ static void test_round_trip(void)
     CHECK(st_open(&f, path, err) == -1 && strstr(err, "beyond") && strstr(err, "truncated"),
           "st: truncated file refused: %s", err);
     snprintf(p2, sizeof p2, "%s/absent.safetensors", dir);
-    CHECK(st_open(&f, p2, err) == -1 && strstr(err, "absent.safetensors"), "st: missing file named: %s", err);
-    CHECK(st_open(&f, dir, err) == -1 && strstr(err, "not a regular file"), "st: directory refused: %s", err);
+    CHECK(st_open(&f, p2, err) == -1 && strstr(err, "absent.safetensors"),
+          "st: missing file named: %s", err);
+    CHECK(st_open(&f, dir, err) == -1 && strstr(err, "not a regular file"),
+          "st: directory refused: %s", err);
     snprintf(p2, sizeof p2, "%s/zero", dir);
     fclose(fopen(p2, "w"));
-    CHECK(st_open(&f, p2, err) == -1 && strstr(err, "shorter than"), "st: empty file refused: %s", err);
+    CHECK(st_open(&f, p2, err) == -1 && strstr(err, "shorter than"), "st: empty file refused: %s",
+          err);
 }
 
-static void test_bad_headers(void)
-{
+static void test_bad_headers(void) {
     char err[VL_ERRLEN];
     uint8_t buf[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, '{', '}'};
     st_file f;
-    CHECK(st_parse(&f, buf, 10, "<t>", err) == -1 && strstr(err, "exceeds the file"), "st: huge header length: %s",
-          err);
-    CHECK(st_parse(&f, buf, 5, "<t>", err) == -1 && strstr(err, "shorter than"), "st: 5-byte file: %s", err);
+    CHECK(st_parse(&f, buf, 10, "<t>", err) == -1 && strstr(err, "exceeds the file"),
+          "st: huge header length: %s", err);
+    CHECK(st_parse(&f, buf, 5, "<t>", err) == -1 && strstr(err, "shorter than"),
+          "st: 5-byte file: %s", err);
     CHECK(parse_hdr("{}", 0, err) == 0, "st: empty header {} is a valid file with no tensors");
     expect_bad("[1]", 0, "does not start with '{'", "header that is an array");
     expect_bad("{\"a\":", 0, "bad safetensors header: JSON", "unterminated JSON");
-    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", 8, "JSON", "missing closing brace");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", 8, "JSON",
+               "missing closing brace");
     expect_bad("{\"a\":1}", 0, "entry is not an object", "tensor entry that is a number");
-    expect_bad("{\"a\":{\"dtype\":\"Q4\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "dtype 'Q4'", "unknown dtype");
-    expect_bad("{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "missing dtype", "missing dtype");
-    expect_bad("{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4, "missing shape", "missing shape");
-    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, "bad dimension",
-               "negative dimension");
-    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4, "bad dimension",
-               "fractional dimension");
-    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4,
-               "more than 8 dimensions", "nine dimensions");
-    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1048576,1048576,1048576],\"data_offsets\":[0,4]}}", 4,
-               "too many elements", "2^60 elements (overflow guard)");
-    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 8, "4 data bytes for 2",
-               "byte count not matching the shape");
-    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4, "beyond", "offsets past the end");
-    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8, "bad data_offsets",
-               "offsets reversed");
-    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[-8,0]}}", 8, "bad data_offsets",
-               "negative offset");
-    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}", 8, "bad data_offsets",
-               "one offset");
-    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,18446744073709551615]}}", 8,
-               "bad data_offsets", "offset beyond int64");
+    expect_bad("{\"a\":{\"dtype\":\"Q4\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "dtype 'Q4'",
+               "unknown dtype");
+    expect_bad("{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "missing dtype",
+               "missing dtype");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4, "missing shape",
+               "missing shape");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4,
+               "bad dimension", "negative dimension");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4,
+               "bad dimension", "fractional dimension");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}",
+               4, "more than 8 dimensions", "nine dimensions");
+    expect_bad(
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[1048576,1048576,1048576],\"data_offsets\":[0,4]}}", 4,
+        "too many elements", "2^60 elements (overflow guard)");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 8,
+               "4 data bytes for 2", "byte count not matching the shape");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4, "beyond",
+               "offsets past the end");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8,
+               "bad data_offsets", "offsets reversed");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[-8,0]}}", 8,
+               "bad data_offsets", "negative offset");
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}", 8,
+               "bad data_offsets", "one offset");
+    expect_bad(
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,18446744073709551615]}}", 8,
+        "bad data_offsets", "offset beyond int64");
     expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
                "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
                12, "overlap", "overlapping tensors");
     expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
                "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
                8, "appears twice", "duplicate tensor name");
-    expect_bad("{\"__metadata__\":{\"a\":1}}", 0, "not a string", "metadata value that is a number");
+    expect_bad("{\"__metadata__\":{\"a\":1}}", 0, "not a string",
+               "metadata value that is a number");
     expect_bad("{\"__metadata__\":[]}", 0, "not an object", "metadata that is an array");
-    expect_bad("{\"__metadata__\":{\"a\":\"x\",\"b\":\"y\"},\"__metadata__\":{\"c\":\"z\",\"d\":\"w\",\"e\":\"v\"}}", 0,
-               "appears twice", "duplicate __metadata__");
+    expect_bad("{\"__metadata__\":{\"a\":\"x\",\"b\":\"y\"},\"__metadata__\":{\"c\":\"z\",\"d\":"
+               "\"w\",\"e\":\"v\"}}",
+               0, "appears twice", "duplicate __metadata__");
 }
 
-int main(void)
-{
+int main(void) {
     if (!mkdtemp(dir)) return 1;
     test_round_trip();
     test_bad_headers();

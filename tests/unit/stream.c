@@ -14,8 +14,7 @@
 #include <unistd.h>
 
 /* an anonymous file holding n bytes, positioned at 0 */
-static int mem_fd(const void *p, size_t n)
-{
+static int mem_fd(const void *p, size_t n) {
     int fd = memfd_create("stream-test", 0);
     if (fd < 0 || vl_write_all(fd, p, n) != 0) abort();
     lseek(fd, 0, SEEK_SET);
@@ -23,8 +22,7 @@ static int mem_fd(const void *p, size_t n)
 }
 
 /* reads everything written to a memfd back */
-static uint8_t *slurp(int fd, size_t *n)
-{
+static uint8_t *slurp(int fd, size_t *n) {
     off_t end = lseek(fd, 0, SEEK_END);
     uint8_t *p = xmalloc((size_t)end + 1);
     if (pread(fd, p, (size_t)end, 0) != end) abort();
@@ -36,8 +34,7 @@ static char *ARGV1[] = {"teacher-embed", "--model", "m"};
 static char *ARGV2[] = {"mpcat", "-o", "x"};
 
 /* writes an embedding stream of n items of dimension dim into a fresh memfd */
-static int write_embedding(int n, int dim, int with_trailer)
-{
+static int write_embedding(int n, int dim, int with_trailer) {
     int fd = memfd_create("emb", 0);
     sw s;
     sw_init(&s, fd);
@@ -53,7 +50,8 @@ static int write_embedding(int n, int dim, int with_trailer)
     for (int i = 0; i < n; i++) {
         char id[32];
         snprintf(id, sizeof id, "img/%05d.jpg", i);
-        for (int k = 0; k < dim; k++) v[k] = (float)i + (float)k / dim;
+        for (int k = 0; k < dim; k++)
+            v[k] = (float)i + (float)k / dim;
         sw_item_begin(&s);
         mpw_str(&s.w, "id");
         mpw_str(&s.w, id);
@@ -85,8 +83,7 @@ static int write_embedding(int n, int dim, int with_trailer)
 }
 
 /* reads a whole single stream; returns items read or -1 (err copied) */
-static long read_all(int fd, const char *want, char *err, int check)
-{
+static long read_all(int fd, const char *want, char *err, int check) {
     sr *r = sr_open(fd, "<test>");
     long n = 0;
     if (sr_header(r, want) != 0) {
@@ -113,12 +110,12 @@ static long read_all(int fd, const char *want, char *err, int check)
     return n;
 }
 
-static void test_round_trip(void)
-{
+static void test_round_trip(void) {
     int fd = write_embedding(3, 4, 1);
     sr *r = sr_open(fd, "<test>");
     int h = sr_header(r, "embedding");
-    CHECK(h == 0 && r->schema == SCHEMA_EMBEDDING && r->dim == 4, "stream: header read back (schema, dim)");
+    CHECK(h == 0 && r->schema == SCHEMA_EMBEDDING && r->dim == 4,
+          "stream: header read back (schema, dim)");
     const mp_val *hist = mp_get(&r->header, "history");
     CHECK(hist && hist->type == MP_ARRAY && hist->len == 1 && hist->v.a[0].len == 3 &&
               mp_str_eq(&hist->v.a[0].v.a[0], "teacher-embed"),
@@ -132,11 +129,14 @@ static void test_round_trip(void)
         memcpy(&x, vec->v.p + 4 * 3, 4);
         char id[32];
         snprintf(id, sizeof id, "img/%05d.jpg", n);
-        if (!mp_str_eq(mp_get(item, "id"), id) || x != (float)n + 0.75f || sr_check_item(r, item, err) != 0) ok = 0;
+        if (!mp_str_eq(mp_get(item, "id"), id) || x != (float)n + 0.75f ||
+            sr_check_item(r, item, err) != 0)
+            ok = 0;
         n++;
     }
     CHECK(rc == 0 && n == 3 && ok, "stream: 3 items read back, checked and equal");
-    CHECK(sr_trailer_records(r) == 3 && sr_trailer_dropped(r) == 2, "stream: trailer records 3, dropped 2");
+    CHECK(sr_trailer_records(r) == 3 && sr_trailer_dropped(r) == 2,
+          "stream: trailer records 3, dropped 2");
     CHECK(sr_finish(r) == 0, "stream: clean end after the trailer");
     sr_close(r);
 
@@ -160,14 +160,14 @@ static void test_round_trip(void)
     hist = mp_get(&r->header, "history");
     CHECK(hist && hist->len == 2 && mp_str_eq(&hist->v.a[1].v.a[0], "mpcat"),
           "stream: sw_header_begin appends argv to the input's history");
-    CHECK(strstr(r->err, "'dim'") != NULL, "stream: embedding header without dim refused: %s", r->err);
+    CHECK(strstr(r->err, "'dim'") != NULL, "stream: embedding header without dim refused: %s",
+          r->err);
     sr_close(r);
     close(fd);
     close(fd2);
 }
 
-static void test_big(void)
-{
+static void test_big(void) {
     /* 600 items of dim 4096 (16 KiB each, ~10 MB): records straddle the 4 MiB read buffer */
     int fd = write_embedding(600, 4096, 1);
     char err[VL_ERRLEN] = "";
@@ -207,8 +207,7 @@ static void test_big(void)
     close(ifd);
 }
 
-static void test_pipe_trickle(void)
-{
+static void test_pipe_trickle(void) {
     /* the reader must cope with input arriving a few bytes at a time */
     int src = write_embedding(20, 8, 1);
     size_t n;
@@ -234,8 +233,7 @@ static void test_pipe_trickle(void)
     free(bytes);
 }
 
-static void test_concat(void)
-{
+static void test_concat(void) {
     /* three streams back to back (as parallel --pipe leaves them) */
     size_t n1, n2;
     int a = write_embedding(2, 4, 1), b = write_embedding(3, 4, 1);
@@ -252,11 +250,13 @@ static void test_concat(void)
     do {
         streams++;
         int rc;
-        while ((rc = sr_next(r, &item)) == 1) total++;
+        while ((rc = sr_next(r, &item)) == 1)
+            total++;
         if (rc < 0) break;
         more = sr_next_stream(r, "embedding");
     } while (more == 1);
-    CHECK(streams == 3 && total == 7 && more == 0 && r->streams == 3, "stream: three streams back to back: 7 items");
+    CHECK(streams == 3 && total == 7 && more == 0 && r->streams == 3,
+          "stream: three streams back to back: 7 items");
     sr_close(r);
     close(fd);
 
@@ -267,17 +267,20 @@ static void test_concat(void)
     do {
         streams++;
         int rc;
-        while ((rc = sr_next(r, &item)) == 1) total++;
+        while ((rc = sr_next(r, &item)) == 1)
+            total++;
         if (rc < 0) break;
         more = sr_next_stream(r, "embedding");
     } while (more == 1);
-    CHECK(streams == 3 && total == 7 && more == 0, "stream: sr_open_mem reads the same three streams");
+    CHECK(streams == 3 && total == 7 && more == 0,
+          "stream: sr_open_mem reads the same three streams");
     sr_close(r);
     r = sr_open_mem(all, n1 - 1, "<mem>");
     sr_header(r, NULL);
     while (sr_next(r, &item) == 1) {
     }
-    CHECK(strstr(r->err, "<mem>: record 3: truncated") != NULL, "stream: sr_open_mem reports truncation: %s", r->err);
+    CHECK(strstr(r->err, "<mem>: record 3: truncated") != NULL,
+          "stream: sr_open_mem reports truncation: %s", r->err);
     sr_close(r);
 
     /* sr_finish refuses a second stream */
@@ -294,17 +297,17 @@ static void test_concat(void)
 }
 
 /* framing errors on hand-made byte strings */
-static void expect_err(const void *p, size_t n, const char *want, const char *needle, const char *what)
-{
+static void expect_err(const void *p, size_t n, const char *want, const char *needle,
+                       const char *what) {
     int fd = mem_fd(p, n);
     char err[VL_ERRLEN] = "";
     long r = read_all(fd, want, err, 0);
-    CHECK(r == -1 && strstr(err, needle) && strncmp(err, "<test>: ", 8) == 0, "stream: %s: %s", what, err);
+    CHECK(r == -1 && strstr(err, needle) && strncmp(err, "<test>: ", 8) == 0, "stream: %s: %s",
+          what, err);
     close(fd);
 }
 
-static void test_errors(void)
-{
+static void test_errors(void) {
     int fd = write_embedding(3, 4, 1);
     size_t n;
     uint8_t *good = slurp(fd, &n);
@@ -326,7 +329,8 @@ static void test_errors(void)
     expect_err("", 0, NULL, "empty input", "empty input refused");
     expect_err(good, hdr_end - 3, NULL, "truncated", "truncated inside the header");
     expect_err(good, hdr_end + 10, NULL, "record 1: truncated", "truncated inside an item");
-    expect_err(good, item1_end, NULL, "without a trailer after 1 records", "truncated between items");
+    expect_err(good, item1_end, NULL, "without a trailer after 1 records",
+               "truncated between items");
     expect_err(good, n - 2, NULL, "truncated", "truncated inside the trailer");
     expect_err(good, n, "image", "schema is 'embedding', expected 'image'", "wrong schema refused");
 
@@ -339,7 +343,8 @@ static void test_errors(void)
     mpw_str(&w, "version");
     mpw_int(&w, 2);
     mpw_end(&w);
-    expect_err(w.buf, w.len, NULL, "version 2 is not supported: this tool reads version 1", "newer version refused");
+    expect_err(w.buf, w.len, NULL, "version 2 is not supported: this tool reads version 1",
+               "newer version refused");
     w.len = 0;
     /* header without schema */
     mpw_map(&w);
@@ -356,7 +361,8 @@ static void test_errors(void)
     /* an item claiming a 2 GiB bin: refused at once, nothing allocated */
     uint8_t *bad = xmalloc(hdr_end + 16);
     memcpy(bad, good, hdr_end);
-    static const uint8_t huge[] = {0x81, 0xa3, 'v', 'e', 'c', 0xc6, 0x80, 0x00, 0x00, 0x00, 1, 2, 3};
+    static const uint8_t huge[] = {0x81, 0xa3, 'v',  'e', 'c', 0xc6, 0x80,
+                                   0x00, 0x00, 0x00, 1,   2,   3};
     memcpy(bad + hdr_end, huge, sizeof huge);
     expect_err(bad, hdr_end + sizeof huge, NULL, "exceeds the limit", "2 GiB bin length refused");
     /* an item that is not a map */
@@ -367,15 +373,19 @@ static void test_errors(void)
     /* trailer that lies about the record count */
     uint8_t *lie = xmalloc(n + 16);
     memcpy(lie, good, item1_end);
-    static const uint8_t trl[] = {0x83, 0xa3, 'e', 'n', 'd', 0xc3, 0xa7, 'r', 'e', 'c', 'o', 'r', 'd', 's', 0x05,
-                                  0xa7, 'd',  'r', 'o', 'p', 'p', 'e', 'd', 0x00};
+    static const uint8_t trl[] = {0x83, 0xa3, 'e', 'n', 'd', 0xc3, 0xa7, 'r',
+                                  'e',  'c',  'o', 'r', 'd', 's',  0x05, 0xa7,
+                                  'd',  'r',  'o', 'p', 'p', 'e',  'd',  0x00};
     memcpy(lie + item1_end, trl, sizeof trl);
-    expect_err(lie, item1_end + sizeof trl, NULL, "says 5 records but the stream has 1", "trailer count mismatch");
+    expect_err(lie, item1_end + sizeof trl, NULL, "says 5 records but the stream has 1",
+               "trailer count mismatch");
     lie[item1_end + 14] = 0x01;
     lie[item1_end + sizeof trl - 1] = 0xff; /* dropped: -1 */
-    expect_err(lie, item1_end + sizeof trl, NULL, "'dropped' is not a count", "trailer with dropped -1 refused");
+    expect_err(lie, item1_end + sizeof trl, NULL, "'dropped' is not a count",
+               "trailer with dropped -1 refused");
     lie[item1_end + 5] = 0xc2; /* end: false */
-    expect_err(lie, item1_end + sizeof trl, NULL, "'end' is not true", "trailer with end false refused");
+    expect_err(lie, item1_end + sizeof trl, NULL, "'end' is not true",
+               "trailer with end false refused");
     free(lie);
     mpw_free(&w);
 
@@ -385,14 +395,14 @@ static void test_errors(void)
     r->max_record = 1024;
     int h = sr_header(r, NULL);
     int rc = sr_next(r, &item);
-    CHECK(h == 0 && rc == -1 && strstr(r->err, "limit"), "stream: record over max_record refused: %s", r->err);
+    CHECK(h == 0 && rc == -1 && strstr(r->err, "limit"),
+          "stream: record over max_record refused: %s", r->err);
     sr_close(r);
     close(big);
     free(good);
 }
 
-static void put_header(mpw *w, const char *schema)
-{
+static void put_header(mpw *w, const char *schema) {
     mpw_map(w);
     mpw_str(w, "schema");
     mpw_str(w, schema);
@@ -423,8 +433,7 @@ static void put_header(mpw *w, const char *schema)
 }
 
 /* checks one item (built by fn) against a schema; returns sr_check_item's result and message */
-static int check_one(const char *schema, void (*fn)(mpw *), char *err)
-{
+static int check_one(const char *schema, void (*fn)(mpw *), char *err) {
     mpw w;
     mpw_init(&w, -1);
     put_header(&w, schema);
@@ -437,20 +446,20 @@ static int check_one(const char *schema, void (*fn)(mpw *), char *err)
     const mp_val *item;
     int rc = -1;
     err[0] = 0;
-    if (sr_header(r, schema) == 0 && sr_next(r, &item) == 1) rc = sr_check_item(r, item, err);
-    else strcpy(err, r->err);
+    if (sr_header(r, schema) == 0 && sr_next(r, &item) == 1)
+        rc = sr_check_item(r, item, err);
+    else
+        strcpy(err, r->err);
     sr_close(r);
     close(fd);
     return rc;
 }
 
-static void kv_id(mpw *w, const char *id)
-{
+static void kv_id(mpw *w, const char *id) {
     mpw_str(w, "id");
     mpw_str(w, id);
 }
-static void emb_ok(mpw *w)
-{
+static void emb_ok(mpw *w) {
     float v[2] = {1, -2};
     kv_id(w, "a");
     mpw_str(w, "vec");
@@ -458,34 +467,29 @@ static void emb_ok(mpw *w)
     mpw_str(w, "label");
     mpw_nil(w);
 }
-static void emb_noid(mpw *w)
-{
+static void emb_noid(mpw *w) {
     float v[2] = {1, -2};
     mpw_str(w, "vec");
     mpw_bin(w, v, 8);
 }
-static void emb_short(mpw *w)
-{
+static void emb_short(mpw *w) {
     float v[1] = {1};
     kv_id(w, "short");
     mpw_str(w, "vec");
     mpw_bin(w, v, 4);
 }
-static void emb_nan(mpw *w)
-{
+static void emb_nan(mpw *w) {
     float v[2] = {1, NAN};
     kv_id(w, "nan");
     mpw_str(w, "vec");
     mpw_bin(w, v, 8);
 }
-static void emb_label_str(mpw *w)
-{
+static void emb_label_str(mpw *w) {
     emb_ok(w);
     mpw_str(w, "domain");
     mpw_int(w, 3);
 }
-static void img_ok(mpw *w)
-{
+static void img_ok(mpw *w) {
     kv_id(w, "i");
     mpw_str(w, "h");
     mpw_int(w, 2);
@@ -494,8 +498,7 @@ static void img_ok(mpw *w)
     mpw_str(w, "pix");
     mpw_bin(w, "abcdef", 6);
 }
-static void img_bad(mpw *w)
-{
+static void img_bad(mpw *w) {
     kv_id(w, "i");
     mpw_str(w, "h");
     mpw_int(w, 2);
@@ -504,8 +507,7 @@ static void img_bad(mpw *w)
     mpw_str(w, "pix");
     mpw_bin(w, "abcdef", 6);
 }
-static void pred_ok(mpw *w)
-{
+static void pred_ok(mpw *w) {
     float l[2] = {0.5f, 0.25f};
     kv_id(w, "p");
     mpw_str(w, "pred");
@@ -513,8 +515,7 @@ static void pred_ok(mpw *w)
     mpw_str(w, "logits");
     mpw_bin(w, l, 8);
 }
-static void pred_bad(mpw *w)
-{
+static void pred_bad(mpw *w) {
     float l[2] = {0.5f, 0.25f};
     kv_id(w, "p");
     mpw_str(w, "pred");
@@ -526,18 +527,17 @@ static void pred_bad(mpw *w)
 /* a 20-dim vector with one special value at position pos (bits given) */
 static uint32_t special_bits;
 static int special_pos;
-static void emb_special(mpw *w)
-{
+static void emb_special(mpw *w) {
     float v[20];
-    for (int i = 0; i < 20; i++) v[i] = (float)i - 10.5f;
+    for (int i = 0; i < 20; i++)
+        v[i] = (float)i - 10.5f;
     memcpy(&v[special_pos], &special_bits, 4);
     kv_id(w, "s");
     mpw_str(w, "vec");
     mpw_bin(w, v, sizeof v);
 }
 
-static int check_dim20(uint32_t bits, int pos, char *err)
-{
+static int check_dim20(uint32_t bits, int pos, char *err) {
     special_bits = bits;
     special_pos = pos;
     mpw w;
@@ -568,11 +568,11 @@ static int check_dim20(uint32_t bits, int pos, char *err)
     return rc;
 }
 
-static void test_finite(void)
-{
+static void test_finite(void) {
     /* NaN, +-infinity in the vectorised part and in the tail; the largest finite values pass */
     static const uint32_t bad[] = {0x7fc00000u, 0x7f800001u, 0xffc00000u, 0x7f800000u, 0xff800000u};
-    static const uint32_t good[] = {0x7f7fffffu, 0xff7fffffu, 0x00000001u, 0x80000000u, 0x00800000u};
+    static const uint32_t good[] = {0x7f7fffffu, 0xff7fffffu, 0x00000001u, 0x80000000u,
+                                    0x00800000u};
     int all_bad = 1, all_good = 1;
     char err[VL_ERRLEN];
     for (int pos = 0; pos < 20; pos++) {
@@ -585,27 +585,30 @@ static void test_finite(void)
     CHECK(all_good, "stream: largest finite, subnormal and -0 values pass at every position");
 }
 
-static void test_items(void)
-{
+static void test_items(void) {
     char err[VL_ERRLEN];
-    CHECK(check_one("embedding", emb_ok, err) == 0, "stream: good embedding item passes (label nil allowed) %s", err);
+    CHECK(check_one("embedding", emb_ok, err) == 0,
+          "stream: good embedding item passes (label nil allowed) %s", err);
     CHECK(check_one("embedding", emb_noid, err) == -1 && strstr(err, "<in>: record 1: no 'id'"),
           "stream: item without id refused: %s", err);
-    CHECK(check_one("embedding", emb_short, err) == -1 && strstr(err, "(id 'short')") && strstr(err, "dim 2"),
+    CHECK(check_one("embedding", emb_short, err) == -1 && strstr(err, "(id 'short')") &&
+              strstr(err, "dim 2"),
           "stream: wrong vector size refused with its id: %s", err);
-    CHECK(check_one("embedding", emb_nan, err) == -1 && strstr(err, "NaN"), "stream: NaN in a vector refused: %s", err);
-    CHECK(check_one("embedding", emb_label_str, err) == -1 && strstr(err, "'domain' is not a string"),
+    CHECK(check_one("embedding", emb_nan, err) == -1 && strstr(err, "NaN"),
+          "stream: NaN in a vector refused: %s", err);
+    CHECK(check_one("embedding", emb_label_str, err) == -1 &&
+              strstr(err, "'domain' is not a string"),
           "stream: mistyped meta key refused: %s", err);
     CHECK(check_one("image", img_ok, err) == 0, "stream: good image item passes %s", err);
-    CHECK(check_one("image", img_bad, err) == -1 && strstr(err, "expected 2x2x3"), "stream: pix size mismatch: %s",
+    CHECK(check_one("image", img_bad, err) == -1 && strstr(err, "expected 2x2x3"),
+          "stream: pix size mismatch: %s", err);
+    CHECK(check_one("prediction", pred_ok, err) == 0, "stream: good prediction item passes %s",
           err);
-    CHECK(check_one("prediction", pred_ok, err) == 0, "stream: good prediction item passes %s", err);
-    CHECK(check_one("prediction", pred_bad, err) == -1 && strstr(err, "'pred'"), "stream: pred out of range: %s",
-          err);
+    CHECK(check_one("prediction", pred_bad, err) == -1 && strstr(err, "'pred'"),
+          "stream: pred out of range: %s", err);
 }
 
-int main(void)
-{
+int main(void) {
     test_round_trip();
     test_big();
     test_pipe_trickle();

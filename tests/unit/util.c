@@ -11,18 +11,19 @@
 #include <unistd.h>
 
 /* reference half -> float by arithmetic, not bit manipulation */
-static float f16_ref(uint16_t h)
-{
+static float f16_ref(uint16_t h) {
     int s = h >> 15, e = (h >> 10) & 31, m = h & 1023;
     float v;
-    if (e == 0) v = ldexpf((float)m, -24);
-    else if (e == 31) v = m ? NAN : INFINITY;
-    else v = ldexpf((float)(1024 + m), e - 25);
+    if (e == 0)
+        v = ldexpf((float)m, -24);
+    else if (e == 31)
+        v = m ? NAN : INFINITY;
+    else
+        v = ldexpf((float)(1024 + m), e - 25);
     return s ? -v : v;
 }
 
-static void test_f16(void)
-{
+static void test_f16(void) {
     int ok = 1, back = 1;
     for (uint32_t h = 0; h < 65536; h++) {
         float f = vl_f16_to_f32((uint16_t)h), r = f16_ref((uint16_t)h);
@@ -34,15 +35,21 @@ static void test_f16(void)
     CHECK(back, "util: f32 -> f16 -> f32 is the identity on every half value (NaN stays NaN)");
 
     /* rounding: halfway cases go to even, overflow to infinity, underflow to zero */
-    CHECK(vl_f32_to_f16(1.0f + ldexpf(1, -11)) == 0x3c00, "util: f16 tie 1+2^-11 rounds down to even 1.0");
-    CHECK(vl_f32_to_f16(1.0f + 3 * ldexpf(1, -11)) == 0x3c02, "util: f16 tie 1+3*2^-11 rounds up to even");
-    CHECK(vl_f32_to_f16(1.0f + ldexpf(1, -11) + ldexpf(1, -20)) == 0x3c01, "util: f16 above the tie rounds up");
-    CHECK(vl_f32_to_f16(65504.0f) == 0x7bff && vl_f32_to_f16(65520.0f) == 0x7c00 && vl_f32_to_f16(-1e10f) == 0xfc00,
+    CHECK(vl_f32_to_f16(1.0f + ldexpf(1, -11)) == 0x3c00,
+          "util: f16 tie 1+2^-11 rounds down to even 1.0");
+    CHECK(vl_f32_to_f16(1.0f + 3 * ldexpf(1, -11)) == 0x3c02,
+          "util: f16 tie 1+3*2^-11 rounds up to even");
+    CHECK(vl_f32_to_f16(1.0f + ldexpf(1, -11) + ldexpf(1, -20)) == 0x3c01,
+          "util: f16 above the tie rounds up");
+    CHECK(vl_f32_to_f16(65504.0f) == 0x7bff && vl_f32_to_f16(65520.0f) == 0x7c00 &&
+              vl_f32_to_f16(-1e10f) == 0xfc00,
           "util: f16 max 65504, 65520 and beyond overflow to infinity");
     CHECK(vl_f32_to_f16(ldexpf(1, -24)) == 0x0001 && vl_f32_to_f16(ldexpf(1, -25)) == 0x0000 &&
-              vl_f32_to_f16(ldexpf(1.5f, -25)) == 0x0001 && vl_f32_to_f16(-ldexpf(1, -30)) == 0x8000,
+              vl_f32_to_f16(ldexpf(1.5f, -25)) == 0x0001 &&
+              vl_f32_to_f16(-ldexpf(1, -30)) == 0x8000,
           "util: f16 subnormals: 2^-24 kept, 2^-25 ties to zero, 1.5*2^-25 to 2^-24, sign kept");
-    CHECK(vl_f32_to_f16(ldexpf(1023, -24) + ldexpf(1, -25)) == 0x0400, "util: f16 rounding carries into the exponent");
+    CHECK(vl_f32_to_f16(ldexpf(1023, -24) + ldexpf(1, -25)) == 0x0400,
+          "util: f16 rounding carries into the exponent");
 
     /* randomised: the f16 nearest to x (among the two neighbours) */
     uint32_t st = 12345;
@@ -52,14 +59,14 @@ static void test_f16(void)
         float x = ldexpf((float)(st >> 8) / (1 << 24), (int)(st % 40) - 26) * ((st & 1) ? -1 : 1);
         uint16_t h = vl_f32_to_f16(x);
         float y = vl_f16_to_f32(h);
-        float up = vl_f16_to_f32((uint16_t)(h + 1)), dn = h & 0x7fff ? vl_f16_to_f32((uint16_t)(h - 1)) : y;
+        float up = vl_f16_to_f32((uint16_t)(h + 1)),
+              dn = h & 0x7fff ? vl_f16_to_f32((uint16_t)(h - 1)) : y;
         if (fabsf(x - y) > fabsf(x - up) || fabsf(x - y) > fabsf(x - dn)) near = 0;
     }
     CHECK(near, "util: f32 -> f16 picks the nearest half for 200000 random values");
 }
 
-static void test_bf16(void)
-{
+static void test_bf16(void) {
     int ok = 1;
     for (uint32_t h = 0; h < 65536; h++) {
         float f = vl_bf16_to_f32((uint16_t)h);
@@ -84,30 +91,33 @@ static void test_bf16(void)
     CHECK(vl_f32_to_bf16(3.4e38f) == 0x7f80, "util: bf16 rounding overflows to infinity");
 }
 
-static void test_files(void)
-{
+static void test_files(void) {
     char dir[] = "/tmp/vl2v-util-XXXXXX";
     if (!mkdtemp(dir)) abort();
     char path[256], err[VL_ERRLEN];
     snprintf(path, sizeof path, "%s/f", dir);
     FILE *fp = fopen(path, "wb");
-    for (int i = 0; i < 200000; i++) fputc('a' + i % 26, fp);
+    for (int i = 0; i < 200000; i++)
+        fputc('a' + i % 26, fp);
     fclose(fp);
     size_t n = 0;
     char *p = vl_read_file(path, 1 << 20, &n, err);
-    CHECK(p && n == 200000 && p[n] == 0 && p[199999] == 'a' + 199999 % 26, "util: vl_read_file reads 200000 bytes");
+    CHECK(p && n == 200000 && p[n] == 0 && p[199999] == 'a' + 199999 % 26,
+          "util: vl_read_file reads 200000 bytes");
     free(p);
     p = vl_read_file(path, 200000, &n, err);
     CHECK(p && n == 200000, "util: a file of exactly max bytes is accepted");
     free(p);
     p = vl_read_file(path, 199999, &n, err);
-    CHECK(!p && strstr(err, "larger than 199999"), "util: a file one byte over max is refused: %s", err);
+    CHECK(!p && strstr(err, "larger than 199999"), "util: a file one byte over max is refused: %s",
+          err);
     p = vl_read_file(path, 100, &n, err);
     CHECK(!p && strstr(err, "larger than 100"), "util: a small max is enforced too: %s", err);
     free(p);
     snprintf(path, sizeof path, "%s/missing", dir);
     p = vl_read_file(path, 100, &n, err);
-    CHECK(!p && strstr(err, "missing") && strstr(err, "No such file"), "util: missing file named: %s", err);
+    CHECK(!p && strstr(err, "missing") && strstr(err, "No such file"),
+          "util: missing file named: %s", err);
 
     /* atomic file: invisible until commit; abort leaves nothing */
     snprintf(path, sizeof path, "%s/out", dir);
@@ -118,24 +128,27 @@ static void test_files(void)
     int hidden = stat(path, &sb) != 0;
     char tmp[300];
     snprintf(tmp, sizeof tmp, "%s", a.tmp);
-    CHECK(vl_afile_commit(&a, err) == 0 && hidden && stat(path, &sb) == 0 && sb.st_size == 5 && stat(tmp, &sb) != 0,
+    CHECK(vl_afile_commit(&a, err) == 0 && hidden && stat(path, &sb) == 0 && sb.st_size == 5 &&
+              stat(tmp, &sb) != 0,
           "util: atomic file appears only at commit, temporary gone");
     snprintf(path, sizeof path, "%s/aborted", dir);
     vl_afile_open(&a, path, err);
     fputs("partial", a.fp);
     snprintf(tmp, sizeof tmp, "%s", a.tmp);
     vl_afile_abort(&a);
-    CHECK(stat(path, &sb) != 0 && stat(tmp, &sb) != 0, "util: aborted atomic file leaves nothing behind");
+    CHECK(stat(path, &sb) != 0 && stat(tmp, &sb) != 0,
+          "util: aborted atomic file leaves nothing behind");
     snprintf(path, sizeof path, "%s/nodir/x", dir);
-    CHECK(vl_afile_open(&a, path, err) == -1 && strstr(err, "nodir"), "util: atomic file in a missing directory: %s",
-          err);
+    CHECK(vl_afile_open(&a, path, err) == -1 && strstr(err, "nodir"),
+          "util: atomic file in a missing directory: %s", err);
 
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) abort();
 
     char e[VL_ERRLEN];
-    CHECK(vl_error(e, "%s: %d", "x", 5) == -1 && strcmp(e, "x: 5") == 0 && vl_error(NULL, "y") == -1,
+    CHECK(vl_error(e, "%s: %d", "x", 5) == -1 && strcmp(e, "x: 5") == 0 &&
+              vl_error(NULL, "y") == -1,
           "util: vl_error formats and returns -1; NULL buffer allowed");
     char longs[2000];
     memset(longs, 'x', sizeof longs - 1);
@@ -150,8 +163,7 @@ static void test_files(void)
     free(d);
 }
 
-int main(void)
-{
+int main(void) {
     test_f16();
     test_bf16();
     test_files();
