@@ -144,4 +144,12 @@ for t in mpdump mpcat mpcmp mpnpy stinfo; do
     fi
 done
 
+for page in "$root/man/vl2v-stream.5" "$root/man/vl2v.7"; do
+    if mandoc -Tlint -W warning "$page" >lint.txt 2>&1; then
+        echo "PASS: mandoc -Tlint -W warning man/${page##*/}"
+    else
+        echo "FAIL: mandoc -Tlint man/${page##*/}"; cat lint.txt; fails=$((fails + 1))
+    fi
+done
+
 [ $fails -eq 0 ]
