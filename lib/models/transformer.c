@@ -150,8 +150,14 @@ void tf_forward(const tf_config *c, const tf_block *w, float *x, int B, int T, t
         residual_linear(x, atty, b->proj_w, b->proj_b, N, C, C);
         if (save) memcpy(save->x_mid[l], x, (size_t)N * C * sizeof(float));
         layernorm_forward(ln, m2, s2, x, b->ln2_w, b->ln2_b, N, C, c->eps);
-        linear_forward(hpre, ln, b->fc1_w, b->fc1_b, N, C, H);
-        act_forward(c->act, h, hpre, (size_t)N * H);
+        /* fc1 without its bias, then bias and activation row by row while
+         * the row is in cache */
+        blas_sgemm(0, 1, N, H, C, 1, ln, C, b->fc1_w, C, 0, hpre, H);
+        for (int i = 0; i < N; i++) {
+            float *r = hpre + (size_t)i * H;
+            for (int j = 0; j < H; j++) r[j] += b->fc1_b[j];
+            act_forward(c->act, h + (size_t)i * H, r, H);
+        }
         residual_linear(x, h, b->fc2_w, b->fc2_b, N, H, C);
     }
     free(ln), free(h);

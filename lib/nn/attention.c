@@ -51,52 +51,70 @@ static void head_forward(float *out, float *a, const float *qkv, int b, int h, i
     blas_sgemm(0, 0, T, hs, T, 1, a, T, q + 2 * C, C3, 0, out + (size_t)b * T * C + h * hs, C);
 }
 
+/* Runs fn(ctx, b, h, scratch) for every (batch, head) pair. The pairs are
+ * too small for a multithreaded sgemm each, so they are shared out over
+ * BLAS's thread count instead, each thread running single-threaded sgemms
+ * with its own (T,T) scratch. Every pair is computed the same way whichever
+ * thread takes it, so the bytes do not depend on the count. */
+typedef void (*pair_fn)(void *ctx, int b, int h, float *scratch);
+typedef struct {
+    pair_fn fn;
+    void *ctx;
+    int B, NH, T, k, nth;
+} pair_job;
+
+static void *pair_worker(void *arg)
+{
+    pair_job *j = arg;
+    float *scratch = xmalloc_aligned((size_t)j->T * j->T * sizeof(float));
+    for (int bh = j->k; bh < j->B * j->NH; bh += j->nth) j->fn(j->ctx, bh / j->NH, bh % j->NH, scratch);
+    free(scratch);
+    return NULL;
+}
+
+static void for_pairs(pair_fn fn, void *ctx, int B, int NH, int T)
+{
+    enum { MAXTH = 64 };
+    int threads = blas_get_threads(), nth = threads;
+    if (nth > B * NH) nth = B * NH;
+    if (nth > MAXTH) nth = MAXTH;
+    if (nth < 1) nth = 1;
+    pair_job jobs[MAXTH];
+    for (int k = 0; k < nth; k++) jobs[k] = (pair_job){fn, ctx, B, NH, T, k, nth};
+    if (nth == 1) {
+        pair_worker(&jobs[0]);
+        return;
+    }
+    pthread_t th[MAXTH];
+    blas_set_threads(1);
+    int started = 1;
+    for (int k = 1; k < nth; k++, started++)
+        if (pthread_create(&th[k], NULL, pair_worker, &jobs[k]) != 0) break;
+    /* the pairs of a thread that could not start are done here */
+    for (int k = started; k < nth; k++) pair_worker(&jobs[k]);
+    pair_worker(&jobs[0]);
+    for (int k = 1; k < started; k++) pthread_join(th[k], NULL);
+    blas_set_threads(threads);
+}
+
 typedef struct {
     float *out, *att;
     const float *qkv;
-    int B, T, C, NH, causal, k, nth;
-} att_job;
+    int T, C, NH, causal;
+} fwd_ctx;
 
-static void *att_worker(void *arg)
+static void fwd_pair(void *p, int b, int h, float *scratch)
 {
-    att_job *j = arg;
-    float *scratch = j->att ? NULL : xmalloc_aligned((size_t)j->T * j->T * sizeof(float));
-    for (int bh = j->k; bh < j->B * j->NH; bh += j->nth) {
-        int b = bh / j->NH, h = bh % j->NH;
-        float *a = j->att ? j->att + (size_t)bh * j->T * j->T : scratch;
-        head_forward(j->out, a, j->qkv, b, h, j->T, j->C, j->NH, j->causal);
-    }
-    free(scratch);
-    return NULL;
+    fwd_ctx *c = p;
+    float *a = c->att ? c->att + ((size_t)b * c->NH + h) * c->T * c->T : scratch;
+    head_forward(c->out, a, c->qkv, b, h, c->T, c->C, c->NH, c->causal);
 }
 
 // out (B,T,C), att (B,NH,T,T) or NULL (inference: a per-head scratch is used), qkv (B,T,3C)
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH, int causal)
 {
-    /* The (batch, head) pairs are too small for a multithreaded sgemm each:
-     * they are shared out over BLAS's thread count instead, each thread
-     * running single-threaded sgemms. Every pair is computed the same way
-     * whichever thread takes it, so the bytes do not depend on the count. */
-    int threads = blas_get_threads(), nth = threads;
-    if (nth > B * NH) nth = B * NH;
-    if (nth < 1) nth = 1;
-    att_job jobs[64];
-    if (nth > 64) nth = 64;
-    for (int k = 0; k < nth; k++) jobs[k] = (att_job){out, att, qkv, B, T, C, NH, causal, k, nth};
-    if (nth == 1) {
-        att_worker(&jobs[0]);
-        return;
-    }
-    pthread_t th[64];
-    blas_set_threads(1);
-    int started = 1;
-    for (int k = 1; k < nth; k++, started++)
-        if (pthread_create(&th[k], NULL, att_worker, &jobs[k]) != 0) break;
-    /* a thread that could not start leaves its pairs to this one */
-    for (int k = started; k < nth; k++) att_worker(&jobs[k]);
-    att_worker(&jobs[0]);
-    for (int k = 1; k < started; k++) pthread_join(th[k], NULL);
-    blas_set_threads(threads);
+    fwd_ctx c = {out, att, qkv, T, C, NH, causal};
+    for_pairs(fwd_pair, &c, B, NH, T);
 }
 
 void attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int C, int NH, int causal)
@@ -134,34 +152,48 @@ void attention_forward_ref(float *out, float *att, const float *qkv, int B, int 
     free(p);
 }
 
+typedef struct {
+    float *dqkv;
+    const float *dout, *qkv, *att;
+    int T, C, NH;
+} bwd_ctx;
+
+static void bwd_pair(void *p, int b, int h, float *da)
+{
+    bwd_ctx *c = p;
+    int T = c->T, C = c->C, hs = C / c->NH, C3 = 3 * C;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t off = (size_t)b * T * C3 + h * hs;
+    const float *q = c->qkv + off, *k = q + C, *v = q + 2 * C;
+    float *dq = c->dqkv + off, *dk = dq + C, *dv = dq + 2 * C;
+    const float *a = c->att + ((size_t)b * c->NH + h) * T * T;
+    const float *dy = c->dout + (size_t)b * T * C + h * hs;
+    /* dv += a^T dy; da = dy v^T */
+    blas_sgemm(1, 0, T, hs, T, 1, a, T, dy, C, 1, dv, C3);
+    blas_sgemm(0, 1, T, T, hs, 1, dy, C, v, C3, 0, da, T);
+    /* softmax backward in place: ds = a * (da - sum(a * da)); masked a = 0 */
+    for (int t = 0; t < T; t++) {
+        const float *ar = a + (size_t)t * T;
+        float *dr = da + (size_t)t * T;
+        vf acc = vf_set(0);
+        int j = 0;
+        for (; j + VL_VW <= T; j += VL_VW) acc += vf_load(ar + j) * vf_load(dr + j);
+        float s = vf_sum(acc);
+        for (; j < T; j++) s += ar[j] * dr[j];
+        vf vs = vf_set(s);
+        for (j = 0; j + VL_VW <= T; j += VL_VW) vf_store(dr + j, vf_load(ar + j) * (vf_load(dr + j) - vs));
+        for (; j < T; j++) dr[j] = ar[j] * (dr[j] - s);
+    }
+    /* dq += scale ds k; dk += scale ds^T q */
+    blas_sgemm(0, 0, T, hs, T, scale, da, T, k, C3, 1, dq, C3);
+    blas_sgemm(1, 0, T, hs, T, scale, da, T, q, C3, 1, dk, C3);
+}
+
 // dqkv (B,T,3C); dout (B,T,C), qkv (B,T,3C), att (B,NH,T,T)
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T, int C,
                         int NH)
 {
-    int hs = C / NH, C3 = 3 * C;
-    float scale = 1.0f / sqrtf((float)hs);
-    float *da = xmalloc_aligned((size_t)T * T * sizeof(float));
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            size_t off = (size_t)b * T * C3 + h * hs;
-            const float *q = qkv + off, *k = q + C, *v = q + 2 * C;
-            float *dq = dqkv + off, *dk = dq + C, *dv = dq + 2 * C;
-            const float *a = att + ((size_t)b * NH + h) * T * T;
-            const float *dy = dout + (size_t)b * T * C + h * hs;
-            /* dv += a^T dy; da = dy v^T */
-            blas_sgemm(1, 0, T, hs, T, 1, a, T, dy, C, 1, dv, C3);
-            blas_sgemm(0, 1, T, T, hs, 1, dy, C, v, C3, 0, da, T);
-            /* softmax backward in place: ds = a * (da - sum(a * da)); masked a = 0 */
-            for (int t = 0; t < T; t++) {
-                const float *ar = a + (size_t)t * T;
-                float *dr = da + (size_t)t * T;
-                float s = 0;
-                for (int j = 0; j < T; j++) s += ar[j] * dr[j];
-                for (int j = 0; j < T; j++) dr[j] = ar[j] * (dr[j] - s);
-            }
-            /* dq += scale ds k; dk += scale ds^T q */
-            blas_sgemm(0, 0, T, hs, T, scale, da, T, k, C3, 1, dq, C3);
-            blas_sgemm(1, 0, T, hs, T, scale, da, T, q, C3, 1, dk, C3);
-        }
-    free(da);
+    /* each pair writes only its own head's columns of its own batch rows */
+    bwd_ctx c = {dqkv, dout, qkv, att, T, C, NH};
+    for_pairs(bwd_pair, &c, B, NH, T);
 }
