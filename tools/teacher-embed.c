@@ -396,6 +396,10 @@ static const char *vendor_status(run *R, char *buf, size_t n)
 
 static noreturn void vendor_failed(run *R, const char *what)
 {
+    /* both threads may see the failure: the first one reports it and exits,
+     * the other waits here */
+    static pthread_mutex_t once = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&once);
     char b[64];
     die(1, "teacher '%s' failed after %llu of %llu answers (%s): %s", R->exec_cmd, (unsigned long long)R->answered,
         (unsigned long long)R->queries, vendor_status(R, b, sizeof b), what);
@@ -710,6 +714,7 @@ int main(int argc, char **argv)
         if (at_end) break;
     }
     progress_done();
+    if (!budget_id && sr_finish(r) != 0) die(1, "%s", r->err);
     uint64_t upstream = budget_id ? 0 : (uint64_t)sr_trailer_dropped(r);
     R.out.dropped = upstream + R.dropped;
 
