@@ -12,9 +12,21 @@ void param_free(params *p)
 {
     for (int i = 0; i < p->n; i++) free(p->t[i].name);
     free(p->t);
-    free(p->data);
-    free(p->grad);
+    if (!p->external) {
+        free(p->data);
+        free(p->grad);
+    }
     memset(p, 0, sizeof *p);
+}
+
+void param_wrap(params *p, const char *name, float *data, float *grad, size_t n)
+{
+    param_init(p);
+    int64_t shape[1] = {(int64_t)n};
+    param_add(p, name, 1, shape, 0);
+    p->data = data;
+    p->grad = grad;
+    p->external = 1;
 }
 
 int param_add(params *p, const char *name, int ndim, const int64_t *shape, int is_buffer)

@@ -30,10 +30,16 @@ typedef struct {
     size_t numel;  /* floats in the value block */
     float *data;   /* values, 64-byte aligned, NULL before param_alloc */
     float *grad;   /* gradients of the same layout (buffers' slots unused) */
+    int external;  /* data and grad belong to someone else (param_wrap) */
 } params;
 
 void param_init(params *p);
 void param_free(params *p);
+
+/* A store over a parameter block that lives elsewhere (e.g. a CLIP tower's
+ * own block): one tensor `name` of n floats at data, gradient at grad.
+ * param_free leaves both blocks alone. */
+void param_wrap(params *p, const char *name, float *data, float *grad, size_t n);
 
 /* Registers a tensor; returns its index. Must precede param_alloc. The name is
  * copied. Shapes are PyTorch's (e.g. conv weights (OC, C/groups, KH, KW)). */

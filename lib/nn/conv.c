@@ -57,14 +57,14 @@ static int is_pointwise(const conv_shape *s)
 
 static int is_depthwise(const conv_shape *s) { return s->groups == s->C && s->groups == s->OC && s->groups > 1; }
 
-/* col (Cg*KH*KW, OH*OW); inp (Cg,H,W): the Cg channels of one group */
-static void im2col(float *col, const float *inp, int Cg, const conv_shape *s)
+/* col (Cg*KH*KW, OH*OW) with row stride ldc; inp (Cg,H,W): the Cg channels
+ * of one group */
+static void im2col(float *col, size_t ldc, const float *inp, int Cg, const conv_shape *s)
 {
-    int OHW = s->OH * s->OW;
     for (int c = 0; c < Cg; c++)
         for (int kh = 0; kh < s->KH; kh++)
             for (int kw = 0; kw < s->KW; kw++) {
-                float *dst = col + ((size_t)(c * s->KH + kh) * s->KW + kw) * OHW;
+                float *dst = col + ((size_t)(c * s->KH + kh) * s->KW + kw) * ldc;
                 const float *src = inp + (size_t)c * s->H * s->W;
                 int dh = kh * s->dil - s->pad, dw = kw * s->dil - s->pad;
                 for (int oh = 0; oh < s->OH; oh++) {
@@ -93,14 +93,13 @@ static void im2col(float *col, const float *inp, int Cg, const conv_shape *s)
             }
 }
 
-/* inp (Cg,H,W) += col2im(col) */
-static void col2im_add(float *inp, const float *col, int Cg, const conv_shape *s)
+/* inp (Cg,H,W) += col2im(col), col rows ldc apart */
+static void col2im_add(float *inp, const float *col, size_t ldc, int Cg, const conv_shape *s)
 {
-    int OHW = s->OH * s->OW;
     for (int c = 0; c < Cg; c++)
         for (int kh = 0; kh < s->KH; kh++)
             for (int kw = 0; kw < s->KW; kw++) {
-                const float *src = col + ((size_t)(c * s->KH + kh) * s->KW + kw) * OHW;
+                const float *src = col + ((size_t)(c * s->KH + kh) * s->KW + kw) * ldc;
                 float *dst = inp + (size_t)c * s->H * s->W;
                 int dh = kh * s->dil - s->pad, dw = kw * s->dil - s->pad;
                 for (int oh = 0; oh < s->OH; oh++) {
@@ -166,6 +165,18 @@ static void depthwise_backward(float *dinp, float *dw, const float *dout, const 
         }
 }
 
+/* Images per sgemm: small feature maps are gathered side by side so that
+ * the GEMM has at least CHUNK_COLS columns; a map that large on its own goes
+ * straight from and to the tensors. */
+#define CHUNK_COLS 1024
+static int chunk_images(const conv_shape *s, int B)
+{
+    int OHW = s->OH * s->OW;
+    if (OHW >= CHUNK_COLS) return 1;
+    int nb = (CHUNK_COLS + OHW - 1) / OHW;
+    return nb < B ? nb : B;
+}
+
 void conv2d_forward(float *out, const float *inp, const float *w, const float *b, int B, const conv_shape *s)
 {
     if (is_depthwise(s)) {
@@ -174,20 +185,42 @@ void conv2d_forward(float *out, const float *inp, const float *w, const float *b
     }
     int G = s->groups, Cg = s->C / G, OCg = s->OC / G, K = Cg * s->KH * s->KW, OHW = s->OH * s->OW;
     size_t HW = (size_t)s->H * s->W;
-    int pw = is_pointwise(s);
-    float *col = pw ? NULL : workspace((size_t)K * OHW);
-    for (int n = 0; n < B; n++)
+    int nb = chunk_images(s, B);
+    if (nb == 1) {
+        int pw = is_pointwise(s);
+        float *col = pw ? NULL : workspace((size_t)K * OHW);
+        for (int n = 0; n < B; n++)
+            for (int g = 0; g < G; g++) {
+                const float *x = inp + ((size_t)n * s->C + (size_t)g * Cg) * HW;
+                float *o = out + ((size_t)n * s->OC + (size_t)g * OCg) * OHW;
+                if (!pw) im2col(col, OHW, x, Cg, s);
+                blas_sgemm(0, 0, OCg, OHW, K, 1.0f, w + (size_t)g * OCg * K, K, pw ? x : col, OHW, 0.0f, o, OHW);
+                if (b)
+                    for (int oc = 0; oc < OCg; oc++) {
+                        float bias = b[g * OCg + oc];
+                        for (int i = 0; i < OHW; i++) o[(size_t)oc * OHW + i] += bias;
+                    }
+            }
+        return;
+    }
+    size_t ncol = (size_t)nb * OHW;
+    float *col = workspace((size_t)(K + OCg) * ncol), *tmp = col + (size_t)K * ncol;
+    for (int n0 = 0; n0 < B; n0 += nb) {
+        int m = B - n0 < nb ? B - n0 : nb;
+        size_t ld = (size_t)m * OHW;
         for (int g = 0; g < G; g++) {
-            const float *x = inp + ((size_t)n * s->C + (size_t)g * Cg) * HW;
-            float *o = out + ((size_t)n * s->OC + (size_t)g * OCg) * OHW;
-            if (!pw) im2col(col, x, Cg, s);
-            blas_sgemm(0, 0, OCg, OHW, K, 1.0f, w + (size_t)g * OCg * K, K, pw ? x : col, OHW, 0.0f, o, OHW);
-            if (b)
+            for (int i = 0; i < m; i++)
+                im2col(col + (size_t)i * OHW, ld, inp + ((size_t)(n0 + i) * s->C + (size_t)g * Cg) * HW, Cg, s);
+            blas_sgemm(0, 0, OCg, (int)ld, K, 1.0f, w + (size_t)g * OCg * K, K, col, (int)ld, 0.0f, tmp, (int)ld);
+            for (int i = 0; i < m; i++)
                 for (int oc = 0; oc < OCg; oc++) {
-                    float bias = b[g * OCg + oc];
-                    for (int i = 0; i < OHW; i++) o[(size_t)oc * OHW + i] += bias;
+                    float *o = out + ((size_t)(n0 + i) * s->OC + (size_t)g * OCg + oc) * OHW;
+                    const float *t = tmp + (size_t)oc * ld + (size_t)i * OHW;
+                    float bias = b ? b[g * OCg + oc] : 0.0f;
+                    for (int j = 0; j < OHW; j++) o[j] = t[j] + bias;
                 }
         }
+    }
 }
 
 static void bias_backward(float *db, const float *dout, int B, int OC, int OHW)
@@ -213,27 +246,56 @@ void conv2d_backward(float *dinp, float *dw, float *db, const float *dout, const
     }
     int G = s->groups, Cg = s->C / G, OCg = s->OC / G, K = Cg * s->KH * s->KW;
     size_t HW = (size_t)s->H * s->W;
-    int pw = is_pointwise(s);
-    float *col = pw ? NULL : workspace((size_t)K * OHW);
-    for (int n = 0; n < B; n++)
-        for (int g = 0; g < G; g++) {
-            const float *x = inp ? inp + ((size_t)n * s->C + (size_t)g * Cg) * HW : NULL;
-            const float *go = dout + ((size_t)n * s->OC + (size_t)g * OCg) * OHW;
-            const float *wg = w ? w + (size_t)g * OCg * K : NULL;
-            if (dw) {
-                if (!pw) im2col(col, x, Cg, s);
-                blas_sgemm(0, 1, OCg, K, OHW, 1.0f, go, OHW, pw ? x : col, OHW, 1.0f, dw + (size_t)g * OCg * K, K);
-            }
-            if (dinp) {
-                float *dx = dinp + ((size_t)n * s->C + (size_t)g * Cg) * HW;
-                if (pw) {
-                    blas_sgemm(1, 0, K, OHW, OCg, 1.0f, wg, K, go, OHW, 1.0f, dx, OHW);
-                } else {
-                    blas_sgemm(1, 0, K, OHW, OCg, 1.0f, wg, K, go, OHW, 0.0f, col, OHW);
-                    col2im_add(dx, col, Cg, s);
+    int nb = chunk_images(s, B);
+    if (nb == 1) {
+        int pw = is_pointwise(s);
+        float *col = pw ? NULL : workspace((size_t)K * OHW);
+        for (int n = 0; n < B; n++)
+            for (int g = 0; g < G; g++) {
+                const float *x = inp ? inp + ((size_t)n * s->C + (size_t)g * Cg) * HW : NULL;
+                const float *go = dout + ((size_t)n * s->OC + (size_t)g * OCg) * OHW;
+                const float *wg = w ? w + (size_t)g * OCg * K : NULL;
+                if (dw) {
+                    if (!pw) im2col(col, OHW, x, Cg, s);
+                    blas_sgemm(0, 1, OCg, K, OHW, 1.0f, go, OHW, pw ? x : col, OHW, 1.0f, dw + (size_t)g * OCg * K,
+                               K);
+                }
+                if (dinp) {
+                    float *dx = dinp + ((size_t)n * s->C + (size_t)g * Cg) * HW;
+                    if (pw) {
+                        blas_sgemm(1, 0, K, OHW, OCg, 1.0f, wg, K, go, OHW, 1.0f, dx, OHW);
+                    } else {
+                        blas_sgemm(1, 0, K, OHW, OCg, 1.0f, wg, K, go, OHW, 0.0f, col, OHW);
+                        col2im_add(dx, col, OHW, Cg, s);
+                    }
                 }
             }
+        return;
+    }
+    size_t ncol = (size_t)nb * OHW;
+    float *col = workspace((size_t)(K + OCg) * ncol), *tmp = col + (size_t)K * ncol;
+    for (int n0 = 0; n0 < B; n0 += nb) {
+        int m = B - n0 < nb ? B - n0 : nb;
+        size_t ld = (size_t)m * OHW;
+        for (int g = 0; g < G; g++) {
+            /* the chunk's output gradient, images side by side: (OCg, m*OHW) */
+            for (int i = 0; i < m; i++)
+                for (int oc = 0; oc < OCg; oc++)
+                    memcpy(tmp + (size_t)oc * ld + (size_t)i * OHW,
+                           dout + ((size_t)(n0 + i) * s->OC + (size_t)g * OCg + oc) * OHW, OHW * sizeof(float));
+            if (dw) {
+                for (int i = 0; i < m; i++)
+                    im2col(col + (size_t)i * OHW, ld, inp + ((size_t)(n0 + i) * s->C + (size_t)g * Cg) * HW, Cg, s);
+                blas_sgemm(0, 1, OCg, K, (int)ld, 1.0f, tmp, (int)ld, col, (int)ld, 1.0f, dw + (size_t)g * OCg * K, K);
+            }
+            if (dinp) {
+                blas_sgemm(1, 0, K, (int)ld, OCg, 1.0f, w + (size_t)g * OCg * K, K, tmp, (int)ld, 0.0f, col, (int)ld);
+                for (int i = 0; i < m; i++)
+                    col2im_add(dinp + ((size_t)(n0 + i) * s->C + (size_t)g * Cg) * HW, col + (size_t)i * OHW, ld, Cg,
+                               s);
+            }
         }
+    }
 }
 
 void conv2d_forward_ref(float *out, const float *inp, const float *w, const float *b, int B, const conv_shape *s)

@@ -503,6 +503,10 @@ int main(void)
 {
     rng_seed(&R, 1234);
     blas_set_threads(1);
+    /* maps of >= 1024 outputs go image by image, smaller ones in chunks of images */
+    test_conv("3x3 s1 p1 large map", 3, 2, 34, 33, 3, 3, 1, 1, 1, 1, 1);
+    test_conv("1x1 s1 large map", 2, 3, 32, 40, 4, 1, 1, 0, 1, 1, 0);
+    test_conv("3x3 groups 2 large map", 2, 4, 33, 32, 4, 3, 1, 1, 1, 2, 0);
     test_conv("3x3 s1 p1", 2, 3, 7, 6, 4, 3, 1, 1, 1, 1, 1);
     test_conv("3x3 s2 p1 no bias", 2, 4, 9, 8, 5, 3, 2, 1, 1, 1, 0);
     test_conv("7x7 s2 p3", 1, 3, 12, 11, 4, 7, 2, 3, 1, 1, 0);
