@@ -41,7 +41,9 @@ size_t tf_nparams(const tf_config *c);
  * block after block. */
 void tf_layout(const tf_config *c, float *base, tf_block *blocks);
 
-/* Activations saved by a training forward pass for up to B*T tokens. */
+/* Activations saved by a training forward pass, for batches of at most B
+ * sequences of at most T tokens (the attention probabilities take
+ * B*NH*T*T floats per block). */
 typedef struct tf_acts tf_acts;
 tf_acts *tf_acts_new(const tf_config *c, int B, int T);
 void tf_acts_free(tf_acts *a);
@@ -50,7 +52,7 @@ size_t tf_acts_bytes(const tf_acts *a);
 
 /* x (B,T,C): the input tokens, replaced by the output of the last block.
  * save: NULL for inference (scratch is allocated per call and freed), or a
- * tf_acts for at least B*T tokens, to be passed to tf_backward. */
+ * tf_acts made for at least this B and T, to be passed to tf_backward. */
 void tf_forward(const tf_config *c, const tf_block *w, float *x, int B, int T, tf_acts *save);
 
 /* dx (B,T,C): the gradient at the stack's output, replaced by the gradient
