@@ -203,6 +203,13 @@ int main(int argc, char **argv)
             int64_t h, w;
             mp_get_i64(item, "h", &h);
             mp_get_i64(item, "w", &w);
+            if (st.vt && (h % 16 || w % 16)) {
+                char where[256];
+                warnx("%s: %lldx%lld image: a ViT needs sides that are multiples of 16: dropped",
+                      sr_where(r, item, where, sizeof where), (long long)h, (long long)w);
+                if ((long long)++dropped > max_errors) die(1, "more than %lld items dropped", max_errors);
+                continue;
+            }
             if (B && (h != bh || w != bw || B == batch)) FLUSH();
             bh = (int)h, bw = (int)w;
             size_t hw = (size_t)h * w, need = (size_t)batch * 3 * hw;

@@ -1,0 +1,50 @@
+#!/bin/bash
+# student_embed.sh: student-embed's interface and error paths (features
+# themselves are checked against PyTorch in tests/ref/resnet.sh and vit.sh).
+set -u
+cd "${VL2V_ROOT:-$(dirname "$0")/../..}" || exit 2
+PY=${PYTHON:-/usr/bin/python3}
+d=$(mktemp -d)
+trap 'rm -rf "$d"' EXIT
+ok() { if [ "$1" = 0 ]; then echo "PASS: student-embed: $2"; else echo "FAIL: student-embed: $2"; fi; }
+
+"$PY" - "$d" <<'PY' || { echo "FAIL: student-embed: making test weights"; exit 1; }
+import sys, numpy as np, torch, torchvision
+sys.path.insert(0, "tests/ref")
+from st_io import st_save, write_image_stream
+import vit_ref
+d = sys.argv[1]
+torch.manual_seed(0)
+st_save(d + "/r18.safetensors", dict(torchvision.models.resnet18().state_dict()))
+st_save(d + "/vit.safetensors", dict(vit_ref.make_model().state_dict()))
+st_save(d + "/other.safetensors", {"encoder.weight": torch.zeros(3, 3)})
+r = np.random.default_rng(1)
+write_image_stream(d + "/img.mp", [("a", r.integers(0, 256, (32, 32, 3), dtype=np.uint8)),
+                                   ("b", r.integers(0, 256, (30, 32, 3), dtype=np.uint8)),
+                                   ("c", r.integers(0, 256, (48, 32, 3), dtype=np.uint8))])
+data = open(d + "/img.mp", "rb").read()
+open(d + "/trunc.mp", "wb").write(data[:-20])
+PY
+
+out=$(student-embed --help); rc=$?
+[ $rc = 0 ] && [[ $out == "usage: student-embed "* ]]; ok $? "--help prints the usage on stdout, exit 0"
+syn=$(sed -n '/^\.Sh SYNOPSIS/,/^\.Sh DESCRIPTION/p' man/student-embed.1 | grep -c '^\.Fl -\|^\.Op Fl')
+[ "$syn" -ge 9 ]; ok $? "man page SYNOPSIS lists the options of --help ($syn)"
+student-embed <"$d/img.mp" >/dev/null 2>"$d/e"; [ $? = 2 ] && grep -q "weights" "$d/e"; ok $? "no --weights: usage error, exit 2"
+student-embed --arch vgg16 --weights "$d/r18.safetensors" <"$d/img.mp" >/dev/null 2>&1; [ $? = 2 ]
+ok $? "unknown --arch: exit 2"
+student-embed --weights "$d/none.safetensors" <"$d/img.mp" >/dev/null 2>"$d/e"; [ $? = 1 ] && grep -q none.safetensors "$d/e"
+ok $? "missing weights file: exit 1 naming it"
+student-embed --weights "$d/other.safetensors" <"$d/img.mp" >/dev/null 2>"$d/e"; [ $? = 1 ] && grep -q "conv1.weight" "$d/e"
+ok $? "--arch auto on a file that is no student: exit 1 ($(head -c 120 "$d/e"))"
+student-embed --weights "$d/r18.safetensors" -o "$d/t.mp" <"$d/trunc.mp" 2>"$d/e"; rc=$?
+[ $rc = 1 ] && [ ! -e "$d/t.mp" ]; ok $? "truncated input: exit 1 and no output file ($(head -c 100 "$d/e"))"
+student-embed --weights "$d/r18.safetensors" --batch 2 <"$d/img.mp" >"$d/r1.mp" && \
+    student-embed --weights "$d/r18.safetensors" --batch 2 <"$d/img.mp" >"$d/r2.mp" && \
+    cmp -s "$d/r1.mp" "$d/r2.mp"; ok $? "same input, same bytes"
+n=$(mpdump "$d/r1.mp" | grep -c '"vec"'); [ "$n" = 3 ]; ok $? "ResNet takes images of any size (3 records)"
+student-embed --weights "$d/vit.safetensors" <"$d/img.mp" >/dev/null 2>"$d/e"; [ $? = 1 ] && grep -q "id 'b'" "$d/e"
+ok $? "ViT: an image whose sides are not multiples of 16 is dropped naming its id; too many drops exit 1"
+student-embed --weights "$d/vit.safetensors" --max-errors 1 <"$d/img.mp" 2>/dev/null | mpdump >"$d/v.txt"
+tail -n 1 "$d/v.txt" | grep -q '"records": 2, "dropped": 1'; ok $? "ViT: --max-errors 1 keeps the rest and counts the drop"
+head -n 1 "$d/v.txt" | grep -q '"space": "student:vit_s16"'; ok $? "ViT: header space student:vit_s16"
