@@ -17,7 +17,7 @@ DEPS := build-essential libopenblas-dev libjpeg62-turbo-dev libpng-dev libmsgpac
 	parallel mandoc python3-torch python3-torchvision python3-numpy python3-msgpack python3-pil python3-regex \
 	clang libclang-rt-14-dev dataset-fashion-mnist
 
-.PHONY: all deps test check-tests units install uninstall clean fuzz bench
+.PHONY: all deps test units demo install uninstall clean fuzz bench
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -57,6 +57,12 @@ units: $(UNITS)
 test: deps
 	$(MAKE) all units
 	tests/run
+
+# The README's main command: the pipeline's first stages on a sample of PACS
+# (pipelines/demo.mk; DATA=, OUT=, MODEL= are passed on).
+demo: deps
+	$(MAKE) all
+	$(MAKE) -f pipelines/demo.mk
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
