@@ -21,6 +21,7 @@ void mf_open(mf_reader *m, FILE *fp, const char *name)
 void mf_close(mf_reader *m)
 {
     free(m->name);
+    free(m->header);
     free(m->buf);
     memset(m, 0, sizeof(*m));
 }
@@ -66,28 +67,35 @@ int mf_next(mf_reader *m, mf_row *row, char *err)
 {
     char *f[MF_MAX_FIELDS];
     for (;;) {
-        size_t len;
+        size_t len = 0;
         int rc = read_line(m, &len, err);
         if (rc == 0) return 0;
         if (rc < 0) return ferror(m->fp) ? -2 : -1;
         if (len == 0 || m->buf[0] == '#') continue;
+        /* a repeated header (parallel --pipe --header 1, or concatenated
+         * manifests) is skipped */
+        if (m->header && strcmp(m->buf, m->header) == 0) continue;
+        char *line = m->started ? NULL : xstrdup(m->buf);
         int nf = split_tabs(m->buf, f, MF_MAX_FIELDS);
         if (!m->started) {
             m->started = 1;
-            if (strcmp(f[0], "id") == 0) {
-                for (int c = 0; c < MF_NCOLS; c++) m->col[c] = -1;
-                for (int i = 0; i < nf; i++)
-                    for (int c = 0; c < MF_NCOLS; c++)
-                        if (strcmp(f[i], MF_COLUMNS[c]) == 0 && m->col[c] < 0) m->col[c] = i;
-                if (m->col[MF_PATH] < 0)
-                    return vl_error(err, "%s:%llu: header has no 'path' column", m->name,
-                                    (unsigned long long)m->line) - 1;
+            int col[MF_NCOLS];
+            for (int c = 0; c < MF_NCOLS; c++) col[c] = -1;
+            for (int i = 0; i < nf; i++)
+                for (int c = 0; c < MF_NCOLS; c++)
+                    if (strcmp(f[i], MF_COLUMNS[c]) == 0 && col[c] < 0) col[c] = i;
+            if (col[MF_ID] >= 0 && col[MF_PATH] >= 0) {
+                memcpy(m->col, col, sizeof(col));
+                m->header = line;
                 continue;
             }
+            free(line);
+            if (col[MF_ID] == 0 || col[MF_PATH] >= 0)
+                return vl_error(err, "%s:%llu: the header must name both an 'id' and a 'path' column", m->name,
+                                (unsigned long long)m->line) - 1;
         }
-        /* a repeated header (parallel --pipe --header, or concatenated
-         * manifests) is skipped */
-        if (strcmp(f[0], "id") == 0 && m->col[MF_ID] == 0) continue;
+        /* the standard header line where no header came first */
+        if (!m->header && strcmp(f[0], "id") == 0 && nf > 1 && strcmp(f[1], "path") == 0) continue;
         const char *v[MF_NCOLS];
         for (int c = 0; c < MF_NCOLS; c++) v[c] = m->col[c] >= 0 && m->col[c] < nf && *f[m->col[c]] ? f[m->col[c]] : NULL;
         memset(row, 0, sizeof(*row));

@@ -2,11 +2,12 @@
  * TSV, one image per line, columns
  *     id  path  label  class  domain  split
  * and any extra columns after them. The first line is a header naming the
- * columns (recognised by its first field being "id"); columns may then come
- * in any order and only id and path are required. Without a header line the
- * columns are the six above in that order, so that a chunk cut from the
- * middle of a manifest (GNU parallel --pipe) reads the same. Fields cannot
- * hold tabs or newlines; an empty field means "unknown". */
+ * columns (recognised by having fields "id" and "path"); columns may then
+ * come in any order and only id and path are required. Without a header line
+ * the columns are the six above in that order, so that a chunk cut from the
+ * middle of a manifest (GNU parallel --pipe) reads the same; a line equal to
+ * the header (parallel --pipe --header 1 repeats it) is skipped. Fields
+ * cannot hold tabs or newlines; an empty field means "unknown". */
 #ifndef VL_MANIFEST_H
 #define VL_MANIFEST_H
 
@@ -34,6 +35,7 @@ typedef struct {
     uint64_t line;
     int col[MF_NCOLS]; /* field index of each column, -1 if absent */
     int started;
+    char *header; /* the header line, when there was one */
 } mf_reader;
 
 /* Opens a reader on fp (not closed by mf_close); name is used in messages. */

@@ -183,6 +183,16 @@ if [ -d "$pacs" ]; then
     else
         fail "imgdecode --augment: pixels depend on the manifest order"
     fi
+    # columns in another order: parallel --header 1 repeats the header line
+    awk -F'\t' -v OFS='\t' '{print $6, $2, $1, $3}' "$tmp/pacs.tsv" >"$tmp/reordered.tsv"
+    parallel --pipe -k --header 1 --block 8k -j 2 imgdecode --size 32 <"$tmp/reordered.tsv" | mpcat >"$tmp/r1.mp"
+    imgdecode --size 32 <"$tmp/reordered.tsv" | mpcat >"$tmp/r2.mp"
+    shards=$(parallel --pipe -k --header 1 --block 8k -j 2 imgdecode --size 32 <"$tmp/reordered.tsv" | mpcat --check | sed -n 's/^ok: \([0-9]*\) streams.*/\1/p')
+    if [ "${shards:-0}" -gt 1 ] && cmp -s "$tmp/r1.mp" "$tmp/r2.mp" && mpcat --check "$tmp/r1.mp" | grep -q " $rows records"; then
+        pass "parallel --pipe --header 1 on a manifest with reordered columns: $shards shards, joined stream identical"
+    else
+        fail "parallel --pipe --header 1 on reordered columns"
+    fi
     parallel --pipe -k --block 8k -j 2 imgdecode --size 32 <"$tmp/pacs.tsv" | mpcat >"$tmp/e1.mp"
     imgdecode --size 32 <"$tmp/pacs.tsv" | mpcat >"$tmp/e2.mp"
     if cmp -s "$tmp/e1.mp" "$tmp/e2.mp"; then

@@ -404,6 +404,23 @@ static void test_manifest(void)
     mf_close(&m);
     fclose(fp);
 
+    const char *nopath = "id\tfile\n" "a\tb\n";
+    fp = fmemopen((void *)nopath, strlen(nopath), "r");
+    mf_open(&m, fp, "nopath.tsv");
+    CHECK(mf_next(&m, &r, err) == -2 && strstr(err, "'path'"), "a header without a path column is fatal: %s", err);
+    mf_close(&m);
+    fclose(fp);
+
+    const char *late = "split\tpath\tid\nin\t/a.png\ta\nsplit\tpath\tid\nout\t/b.png\tb\n";
+    fp = fmemopen((void *)late, strlen(late), "r");
+    mf_open(&m, fp, "late.tsv");
+    rc = mf_next(&m, &r, err);
+    int rc2 = mf_next(&m, &r, err);
+    CHECK(rc == 1 && rc2 == 1 && strcmp(r.id, "b") == 0 && strcmp(r.split, "out") == 0 && mf_next(&m, &r, err) == 0,
+          "a header with id not first; its repetition skipped");
+    mf_close(&m);
+    fclose(fp);
+
     const char *bare = "x\t/p/x.png\t4\tcat\tsketch\tout\n";
     fp = fmemopen((void *)bare, strlen(bare), "r");
     mf_open(&m, fp, "chunk");
