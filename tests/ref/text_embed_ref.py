@@ -11,6 +11,9 @@ tower of tests/ref/clip_ref.py, tokenised by tests/ref/tok_ref.py.
       recomputes the class embeddings in float64 from DIR's weights and prints
       PASS/FAIL: NAME with the worst |difference| (ids, labels, classes and
       first prompts checked too)
+    text_embed_ref.py bench DIR --classes FILE --templates FILE --bpe GZ
+        [--batch N] [--threads N] [--pad] [--max-classes K]
+      the same in float32, timed (tokenising excluded): prints the seconds
 """
 import argparse
 import json
@@ -94,6 +97,33 @@ def reference(d, classes, templates, truncate, bpe):
     return np.stack(out), first
 
 
+def bench(a):
+    """PyTorch float32 prompt ensembling, timed: batches of a.batch prompts,
+    each cut to its longest prompt (as text-embed does) or padded to 77 (as
+    CLIP's own code does)"""
+    import time
+    torch.set_num_threads(a.threads)
+    name, seed = open(os.path.join(a.dir, "name")).read().split()
+    cfg, model = build(name, int(seed))
+    model = model.float().eval()
+    tok = tok_ref.SimpleTokenizer(a.bpe)
+    classes = [ln.rstrip("\r\n") for ln in open(a.classes, encoding="utf-8") if ln.rstrip("\r\n")]
+    templates = [ln.rstrip("\r\n") for ln in open(a.templates, encoding="utf-8") if ln.rstrip("\r\n")]
+    classes = classes[:a.max_classes] if a.max_classes else classes
+    toks = torch.tensor([tok.tokenize(t.replace("{}", c.replace("_", " "))) for c in classes for t in templates])
+    t0 = time.perf_counter()
+    embs = []
+    with torch.no_grad():
+        for i in range(0, len(toks), a.batch):
+            b = toks[i:i + a.batch]
+            if not a.pad:
+                b = b[:, :int((b != 0).sum(1).max())]
+            embs.append(model.encode_text(b))
+        e = torch.cat(embs).view(len(classes), len(templates), -1)
+        F.normalize(e.mean(1), dim=-1)
+    print("%.6f" % (time.perf_counter() - t0))
+
+
 def compare(a):
     classes = [ln.rstrip("\r\n") for ln in open(a.classes, encoding="utf-8") if ln.rstrip("\r\n")]
     templates = list(a.template or [])
@@ -141,8 +171,17 @@ def main():
     c.add_argument("--truncate", action="store_true")
     c.add_argument("--bpe", required=True)
     c.add_argument("--tol", type=float, default=1e-4)
+    b = sub.add_parser("bench")
+    b.add_argument("dir")
+    b.add_argument("--classes", required=True)
+    b.add_argument("--templates", required=True)
+    b.add_argument("--bpe", required=True)
+    b.add_argument("--batch", type=int, default=64)
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--pad", action="store_true")
+    b.add_argument("--max-classes", type=int, default=0)
     a = p.parse_args()
-    make(a) if a.cmd == "make" else compare(a)
+    {"make": make, "compare": compare, "bench": bench}[a.cmd](a)
 
 
 if __name__ == "__main__":
