@@ -161,6 +161,13 @@ teacher-embed --exec "$V" --model-id tiny --cache "$tmp/p" <"$IN" >"$tmp/p4.mp" 
 [ "$(summary "$tmp/p4.mp")" = "complete $N 0 $N" ] && [ ! -s "$tmp/err" ]
 ok $? "concurrent writers: every entry they left is valid"
 
+# the white-box teacher shares the cache machinery
+teacher-embed --model "$M" --cache "$tmp/w" <"$IN" >"$tmp/w1.mp" 2>"$tmp/err" &&
+    teacher-embed --model "$M" --cache "$tmp/w" <"$IN" >"$tmp/w2.mp" 2>>"$tmp/err"
+[ $? = 0 ] && [ "$(summary "$tmp/w1.mp")" = "complete $N $N 0" ] && [ "$(summary "$tmp/w2.mp")" = "complete $N 0 $N" ] &&
+    same_bytes "$tmp/w1.mp" "$tmp/w2.mp"
+ok $? "--model with --cache: a re-run computes nothing and writes the same bytes"
+
 # other failures of the vendor
 teacher-embed --exec "exit 3" --model-id x <"$IN" >"$tmp/e.mp" 2>"$tmp/err"
 [ $? = 1 ] && grep -q "exit status 3" "$tmp/err" && [ "$(summary "$tmp/e.mp" | cut -d' ' -f1)" = incomplete ]
