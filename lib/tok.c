@@ -199,8 +199,9 @@ static size_t utf8_put(char *o, uint32_t c)
 }
 
 /* Reads the merges of a file (gzip or plain): the first line is a header,
- * then up to TOK_MAX_MERGES lines "LEFT RIGHT". *lines holds the text (split
- * in place), left/right point into it. Returns the count or -1. */
+ * then up to TOK_MAX_MERGES lines "LEFT RIGHT". *text holds the file (split
+ * in place; the caller frees it, *left and *right), (*left)[i] and
+ * (*right)[i] point into it. Returns the count or -1. */
 static long read_merges(const char *path, char **text, char ***left, char ***right, char *err)
 {
     gzFile gz = gzopen(path, "rb");
@@ -247,9 +248,10 @@ static long read_merges(const char *path, char **text, char ***left, char ***rig
         *end = 0;
         if (end > p && end[-1] == '\r') end[-1] = 0;
         if (!*p && !*next) break; /* the final newline */
-        char *a = strtok(p, " \t");
-        char *b = a ? strtok(NULL, " \t") : NULL;
-        if (!a || !b || strtok(NULL, " \t")) {
+        char *save;
+        char *a = strtok_r(p, " \t", &save);
+        char *b = a ? strtok_r(NULL, " \t", &save) : NULL;
+        if (!a || !b || strtok_r(NULL, " \t", &save)) {
             free(buf);
             free(l);
             free(r);
