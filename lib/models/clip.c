@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 const float CLIP_MEAN[3] = {0.48145466f, 0.4578275f, 0.40821073f};
 const float CLIP_STD[3] = {0.26862954f, 0.26130258f, 0.27577711f};
@@ -287,10 +288,12 @@ static int load_hf(clip_model *m, const st_file *f, const json *cfg, const char 
 }
 
 /* OpenAI / OpenCLIP names; sizes from the shapes. Heads are width/64 (both
- * projects' convention) unless the file's metadata gives vision_heads /
- * text_heads; the activation is QuickGELU (OpenAI) unless metadata
- * hidden_act says "gelu" (most OpenCLIP models). */
-static int load_openai(clip_model *m, const st_file *f, char *err)
+ * projects' convention) and the activation QuickGELU (OpenAI's), unless an
+ * OpenCLIP model_cfg (oc, from open_clip_config.json) says otherwise
+ * (vision_cfg.head_width, text_cfg.heads, quick_gelu: OpenCLIP's own
+ * default is GELU), or the file's metadata gives vision_heads, text_heads
+ * or hidden_act ("gelu" / "quick_gelu"), which take precedence. */
+static int load_openai(clip_model *m, const st_file *f, const json *oc, char *err)
 {
     clip_vision *v = &m->v;
     clip_text *t = &m->t;
@@ -305,10 +308,17 @@ static int load_openai(clip_model *m, const st_file *f, char *err)
         return vl_error(err, "%s: tensor 'visual.positional_embedding' has %lld positions, not a square grid + 1",
                         f->path, (long long)T);
     const char *act = st_meta(f, "hidden_act");
-    int a = TF_QUICKGELU;
+    int a = TF_QUICKGELU, vnh = (int)(C / 64), tnh = -1;
+    if (oc) {
+        const json *qg = json_get(oc, "quick_gelu"), *vc = json_get(oc, "vision_cfg"), *tc = json_get(oc, "text_cfg");
+        a = qg && qg->type == JSON_BOOL && qg->b ? TF_QUICKGELU : TF_GELU;
+        int64_t hw = vc ? json_get_int(vc, "head_width", 64) : 64;
+        if (hw > 0) vnh = (int)(C / hw);
+        if (tc) tnh = (int)json_get_int(tc, "heads", 8);
+    }
     if (act && parse_act(act, &a) < 0) return vl_error(err, "%s: metadata hidden_act '%s' is not supported", f->path, act);
     const char *vh = st_meta(f, "vision_heads"), *th = st_meta(f, "text_heads");
-    v->tf = (tf_config){.C = (int)C, .NH = vh ? atoi(vh) : (int)(C / 64), .L = count_blocks(f, "visual.transformer.resblocks.%d.ln_1.weight"),
+    v->tf = (tf_config){.C = (int)C, .NH = vh ? atoi(vh) : vnh, .L = count_blocks(f, "visual.transformer.resblocks.%d.ln_1.weight"),
                         .hidden = (int)H, .act = a, .causal = 0, .eps = 1e-5f};
     v->S = (int)(g * P), v->P = (int)P, v->D = (int)D;
     int64_t TC, TV, TX, TD, TH;
@@ -316,7 +326,7 @@ static int load_openai(clip_model *m, const st_file *f, char *err)
         (TX = dim_of(f, "positional_embedding", 2, 0, err)) < 0 || (TD = dim_of(f, "text_projection", 2, 1, err)) < 0 ||
         (TH = dim_of(f, "transformer.resblocks.0.mlp.c_fc.weight", 2, 0, err)) < 0)
         return -1;
-    t->tf = (tf_config){.C = (int)TC, .NH = th ? atoi(th) : (int)(TC / 64), .L = count_blocks(f, "transformer.resblocks.%d.ln_1.weight"),
+    t->tf = (tf_config){.C = (int)TC, .NH = th ? atoi(th) : tnh > 0 ? tnh : (int)(TC / 64), .L = count_blocks(f, "transformer.resblocks.%d.ln_1.weight"),
                         .hidden = (int)TH, .act = a, .causal = 1, .eps = 1e-5f};
     t->V = (int)TV, t->ctx = (int)TX, t->D = (int)TD;
     if (TD != D) return vl_error(err, "%s: text_projection gives dimension %lld, visual.proj %lld", f->path, (long long)TD, (long long)D);
@@ -373,31 +383,48 @@ int clip_load(clip_model **out, const char *path, char *err)
     size_t clen = 0;
     uint64_t h = 0;
     if (S_ISDIR(sb.st_mode)) {
-        size_t n = strlen(path) + 32;
+        size_t n = strlen(path) + 40;
         cpath = xmalloc(n), wpath = xmalloc(n);
         snprintf(cpath, n, "%s/config.json", path);
         snprintf(wpath, n, "%s/model.safetensors", path);
-        if (!(ctext = vl_read_file(cpath, 1 << 24, &clen, err))) goto done;
-        if (!(cfg = json_parse(ctext, clen, err))) {
-            char e2[VL_ERRLEN];
-            snprintf(e2, sizeof e2, "%s", err);
-            vl_error(err, "%s: %s", cpath, e2);
-            goto done;
+        int hf = access(wpath, F_OK) == 0;
+        if (!hf) {
+            /* an OpenCLIP hub directory: OpenAI names, open_clip_config.json */
+            snprintf(cpath, n, "%s/open_clip_config.json", path);
+            snprintf(wpath, n, "%s/open_clip_model.safetensors", path);
+            if (access(wpath, F_OK) != 0) {
+                vl_error(err, "%s: no model.safetensors (with config.json) or open_clip_model.safetensors", path);
+                goto done;
+            }
         }
-        if (cfg->type != JSON_OBJ) {
-            vl_error(err, "%s: not a JSON object", cpath);
-            goto done;
+        if (hf || access(cpath, F_OK) == 0) {
+            if (!(ctext = vl_read_file(cpath, 1 << 24, &clen, err))) goto done;
+            if (!(cfg = json_parse(ctext, clen, err))) {
+                char e2[VL_ERRLEN];
+                snprintf(e2, sizeof e2, "%s", err);
+                vl_error(err, "%s: %s", cpath, e2);
+                goto done;
+            }
+            if (cfg->type != JSON_OBJ) {
+                vl_error(err, "%s: not a JSON object", cpath);
+                goto done;
+            }
         }
         if (st_open(&f, wpath, err) < 0) goto done;
         opened = 1;
-        h = hash_weights(hash_bytes(0, ctext, clen), &f);
-        if (load_hf(m, &f, cfg, cpath, err) < 0) goto done;
+        h = hash_weights(hash_bytes(0, ctext ? ctext : "", clen), &f);
+        if (hf) {
+            if (load_hf(m, &f, cfg, cpath, err) < 0) goto done;
+        } else {
+            const json *mc = cfg ? json_get(cfg, "model_cfg") : NULL;
+            if (load_openai(m, &f, mc && mc->type == JSON_OBJ ? mc : NULL, err) < 0) goto done;
+        }
     } else {
         if (st_open(&f, path, err) < 0) goto done;
         opened = 1;
         h = hash_weights(0, &f);
         if (st_find(&f, "visual.conv1.weight"))
-            rc = load_openai(m, &f, err);
+            rc = load_openai(m, &f, NULL, err);
         else if (st_find(&f, "vision_model.embeddings.patch_embedding.weight"))
             rc = vl_error(err, "%s: transformers' CLIPModel names need the model directory (with config.json)", path);
         else

@@ -14,9 +14,11 @@
 
 typedef struct clip_model clip_model;
 
-/* path: a directory holding config.json and model.safetensors, or a
- * .safetensors file. Returns 0 with *out set, or -1 with err naming the file
- * and the missing tensor / wrong shape / bad config key. */
+/* path: a Hugging Face directory (config.json and model.safetensors), an
+ * OpenCLIP hub directory (open_clip_model.safetensors, optionally
+ * open_clip_config.json), or a .safetensors file with OpenAI / OpenCLIP
+ * names. Returns 0 with *out set, or -1 with err naming the file and the
+ * missing tensor / wrong shape / bad config key. */
 int clip_load(clip_model **out, const char *path, char *err);
 void clip_free(clip_model *m);
 

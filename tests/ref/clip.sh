@@ -93,7 +93,18 @@ h2 = dict(h); del h2["visual.transformer.resblocks.1.attn.in_proj_bias"]
 save(d + "/missing.safetensors", h2, data)
 h3 = dict(h); e = dict(h3["ln_final.weight"]); e["shape"] = [2, e["shape"][0] // 2]; h3["ln_final.weight"] = e
 save(d + "/shape.safetensors", h3, data)
+# an OpenCLIP hub directory: the same tensors without metadata, sizes in open_clip_config.json
+import os
+os.makedirs(d + "/oc", exist_ok=True)
+h4 = dict(h); h4.pop("__metadata__", None)
+save(d + "/oc/open_clip_model.safetensors", h4, data)
+json.dump({"model_cfg": {"embed_dim": 48, "quick_gelu": False,
+                         "vision_cfg": {"width": 96, "head_width": 32, "layers": 2, "patch_size": 8, "image_size": 32},
+                         "text_cfg": {"width": 64, "heads": 4, "layers": 2, "context_length": 16, "vocab_size": 300}}},
+          open(d + "/oc/open_clip_config.json", "w"))
 PY
+teacher-embed --model "$d/oc" <"$d/images.mp" >"$d/o.mp" &&
+    $ref compare "$d/ref_clip.f64" "$d/o.mp" "tiny: OpenCLIP hub directory (open_clip_config.json) = PyTorch"
 teacher-embed --model "$d/missing.safetensors" <"$d/images.mp" >/dev/null 2>"$d/err"
 [ $? = 1 ] && grep -q "missing tensor 'visual.transformer.resblocks.1.attn.in_proj_bias'" "$d/err" &&
     pass "a missing tensor is an error naming it" || failed "a missing tensor is an error naming it ($(cat "$d/err"))"
