@@ -7,7 +7,9 @@
 #   machine's sgemm figure measured in the same run (goal: 85%), text
 #   sequences/s (full 77-token sequences, and 8-token prompts), peak memory.
 # The two sides run one after the other, never at once; each figure is the
-# fastest of REPEAT runs. Usage: bench/teacher.sh [REPEAT] (default 3).
+# fastest of REPEAT runs, and the sgemm figure is likewise the fastest run of
+# each shape, measured before and after. On a busy machine expect scatter.
+# Usage: bench/teacher.sh [REPEAT] (default 3).
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-/usr/bin/python3}
