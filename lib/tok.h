@@ -15,9 +15,11 @@
  * space; strip; Python's str.lower() (final sigma included). ftfy's
  * fix_encoding (a heuristic that re-decodes text it judges to be mojibake,
  * "Ã©" -> "é") is not done: such text gives other tokens than OpenAI's
- * tokenizer. The Unicode tables are generated (lib/tok_unicode.c,
- * tests/ref/tok_unicode_gen.py) from Python 3.11 (Unicode 14) and the regex
- * module, the libraries behind simple_tokenizer.
+ * tokenizer. (transformers' CLIPTokenizer with ftfy skips the html.unescape
+ * step: it differs from OpenAI's, and from this, on the HTML references that
+ * ftfy leaves, such as "&amp" without ';'.) The Unicode tables are generated
+ * (lib/tok_unicode.c, tests/ref/tok_unicode_gen.py) from Python 3.11
+ * (Unicode 14) and the regex module, the libraries behind simple_tokenizer.
  *
  * A tokenizer caches the BPE of each word it has seen, so one tok must not be
  * used by two threads at once. */
