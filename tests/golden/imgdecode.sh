@@ -173,6 +173,16 @@ if [ -d "$pacs" ]; then
     else
         fail "parallel --pipe: $shards shards; joined stream differs from the unsharded one"
     fi
+    # the man page's recipe for DomainBed's own split, run as printed
+    mandoc -Tascii "$root/man/imglist.1" | col -bx |
+        awk '/<<.EOF.$/ {on = 1; next} on && /^ *EOF$/ {on = 0} on' | sed 's/^           //' >"$tmp/dbsplit.py"
+    if "$py" "$tmp/dbsplit.py" "$pacs" 0 0.2 >"$tmp/dbsplits.tsv" && imglist --splits "$tmp/dbsplits.tsv" "$pacs" >"$tmp/db.tsv"; then
+        counts=$(awk -F'\t' 'NR > 1 {n[$5]++; if ($6 == "out") o[$5]++} END {for (d in n) printf "%s=%d/%d\n", d, o[d], n[d]}' "$tmp/db.tsv" | sort | tr '\n' ' ' | sed 's/ $//')
+        ok=$(awk -F'\t' 'NR > 1 {n[$5]++; if ($6 == "out") o[$5]++} END {for (d in n) if (o[d] != int(n[d] * 0.2)) bad = 1; print bad ? "no" : "yes"}' "$tmp/db.tsv")
+        if [ "$ok" = yes ]; then pass "imglist(1)'s DomainBed split recipe + --splits: out = int(0.2 n) per domain ($counts)"; else fail "DomainBed split recipe: $counts"; fi
+    else
+        fail "imglist(1)'s DomainBed split recipe does not run"
+    fi
     # another order gives the same pixels for each (id, view)
     { head -n 1 "$tmp/pacs.tsv"; tail -n +2 "$tmp/pacs.tsv" | sort -r; } |
         imgdecode --augment --views 2 --seed 9 --size 64 >"$tmp/rev.mp"
