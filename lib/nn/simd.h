@@ -49,7 +49,9 @@ static inline vf vf_minv(vf a, vf b) { return vf_select(a < b, a, b); }
 
 static inline vf vf_exp(vf x)
 {
-    x = vf_minv(vf_maxv(x, vf_set(-87.3365f)), vf_set(88.3762f));
+    /* clamped so that NaN stays NaN (a comparison with NaN is false) */
+    x = vf_select(x < -87.3365f, vf_set(-87.3365f), x);
+    x = vf_select(x > 88.3762f, vf_set(88.3762f), x);
     vf fx = x * 1.44269504088896341f + 0.5f;
     vi n = __builtin_convertvector(fx, vi);
     vf fn = __builtin_convertvector(n, vf);

@@ -172,6 +172,11 @@ static void test_act(int quick)
         worst = fmax(worst, fabs(y - c.out[i]));
     }
     CHECK(worst < 1e-5, "%s forward = double-precision formula", name);
+    float nanv[4] = {NAN, INFINITY, -100, 100}, nano[4];
+    (quick ? quickgelu_forward : gelu_forward)(nano, nanv, 4);
+    CHECK(isnan(nano[0]) && nano[1] == INFINITY && fabsf(nano[2]) < 1e-30f && nano[3] == 100,
+          "%s: NaN stays NaN, f(inf) = inf, f(-100) = 0, f(100) = 100 (got %g %g %g %g)", name, nano[0], nano[1],
+          nano[2], nano[3]);
     float *di = fill(c.n, .5f);
     (quick ? quickgelu_backward : gelu_backward)(di, c.r, c.inp, c.n);
     CHECK(fd(act_loss, &c, c.inp, di, c.n, .5f, 1e-2f) < FD_TOL, "%s backward = finite differences", name);
