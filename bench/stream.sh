@@ -7,6 +7,7 @@
 #   mpcat --check FILE                         read + frame + schema checks
 #   mpcat FILE > /dev/null                     read + check + write (re-encode)
 #   cat FILE | mpcat > /dev/null               the same through a pipe
+#   cat FILE | mpcat | cat > /dev/null         in the middle of a pipeline (vs cat | cat | cat)
 #   mpnpy import X.npy > /dev/null             write a stream from raw vectors
 #   dd of=Y conv=fsync                         the floor for a file written to disk
 #   mpnpy export -o Y.npy FILE                 read a stream into a .npy file (fsync'ed)
@@ -58,6 +59,8 @@ report "mpcat > /dev/null" "$(best "mpcat $f > /dev/null")"
 pipe_cat=$(best "cat $f | cat > /dev/null")
 report "cat | cat > /dev/null" "$pipe_cat"
 report "cat | mpcat > /dev/null" "$(best "cat $f | mpcat > /dev/null")"
+report "cat | cat | cat > /dev/null" "$(best "cat $f | cat | cat > /dev/null")"
+report "cat | mpcat | cat > /dev/null" "$(best "cat $f | mpcat | cat > /dev/null")"
 report "mpnpy import > /dev/null" "$(best "mpnpy import --ids $tmp/ids $tmp/x.npy > /dev/null")"
 report "dd of=y conv=fsync (disk floor)" "$(best "dd if=$f of=$tmp/y bs=1M conv=fsync status=none")"
 rm -f "$tmp/y"

@@ -2,10 +2,12 @@
 #include "stream.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -26,8 +28,20 @@ static int rerr(sr *r, const char *fmt, ...)
     return -1;
 }
 
+/* A pipe of 1 MiB (the unprivileged maximum) instead of 64 KiB: 16 times
+ * fewer reads, writes and wake-ups between the tools of a pipeline. Failure
+ * is harmless. */
+static void widen_pipe(int fd)
+{
+#ifdef F_SETPIPE_SZ
+    struct stat sb;
+    if (fd >= 0 && fstat(fd, &sb) == 0 && S_ISFIFO(sb.st_mode)) fcntl(fd, F_SETPIPE_SZ, 1 << 20);
+#endif
+}
+
 sr *sr_open(int fd, const char *name)
 {
+    widen_pipe(fd);
     sr *r = xcalloc(1, sizeof(*r));
     r->fd = fd;
     r->name = xstrdup(name);
@@ -360,6 +374,7 @@ int sr_check_item(sr *r, const mp_val *item, char *err)
 
 void sw_init(sw *s, int fd)
 {
+    widen_pipe(fd);
     memset(s, 0, sizeof(*s));
     mpw_init(&s->w, fd);
 }

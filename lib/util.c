@@ -110,6 +110,7 @@ char *vl_read_file(const char *path, size_t max, size_t *len, char *err)
 int vl_afile_open(vl_afile *a, const char *path, char *err)
 {
     size_t n = strlen(path) + 32;
+    a->buf = NULL;
     a->path = xstrdup(path);
     a->tmp = xmalloc(n);
     snprintf(a->tmp, n, "%s.tmp.%ld", path, (long)getpid());
@@ -121,7 +122,10 @@ int vl_afile_open(vl_afile *a, const char *path, char *err)
         a->path = a->tmp = NULL;
         return -1;
     }
-    setvbuf(a->fp, NULL, _IOFBF, 1 << 20); /* large writes: output files are often gigabytes */
+    /* large writes: output files are often gigabytes (glibc ignores the size
+     * when setvbuf is given no buffer, so give it one) */
+    a->buf = xmalloc(1 << 20);
+    setvbuf(a->fp, a->buf, _IOFBF, 1 << 20);
     return 0;
 }
 
@@ -132,6 +136,8 @@ int vl_afile_commit(vl_afile *a, char *err)
     if (rc == 0 && fsync(fileno(a->fp)) != 0) rc = vl_error(err, "%s: fsync: %s", a->tmp, strerror(errno));
     if (fclose(a->fp) != 0 && rc == 0) rc = vl_error(err, "%s: %s", a->tmp, strerror(errno));
     a->fp = NULL;
+    free(a->buf);
+    a->buf = NULL;
     if (rc == 0 && rename(a->tmp, a->path) != 0)
         rc = vl_error(err, "rename %s -> %s: %s", a->tmp, a->path, strerror(errno));
     if (rc != 0) unlink(a->tmp);
@@ -144,6 +150,8 @@ int vl_afile_commit(vl_afile *a, char *err)
 void vl_afile_abort(vl_afile *a)
 {
     if (a->fp) fclose(a->fp);
+    free(a->buf);
+    a->buf = NULL;
     if (a->tmp) unlink(a->tmp);
     free(a->path);
     free(a->tmp);

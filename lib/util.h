@@ -33,6 +33,7 @@ typedef struct {
     FILE *fp;
     char *path;
     char *tmp;
+    char *buf; /* fp's buffer */
 } vl_afile;
 int vl_afile_open(vl_afile *a, const char *path, char *err);
 int vl_afile_commit(vl_afile *a, char *err);
