@@ -594,7 +594,7 @@ int main(int argc, char **argv)
     clip_model *model = NULL;
     int S = 0;
     if (R.model_path) {
-        if (clip_load(&model, R.model_path, err) != 0) die(1, "%s", err);
+        if (clip_load_towers(&model, R.model_path, CLIP_VISION, err) != 0) die(1, "%s", err);
         S = clip_image_size(model);
         R.model_id = clip_model_id(model);
     } else if (!R.model_id) {

@@ -25,6 +25,7 @@ const float CLIP_STD[3] = {0.26862954f, 0.26130258f, 0.27577711f};
 
 struct clip_model {
     char *id;
+    int towers; /* CLIP_VISION | CLIP_TEXT: those loaded */
     float logit_scale;
     clip_vision v;
     clip_text t;
@@ -237,6 +238,19 @@ static uint64_t hash_weights(uint64_t h, const st_file *f)
     return h;
 }
 
+/* Parameter blocks of the towers asked for; sizes must be set. */
+static void alloc_towers(clip_model *m)
+{
+    if (m->towers & CLIP_VISION) {
+        m->vblock = xmalloc_aligned(clip_vision_nparams(&m->v) * sizeof(float));
+        clip_vision_layout(&m->v, m->vblock);
+    }
+    if (m->towers & CLIP_TEXT) {
+        m->tblock = xmalloc_aligned(clip_text_nparams(&m->t) * sizeof(float));
+        clip_text_layout(&m->t, m->tblock);
+    }
+}
+
 static int load_hf(clip_model *m, const st_file *f, const json *cfg, const char *cpath, char *err)
 {
     clip_vision *v = &m->v;
@@ -256,29 +270,30 @@ static int load_hf(clip_model *m, const st_file *f, const json *cfg, const char 
         t->ctx > 1 << 16 || v->D > 65536)
         return vl_error(err, "%s: bad sizes (image_size %d, patch_size %d, vocab_size %d, max_position_embeddings %d, "
                         "projection_dim %d)", cpath, v->S, v->P, t->V, t->ctx, v->D);
-    m->vblock = xmalloc_aligned(clip_vision_nparams(v) * sizeof(float));
-    m->tblock = xmalloc_aligned(clip_text_nparams(t) * sizeof(float));
-    clip_vision_layout(v, m->vblock);
-    clip_text_layout(t, m->tblock);
+    alloc_towers(m);
     int64_t C = v->tf.C, P = v->P, g = v->S / v->P, T = g * g + 1, D = v->D;
-    if (get(f, "vision_model.embeddings.patch_embedding.weight", v->patch_w, 4, SHAPE(C, 3, P, P), err) ||
-        GET1("vision_model.embeddings.class_embedding", v->cls, C) ||
-        GET2("vision_model.embeddings.position_embedding.weight", v->pos, T, C) ||
-        GET1("vision_model.pre_layrnorm.weight", v->ln_pre_w, C) ||
-        GET1("vision_model.pre_layrnorm.bias", v->ln_pre_b, C) ||
-        GET1("vision_model.post_layernorm.weight", v->ln_post_w, C) ||
-        GET1("vision_model.post_layernorm.bias", v->ln_post_b, C) || GET2("visual_projection.weight", v->proj, D, C))
-        return -1;
     char pre[128];
-    for (int l = 0; l < v->tf.L; l++) {
-        snprintf(pre, sizeof pre, "vision_model.encoder.layers.%d.", l);
-        if (get_block(f, 1, pre, &v->tf, &v->blocks[l], err)) return -1;
+    if (get(f, "logit_scale", &m->logit_scale, 0, NULL, err)) return -1;
+    if (m->towers & CLIP_VISION) {
+        if (get(f, "vision_model.embeddings.patch_embedding.weight", v->patch_w, 4, SHAPE(C, 3, P, P), err) ||
+            GET1("vision_model.embeddings.class_embedding", v->cls, C) ||
+            GET2("vision_model.embeddings.position_embedding.weight", v->pos, T, C) ||
+            GET1("vision_model.pre_layrnorm.weight", v->ln_pre_w, C) ||
+            GET1("vision_model.pre_layrnorm.bias", v->ln_pre_b, C) ||
+            GET1("vision_model.post_layernorm.weight", v->ln_post_w, C) ||
+            GET1("vision_model.post_layernorm.bias", v->ln_post_b, C) || GET2("visual_projection.weight", v->proj, D, C))
+            return -1;
+        for (int l = 0; l < v->tf.L; l++) {
+            snprintf(pre, sizeof pre, "vision_model.encoder.layers.%d.", l);
+            if (get_block(f, 1, pre, &v->tf, &v->blocks[l], err)) return -1;
+        }
     }
+    if (!(m->towers & CLIP_TEXT)) return 0;
     C = t->tf.C;
     if (GET2("text_model.embeddings.token_embedding.weight", t->tok, t->V, C) ||
         GET2("text_model.embeddings.position_embedding.weight", t->pos, t->ctx, C) ||
         GET1("text_model.final_layer_norm.weight", t->ln_w, C) || GET1("text_model.final_layer_norm.bias", t->ln_b, C) ||
-        GET2("text_projection.weight", t->proj, D, C) || get(f, "logit_scale", &m->logit_scale, 0, NULL, err))
+        GET2("text_projection.weight", t->proj, D, C))
         return -1;
     for (int l = 0; l < t->tf.L; l++) {
         snprintf(pre, sizeof pre, "text_model.encoder.layers.%d.", l);
@@ -332,25 +347,26 @@ static int load_openai(clip_model *m, const st_file *f, const json *oc, char *er
     if (TD != D) return vl_error(err, "%s: text_projection gives dimension %lld, visual.proj %lld", f->path, (long long)TD, (long long)D);
     if (v->tf.NH <= 0 || C % v->tf.NH || t->tf.NH <= 0 || TC % t->tf.NH)
         return vl_error(err, "%s: widths %lld (vision) and %lld (text) do not split into heads", f->path, (long long)C, (long long)TC);
-    m->vblock = xmalloc_aligned(clip_vision_nparams(v) * sizeof(float));
-    m->tblock = xmalloc_aligned(clip_text_nparams(t) * sizeof(float));
-    clip_vision_layout(v, m->vblock);
-    clip_text_layout(t, m->tblock);
-    if (get(f, "visual.conv1.weight", v->patch_w, 4, SHAPE(C, 3, P, P), err) ||
-        GET1("visual.class_embedding", v->cls, C) || GET2("visual.positional_embedding", v->pos, T, C) ||
-        GET1("visual.ln_pre.weight", v->ln_pre_w, C) || GET1("visual.ln_pre.bias", v->ln_pre_b, C) ||
-        GET1("visual.ln_post.weight", v->ln_post_w, C) || GET1("visual.ln_post.bias", v->ln_post_b, C) ||
-        get_t(f, "visual.proj", v->proj, C, D, err))
-        return -1;
+    alloc_towers(m);
     char pre[128];
-    for (int l = 0; l < v->tf.L; l++) {
-        snprintf(pre, sizeof pre, "visual.transformer.resblocks.%d.", l);
-        if (get_block(f, 0, pre, &v->tf, &v->blocks[l], err)) return -1;
+    if (get(f, "logit_scale", &m->logit_scale, 0, NULL, err)) return -1;
+    if (m->towers & CLIP_VISION) {
+        if (get(f, "visual.conv1.weight", v->patch_w, 4, SHAPE(C, 3, P, P), err) ||
+            GET1("visual.class_embedding", v->cls, C) || GET2("visual.positional_embedding", v->pos, T, C) ||
+            GET1("visual.ln_pre.weight", v->ln_pre_w, C) || GET1("visual.ln_pre.bias", v->ln_pre_b, C) ||
+            GET1("visual.ln_post.weight", v->ln_post_w, C) || GET1("visual.ln_post.bias", v->ln_post_b, C) ||
+            get_t(f, "visual.proj", v->proj, C, D, err))
+            return -1;
+        for (int l = 0; l < v->tf.L; l++) {
+            snprintf(pre, sizeof pre, "visual.transformer.resblocks.%d.", l);
+            if (get_block(f, 0, pre, &v->tf, &v->blocks[l], err)) return -1;
+        }
     }
+    if (!(m->towers & CLIP_TEXT)) return 0;
     C = TC;
     if (GET2("token_embedding.weight", t->tok, TV, C) || GET2("positional_embedding", t->pos, TX, C) ||
         GET1("ln_final.weight", t->ln_w, C) || GET1("ln_final.bias", t->ln_b, C) ||
-        get_t(f, "text_projection", t->proj, C, D, err) || get(f, "logit_scale", &m->logit_scale, 0, NULL, err))
+        get_t(f, "text_projection", t->proj, C, D, err))
         return -1;
     for (int l = 0; l < t->tf.L; l++) {
         snprintf(pre, sizeof pre, "transformer.resblocks.%d.", l);
@@ -371,11 +387,15 @@ static char *base_name(const char *path)
     return b;
 }
 
-int clip_load(clip_model **out, const char *path, char *err)
+int clip_load(clip_model **out, const char *path, char *err) { return clip_load_towers(out, path, CLIP_BOTH, err); }
+
+int clip_load_towers(clip_model **out, const char *path, int towers, char *err)
 {
     struct stat sb;
+    if (!(towers & CLIP_BOTH)) return vl_error(err, "%s: no tower asked for", path);
     if (stat(path, &sb) < 0) return vl_error(err, "%s: cannot open model: %s", path, strerror(errno));
     clip_model *m = xcalloc(1, sizeof *m);
+    m->towers = towers & CLIP_BOTH;
     st_file f;
     int opened = 0, rc = -1;
     json *cfg = NULL;
@@ -485,6 +505,7 @@ int clip_encode_text(clip_model *m, const int32_t *tokens, int B, int T, float *
 {
     const clip_text *t = &m->t;
     int C = t->tf.C;
+    if (!(m->towers & CLIP_TEXT)) return vl_error(err, "%s: the text tower was not loaded", m->id);
     if (T <= 0 || T > t->ctx) return vl_error(err, "%d tokens per sequence, the model takes 1 to %d", T, t->ctx);
     for (size_t i = 0; i < (size_t)B * T; i++)
         if (tokens[i] < 0 || tokens[i] >= t->V)
@@ -540,6 +561,7 @@ static void vision_embed(const clip_vision *v, float *x, const float *pix, int B
 
 int clip_encode_image(clip_model *m, const float *pix, int B, float *out, char *err)
 {
+    if (!(m->towers & CLIP_VISION)) return vl_error(err, "%s: the image tower was not loaded", m->id);
     clip_vision_forward(&m->v, pix, B, out, NULL);
     l2_normalise(out, B, m->v.D);
     return 0;

@@ -20,6 +20,11 @@ typedef struct clip_model clip_model;
  * names. Returns 0 with *out set, or -1 with err naming the file and the
  * missing tensor / wrong shape / bad config key. */
 int clip_load(clip_model **out, const char *path, char *err);
+/* The same, loading only some towers (the others cost no memory; their
+ * encoders then fail): CLIP_VISION, CLIP_TEXT or CLIP_BOTH. Sizes, identity
+ * and logit scale are those of the whole model. */
+enum { CLIP_VISION = 1, CLIP_TEXT = 2, CLIP_BOTH = 3 };
+int clip_load_towers(clip_model **out, const char *path, int towers, char *err);
 void clip_free(clip_model *m);
 
 int clip_image_size(const clip_model *m);     /* S of the (3,S,S) input */
@@ -66,7 +71,8 @@ size_t clip_vision_nparams(const clip_vision *v);
 void clip_vision_layout(clip_vision *v, float *base);
 size_t clip_text_nparams(const clip_text *t);
 void clip_text_layout(clip_text *t, float *base);
-/* The loaded model's towers (owned by m). */
+/* The loaded model's towers (owned by m); a tower not loaded has its sizes
+ * but NULL tensors. */
 const clip_vision *clip_vision_tower(const clip_model *m);
 const clip_text *clip_text_tower(const clip_model *m);
 

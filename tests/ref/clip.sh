@@ -111,10 +111,10 @@ teacher-embed --model "$d/missing.safetensors" <"$d/images.mp" >/dev/null 2>"$d/
 teacher-embed --model "$d/shape.safetensors" <"$d/images.mp" >/dev/null 2>"$d/err"
 [ $? = 1 ] && grep -q "'ln_final.weight'" "$d/err" &&
     pass "a wrong shape is an error naming the tensor" || failed "a wrong shape is an error naming the tensor ($(cat "$d/err"))"
-sed 's/"intermediate_size": 96/"intermediate_size": 97/' "$d/hf/config.json" >"$d/c.json" && mkdir -p "$d/hf2" &&
+sed 's/"intermediate_size": 160/"intermediate_size": 161/' "$d/hf/config.json" >"$d/c.json" && mkdir -p "$d/hf2" &&
     cp "$d/c.json" "$d/hf2/config.json" && ln -s "$d/hf/model.safetensors" "$d/hf2/model.safetensors"
 teacher-embed --model "$d/hf2" <"$d/images.mp" >/dev/null 2>"$d/err"
-[ $? = 1 ] && grep -q "text_model.encoder.layers.0.mlp.fc1.weight.*expected \[97, 64\]" "$d/err" &&
+[ $? = 1 ] && grep -q "vision_model.encoder.layers.0.mlp.fc1.weight.*expected \[161, 96\]" "$d/err" &&
     pass "config.json sizes that do not fit the weights are an error" ||
     failed "config.json sizes that do not fit the weights are an error ($(cat "$d/err"))"
 teacher-embed --model "$tmp/nonexistent" <"$d/images.mp" >/dev/null 2>"$d/err"
