@@ -229,12 +229,17 @@ static uint64_t hash_bytes(uint64_t h, const void *data, size_t n)
     return r;
 }
 
-/* The identity hash of the whole weights file; its pages are then dropped
- * from memory again (they come back one tensor at a time while loading). */
+/* The identity hash of the whole weights file, chained over 64 MiB pieces
+ * whose pages are dropped from memory once hashed (they come back one tensor
+ * at a time while loading), so hashing never holds the file in memory. */
 static uint64_t hash_weights(uint64_t h, const st_file *f)
 {
-    h = hash_bytes(h, f->map, f->size);
-    madvise(f->map, f->size, MADV_DONTNEED);
+    const size_t piece = (size_t)64 << 20;
+    for (size_t off = 0; off < f->size; off += piece) {
+        size_t n = f->size - off < piece ? f->size - off : piece;
+        h = hash_bytes(h, (const uint8_t *)f->map + off, n);
+        madvise((uint8_t *)f->map + off, n, MADV_DONTNEED);
+    }
     return h;
 }
 
