@@ -455,6 +455,12 @@ void mpw_value(mpw *w, const mp_val *v)
     }
 }
 
+void mpw_raw(mpw *w, const void *p, size_t n)
+{
+    counted(w);
+    if (n) memcpy(grow(w, n), p, n);
+}
+
 int mpw_flush(mpw *w, size_t threshold)
 {
     if (w->depth > 0 || w->len == 0 || w->len < threshold) return w->err ? -1 : 0;

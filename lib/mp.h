@@ -90,6 +90,9 @@ void mpw_map(mpw *w);   /* then key, value, key, value, ... mpw_end() */
 void mpw_array(mpw *w); /* then values ... mpw_end() */
 void mpw_end(mpw *w);
 void mpw_value(mpw *w, const mp_val *v); /* deep copy of a decoded value */
+/* Appends one value that is already encoded (n bytes of exactly one
+ * MessagePack object), e.g. an input item copied verbatim. */
+void mpw_raw(mpw *w, const void *p, size_t n);
 /* Writes the buffer to fd when no container is open and it holds more than
  * `threshold` bytes (0: always). Returns 0, or -1 with w->err set. */
 int mpw_flush(mpw *w, size_t threshold);

@@ -102,6 +102,8 @@ static int read_obj(sr *r, const char *what, size_t *objlen)
                 return rerr(r, "%s: not a valid MessagePack stream: %s", obj_name(r, what, rec, sizeof rec), derr);
             if (d == 1) {
                 *objlen = used;
+                r->raw = r->buf + r->start;
+                r->raw_len = used;
                 r->start += used;
                 return 1;
             }

@@ -39,6 +39,10 @@ typedef struct sr {
     int64_t dim;      /* embedding */
     int64_t nclasses; /* prediction */
     char err[VL_ERRLEN];
+    /* the encoded bytes of the object sr_next returned last (valid as long
+     * as the item), for copying an item verbatim with mpw_raw */
+    const uint8_t *raw;
+    size_t raw_len;
 } sr;
 
 /* Opens a reader on fd (not closed by sr_close). name is copied. */

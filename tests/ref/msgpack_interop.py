@@ -255,6 +255,25 @@ def same_vectors(a, b):
     print(f"PASS: {os.path.basename(a)} and {os.path.basename(b)}: same ids, vectors (bit-exact) and labels")
 
 
+def raw_items(path):
+    """The encoded bytes of each item of a one-stream file."""
+    data = open(path, "rb").read()
+    u = msgpack.Unpacker(raw=False, strict_map_key=False)
+    u.feed(data)
+    out, start = [], 0
+    for _ in u:
+        end = u.tell()
+        out.append(data[start:end])
+        start = end
+    return out[1:-1]
+
+
+def same_item_bytes(a, b):
+    if raw_items(a) != raw_items(b):
+        fail(f"the items of {a} and {b} are not the same bytes")
+    print(f"PASS: {os.path.basename(b)} holds the items of {os.path.basename(a)} byte for byte")
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "write":
@@ -265,6 +284,8 @@ if __name__ == "__main__":
         check_dump(sys.argv[2], sys.argv[3])
     elif cmd == "check-npy":
         check_npy(*sys.argv[2:6])
+    elif cmd == "same-item-bytes":
+        same_item_bytes(sys.argv[2], sys.argv[3])
     elif cmd == "same-vectors":
         same_vectors(sys.argv[2], sys.argv[3])
     else:

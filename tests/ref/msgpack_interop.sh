@@ -39,6 +39,8 @@ mpcat --max-errors 3 emb_bad.mp >clean.mp 2>log && py_check check-stream clean.m
 mpcat image.mp >img.mp 2>log && py_check check-stream img.mp image 2 || { echo "FAIL: mpcat image"; fails=$((fails + 1)); }
 mpcat pred.mp >pred2.mp 2>log && py_check check-stream pred2.mp prediction 2 || { echo "FAIL: mpcat pred"; fails=$((fails + 1)); }
 mpcat emb.mp >one.mp 2>log && py_check same-vectors emb.mp one.mp || { echo "FAIL: mpcat emb.mp"; fails=$((fails + 1)); }
+mpcat emb_unknown.mp >unk.mp 2>log && py_check same-item-bytes emb_unknown.mp unk.mp ||
+    { echo "FAIL: mpcat emb_unknown.mp"; fails=$((fails + 1)); }
 
 # numpy <-> mpnpy
 mpnpy export -o x.npy --ids x.ids --labels x.labels emb.mp 2>log && py_check check-npy emb.mp x.npy x.ids x.labels ||

@@ -291,6 +291,21 @@ static void test_errors(void) {
     mp_arena_free(&a);
 }
 
+static void test_raw(void)
+{
+    /* mpw_raw appends an encoded value and counts it in the open container */
+    static const uint8_t item[] = {0x81, 0xa1, 'x', 0xca, 0x3f, 0xc0, 0x00, 0x00}; /* {"x": 1.5f} */
+    mpw w;
+    mpw_init(&w, -1);
+    mpw_array(&w);
+    mpw_raw(&w, item, sizeof item);
+    mpw_raw(&w, item, sizeof item);
+    mpw_end(&w);
+    CHECK(w.len == 1 + 2 * sizeof item && w.buf[0] == 0x92 && memcmp(w.buf + 1, item, sizeof item) == 0,
+          "mp: mpw_raw copies encoded values verbatim (float32 stays float32) and counts them");
+    mpw_free(&w);
+}
+
 static void test_arena(void) {
     /* the arena keeps one block across resets: same-sized decodes stop allocating */
     mpw w;
@@ -322,6 +337,7 @@ int main(void) {
     test_containers();
     test_floats();
     test_errors();
+    test_raw();
     test_arena();
     CHECK_EXIT();
 }
