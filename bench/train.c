@@ -81,6 +81,10 @@ int main(int argc, char **argv)
     double t0 = 0;
     for (int s = 0; s < 1 + steps; s++) {
         if (s == 1) t0 = vl_now();
+        if (training) {
+            param_zero_grad(p);
+            param_zero_grad(&head);
+        }
         int rc = rn ? resnet_forward(rn, feat, x, B, S, S, training, err)
                     : vit_forward(vt, feat, x, B, S, S, training, err);
         if (rc != 0) {
@@ -88,8 +92,6 @@ int main(int argc, char **argv)
             return 1;
         }
         if (!training) continue;
-        param_zero_grad(p);
-        param_zero_grad(&head);
         linear_forward(z, feat, param_data(&head, 0), param_data(&head, 1), B, F, D);
         cosloss_forward(NULL, NULL, z, it, t, y, B, D, 0.5f);
         memset(dz, 0, (size_t)B * D * 4);

@@ -55,9 +55,7 @@ void param_alloc(params *p)
 {
     size_t bytes = (p->numel ? p->numel : 1) * sizeof(float);
     p->data = xmalloc_aligned(bytes);
-    p->grad = xmalloc_aligned(bytes);
     memset(p->data, 0, bytes);
-    memset(p->grad, 0, bytes);
 }
 
 int param_find(const params *p, const char *name)
@@ -71,7 +69,7 @@ float *param_data(const params *p, int i) { return p->data + p->t[i].off; }
 
 float *param_grad(const params *p, int i)
 {
-    if (i < 0 || p->t[i].is_buffer || p->t[i].frozen) return NULL;
+    if (i < 0 || !p->grad || p->t[i].is_buffer || p->t[i].frozen) return NULL;
     return p->grad + p->t[i].off;
 }
 
@@ -98,6 +96,12 @@ size_t param_trainable(const params *p)
 
 void param_zero_grad(params *p)
 {
+    if (!p->grad) {
+        size_t bytes = (p->numel ? p->numel : 1) * sizeof(float);
+        p->grad = xmalloc_aligned(bytes);
+        memset(p->grad, 0, bytes);
+        return;
+    }
     for (int i = 0; i < p->n; i++) {
         float *g = param_grad(p, i);
         if (g) memset(g, 0, p->t[i].numel * sizeof(float));

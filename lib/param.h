@@ -29,7 +29,8 @@ typedef struct {
     param_tensor *t;
     size_t numel;  /* floats in the value block */
     float *data;   /* values, 64-byte aligned, NULL before param_alloc */
-    float *grad;   /* gradients of the same layout (buffers' slots unused) */
+    float *grad;   /* gradients of the same layout (buffers' slots unused),
+                      NULL until the first param_zero_grad */
     int external;  /* data and grad belong to someone else (param_wrap) */
 } params;
 
@@ -44,13 +45,16 @@ void param_wrap(params *p, const char *name, float *data, float *grad, size_t n)
 /* Registers a tensor; returns its index. Must precede param_alloc. The name is
  * copied. Shapes are PyTorch's (e.g. conv weights (OC, C/groups, KH, KW)). */
 int param_add(params *p, const char *name, int ndim, const int64_t *shape, int is_buffer);
-/* Allocates the value and gradient blocks, zeroed. */
+/* Allocates the value block, zeroed. The gradient block is allocated by the
+ * first param_zero_grad (inference never pays for it). */
 void param_alloc(params *p);
 
 /* Index of a tensor by name, or -1. */
 int param_find(const params *p, const char *name);
 float *param_data(const params *p, int i);
-/* The gradient of tensor i, or NULL if it is a buffer or frozen. */
+/* The gradient of tensor i, or NULL if it is a buffer, frozen, or no
+ * gradient block exists yet (call param_zero_grad before a training step's
+ * forward pass: models plan what to keep from the trainable tensors). */
 float *param_grad(const params *p, int i);
 
 /* Freezes (frozen=1) or unfreezes every tensor whose name equals prefix or
@@ -60,7 +64,8 @@ int param_freeze(params *p, const char *prefix, int frozen);
 /* Number of trainable (non-buffer, unfrozen) floats. */
 size_t param_trainable(const params *p);
 
-/* Zeroes the gradients of the trainable tensors. */
+/* Zeroes the gradients of the trainable tensors, allocating the gradient
+ * block on first use. */
 void param_zero_grad(params *p);
 
 /* Loads every registered tensor from f, checking shapes. Missing tensors and

@@ -2,14 +2,15 @@
  *
  * Reads an `image` stream (u8, hwc, 3 channels), normalises each image with
  * the per-channel mean and standard deviation (ImageNet's by default), runs
- * the student (torchvision ResNet-18/34/50, timm ViT-S/16 or ViT-B/16 with
- * weights from a safetensors file) and writes an `embedding` stream of its
- * features: after global average pooling for ResNets, the class token after
- * the final norm for ViTs. Consecutive images of the same size are run as one
+ * the student (torchvision ResNet-18/34/50 or MobileNetV2, timm ViT-S/16 or
+ * ViT-B/16, with weights from a safetensors file) and writes an `embedding`
+ * stream of its features: after global average pooling for the
+ * convolutional networks, the class token after the final norm for ViTs. Consecutive images of the same size are run as one
  * batch; the output keeps the input order. */
 #include "common.h"
 
 #include "blas.h"
+#include "models/mobilenet.h"
 #include "models/resnet.h"
 #include "models/vit.h"
 #include "st.h"
@@ -20,15 +21,17 @@
 #include <unistd.h>
 
 static const char USAGE[] =
-    "usage: student-embed [--arch resnet18|resnet34|resnet50|vit_s16|vit_b16|auto] --weights FILE\n"
+    "usage: student-embed [--arch resnet18|resnet34|resnet50|mobilenet_v2|vit_s16|vit_b16|auto]\n"
+    "                     --weights FILE\n"
     "                     [--mean R,G,B] [--std R,G,B] [--batch N] [--threads N] [--max-errors N]\n"
     "                     [-v] [-o FILE] [FILE]\n";
 
-static const char *const ARCHS[] = {"resnet18", "resnet34", "resnet50", "vit_s16", "vit_b16", NULL};
+static const char *const ARCHS[] = {"resnet18", "resnet34", "resnet50", "mobilenet_v2", "vit_s16", "vit_b16", NULL};
 
 typedef struct {
     const char *arch;
     resnet *rn;
+    mobilenet *mb;
     vit *vt;
     int dim;
 } student;
@@ -51,14 +54,16 @@ static void load_student(student *st, const char *arch, const char *path)
     if (st_open(&f, path, err) != 0) die(1, "%s", err);
     int depth = 0, ncls = 0, k2;
     if (strcmp(arch, "auto") == 0) {
-        char e1[VL_ERRLEN], e2[VL_ERRLEN];
+        char e1[VL_ERRLEN], e2[VL_ERRLEN], e3[VL_ERRLEN];
         int vkind;
         if (resnet_detect(&f, &depth, &ncls, e1) == 0)
             arch = depth == 18 ? "resnet18" : depth == 34 ? "resnet34" : "resnet50";
         else if (vit_detect(&f, &vkind, &ncls, e2) == 0 && vkind != VIT_TINY16)
             arch = vkind == VIT_B16 ? "vit_b16" : "vit_s16";
+        else if (mobilenet_detect(&f, &ncls, e3) == 0)
+            arch = "mobilenet_v2";
         else
-            die(1, "--arch auto: %s; and %s", e1, e2);
+            die(1, "--arch auto: %s; and %s; and %s", e1, e2, e3);
     }
     st->arch = arch;
     if (strncmp(arch, "resnet", 6) == 0) {
@@ -68,6 +73,11 @@ static void load_student(student *st, const char *arch, const char *path)
         st->rn = resnet_new(depth, ncls);
         if (resnet_load(st->rn, &f, err) != 0) die(1, "--arch %s: %s", arch, err);
         st->dim = resnet_feature_dim(st->rn);
+    } else if (strcmp(arch, "mobilenet_v2") == 0) {
+        if (mobilenet_detect(&f, &ncls, err) != 0) ncls = 0;
+        st->mb = mobilenet_new(ncls);
+        if (mobilenet_load(st->mb, &f, err) != 0) die(1, "--arch %s: %s", arch, err);
+        st->dim = mobilenet_feature_dim(st->mb);
     } else {
         int kind = strcmp(arch, "vit_b16") == 0 ? VIT_B16 : VIT_S16;
         if (vit_detect(&f, &k2, &ncls, err) != 0) ncls = 0;
@@ -90,6 +100,7 @@ static void load_student(student *st, const char *arch, const char *path)
 static int run_student(student *st, float *feat, const float *x, int B, int H, int W, char *err)
 {
     if (st->rn) return resnet_forward(st->rn, feat, x, B, H, W, 0, err);
+    if (st->mb) return mobilenet_forward(st->mb, feat, x, B, H, W, 0, err);
     return vit_forward(st->vt, feat, x, B, H, W, 0, err);
 }
 
@@ -254,5 +265,6 @@ int main(int argc, char **argv)
     free(feat);
     if (st.rn) resnet_free(st.rn);
     if (st.vt) vit_free(st.vt);
+    if (st.mb) mobilenet_free(st.mb);
     return 0;
 }

@@ -28,3 +28,8 @@ void relu6_backward(float *dinp, const float *dout, const float *out, size_t n)
 {
     for (size_t i = 0; i < n; i++) dinp[i] += out[i] > 0.0f && out[i] < 6.0f ? dout[i] : 0.0f;
 }
+
+void relu6_backward_set(float *dinp, const float *dout, const float *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) dinp[i] = out[i] > 0.0f && out[i] < 6.0f ? dout[i] : 0.0f;
+}

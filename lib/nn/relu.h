@@ -14,5 +14,7 @@ void relu_backward_set(float *dinp, const float *dout, const float *out, size_t 
 void relu6_forward(float *out, const float *inp, size_t n);
 /* dinp += dout where 0 < out < 6 */
 void relu6_backward(float *dinp, const float *dout, const float *out, size_t n);
+/* dinp = dout where 0 < out < 6, else 0 (dinp may equal dout) */
+void relu6_backward_set(float *dinp, const float *dout, const float *out, size_t n);
 
 #endif

@@ -1,9 +1,11 @@
 #!/bin/bash
-# resnet.sh: torchvision ResNet-18/34/50 parity. student-embed's features of
-# an image stream against torchvision's, and 3 training steps (Adam, SGD with
-# momentum; BatchNorm frozen and in training mode) of the backbone and a
-# projection head under the cosine loss against torch.optim: every parameter
-# and running statistic within 1e-4 relative. Random weights, made here.
+# resnet.sh: torchvision ResNet-18/34/50 and MobileNetV2 parity.
+# student-embed's features of an image stream against torchvision's, and 3
+# training steps (Adam, SGD with momentum; BatchNorm frozen and in training
+# mode) of the backbone and a projection head under the cosine loss against
+# torch.optim in float64: every parameter and running statistic within 1e-4
+# relative. Random weights, made here; and the real pretrained MobileNetV2 of
+# $SHARED on real PACS images.
 set -u
 cd "${VL2V_ROOT:-$(dirname "$0")/../..}" || exit 2
 PY=${PYTHON:-/usr/bin/python3}
@@ -13,20 +15,24 @@ trap 'rm -rf "$d"' EXIT
 cc -O2 -march=native -std=c11 -D_GNU_SOURCE -Ilib -o "$d/student_train" tests/ref/student_train.c \
     build/libvl2v.a -lopenblas -lm -lpthread || { echo "FAIL: resnet: building the training driver"; exit 1; }
 "$PY" tests/ref/resnet_ref.py prepare "$d" || { echo "FAIL: resnet: PyTorch reference"; exit 1; }
-for a in resnet18 resnet34 resnet50; do
+for a in resnet18 resnet34 resnet50 mobilenet_v2; do
     arch=$a
     # detection by names and shapes for one of them
     [ $a = resnet34 ] && arch=auto
     student-embed --arch $arch --weights "$d/$a.safetensors" --batch 2 <"$d/img.mp" >"$d/$a.emb.mp" \
         || echo "FAIL: resnet: student-embed --arch $arch exited with $?"
 done
+if [ -e "$d/real.mp" ]; then
+    student-embed --weights "$SHARED/data/pretrained/mobilenet_v2_imagenet.safetensors" --mean 0.5,0.5,0.5 \
+        --std 0.5,0.5,0.5 <"$d/real.mp" >"$d/real.emb.mp" || echo "FAIL: resnet: student-embed on the real MobileNetV2"
+fi
 tools/pth2safetensors "$d/resnet18.pth" "$d/pth.safetensors" \
     && student-embed --weights "$d/pth.safetensors" --batch 2 <"$d/img.mp" >"$d/pth.emb.mp" \
     || echo "FAIL: resnet: pth2safetensors | student-embed exited with $?"
 for cfg in resnet18:adam:frozen resnet18:adam:train resnet18:sgd:frozen resnet18:sgd:train \
-    resnet50:adam:frozen; do
+    resnet50:adam:frozen mobilenet_v2:sgd:frozen mobilenet_v2:adam:frozen; do
     IFS=: read -r a o b <<<"$cfg"
-    "$d/student_train" $a "$d/w_$a.safetensors" "$d/batch_${a}_$o.safetensors" $o $b 3 "$d/got_${a}_${o}_${b}.safetensors" \
+    "$d/student_train" $a "$d/w_$a.safetensors" "$d/batch_${a}_${o}_$b.safetensors" $o $b 3 "$d/got_${a}_${o}_${b}.safetensors" \
         || echo "FAIL: resnet: student_train $cfg exited with $?"
 done
 

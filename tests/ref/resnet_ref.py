@@ -1,4 +1,5 @@
-"""resnet_ref: PyTorch side of the ResNet parity test (tests/ref/resnet.sh).
+"""resnet_ref: PyTorch side of the convolutional students' parity test
+(tests/ref/resnet.sh): torchvision ResNet-18/34/50 and MobileNetV2.
 
   resnet_ref.py prepare DIR   random torchvision ResNets as safetensors, an
                               image stream, reference features, training
@@ -20,10 +21,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from st_io import rel_err, st_load, st_save, write_image_stream  # noqa: E402
 
 torch.set_num_threads(2)
-ARCHS = ["resnet18", "resnet34", "resnet50"]
+ARCHS = ["resnet18", "resnet34", "resnet50", "mobilenet_v2"]
 # (arch, optimiser, BatchNorm mode) trained for 3 steps
 TRAIN = [("resnet18", "adam", "frozen"), ("resnet18", "adam", "train"), ("resnet18", "sgd", "frozen"),
-         ("resnet18", "sgd", "train"), ("resnet50", "adam", "frozen")]
+         ("resnet18", "sgd", "train"), ("resnet50", "adam", "frozen"), ("mobilenet_v2", "sgd", "frozen"),
+         ("mobilenet_v2", "adam", "frozen")]
 STEPS = 3
 # Adam's first steps move every weight by about lr * sign(gradient); where the
 # exact gradient is at float32 noise level its sign is noise, and with the
@@ -50,6 +52,8 @@ def make_model(arch, seed):
 
 
 def features(m, x):
+    if isinstance(m, torchvision.models.MobileNetV2):
+        return torch.flatten(Fn.adaptive_avg_pool2d(m.features(x), 1), 1)
     x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
     x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
     return torch.flatten(m.avgpool(x), 1)
@@ -81,6 +85,25 @@ def prepare(d):
                 x = (torch.from_numpy(im).permute(2, 0, 1).float() / 255.0 - mean) / std
                 feats.append(features(m, x[None])[0].numpy())
         np.save(os.path.join(d, arch + ".feat.npy"), np.stack(feats))
+    real = os.path.join(os.environ.get("SHARED", "../shared"), "data", "pretrained",
+                        "mobilenet_v2_imagenet.safetensors")
+    if os.path.exists(real):
+        # the one real pretrained student, on real PACS images, its own normalisation (0.5, 0.5)
+        sd, _ = st_load(real)
+        m = torchvision.models.mobilenet_v2()
+        m.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in sd.items()})
+        m.eval()
+        from PIL import Image
+        root = os.path.join(os.path.dirname(os.path.dirname(real)), "PACS")
+        paths = [os.path.join(root, dom, "dog", sorted(os.listdir(os.path.join(root, dom, "dog")))[0])
+                 for dom in ("photo", "art_painting", "cartoon")]
+        ims = [np.asarray(Image.open(p).convert("RGB").resize((224, 224), Image.BILINEAR)) for p in paths]
+        write_image_stream(os.path.join(d, "real.mp"), [("real%d" % i, im) for i, im in enumerate(ims)])
+        with torch.no_grad():
+            x = torch.stack([(torch.from_numpy(im.copy()).permute(2, 0, 1).float() / 255.0 - 0.5) / 0.5 for im in ims])
+            f = features(m, x)
+            np.save(os.path.join(d, "real.feat.npy"), f.numpy())
+            np.save(os.path.join(d, "real.top1.npy"), m.classifier(f).argmax(1).numpy())
 
     B, H, W, D, NC = 4, 64, 64, 16, 5
     g = torch.Generator().manual_seed(11)
@@ -91,16 +114,17 @@ def prepare(d):
     for arch, opt, bn in TRAIN:
         m = make_model(arch, 100 + ARCHS.index(arch))
         st_save(os.path.join(d, "w_%s.safetensors" % arch), dict(m.state_dict()))
-        fdim = m.fc.in_features
+        fdim = 1280 if arch == "mobilenet_v2" else m.fc.in_features
         torch.manual_seed(5)
         head = torch.nn.Linear(fdim, D)
-        st_save(os.path.join(d, "batch_%s_%s.safetensors" % (arch, opt)),
-                {"x": x, "it": it, "t": t, "y": y.float(), "proj.weight": head.weight, "proj.bias": head.bias,
+        xb = x
+        st_save(os.path.join(d, "batch_%s_%s_%s.safetensors" % (arch, opt, bn)),
+                {"x": xb, "it": it, "t": t, "y": y.float(), "proj.weight": head.weight, "proj.bias": head.bias,
                  "lambda": torch.tensor([0.5]), "adam_eps": torch.tensor([ADAM_EPS]),
                  "lr": torch.tensor([ADAM_LR if opt == "adam" else SGD_LR])})
         # the exact answer (float64), and float32 PyTorch for comparison
         for dtype, suffix in ((torch.float64, ""), (torch.float32, "_f32"))[:1 if arch == "resnet50" else 2]:
-            out = train(arch, opt, bn, dtype, x, it, t, y, head)
+            out = train(arch, opt, bn, dtype, xb, it, t, y, head)
             st_save(os.path.join(d, "want_%s_%s_%s%s.safetensors" % (arch, opt, bn, suffix)), out)
 
 
@@ -112,7 +136,7 @@ def train(arch, opt, bn, dtype, x, it, t, y, head0):
         head.bias.copy_(head0.bias)
     x, it, t = x.to(dtype), it.to(dtype), t.to(dtype)
     m.train(bn == "train")
-    ps = [p for n, p in m.named_parameters() if not n.startswith("fc.")] + list(head.parameters())
+    ps = [p for n, p in m.named_parameters() if not n.startswith(("fc.", "classifier."))] + list(head.parameters())
     if opt == "adam":
         o = torch.optim.Adam(ps, lr=ADAM_LR, eps=ADAM_EPS)
     else:
@@ -157,6 +181,16 @@ def compare(d):
         e = rel_err(got, want)
         check(e < TOL, "%s: student-embed features match torchvision (rel err %.2g)" % (arch, e))
 
+    if os.path.exists(os.path.join(d, "real.feat.npy")):
+        path = os.path.join(d, "real.emb.mp")
+        if os.path.exists(path) and os.path.getsize(path):
+            got = np.stack([np.frombuffer(it["vec"], dtype="<f4") for it in read_stream(path)[1]])
+            e = rel_err(got, np.load(os.path.join(d, "real.feat.npy")))
+            check(e < TOL, "mobilenet_v2: the real pretrained weights on 3 PACS images match torchvision "
+                  "(rel err %.2g)" % e)
+        else:
+            check(False, "mobilenet_v2: no features for the real weights")
+
     path = os.path.join(d, "pth.emb.mp")
     if os.path.exists(path) and os.path.getsize(path):
         a = [it["vec"] for it in read_stream(path)[1]]
@@ -176,8 +210,11 @@ def compare(d):
         p32 = os.path.join(d, "want_%s_%s_%s_f32.safetensors" % (arch, opt, bn))
         w32 = st_load(p32)[0] if os.path.exists(p32) else {}
         e = rel_err(got["loss"], want["loss"])
-        check(e < TOL, "%s: losses of %d steps match (%s vs %s)" % (tag, STEPS, np.round(got["loss"], 6),
-                                                                     np.round(want["loss"], 6)))
+        p32 = os.path.join(d, "want_%s_%s_%s_f32.safetensors" % (arch, opt, bn))
+        e32 = rel_err(st_load(p32)[0]["loss"], want["loss"]) if os.path.exists(p32) else 0.0
+        ltol = max(TOL, 2 * e32) if bn == "train" else TOL
+        check(e < ltol, "%s: losses of %d steps match within %.2g (%s vs %s)" % (
+            tag, STEPS, ltol, np.round(got["loss"], 6), np.round(want["loss"], 6)))
         worst, wname, missing, worst32 = 0.0, "", [], 0.0
         for name, w in want.items():
             if name == "loss":
@@ -191,9 +228,14 @@ def compare(d):
             if e > worst:
                 worst, wname = e, name
         check(not missing, "%s: every tensor present%s" % (tag, (" (missing %s)" % missing[:3]) if missing else ""))
-        check(worst < TOL, "%s: every parameter and running statistic after %d steps within %g of float64 PyTorch "
-              "(worst %.2g, %s%s)" % (tag, STEPS, TOL, worst, wname,
-                                          "; float32 PyTorch: %.2g" % worst32 if w32 else ""))
+        # BatchNorm in training mode over a batch of 4 small maps is badly
+        # conditioned: channels with almost no variance amplify float32
+        # rounding, and float32 PyTorch itself lands up to a few 1e-3 from the
+        # float64 answer. There the bound is twice PyTorch's own float32 error.
+        tol = max(TOL, 2 * worst32) if bn == "train" else TOL
+        check(worst < tol, "%s: every parameter and running statistic after %d steps within %.2g of float64 PyTorch "
+              "(worst %.2g, %s%s)" % (tag, STEPS, tol, worst, wname,
+                                       "; float32 PyTorch: %.2g" % worst32 if w32 else ""))
     return 1 if fails else 0
 
 

@@ -3,13 +3,14 @@
  *
  *   student_train ARCH WEIGHTS BATCH OPT BN STEPS OUT
  *
- * ARCH resnet18|resnet34|resnet50|vit_s16|vit_b16; WEIGHTS the student's
+ * ARCH resnet18|resnet34|resnet50|mobilenet_v2|vit_s16|vit_b16; WEIGHTS the student's
  * safetensors; BATCH a safetensors file with x (B,3,H,W), it (B,D), t (NC,D),
  * y (B) (float), proj.weight (D,F), proj.bias (D), lambda (1); OPT
  * adam|sgd|adamw; BN train|frozen (ResNets). Runs STEPS steps of
  * Z = F(x) Wp^T + bp, the cosine loss, backward and the optimiser on the
  * backbone and the head, then writes every tensor (backbone, proj.*), the
  * losses ("loss", STEPS) and the first step's features ("feat0") to OUT. */
+#include "models/mobilenet.h"
 #include "models/resnet.h"
 #include "models/vit.h"
 #include "nn/linear.h"
@@ -49,6 +50,7 @@ int main(int argc, char **argv)
         return 1;
     }
     resnet *rn = NULL;
+    mobilenet *mb = NULL;
     vit *vt = NULL;
     params *p;
     int F;
@@ -60,6 +62,14 @@ int main(int argc, char **argv)
         resnet_set_bn_train(rn, bn_train);
         p = resnet_params(rn);
         F = resnet_feature_dim(rn);
+    } else if (strcmp(arch, "mobilenet_v2") == 0) {
+        int ncls;
+        if (mobilenet_detect(&wf, &ncls, err) != 0) goto fail;
+        mb = mobilenet_new(ncls);
+        if (mobilenet_load(mb, &wf, err) != 0) goto fail;
+        mobilenet_set_bn_train(mb, bn_train);
+        p = mobilenet_params(mb);
+        F = mobilenet_feature_dim(mb);
     } else {
         int kind, ncls;
         if (vit_detect(&wf, &kind, &ncls, err) != 0) goto fail;
@@ -113,7 +123,9 @@ int main(int argc, char **argv)
     for (int s = 0; s < steps; s++) {
         param_zero_grad(p);
         param_zero_grad(&head);
-        int rc = rn ? resnet_forward(rn, feat, x, B, H, W, 1, err) : vit_forward(vt, feat, x, B, H, W, 1, err);
+        int rc = rn   ? resnet_forward(rn, feat, x, B, H, W, 1, err)
+                 : mb ? mobilenet_forward(mb, feat, x, B, H, W, 1, err)
+                      : vit_forward(vt, feat, x, B, H, W, 1, err);
         if (rc != 0) goto fail;
         if (s == 0) memcpy(feat0, feat, (size_t)B * F * sizeof(float));
         linear_forward(z, feat, param_data(&head, 0), param_data(&head, 1), B, F, D);
@@ -124,6 +136,8 @@ int main(int argc, char **argv)
         linear_backward(dfeat, param_grad(&head, 0), param_grad(&head, 1), dz, feat, param_data(&head, 0), B, F, D);
         if (rn)
             resnet_backward(rn, dfeat);
+        else if (mb)
+            mobilenet_backward(mb, dfeat);
         else
             vit_backward(vt, dfeat);
         optim_step(&o1, p);

@@ -377,6 +377,8 @@ static void test_params(void)
     int b = param_add(&p, "layer1.0.bn1.running_mean", 1, s2, 1);
     int c = param_add(&p, "layer10.conv.weight", 1, s2, 0);
     param_alloc(&p);
+    CHECK(p.grad == NULL && param_grad(&p, a) == NULL, "param: no gradient block before the first zero_grad");
+    param_zero_grad(&p);
     CHECK(((uintptr_t)param_data(&p, c) & 63) == 0, "param: tensors are 64-byte aligned in one block");
     CHECK(param_grad(&p, b) == NULL && param_grad(&p, a) != NULL, "param: buffers have no gradient");
     int hits = param_freeze(&p, "layer1", 1);
@@ -417,6 +419,7 @@ static void test_optim_kind(const char *what, int kind, float lr, float wd, floa
     param_add(&p, "a", 1, s, 0);
     param_add(&p, "frozen", 1, s, 0);
     param_alloc(&p);
+    param_zero_grad(&p);
     param_freeze(&p, "frozen", 1);
     float *w = param_data(&p, 0), *g = p.grad + p.t[0].off;
     double W[6], M[6] = {0}, V[6] = {0};
@@ -462,6 +465,7 @@ static void test_optim_kind(const char *what, int kind, float lr, float wd, floa
     param_add(&q, "a", 1, s, 0);
     param_add(&q, "frozen", 1, s, 0);
     param_alloc(&q);
+    param_zero_grad(&q);
     param_freeze(&q, "frozen", 1);
     float *wq = param_data(&q, 0), *gq = q.grad + q.t[0].off;
     for (int i = 0; i < 6; i++) wq[i] = (float)(0.1 * (i - 2.5));

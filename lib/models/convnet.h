@@ -1,0 +1,51 @@
+/* convnet: the engine under the convolutional students (resnet.c,
+ * mobilenet.c). A network is a sequence of blocks; a block is a chain of
+ * units (convolution without bias + BatchNorm + optional ReLU/ReLU6), an
+ * optional downsample unit on the shortcut, a way of joining (none, add,
+ * add then ReLU) and an optional 3x3/2 max pool after it. The feature is the
+ * global average pool of the last block's output.
+ *
+ * Forward can save what backward needs; backward accumulates into the
+ * parameter store's gradients and spends no work below the earliest trainable
+ * unit. BatchNorm runs in training mode (batch statistics, running statistics
+ * updated) or frozen in eval mode (running statistics). */
+#ifndef VL_MODELS_CONVNET_H
+#define VL_MODELS_CONVNET_H
+
+#include "param.h"
+#include "st.h"
+
+#include <stddef.h>
+
+enum cn_act { CN_NONE, CN_RELU, CN_RELU6 };
+enum cn_join { CN_PLAIN, CN_ADD, CN_ADD_RELU };
+
+typedef struct convnet convnet;
+
+/* Building: units are registered under their weight-file names
+ * (conv.weight and bn.{weight,bias,running_mean,running_var}). */
+convnet *cn_new(void);
+void cn_block_begin(convnet *m, int join);
+/* pad = k/2; returns the unit's index */
+int cn_unit(convnet *m, const char *conv, const char *bn, int cin, int cout, int k, int stride, int groups, int act);
+/* the next unit is the block's shortcut (1x1 conv + BN) */
+int cn_down(convnet *m, const char *conv, const char *bn, int cin, int cout, int stride);
+void cn_block_end(convnet *m, int maxpool_after);
+/* Extra tensors not on the feature path (a classifier), registered frozen. */
+void cn_extra(convnet *m, const char *name, int ndim, const int64_t *shape);
+/* Allocates; BN weights and running variances start at 1. */
+void cn_finish(convnet *m);
+
+void cn_free(convnet *m);
+params *cn_params(convnet *m);
+int cn_feature_dim(const convnet *m);
+int cn_load(convnet *m, const st_file *f, char *err);
+void cn_set_bn_train(convnet *m, int bn_train);
+/* feat (B,D) from x (B,3,H,W); save: keep activations for cn_backward.
+ * 0, or -1 with err if the input is too small. */
+int cn_forward(convnet *m, float *feat, const float *x, int B, int H, int W, int save, char *err);
+void cn_backward(convnet *m, const float *dfeat);
+size_t cn_buffer_bytes(const convnet *m);
+void cn_release(convnet *m);
+
+#endif
