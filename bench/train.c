@@ -75,8 +75,10 @@ int main(int argc, char **argv)
     float *feat = xmalloc((size_t)B * F * 4), *dfeat = xmalloc((size_t)B * F * 4);
     float *z = xmalloc((size_t)B * D * 4), *dz = xmalloc((size_t)B * D * 4);
     optim o1, o2;
-    optim_init(&o1, OPTIM_ADAM, 5e-5f, p);
-    optim_init(&o2, OPTIM_ADAM, 5e-5f, &head);
+    if (training) {
+        optim_init(&o1, OPTIM_ADAM, 5e-5f, p);
+        optim_init(&o2, OPTIM_ADAM, 5e-5f, &head);
+    }
     char err[VL_ERRLEN];
     double t0 = 0;
     for (int s = 0; s < 1 + steps; s++) {
