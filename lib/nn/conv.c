@@ -84,10 +84,13 @@ static void im2col(float *col, size_t ldc, const float *inp, int Cg, const conv_
                         if (hi > lo) memcpy(d + lo, row + lo + dw, (size_t)(hi - lo) * sizeof(float));
                         for (int ow = hi > lo ? hi : lo; ow < s->OW; ow++) d[ow] = 0;
                     } else {
-                        for (int ow = 0; ow < s->OW; ow++) {
-                            int iw = ow * s->stride + dw;
-                            d[ow] = iw >= 0 && iw < s->W ? row[iw] : 0.0f;
-                        }
+                        /* in-image outputs are [lo, hi): no bounds checks inside */
+                        int st = s->stride, lo = 0, hi = s->OW;
+                        while (lo < hi && lo * st + dw < 0) lo++;
+                        while (hi > lo && (hi - 1) * st + dw >= s->W) hi--;
+                        for (int ow = 0; ow < lo; ow++) d[ow] = 0.0f;
+                        for (int ow = lo; ow < hi; ow++) d[ow] = row[ow * st + dw];
+                        for (int ow = hi; ow < s->OW; ow++) d[ow] = 0.0f;
                     }
                 }
             }
@@ -107,10 +110,10 @@ static void col2im_add(float *inp, const float *col, size_t ldc, int Cg, const c
                     if (ih < 0 || ih >= s->H) continue;
                     float *row = dst + (size_t)ih * s->W;
                     const float *sr = src + oh * s->OW;
-                    for (int ow = 0; ow < s->OW; ow++) {
-                        int iw = ow * s->stride + dw;
-                        if (iw >= 0 && iw < s->W) row[iw] += sr[ow];
-                    }
+                    int st = s->stride, lo = 0, hi = s->OW;
+                    while (lo < hi && lo * st + dw < 0) lo++;
+                    while (hi > lo && (hi - 1) * st + dw >= s->W) hi--;
+                    for (int ow = lo; ow < hi; ow++) row[ow * st + dw] += sr[ow];
                 }
             }
 }
