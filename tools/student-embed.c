@@ -58,7 +58,7 @@ static void load_student(student *st, const char *arch, const char *path)
         int vkind;
         if (resnet_detect(&f, &depth, &ncls, e1) == 0)
             arch = depth == 18 ? "resnet18" : depth == 34 ? "resnet34" : "resnet50";
-        else if (vit_detect(&f, &vkind, &ncls, e2) == 0 && vkind != VIT_TINY16)
+        else if (vit_detect(&f, &vkind, &ncls, e2) == 0)
             arch = vkind == VIT_B16 ? "vit_b16" : "vit_s16";
         else if (mobilenet_detect(&f, &ncls, e3) == 0)
             arch = "mobilenet_v2";

@@ -99,7 +99,6 @@ vit *vit_new(int kind, int img, int nclasses)
     switch (kind) {
     case VIT_S16: return vit_new_custom(384, 12, 6, 16, img, nclasses);
     case VIT_B16: return vit_new_custom(768, 12, 12, 16, img, nclasses);
-    case VIT_TINY16: return vit_new_custom(192, 12, 3, 16, img, nclasses);
     }
     return NULL;
 }
@@ -135,8 +134,6 @@ int vit_detect(const st_file *f, int *kind, int *nclasses, char *err)
         *kind = VIT_B16;
     else if (C == 384)
         *kind = VIT_S16;
-    else if (C == 192)
-        *kind = VIT_TINY16;
     else
         return vl_error(err, "%s: tensor 'patch_embed.proj.weight': width %d is none of ViT-S (384), ViT-B (768)",
                         f->path, C);

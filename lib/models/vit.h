@@ -13,13 +13,12 @@
 #include "param.h"
 #include "st.h"
 
-enum vit_kind { VIT_S16, VIT_B16, VIT_TINY16 };
+enum vit_kind { VIT_S16, VIT_B16 };
 
 typedef struct vit vit;
 
 /* img: the training image size (pos_embed has (img/16)^2 + 1 rows);
- * nclasses: rows of head (0: no head). VIT_TINY16 (192 wide, 3 heads, 12
- * blocks) serves tests. */
+ * nclasses: rows of head (0: no head). */
 vit *vit_new(int kind, int img, int nclasses);
 /* Any width/depth: C wide, L blocks, NH heads, patch P. */
 vit *vit_new_custom(int C, int L, int NH, int P, int img, int nclasses);
