@@ -5,6 +5,7 @@
 #include "check.h"
 
 #include "blas.h"
+#include "models/resnet.h"
 #include "nn/batchnorm.h"
 #include "nn/conv.h"
 #include "nn/loss.h"
@@ -503,6 +504,50 @@ static void test_optim_kind(const char *what, int kind, float lr, float wd, floa
     param_free(&p);
 }
 
+/* Freezing skips work without changing what is computed: with only layer4
+ * trainable, its gradients equal those of a fully trainable run and the
+ * frozen tensors' gradients are never written. */
+static void test_freezing(void)
+{
+    char err[VL_ERRLEN];
+    int B = 2, S = 40, ok = 1;
+    float *x = randv((size_t)B * 3 * S * S, 1), *feat = zeros((size_t)B * 512), *dfeat = randv((size_t)B * 512, 1);
+    float *full = NULL;
+    size_t nfull = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        resnet *m = resnet_new(18, 0);
+        params *p = resnet_params(m);
+        rng_seed(&R, 99);
+        for (int i = 0; i < p->n; i++)
+            if (!p->t[i].is_buffer && strstr(p->t[i].name, "conv"))
+                for (size_t k = 0; k < p->t[i].numel; k++) param_data(p, i)[k] = (float)(rng_normal(&R) * 0.1);
+        if (pass == 1) {
+            param_freeze(p, "", 1);
+            param_freeze(p, "layer4", 0);
+        }
+        param_zero_grad(p);
+        /* a marker in every gradient slot: frozen tensors must keep it */
+        for (size_t k = 0; k < p->numel; k++) p->grad[k] = pass == 1 ? 7.0f : 0.0f;
+        param_zero_grad(p);
+        if (resnet_forward(m, feat, x, B, S, S, 1, err) != 0) ok = 0;
+        resnet_backward(m, dfeat);
+        int l4 = param_find(p, "layer4.0.conv1.weight"), l1 = param_find(p, "layer1.0.conv1.weight");
+        if (pass == 0) {
+            nfull = p->numel;
+            full = xmalloc(nfull * sizeof(float));
+            memcpy(full, p->grad, nfull * sizeof(float));
+        } else {
+            size_t off = p->t[l4].off, n = p->t[l4].numel;
+            double e = maxrel(p->grad + off, full + off, n);
+            CHECK(e == 0.0 && nfull == p->numel, "resnet: layer4 gradients with the rest frozen equal the full run's");
+            CHECK(p->grad[p->t[l1].off] == 7.0f, "resnet: frozen layer1's gradient is never written");
+        }
+        resnet_free(m);
+    }
+    CHECK(ok, "resnet: forward on a 40x40 input");
+    free(x), free(feat), free(dfeat), free(full);
+}
+
 int main(void)
 {
     rng_seed(&R, 1234);
@@ -536,6 +581,7 @@ int main(void)
     test_optim_kind("adam", OPTIM_ADAM, 1e-3f, 0.0f, 0, 0);
     test_optim_kind("adam L2", OPTIM_ADAM, 1e-3f, 0.1f, 0, 0);
     test_optim_kind("adamw", OPTIM_ADAMW, 1e-3f, 0.05f, 0, 0);
+    test_freezing();
     conv_release_workspace();
     CHECK_EXIT();
 }
