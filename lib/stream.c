@@ -398,7 +398,9 @@ void sw_header_begin(sw *s, const char *schema, const mp_val *in_header, int arg
         for (uint32_t i = 0; i < hist->len; i++) mpw_value(w, &hist->v.a[i]);
     if (argv) {
         mpw_array(w);
-        for (int i = 0; i < argc; i++) mpw_str(w, argv[i]);
+        /* the program by its name, not its install path: same command, same bytes */
+        const char *name = argc > 0 ? strrchr(argv[0], '/') : NULL;
+        for (int i = 0; i < argc; i++) mpw_str(w, i == 0 && name ? name + 1 : argv[i]);
         mpw_end(w);
     }
     mpw_end(w);

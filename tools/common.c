@@ -58,6 +58,12 @@ void usage_error(const char *usage, const char *fmt, ...)
     exit(2);
 }
 
+void usage_bad(const char *usage)
+{
+    fputs(usage, stderr);
+    exit(2);
+}
+
 void usage_help(const char *usage)
 {
     fputs(usage, stdout);

@@ -18,6 +18,8 @@ void warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 noreturn void die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints "usage: ..." to stderr and exits 2 (bad arguments). */
 noreturn void usage_error(const char *usage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* An option getopt_long has already complained about: usage, exit 2. */
+noreturn void usage_bad(const char *usage);
 /* --help: the usage text on stdout, exit 0. */
 noreturn void usage_help(const char *usage);
 

@@ -67,7 +67,7 @@ int main(int argc, char **argv)
         case 'o': outpath = optarg; break;
         case 'v': tool_verbose = 1; break;
         case 'h': usage_help(USAGE);
-        default: usage_error(USAGE, "unknown option");
+        default: usage_bad(USAGE);
         }
     }
     int nin = argc - optind;

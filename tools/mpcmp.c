@@ -271,7 +271,7 @@ int main(int argc, char **argv) {
         case 'h':
             usage_help(USAGE);
         default:
-            usage_error(USAGE, "unknown option");
+            usage_bad(USAGE);
         }
     }
     if (argc - optind != 2) usage_error(USAGE, "two streams to compare are needed");

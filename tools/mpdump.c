@@ -184,7 +184,7 @@ int main(int argc, char **argv) {
         case 'h':
             usage_help(USAGE);
         default:
-            usage_error(USAGE, "unknown option");
+            usage_bad(USAGE);
         }
     }
     int nin = argc - optind;

@@ -396,7 +396,7 @@ int main(int argc, char **argv) {
         case 'h':
             usage_help(USAGE);
         default:
-            usage_error(USAGE, "unknown option");
+            usage_bad(USAGE);
         }
     }
     if (argc - optind > 1) usage_error(USAGE, "one input at most");

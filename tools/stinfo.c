@@ -31,7 +31,7 @@ int main(int argc, char **argv) {
         case 'h':
             usage_help(USAGE);
         default:
-            usage_error(USAGE, "unknown option");
+            usage_bad(USAGE);
         }
     }
     if (optind >= argc) usage_error(USAGE, "no file given");

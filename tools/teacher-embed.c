@@ -575,7 +575,7 @@ int main(int argc, char **argv)
         case 'o': outpath = optarg; break;
         case 'v': tool_verbose = 1; break;
         case 'h': usage_help(USAGE);
-        default: usage_error(USAGE, "unknown option");
+        default: usage_bad(USAGE);
         }
     }
     if (!R.model_path == !R.exec_cmd) usage_error(USAGE, "give one of --model and --exec");

@@ -241,7 +241,7 @@ int main(int argc, char **argv)
         case 'o': outpath = optarg; break;
         case 'v': tool_verbose = 1; break;
         case 'h': usage_help(USAGE);
-        default: usage_error(USAGE, "unknown option");
+        default: usage_bad(USAGE);
         }
     }
     if (optind < argc) usage_error(USAGE, "unexpected argument '%s'", argv[optind]);
@@ -268,7 +268,7 @@ int main(int argc, char **argv)
     if (tok_load(&tk, tok_path, err) != 0) die(1, "%s", err);
     blas_set_threads(threads);
     clip_model *m;
-    if (clip_load(&m, model_path, err) != 0) die(1, "%s", err);
+    if (clip_load_towers(&m, model_path, CLIP_TEXT, err) != 0) die(1, "%s", err);
     int ctx = clip_context_length(m), D = clip_embed_dim(m), V = clip_vocab_size(m);
 
     /* every prompt is tokenised (and checked) before anything is written */
