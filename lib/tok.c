@@ -618,18 +618,21 @@ static void nfc(const cps *in, cps *out)
     free(d.v);
 }
 
-static const char *entity_find(const char *name)
+/* The value of name in a table of n entities sorted by name, or NULL. */
+static const char *entity_find_in(const tok_u_entity *tab, size_t n, const char *name)
 {
-    size_t lo = 0, hi = tok_u_nentities;
+    size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        int d = strcmp(tok_u_entities[mid].name, name);
-        if (d == 0) return tok_u_entities[mid].value;
+        int d = strcmp(tab[mid].name, name);
+        if (d == 0) return tab[mid].value;
         if (d < 0) lo = mid + 1;
         else hi = mid;
     }
     return NULL;
 }
+
+static const char *entity_find(const char *name) { return entity_find_in(tok_u_entities, tok_u_nentities, name); }
 
 static int is_digit(uint32_t c) { return c >= '0' && c <= '9'; }
 static int is_xdigit(uint32_t c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
@@ -720,15 +723,7 @@ static int is_alnum_ascii(uint32_t c)
 
 static const char *ftfy_entity_find(const char *name)
 {
-    size_t lo = 0, hi = tok_u_nftfy_entities;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int d = strcmp(tok_u_ftfy_entities[mid].name, name);
-        if (d == 0) return tok_u_ftfy_entities[mid].value;
-        if (d < 0) lo = mid + 1;
-        else hi = mid;
-    }
-    return NULL;
+    return entity_find_in(tok_u_ftfy_entities, tok_u_nftfy_entities, name);
 }
 
 /* unescape_html: &#?[0-9A-Za-z]{1,24}; is an HTML5 name (or an upper-case
