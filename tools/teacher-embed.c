@@ -239,7 +239,8 @@ typedef struct pending {
     size_t meta_len;
     uint8_t key[32];
     int hit, dim;
-    uint8_t *vec; /* hit: the cached vector */
+    uint64_t qno; /* a miss sent to the vendor: its query number */
+    uint8_t *vec; /* hit: the cached vector; a miss: the answer, once read */
     int end, abort; /* end marker; abort: stop without a trailer */
 } pending;
 
@@ -463,12 +464,65 @@ static pending *queue_pop(run *R)
     return p;
 }
 
+/* The query number an answer's id names, or -1 when it names none. */
+static int64_t answer_qno(const mp_val *id)
+{
+    char buf[24];
+    if (!id || id->type != MP_STR || id->len == 0 || id->len > 19) return -1;
+    int64_t q = 0;
+    for (uint32_t i = 0; i < id->len; i++) {
+        if (id->v.s[i] < '0' || id->v.s[i] > '9') return -1;
+        q = 10 * q + (id->v.s[i] - '0');
+    }
+    snprintf(buf, sizeof buf, "%lld", (long long)q);
+    return strlen(buf) == id->len ? q : -1; /* no leading zeros: one spelling per query */
+}
+
+/* Reads one answer of the vendor into the pending item it answers: cur (the
+ * oldest unanswered query) or a later one still in the queue (a vendor may
+ * answer out of order: ids join them). The answer goes to the cache at once,
+ * so nothing paid for is lost if the vendor fails later. A missing, unknown
+ * or repeated id, or a stream that ends first, is a failure of the vendor. */
+static void vendor_answer(run *R, pending *cur, int dim)
+{
+    const mp_val *item;
+    char err[VL_ERRLEN], msg[VL_ERRLEN + 128];
+    int rc = sr_next(R->vr, &item);
+    if (rc == 0) {
+        snprintf(msg, sizeof msg, "its stream ended before query %llu was answered", (unsigned long long)cur->qno);
+        vendor_failed(R, msg);
+    }
+    if (rc < 0) vendor_failed(R, R->vr->err);
+    if (sr_check_item(R->vr, item, err) != 0) vendor_failed(R, err);
+    const mp_val *id = mp_get(item, "id");
+    int64_t q = answer_qno(id);
+    pending *p = NULL;
+    if (q >= 0 && (uint64_t)q == cur->qno) {
+        p = cur;
+    } else if (q >= 0) {
+        pthread_mutex_lock(&R->mu);
+        for (pending *e = R->head; e && !p; e = e->next)
+            if (!e->end && !e->hit && e->qno == (uint64_t)q) p = e;
+        pthread_mutex_unlock(&R->mu);
+    }
+    if (!p || p->vec) {
+        int again = p || (q >= 0 && (uint64_t)q < cur->qno); /* the queries before cur are all answered */
+        snprintf(msg, sizeof msg, "it answered id '%.*s' %s", (int)(id->len < 64 ? id->len : 64), id->v.s,
+                 again ? "a second time" : "(no query sent to it has that id)");
+        vendor_failed(R, msg);
+    }
+    p->vec = xmalloc((size_t)dim * 4);
+    memcpy(p->vec, mp_get(item, "vec")->v.p, (size_t)dim * 4);
+    p->dim = dim;
+    R->answered++;
+    if (R->cache.dir) cache_put(&R->cache, p->key, dim, p->vec);
+}
+
 /* The output thread: items in input order, vectors from the cache or, in
  * turn, from the vendor's answers. */
 static void *output_thread(void *arg)
 {
     run *R = arg;
-    char where[64];
     for (;;) {
         pending *p = queue_pop(R);
         if (p->end) {
@@ -505,20 +559,9 @@ static void *output_thread(void *arg)
             write_item(&R->out, p, p->vec, p->dim);
         } else {
             int dim = vendor_dim(R);
-            const mp_val *item;
-            int rc = sr_next(R->vr, &item);
-            if (rc == 0) vendor_failed(R, "its stream ended before every query was answered");
-            if (rc < 0) vendor_failed(R, R->vr->err);
-            char err[VL_ERRLEN];
-            if (sr_check_item(R->vr, item, err) != 0) vendor_failed(R, err);
-            snprintf(where, sizeof where, "%llu", (unsigned long long)R->answered);
-            if (!mp_str_eq(mp_get(item, "id"), where))
-                vendor_failed(R, "its answers are not in the order of the queries");
-            const mp_val *vec = mp_get(item, "vec");
-            R->answered++;
+            while (!p->vec) vendor_answer(R, p, dim);
             write_header(R, dim);
-            if (R->cache.dir) cache_put(&R->cache, p->key, dim, vec->v.p);
-            write_item(&R->out, p, vec->v.p, dim);
+            write_item(&R->out, p, p->vec, dim);
         }
         pending_free(p);
     }
@@ -662,7 +705,8 @@ int main(int argc, char **argv)
                     free(p->vec), p->vec = NULL, p->hit = 0;
                 }
             }
-            if (p->hit) {
+            int hit = p->hit; /* p is the output thread's once queued */
+            if (hit) {
                 R.hits++;
             } else {
                 if (R.max_queries >= 0 && (long long)R.queries >= R.max_queries) {
@@ -671,10 +715,13 @@ int main(int argc, char **argv)
                     at_end = 1;
                 }
             }
-            if (!at_end && !p->hit) {
+            if (!at_end && !hit) {
                 if (R.exec_cmd) {
                     if (!R.vr) vendor_start(&R);
-                    vendor_send(&R, R.queries, item, pix, (int)h, (int)w);
+                    /* queued before it is sent, so its answer always finds it */
+                    p->qno = R.queries;
+                    queue_push(&R, p);
+                    vendor_send(&R, p->qno, item, pix, (int)h, (int)w);
                 } else {
                     const uint8_t *src = pix;
                     if (h != S || w != S) {
@@ -691,9 +738,9 @@ int main(int argc, char **argv)
                 R.queries++;
             }
             if (!at_end) {
-                if (R.exec_cmd)
-                    queue_push(&R, p);
-                else
+                if (R.exec_cmd) {
+                    if (hit) queue_push(&R, p);
+                } else
                     batch[nb++] = p;
                 progress("%llu images, %llu queries, %llu from the cache",
                          (unsigned long long)(R.queries + R.hits), (unsigned long long)R.queries,

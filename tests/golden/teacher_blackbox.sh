@@ -168,6 +168,41 @@ teacher-embed --model "$M" --cache "$tmp/w" <"$IN" >"$tmp/w1.mp" 2>"$tmp/err" &&
     same_bytes "$tmp/w1.mp" "$tmp/w2.mp"
 ok $? "--model with --cache: a re-run computes nothing and writes the same bytes"
 
+# a vendor whose answers come out of order, or with ids that are wrong
+cat >"$tmp/shuffle.py" <<PY
+import msgpack, subprocess, sys
+mode = sys.argv[1]
+p = subprocess.Popen("$V".split(), stdout=subprocess.PIPE)
+o = list(msgpack.Unpacker(p.stdout, raw=False))
+head, items, tail = o[0], o[1:-1], o[-1]
+if mode == "reverse":
+    items = items[::-1]
+elif mode == "unknown":
+    items[2]["id"] = "99"
+elif mode == "twice":
+    items[3] = dict(items[1])
+elif mode == "missing":
+    del items[4]
+elif mode == "extra":
+    items.append(dict(items[0]))
+elif mode == "dim":
+    head["dim"] = head["dim"] + 1
+tail["records"] = len(items)
+for x in [head] + items + [tail]:
+    sys.stdout.buffer.write(msgpack.packb(x, use_bin_type=True))
+PY
+teacher-embed --exec "$PYTHON $tmp/shuffle.py reverse" --model-id tiny --cache "$tmp/o" <"$IN" >"$tmp/o1.mp" 2>"$tmp/err"
+[ $? = 0 ] && [ "$(summary "$tmp/o1.mp")" = "complete $N $N 0" ] && same_items "$tmp/b1.mp" "$tmp/o1.mp" &&
+    [ "$(entries "$tmp/o")" = $N ]
+ok $? "answers out of order: joined by id, items in input order ($(head -c 200 "$tmp/err"))"
+for m in "unknown:no query sent to it has that id" "twice:answered id '1' a second time" \
+    "missing:ended before query 4 was answered" "extra:more items than it was sent" "dim:'vec' has"; do
+    teacher-embed --exec "$PYTHON $tmp/shuffle.py ${m%%:*}" --model-id x <"$IN" >"$tmp/e.mp" 2>"$tmp/err"
+    rc=$?
+    [ $rc = 1 ] && grep -q "${m#*:}" "$tmp/err" && [ "$(summary "$tmp/e.mp" | cut -d' ' -f1)" = incomplete ]
+    ok $? "a vendor answering ${m%%:*} ids or sizes is a clear error, no complete output (rc $rc: $(head -c 200 "$tmp/err"))"
+done
+
 # other failures of the vendor
 teacher-embed --exec "exit 3" --model-id x <"$IN" >"$tmp/e.mp" 2>"$tmp/err"
 [ $? = 1 ] && grep -q "exit status 3" "$tmp/err" && [ "$(summary "$tmp/e.mp" | cut -d' ' -f1)" = incomplete ]
