@@ -357,6 +357,7 @@ static void vendor_start(run *R)
     pid_t pid = fork();
     if (pid < 0) die(1, "fork: %s", strerror(errno));
     if (pid == 0) {
+        signal(SIGPIPE, SIG_DFL); /* ignored here; an ignored signal would stay ignored across exec */
         dup2(in[0], 0);
         dup2(out[1], 1);
         close(in[0]), close(in[1]), close(out[0]), close(out[1]);

@@ -204,6 +204,9 @@ for m in "unknown:no query sent to it has that id" "twice:answered id '1' a seco
 done
 
 # other failures of the vendor
+teacher-embed --exec "yes | head -1 >/dev/null; exec $V" --model-id x <"$IN" >"$tmp/e.mp" 2>"$tmp/err"
+[ $? = 0 ] && ! grep -q "Broken pipe" "$tmp/err"
+ok $? "the vendor runs with SIGPIPE as usual ($(head -c 200 "$tmp/err"))"
 teacher-embed --exec "exit 3" --model-id x <"$IN" >"$tmp/e.mp" 2>"$tmp/err"
 [ $? = 1 ] && grep -q "exit status 3" "$tmp/err" && [ "$(summary "$tmp/e.mp" | cut -d' ' -f1)" = incomplete ]
 ok $? "a vendor that exits at once is a clear error ($(head -c 200 "$tmp/err"))"
