@@ -28,7 +28,8 @@ static const char USAGE[] =
     "                  [--templates FILE] [--bpe FILE] [--truncate] [--batch N] [--threads N]\n"
     "                  [-o FILE] [-v]\n"
     "  --model DIR|FILE   CLIP: Hugging Face directory or OpenAI-named .safetensors\n"
-    "  --classes FILE     class names, one per line (label = line number from 0)\n"
+    "  --classes FILE     class names, one per line (label = position among the non-empty lines,\n"
+    "                     from 0)\n"
     "  --manifest FILE    class names by label from a manifest's label and class columns\n"
     "  --template T       prompt template, {} standing for the class name (repeatable;\n"
     "                     default 'a photo of a {}')\n"
@@ -37,7 +38,8 @@ static const char USAGE[] =
     "                     model directory's vocab.json + merges.txt\n"
     "  --truncate         cut prompts longer than the context (77 tokens) instead of failing\n"
     "  --batch N          prompts per forward pass (default 64)\n"
-    "  --threads N        BLAS threads (default: OpenBLAS's)\n";
+    "  --threads N        BLAS threads (default: OpenBLAS's)\n"
+    "  -o FILE            write FILE atomically instead of standard output\n";
 
 static const char DEFAULT_TEMPLATE[] = "a photo of a {}";
 
