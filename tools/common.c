@@ -13,13 +13,55 @@
 
 const char *prog = "vl2v";
 int tool_verbose;
-static const char *pending_tmp; /* an output temporary to remove if we die */
+/* output temporaries to remove if we die */
+#define MAX_PENDING 8
+static const char *volatile pending[MAX_PENDING];
+
+static void remove_pending(void)
+{
+    for (int i = 0; i < MAX_PENDING; i++)
+        if (pending[i]) unlink(pending[i]);
+}
+
+void tool_pending(const char *tmp)
+{
+    for (int i = 0; i < MAX_PENDING; i++)
+        if (!pending[i]) {
+            pending[i] = tmp;
+            return;
+        }
+    abort(); /* programming error: more outputs than slots */
+}
+
+void tool_pending_done(const char *tmp)
+{
+    for (int i = 0; i < MAX_PENDING; i++)
+        if (pending[i] == tmp) pending[i] = NULL;
+}
+
+/* an interrupted run leaves no temporary behind; then dies of the signal */
+static void on_signal(int sig)
+{
+    remove_pending();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
 
 void tool_init(const char *name)
 {
     prog = name;
     /* a closed downstream pipe is reported as a write error, not a silent kill */
     signal(SIGPIPE, SIG_IGN);
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        struct sigaction sa = {.sa_handler = on_signal};
+        sigemptyset(&sa.sa_mask);
+        for (int k = 0; k < 3; k++) sigaddset(&sa.sa_mask, sigs[k]);
+        /* keep an ignored signal ignored (nohup, a shell's background job) */
+        struct sigaction old;
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN) continue;
+        sigaction(sigs[i], &sa, NULL);
+    }
 }
 
 static void vmsg(const char *fmt, va_list ap)
@@ -44,7 +86,7 @@ void die(int status, const char *fmt, ...)
     va_start(ap, fmt);
     vmsg(fmt, ap);
     va_end(ap);
-    if (pending_tmp) unlink(pending_tmp);
+    remove_pending();
     exit(status);
 }
 
@@ -67,7 +109,49 @@ void usage_bad(const char *usage)
 void usage_help(const char *usage)
 {
     fputs(usage, stdout);
+    stdout_done();
     exit(0);
+}
+
+void tool_option(int c, const char *usage, tool_opts *o)
+{
+    if (!o && (c == 'o' || c == OPT_MAX_ERRORS_VAL)) c = '?';
+    switch (c) {
+    case 'o': o->output = optarg; break;
+    case OPT_MAX_ERRORS_VAL: o->max_errors = parse_int(usage, "--max-errors", optarg, 0, INT64_MAX); break;
+    case 'v': tool_verbose = 1; break;
+    case 'h': usage_help(usage);
+    default: usage_bad(usage);
+    }
+}
+
+char **input_list(int argc, char **argv, int *n)
+{
+    static char *stdin_only[] = {"-", NULL};
+    *n = argc - optind;
+    if (*n > 0) return argv + optind;
+    *n = 1;
+    return stdin_only;
+}
+
+int drop_item(uint64_t *dropped, long long max_errors, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vmsg(fmt, ap);
+    va_end(ap);
+    return ++*dropped > (uint64_t)max_errors;
+}
+
+void die_dropped(uint64_t dropped, long long max_errors)
+{
+    (void)dropped;
+    die(1, "more than %lld items dropped (--max-errors %lld)", max_errors, max_errors);
+}
+
+void stdout_done(void)
+{
+    if (fflush(stdout) != 0 || ferror(stdout)) die(1, "write error on stdout: %s", strerror(errno ? errno : EIO));
 }
 
 long long parse_int(const char *usage, const char *opt, const char *s, long long lo, long long hi)
@@ -125,6 +209,12 @@ sr *open_stream(const char *path)
     return sr_open(fd, path);
 }
 
+void close_stream(sr *r)
+{
+    if (r->fd > 0) close(r->fd);
+    sr_close(r);
+}
+
 void output_open(tool_out *o, const char *path)
 {
     memset(o, 0, sizeof(*o));
@@ -136,15 +226,21 @@ void output_open(tool_out *o, const char *path)
     if (vl_afile_open(&o->af, path, err) != 0) die(1, "%s", err);
     o->fd = fileno(o->af.fp);
     o->is_file = 1;
-    pending_tmp = o->af.tmp;
+    tool_pending(o->af.tmp);
+}
+
+void output_close(tool_out *o)
+{
+    if (o->is_file) {
+        char err[VL_ERRLEN];
+        tool_pending_done(o->af.tmp);
+        if (vl_afile_commit(&o->af, err) != 0) die(1, "%s", err);
+        o->is_file = 0;
+    }
 }
 
 void output_commit(tool_out *o, sw *s)
 {
     if (s->w.err) die(1, "write error: %s", strerror(s->w.err));
-    if (o->is_file) {
-        char err[VL_ERRLEN];
-        pending_tmp = NULL;
-        if (vl_afile_commit(&o->af, err) != 0) die(1, "%s", err);
-    }
+    output_close(o);
 }

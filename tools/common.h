@@ -6,6 +6,7 @@
 
 #include "stream.h"
 
+#include <getopt.h>
 #include <stdint.h>
 #include <stdnoreturn.h>
 
@@ -23,6 +24,26 @@ noreturn void usage_bad(const char *usage);
 /* --help: the usage text on stdout, exit 0. */
 noreturn void usage_help(const char *usage);
 
+/* Options several tools share. A tool lists those it takes in its
+ * getopt_long table (OPT_OUTPUT, OPT_MAX_ERRORS, OPT_VERBOSE, OPT_HELP, then
+ * OPT_END) and passes every option its own switch does not handle to
+ * tool_option, which fills o, prints --help (exit 0) or rejects the option
+ * (exit 2). Only -o, -v and -h have short forms. */
+enum { OPT_MAX_ERRORS_VAL = 0x100 };
+#define OPT_OUTPUT {"output", required_argument, 0, 'o'}
+#define OPT_MAX_ERRORS {"max-errors", required_argument, 0, OPT_MAX_ERRORS_VAL}
+#define OPT_VERBOSE {"verbose", no_argument, 0, 'v'}
+#define OPT_HELP {"help", no_argument, 0, 'h'}
+#define OPT_END {0, 0, 0, 0}
+typedef struct {
+    const char *output;   /* -o FILE; NULL: stdout */
+    long long max_errors; /* --max-errors N (default 0) */
+} tool_opts;
+void tool_option(int c, const char *usage, tool_opts *o);
+
+/* The input files named after the options, or "-" (stdin) when there are none. */
+char **input_list(int argc, char **argv, int *n);
+
 /* Option values; a bad value is a usage error naming the option. */
 long long parse_int(const char *usage, const char *opt, const char *s, long long lo, long long hi);
 double parse_double(const char *usage, const char *opt, const char *s, double lo, double hi);
@@ -32,8 +53,25 @@ void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void progress_done(void);
 
 /* Opens path for reading ("-" or NULL: stdin) and returns a stream reader
- * named after it, or dies. */
+ * named after it, or dies. close_stream closes the file and frees r. */
 sr *open_stream(const char *path);
+void close_stream(sr *r);
+
+/* Dropped items. drop_item warns with the message (which names the item and
+ * says it was dropped), counts it in *dropped and returns 1 once more than
+ * max_errors have been dropped. die_dropped is the failure that follows:
+ * exit 1, the output left without its trailer and an -o file not written,
+ * so that nothing downstream takes the stream for complete. */
+int drop_item(uint64_t *dropped, long long max_errors, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+noreturn void die_dropped(uint64_t dropped, long long max_errors);
+
+/* Flushes stdout; a write error there (a full disk, a closed pipe) is fatal. */
+void stdout_done(void);
+
+/* A temporary output file to remove when the program dies: by die(), or by
+ * SIGINT, SIGTERM or SIGHUP. tool_pending_done forgets it (once committed). */
+void tool_pending(const char *tmp);
+void tool_pending_done(const char *tmp);
 
 /* Output: stdout, or PATH written atomically (renamed into place only by
  * output_commit, removed if the program dies first). */
@@ -45,5 +83,7 @@ typedef struct {
 void output_open(tool_out *o, const char *path);
 /* Finishes the stream (checks the final flush) and commits the file; dies on error. */
 void output_commit(tool_out *o, sw *s);
+/* Commits the file (written through o->af.fp, checked), when there is one; dies on error. */
+void output_close(tool_out *o);
 
 #endif

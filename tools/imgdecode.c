@@ -6,8 +6,10 @@
  * augmentation K times (--views). A view's randomness is drawn from
  * rng_for_key(seed, id, view), so the output does not depend on the order of
  * the rows or on how the manifest was sharded. A file that cannot be decoded
- * is reported with its id and path, dropped and counted in the trailer; the
- * exit status is 1 when more than --max-errors were dropped. */
+ * is reported with its id and path, dropped and counted in the trailer. Every
+ * row is decoded even after a failure, so that one run names every bad file;
+ * when more than --max-errors were dropped the stream ends without its
+ * trailer (an -o file is not written) and the exit status is 1. */
 #include "augment.h"
 #include "common.h"
 #include "image.h"
@@ -76,23 +78,24 @@ int main(int argc, char **argv)
      * the heap instead of mapping and faulting in fresh pages for each */
     mallopt(M_MMAP_THRESHOLD, 64 << 20);
     mallopt(M_TRIM_THRESHOLD, 256 << 20);
-    long long size = 224, views = 1, max_errors = 0;
+    long long size = 224, views = 1;
     unsigned long long seed = 0;
     int augment = 0, views_given = 0, exact = 0;
-    const char *outpath = NULL, *root = NULL;
+    const char *root = NULL;
+    tool_opts to = {0};
     static const struct option opts[] = {{"size", required_argument, 0, 's'},
                                          {"augment", no_argument, 0, 'a'},
                                          {"views", required_argument, 0, 'k'},
                                          {"seed", required_argument, 0, 'S'},
                                          {"root", required_argument, 0, 'C'},
                                          {"exact", no_argument, 0, 'x'},
-                                         {"max-errors", required_argument, 0, 'E'},
-                                         {"output", required_argument, 0, 'o'},
-                                         {"verbose", no_argument, 0, 'v'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+                                         OPT_MAX_ERRORS,
+                                         OPT_OUTPUT,
+                                         OPT_VERBOSE,
+                                         OPT_HELP,
+                                         OPT_END};
     int c;
-    while ((c = getopt_long(argc, argv, "s:ak:S:C:xE:o:vh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:vh", opts, NULL)) != -1) {
         switch (c) {
         case 's': size = parse_int(USAGE, "--size", optarg, 1, 4096); break;
         case 'a': augment = 1; break;
@@ -103,11 +106,7 @@ int main(int argc, char **argv)
         case 'S': seed = (unsigned long long)parse_int(USAGE, "--seed", optarg, 0, INT64_MAX); break;
         case 'C': root = optarg; break;
         case 'x': exact = 1; break;
-        case 'E': max_errors = parse_int(USAGE, "--max-errors", optarg, 0, INT64_MAX); break;
-        case 'o': outpath = optarg; break;
-        case 'v': tool_verbose = 1; break;
-        case 'h': usage_help(USAGE);
-        default: usage_bad(USAGE);
+        default: tool_option(c, USAGE, &to);
         }
     }
     if (argc - optind > 1) usage_error(USAGE, "one manifest at most");
@@ -120,7 +119,7 @@ int main(int argc, char **argv)
 
     tool_out out;
     sw s;
-    output_open(&out, outpath);
+    output_open(&out, to.output);
     sw_init(&s, out.fd);
     sw_header_begin(&s, "image", NULL, argc, argv);
     mpw *w = &s.w;
@@ -156,8 +155,7 @@ int main(int argc, char **argv)
     while ((rc = mf_next(&m, &row, err)) != 0) {
         if (rc == -2) die(1, "%s", err);
         if (rc == -1) {
-            warnx("%s; dropped", err);
-            s.dropped++;
+            drop_item(&s.dropped, to.max_errors, "%s; dropped", err);
             continue;
         }
         const char *path = row.path;
@@ -204,8 +202,8 @@ int main(int argc, char **argv)
             img_src_free(&src);
         } else {
             /* err names the file; the id says which row */
-            warnx("%s:%llu: id '%s': %s; dropped", m.name, (unsigned long long)row.line, row.id, err);
-            s.dropped++;
+            drop_item(&s.dropped, to.max_errors, "%s:%llu: id '%s': %s; dropped", m.name,
+                      (unsigned long long)row.line, row.id, err);
             if (src.data) img_src_free(&src);
         }
         progress("%llu images, %llu dropped, %.1f images/s", (unsigned long long)images,
@@ -215,6 +213,11 @@ int main(int argc, char **argv)
     if (tool_verbose)
         warnx("%llu images, %llu records, %llu dropped in %.2f s", (unsigned long long)images,
               (unsigned long long)s.records, (unsigned long long)s.dropped, vl_now() - t0);
+    if ((long long)s.dropped > to.max_errors) {
+        /* the good items go out, the trailer does not: the stream is incomplete */
+        if (!out.is_file) mpw_flush(&s.w, 0);
+        die_dropped(s.dropped, to.max_errors);
+    }
     sw_trailer_begin(&s);
     sw_trailer_end(&s);
     output_commit(&out, &s);
@@ -223,9 +226,5 @@ int main(int argc, char **argv)
     img_idx_cache_free(&cache);
     free(pathbuf);
     free(pics);
-    if ((long long)s.dropped > max_errors) {
-        warnx("%llu images dropped (more than --max-errors %lld)", (unsigned long long)s.dropped, max_errors);
-        return 1;
-    }
     return 0;
 }

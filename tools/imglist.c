@@ -147,10 +147,7 @@ static void finish(FILE *mem, char **buf, size_t *len, tool_out *o)
     if (fwrite(*buf, 1, *len, fp) != *len || fflush(fp) != 0 || ferror(fp))
         die(1, "write error: %s", strerror(errno));
     free(*buf);
-    if (o->is_file) {
-        char err[VL_ERRLEN];
-        if (vl_afile_commit(&o->af, err) != 0) die(1, "%s", err);
-    }
+    output_close(o);
 }
 
 /* Reads a gzip IDX label file: count labels, all < 10. */
@@ -206,26 +203,24 @@ int main(int argc, char **argv)
     tool_init("imglist");
     unsigned long long seed = 0;
     double holdout = 0.2;
-    const char *outpath = NULL, *splits = NULL, *fmnist = NULL;
+    const char *splits = NULL, *fmnist = NULL;
+    tool_opts to = {0};
     static const struct option opts[] = {{"seed", required_argument, 0, 'S'},
                                          {"holdout", required_argument, 0, 'H'},
                                          {"splits", required_argument, 0, 'p'},
                                          {"fashion-mnist", required_argument, 0, 'F'},
-                                         {"output", required_argument, 0, 'o'},
-                                         {"verbose", no_argument, 0, 'v'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+                                         OPT_OUTPUT,
+                                         OPT_VERBOSE,
+                                         OPT_HELP,
+                                         OPT_END};
     int c;
-    while ((c = getopt_long(argc, argv, "S:H:p:F:o:vh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:vh", opts, NULL)) != -1) {
         switch (c) {
         case 'S': seed = (unsigned long long)parse_int(USAGE, "--seed", optarg, 0, INT64_MAX); break;
         case 'H': holdout = parse_double(USAGE, "--holdout", optarg, 0, 1); break;
         case 'p': splits = optarg; break;
         case 'F': fmnist = optarg; break;
-        case 'o': outpath = optarg; break;
-        case 'v': tool_verbose = 1; break;
-        case 'h': usage_help(USAGE);
-        default: usage_bad(USAGE);
+        default: tool_option(c, USAGE, &to);
         }
     }
     if (fmnist ? argc - optind != 0 : argc - optind != 1)
@@ -233,7 +228,7 @@ int main(int argc, char **argv)
     if (fmnist && splits) usage_error(USAGE, "--splits does not apply to --fashion-mnist");
 
     tool_out o;
-    output_open(&o, outpath);
+    output_open(&o, to.output);
     char *buf = NULL;
     size_t len = 0;
     FILE *fp = open_memstream(&buf, &len);

@@ -51,33 +51,21 @@ int main(int argc, char **argv)
 {
     tool_init("mpcat");
     int check_only = 0;
-    long long max_errors = 0;
-    const char *outpath = NULL;
-    static const struct option opts[] = {{"check", no_argument, 0, 'c'},
-                                         {"max-errors", required_argument, 0, 'E'},
-                                         {"output", required_argument, 0, 'o'},
-                                         {"verbose", no_argument, 0, 'v'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    tool_opts to = {0};
+    static const struct option opts[] = {{"check", no_argument, 0, 'c'}, OPT_MAX_ERRORS, OPT_OUTPUT,
+                                         OPT_VERBOSE, OPT_HELP, OPT_END};
     int c;
-    while ((c = getopt_long(argc, argv, "cE:o:vh", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c': check_only = 1; break;
-        case 'E': max_errors = parse_int(USAGE, "--max-errors", optarg, 0, INT64_MAX); break;
-        case 'o': outpath = optarg; break;
-        case 'v': tool_verbose = 1; break;
-        case 'h': usage_help(USAGE);
-        default: usage_bad(USAGE);
-        }
+    while ((c = getopt_long(argc, argv, "co:vh", opts, NULL)) != -1) {
+        if (c == 'c') check_only = 1;
+        else tool_option(c, USAGE, &to);
     }
-    int nin = argc - optind;
-    char *stdin_only[] = {"-"};
-    char **inputs = nin ? argv + optind : stdin_only;
-    if (!nin) nin = 1;
+    if (check_only && to.output) usage_error(USAGE, "--check writes no stream: -o has nothing to write");
+    int nin;
+    char **inputs = input_list(argc, argv, &nin);
 
     tool_out out;
     sw s;
-    if (!check_only) output_open(&out, outpath);
+    if (!check_only) output_open(&out, to.output);
     sw_init(&s, check_only ? -1 : out.fd);
 
     /* the first header fixes the schema keys; kept as owned bytes */
@@ -122,10 +110,8 @@ int main(int argc, char **argv)
             int rc;
             while ((rc = sr_next(r, &item)) == 1) {
                 if (sr_check_item(r, item, err) != 0) {
-                    warnx("%s: dropped", err);
-                    dropped_here++;
-                    if ((long long)dropped_here > max_errors)
-                        die(1, "more than %lld items dropped (--max-errors %lld)", max_errors, max_errors);
+                    if (drop_item(&dropped_here, to.max_errors, "%s: dropped", err))
+                        die_dropped(dropped_here, to.max_errors);
                     continue;
                 }
                 s.records++;
@@ -140,8 +126,7 @@ int main(int argc, char **argv)
             more = sr_next_stream(r, NULL);
             if (more < 0) die(1, "%s", r->err);
         } while (more == 1);
-        if (r->fd > 0) close(r->fd);
-        sr_close(r);
+        close_stream(r);
     }
     progress_done();
     s.dropped = upstream_dropped + dropped_here;
@@ -149,6 +134,7 @@ int main(int argc, char **argv)
         printf("ok: %llu streams, %llu records, %llu dropped upstream, %llu dropped here\n",
                (unsigned long long)nstreams, (unsigned long long)s.records, (unsigned long long)upstream_dropped,
                (unsigned long long)dropped_here);
+        stdout_done();
         return 0;
     }
     sw_trailer_begin(&s);

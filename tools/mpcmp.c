@@ -234,10 +234,9 @@ static void cmp_headers(sr *a, sr *b) {
             die(1, "%s, %s: headers differ in '%s'", a->name, b->name, AGREE[k]);
 }
 
-static void close_stream(sr *r) {
+static void finish_stream(sr *r) {
     if (sr_finish(r) != 0) die(1, "%s", r->err);
-    if (r->fd > 0) close(r->fd);
-    sr_close(r);
+    close_stream(r);
 }
 
 int main(int argc, char **argv) {
@@ -248,10 +247,10 @@ int main(int argc, char **argv) {
                                          {"order", no_argument, 0, 'O'},
                                          {"quiet", no_argument, 0, 'q'},
                                          {"max-report", required_argument, 0, 'm'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+                                         OPT_HELP,
+                                         OPT_END};
     int c;
-    while ((c = getopt_long(argc, argv, "a:r:Oqm:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
         switch (c) {
         case 'a':
             atol_ = parse_double(USAGE, "--atol", optarg, 0, INFINITY);
@@ -268,10 +267,8 @@ int main(int argc, char **argv) {
         case 'm':
             max_report = parse_int(USAGE, "--max-report", optarg, 0, INT64_MAX);
             break;
-        case 'h':
-            usage_help(USAGE);
         default:
-            usage_bad(USAGE);
+            tool_option(c, USAGE, NULL);
         }
     }
     if (argc - optind != 2) usage_error(USAGE, "two streams to compare are needed");
@@ -410,8 +407,8 @@ int main(int argc, char **argv) {
         free(t.e);
         free(t.slot);
     }
-    close_stream(ra);
-    close_stream(rb);
+    finish_stream(ra);
+    finish_stream(rb);
 
     int ok = st.only_a == 0 && st.only_b == 0 && st.out_of_tol == 0 && st.other_diff == 0;
     if (!quiet && st.reported > max_report)
@@ -430,6 +427,6 @@ int main(int argc, char **argv) {
                " items out of tolerance (atol %g, rtol %g; worst %.3g times the tolerance), "
                "%" PRIu64 " other differences, %" PRIu64 " unpaired\n",
                st.out_of_tol, atol_, rtol_, st.worst_excess, st.other_diff, st.only_a + st.only_b);
-    if (fflush(stdout) != 0) die(1, "write error on stdout");
+    stdout_done();
     return ok ? 0 : 1;
 }

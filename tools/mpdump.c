@@ -162,7 +162,7 @@ static void emit(json_buf *b, const mp_val *v) {
     b->len = 0;
     put_value(b, v, BIN_HEX);
     json_buf_puts(b, "\n");
-    if (fwrite(b->p, 1, b->len, stdout) != b->len) die(1, "write error on stdout");
+    if (fwrite(b->p, 1, b->len, stdout) != b->len) stdout_done();
 }
 
 int main(int argc, char **argv) {
@@ -170,10 +170,10 @@ int main(int argc, char **argv) {
     long long head = -1;
     static const struct option opts[] = {{"full", no_argument, 0, 'f'},
                                          {"head", required_argument, 0, 'n'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+                                         OPT_HELP,
+                                         OPT_END};
     int c;
-    while ((c = getopt_long(argc, argv, "fn:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'f':
             full = 1;
@@ -181,16 +181,12 @@ int main(int argc, char **argv) {
         case 'n':
             head = parse_int(USAGE, "--head", optarg, 0, INT64_MAX);
             break;
-        case 'h':
-            usage_help(USAGE);
         default:
-            usage_bad(USAGE);
+            tool_option(c, USAGE, NULL);
         }
     }
-    int nin = argc - optind;
-    char *stdin_only[] = {"-"};
-    char **inputs = nin ? argv + optind : stdin_only;
-    if (!nin) nin = 1;
+    int nin;
+    char **inputs = input_list(argc, argv, &nin);
 
     json_buf b = {0};
     for (int i = 0; i < nin; i++) {
@@ -216,10 +212,9 @@ int main(int argc, char **argv) {
             more = sr_next_stream(r, NULL);
             if (more < 0) die(1, "%s", r->err);
         } while (more == 1);
-        if (r->fd > 0) close(r->fd);
-        sr_close(r);
+        close_stream(r);
     }
     free(b.p);
-    if (fflush(stdout) != 0 || ferror(stdout)) die(1, "write error on stdout");
+    stdout_done();
     return 0;
 }

@@ -50,14 +50,16 @@ static void put_or_die(vl_afile *a, const void *p, size_t n, const char *what) {
 
 static void commit_or_die(vl_afile *a) {
     char err[VL_ERRLEN];
+    tool_pending_done(a->tmp);
     if (vl_afile_commit(a, err) != 0) die(1, "%s", err);
 }
 
-/* outputs that must vanish together if the export dies */
-static vl_afile *pending[3];
-static void abort_pending(void) {
-    for (int i = 0; i < 3; i++)
-        if (pending[i] && pending[i]->fp) vl_afile_abort(pending[i]);
+/* Opens an output that must vanish if the export dies (die() and signals
+ * remove it). */
+static void open_or_die(vl_afile *a, const char *path) {
+    char err[VL_ERRLEN];
+    if (vl_afile_open(a, path, err) != 0) die(1, "%s", err);
+    tool_pending(a->tmp);
 }
 
 static int do_export(const char *in, const char *out, const char *idpath, const char *labpath,
@@ -72,17 +74,9 @@ static int do_export(const char *in, const char *out, const char *idpath, const 
     vl_afile npy, ids, labs;
     memset(&ids, 0, sizeof ids);
     memset(&labs, 0, sizeof labs);
-    atexit(abort_pending);
-    if (vl_afile_open(&npy, out, err) != 0) die(1, "%s", err);
-    pending[0] = &npy;
-    if (idpath) {
-        if (vl_afile_open(&ids, idpath, err) != 0) die(1, "%s", err);
-        pending[1] = &ids;
-    }
-    if (labpath) {
-        if (vl_afile_open(&labs, labpath, err) != 0) die(1, "%s", err);
-        pending[2] = &labs;
-    }
+    open_or_die(&npy, out);
+    if (idpath) open_or_die(&ids, idpath);
+    if (labpath) open_or_die(&labs, labpath);
     uint8_t hdr[NPY_HDR];
     npy_header(hdr, 0, dim);
     put_or_die(&npy, hdr, NPY_HDR, out);
@@ -100,9 +94,7 @@ static int do_export(const char *in, const char *out, const char *idpath, const 
             bad = err;
         }
         if (bad) {
-            warnx("%s: dropped", bad);
-            if ((long long)++dropped > max_errors)
-                die(1, "more than %lld items dropped (--max-errors %lld)", max_errors, max_errors);
+            if (drop_item(&dropped, max_errors, "%s: dropped", bad)) die_dropped(dropped, max_errors);
             continue;
         }
         put_or_die(&npy, mp_get(item, "vec")->v.p, (size_t)dim * 4, out);
@@ -130,8 +122,7 @@ static int do_export(const char *in, const char *out, const char *idpath, const 
     commit_or_die(&npy);
     if (idpath) commit_or_die(&ids);
     if (labpath) commit_or_die(&labs);
-    if (r->fd > 0) close(r->fd);
-    sr_close(r);
+    close_stream(r);
     return 0;
 }
 
@@ -322,10 +313,10 @@ static int do_import(int argc, char **argv, const char *in, const char *out, con
             vec[k] = f;
         }
         if (!finite) {
-            warnx("%s: row %" PRIu64 " (id '%.200s'): NaN or infinity (or beyond float32): dropped",
-                  in, i, id);
-            if ((long long)++s.dropped > max_errors)
-                die(1, "more than %lld items dropped (--max-errors %lld)", max_errors, max_errors);
+            if (drop_item(&s.dropped, max_errors,
+                          "%s: row %" PRIu64 " (id '%.200s'): NaN or infinity (or beyond float32): dropped",
+                          in, i, id))
+                die_dropped(s.dropped, max_errors);
             continue;
         }
         sw_item_begin(&s);
@@ -356,16 +347,16 @@ static int do_import(int argc, char **argv, const char *in, const char *out, con
 
 int main(int argc, char **argv) {
     tool_init("mpnpy");
-    const char *out = NULL, *idpath = NULL, *labpath = NULL, *space = "import:npy";
-    long long max_errors = 0;
-    static const struct option opts[] = {{"output", required_argument, 0, 'o'},
-                                         {"ids", required_argument, 0, 'i'},
+    const char *idpath = NULL, *labpath = NULL, *space = "import:npy";
+    tool_opts to = {0};
+    static const struct option opts[] = {{"ids", required_argument, 0, 'i'},
                                          {"labels", required_argument, 0, 'l'},
                                          {"space", required_argument, 0, 's'},
-                                         {"max-errors", required_argument, 0, 'E'},
-                                         {"verbose", no_argument, 0, 'v'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+                                         OPT_MAX_ERRORS,
+                                         OPT_OUTPUT,
+                                         OPT_VERBOSE,
+                                         OPT_HELP,
+                                         OPT_END};
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) usage_help(USAGE);
     if (argc < 2) usage_error(USAGE, "export or import?");
     const char *cmd = argv[1];
@@ -373,11 +364,8 @@ int main(int argc, char **argv) {
     if (!is_export && !is_import) usage_error(USAGE, "'%s': the command is export or import", cmd);
     int c;
     optind = 2;
-    while ((c = getopt_long(argc, argv, "o:i:l:s:E:vh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:vh", opts, NULL)) != -1) {
         switch (c) {
-        case 'o':
-            out = optarg;
-            break;
         case 'i':
             idpath = optarg;
             break;
@@ -387,23 +375,15 @@ int main(int argc, char **argv) {
         case 's':
             space = optarg;
             break;
-        case 'E':
-            max_errors = parse_int(USAGE, "--max-errors", optarg, 0, INT64_MAX);
-            break;
-        case 'v':
-            tool_verbose = 1;
-            break;
-        case 'h':
-            usage_help(USAGE);
         default:
-            usage_bad(USAGE);
+            tool_option(c, USAGE, &to);
         }
     }
     if (argc - optind > 1) usage_error(USAGE, "one input at most");
     const char *in = optind < argc ? argv[optind] : NULL;
     if (is_export) {
         if (strcmp(space, "import:npy") != 0) usage_error(USAGE, "--space is for import");
-        return do_export(in, out, idpath, labpath, max_errors);
+        return do_export(in, to.output, idpath, labpath, to.max_errors);
     }
-    return do_import(argc, argv, in, out, idpath, labpath, space, max_errors);
+    return do_import(argc, argv, in, to.output, idpath, labpath, space, to.max_errors);
 }

@@ -17,8 +17,8 @@ int main(int argc, char **argv) {
     int meta_only = 0, quiet = 0;
     static const struct option opts[] = {{"metadata", no_argument, 0, 'm'},
                                          {"quiet", no_argument, 0, 'q'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+                                         OPT_HELP,
+                                         OPT_END};
     int c;
     while ((c = getopt_long(argc, argv, "mqh", opts, NULL)) != -1) {
         switch (c) {
@@ -28,10 +28,8 @@ int main(int argc, char **argv) {
         case 'q':
             quiet = 1;
             break;
-        case 'h':
-            usage_help(USAGE);
         default:
-            usage_bad(USAGE);
+            tool_option(c, USAGE, NULL);
         }
     }
     if (optind >= argc) usage_error(USAGE, "no file given");
@@ -89,6 +87,6 @@ int main(int argc, char **argv) {
                    f.n, params, bytes, f.size);
         st_close(&f);
     }
-    if (fflush(stdout) != 0 || ferror(stdout)) die(1, "write error on stdout");
+    stdout_done();
     return status;
 }

@@ -83,13 +83,29 @@ golden missing-manifest cat imgdecode no-such-manifest.tsv
 golden help cat imgdecode --help
 golden imglist-help cat imglist --help
 
-# -o writes atomically: a run that fails leaves no file behind
-(cd "$w" && imgdecode --size 8 -o "$tmp/out.mp" m.tsv 2>/dev/null)
+# -o writes atomically: a run that fails leaves no file behind, also when it
+# fails at the end for too many dropped files (every row is still decoded
+# and reported first)
+(cd "$w" && imgdecode --size 8 -o "$tmp/out.mp" m.tsv 2>"$tmp/out.err")
 rc=$?
-if [ $rc = 1 ] && [ -s "$tmp/out.mp" ] && mpcat --check "$tmp/out.mp" >/dev/null; then
-    pass "imgdecode -o: complete stream with its trailer even when files were dropped (exit 1)"
+if [ $rc = 1 ] && [ ! -e "$tmp/out.mp" ] && ! ls "$tmp"/out.mp.* >/dev/null 2>&1 && grep -q 'more than 0 items dropped' "$tmp/out.err"; then
+    pass "imgdecode -o: more dropped than --max-errors: exit 1 and no output file"
 else
-    fail "imgdecode -o: exit $rc, output missing or incomplete"
+    fail "imgdecode -o: exit $rc, or a file left behind after too many dropped files"
+fi
+(cd "$w" && imgdecode --size 8 --max-errors 1 -o "$tmp/out.mp" m.tsv 2>/dev/null)
+rc=$?
+if [ $rc = 0 ] && mpcat --check "$tmp/out.mp" | grep -q '1 dropped upstream'; then
+    pass "imgdecode -o: within --max-errors: exit 0, complete stream counting the dropped file"
+else
+    fail "imgdecode -o: within --max-errors: exit $rc or an incomplete stream"
+fi
+# the stream on stdout of a failed run has no trailer: readers downstream fail
+(cd "$w" && imgdecode --size 8 m.tsv 2>/dev/null) | mpcat --check >/dev/null 2>"$tmp/chk.err"
+if [ "${PIPESTATUS[0]}" = 1 ] && grep -q 'without a trailer' "$tmp/chk.err"; then
+    pass "imgdecode: a failed run's stream ends without its trailer (mpcat --check refuses it)"
+else
+    fail "imgdecode: a failed run's stream looks complete downstream"
 fi
 (cd "$w" && imgdecode --size 8 -o "$tmp/none.mp" no-such.tsv 2>/dev/null)
 if [ ! -e "$tmp/none.mp" ] && ! ls "$tmp"/none.mp.* >/dev/null 2>&1; then

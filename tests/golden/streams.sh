@@ -81,6 +81,11 @@ case_ mpcat-schema "mpcat emb.mp image.mp > /dev/null"
 case_ mpcat-v2 "mpcat emb.mp v2.mp > /dev/null"
 case_ mpcat-output "mpcat -o cat.mp emb.mp image.mp; echo \"status \$?\"; find . -name 'cat.mp*' | wc -l; mpcat -o cat.mp emb.mp emb_near.mp && mpcat --check cat.mp && ls cat.mp*"
 case_ mpcat-unknown-keys "mpcat emb_unknown.mp | mpdump"
+# every write is checked: a full disk is a failure, never a silent success
+case_ full-disk "for c in 'mpcat --check emb.mp' 'mpcat emb.mp' 'mpdump emb.mp' 'mpcmp emb.mp emb.mp' 'stinfo model.safetensors' 'mpcat --help'; do \$c > /dev/full; echo \"\$c: status \$?\"; done"
+case_ mpcat-check-output "mpcat --check -o x.mp emb.mp; echo \"status \$?\"; ls x.mp* 2>/dev/null | wc -l"
+# only the documented short options exist
+case_ short-options "mpdump -n 1 emb.mp; mpcmp -a 1 emb.mp emb.mp; mpcat -E 3 emb.mp"
 
 # mpcmp
 case_ mpcmp-near "mpcmp emb.mp emb_near.mp"
@@ -112,6 +117,9 @@ case_ mpnpy-idcount "mpnpy import --ids vecs2.ids vecs.npy"
 case_ mpnpy-not-npy "mpnpy import emb.mp"
 case_ mpnpy-no-o "mpnpy export emb.mp"
 case_ mpnpy-schema "mpnpy export -o i.npy image.mp; echo \"status \$?\"; find . -name 'i.npy*' | wc -l"
+# an interrupted run leaves no temporary file behind
+case_ interrupted-mpcat "{ cat emb.mp; sleep 3; } | mpcat -o int.mp & for i in \$(seq 100); do [ -e int.mp.tmp.\$! ] && break; sleep 0.1; done; ls int.* | sed 's/[0-9]*\$/PID/'; kill -TERM \$!; wait \$!; echo \"status \$?\"; ls int.* 2>/dev/null | wc -l; true"
+case_ interrupted-mpnpy "{ cat emb.mp; sleep 3; } | mpnpy export -o int.npy --ids int.ids & for i in \$(seq 100); do [ -e int.ids.tmp.\$! ] && break; sleep 0.1; done; ls int.* | sed 's/[0-9]*\$/PID/'; kill -TERM \$!; wait \$!; echo \"status \$?\"; ls int.* 2>/dev/null | wc -l; true"
 case_ mpnpy-trunc "mpnpy export -o t.npy --ids t.ids trunc_item.mp; echo \"status \$?\"; find . -name 't.*' | wc -l"
 case_ mpnpy-nocmd "mpnpy"
 case_ mpnpy-badcmd "mpnpy convert x.npy"
