@@ -35,27 +35,27 @@ all: show
 
 $(D)/manifest.tsv:
 	@mkdir -p $(@D)
-	imglist --seed $(SEED) $(DATA)/PACS -o $@ 2> $(@:.tsv=.log)
+	imglist --seed $(SEED) $(DATA)/PACS -o $@ 2> $(@:.tsv=.log) $(SHOW_LOG)
 
 $(D)/sample.tsv: $(D)/manifest.tsv
 	awk -F'\t' -v n=$(PER_DOMAIN) 'NR == 1 || ($$6 == "out" && seen[$$5]++ < n)' $< > $@
 
 $(D)/images.mp: $(D)/sample.tsv
-	imgdecode -v --size 224 -o $@ $< 2> $(@:.mp=.log)
+	imgdecode -v --size 224 --max-errors $(MAX_ERRORS) -o $@ $< 2> $(@:.mp=.log) $(SHOW_LOG)
 
 $(D)/student.mp: $(D)/images.mp
 	student-embed -v --arch mobilenet_v2 --weights $(STUDENT) --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5 \
-		-o $@ $< 2> $(@:.mp=.log)
+		-o $@ $< 2> $(@:.mp=.log) $(SHOW_LOG)
 
 $(D)/clip-random/hf/config.json:
 	$(PYTHON) $(VL2V)/tests/ref/clip_ref.py make --config vitb16 --weights-only --out $(D)/clip-random \
-		2> $(D)/clip-random.log
+		2> $(D)/clip-random.log || { s=$$?; tail -n 20 $(D)/clip-random.log >&2; exit $$s; }
 
 $(D)/teacher.mp: $(D)/images.mp $(MODEL_DIR)/config.json
-	teacher-embed -v --model $(MODEL_DIR) -o $@ $< 2> $(@:.mp=.log)
+	teacher-embed -v --model $(MODEL_DIR) -o $@ $< 2> $(@:.mp=.log) $(SHOW_LOG)
 
 $(D)/text.mp: $(D)/manifest.tsv $(MODEL_DIR)/config.json
-	text-embed -v --model $(MODEL_DIR) $(TEXT_BPE) --manifest $< -o $@ 2> $(@:.mp=.log)
+	text-embed -v --model $(MODEL_DIR) $(TEXT_BPE) --manifest $< -o $@ 2> $(@:.mp=.log) $(SHOW_LOG)
 
 show: $(D)/student.mp $(D)/teacher.mp $(D)/text.mp
 	@for s in $^; do echo "== $$s"; mpcat --check $$s; mpdump --head 2 $$s; done

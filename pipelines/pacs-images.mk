@@ -1,6 +1,6 @@
 # pacs-images.mk: the manifest and the decoded image streams of PACS.
 #
-#   make -f pipelines/pacs-images.mk [DATA=...] [OUT=out] [SIZE=224] [VIEWS=2]
+#   make -f pipelines/pacs-images.mk [DATA=...] [OUT=out] [SIZE=224] [VIEWS=2] [MAX_ERRORS=0]
 #
 # $(OUT)/pacs/manifest.tsv          imglist of DATA/PACS (seeded in/out split)
 # $(OUT)/pacs/eval/DOMAIN.mp        evaluation images of a domain, SIZE x SIZE
@@ -23,7 +23,7 @@ train: $(DOMAINS:%=$(P)/train/%.mp)
 
 $(P)/manifest.tsv:
 	@mkdir -p $(@D)
-	imglist -v --seed $(SEED) $(PACS) -o $@ 2> $(@:.tsv=.log)
+	imglist -v --seed $(SEED) $(PACS) -o $@ 2> $(@:.tsv=.log) $(SHOW_LOG)
 
 # the rows of one domain (and split), header kept
 $(P)/rows/%.eval.tsv: $(P)/manifest.tsv
@@ -35,9 +35,10 @@ $(P)/rows/%.train.tsv: $(P)/manifest.tsv
 
 $(P)/eval/%.mp: $(P)/rows/%.eval.tsv
 	@mkdir -p $(@D)
-	$(SHARDED) imgdecode -v --size $(SIZE) < $< 2> $(@:.mp=.log) | mpcat -o $@ 2>> $(@:.mp=.log)
+	$(SHARDED) imgdecode -v --size $(SIZE) --max-errors $(MAX_ERRORS) < $< 2> $(@:.mp=.log) \
+		| mpcat -o $@ 2>> $(@:.mp=.log) $(SHOW_LOG)
 
 $(P)/train/%.mp: $(P)/rows/%.train.tsv
 	@mkdir -p $(@D)
-	$(SHARDED) imgdecode -v --augment --views $(VIEWS) --seed $(SEED) --size $(SIZE) < $< \
-		2> $(@:.mp=.log) | mpcat -o $@ 2>> $(@:.mp=.log)
+	$(SHARDED) imgdecode -v --augment --views $(VIEWS) --seed $(SEED) --size $(SIZE) \
+		--max-errors $(MAX_ERRORS) < $< 2> $(@:.mp=.log) | mpcat -o $@ 2>> $(@:.mp=.log) $(SHOW_LOG)

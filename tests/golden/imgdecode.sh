@@ -114,6 +114,21 @@ else
     fail "imgdecode -o: left a file after failing"
 fi
 
+# ---- pipelines/pacs-images.mk on the tree (its sketch domain holds a broken JPEG) ----
+pm="make -s --no-print-directory -f $root/pipelines/pacs-images.mk PACS=$dir/tree OUT=$tmp/pipe DOMAINS=sketch SIZE=8"
+$pm eval >/dev/null 2>"$tmp/pipe.err"
+rc=$?
+if [ $rc != 0 ] && grep -q "broken.jpg: corrupt JPEG" "$tmp/pipe.err" && [ ! -e "$tmp/pipe/pacs/eval/sketch.mp" ]; then
+    pass "pacs-images.mk: a stage that drops too much fails, shows its log's end (the bad file) and leaves no stream"
+else
+    fail "pacs-images.mk: exit $rc, bad file not shown or a stream left behind"
+fi
+if $pm MAX_ERRORS=1 eval >/dev/null 2>&1 && mpcat --check "$tmp/pipe/pacs/eval/sketch.mp" | grep -q '2 records, 1 dropped upstream'; then
+    pass "pacs-images.mk MAX_ERRORS=1: the stream holds the good images and counts the dropped one"
+else
+    fail "pacs-images.mk MAX_ERRORS=1"
+fi
+
 # ---- man pages: lint, and --help's usage lines are the SYNOPSIS ----
 for t in imgdecode imglist; do
     page=$root/man/$t.1
@@ -218,6 +233,15 @@ if [ -d "$pacs" ]; then
         pass "parallel --pipe --header 1 on a manifest with reordered columns: $shards shards, joined stream identical"
     else
         fail "parallel --pipe --header 1 on reordered columns"
+    fi
+    # the pipelines' own sharding command (pipelines/common.mk) on the same manifest
+    sharded=$(make -s --no-print-directory -f "$root/pipelines/common.mk" \
+        --eval 'print-sharded: ; @echo $(SHARDED)' print-sharded BLOCK=8k JOBS=2)
+    $sharded imgdecode --size 32 <"$tmp/reordered.tsv" 2>/dev/null | mpcat >"$tmp/r3.mp" 2>/dev/null
+    if cmp -s "$tmp/r3.mp" "$tmp/r2.mp"; then
+        pass "pipelines/common.mk's SHARDED ($sharded) on reordered columns: joined stream identical"
+    else
+        fail "pipelines/common.mk's SHARDED ($sharded) loses the manifest's header in later shards"
     fi
     parallel --pipe -k --block 8k -j 2 imgdecode --size 32 <"$tmp/pacs.tsv" | mpcat >"$tmp/e1.mp"
     imgdecode --size 32 <"$tmp/pacs.tsv" | mpcat >"$tmp/e2.mp"
