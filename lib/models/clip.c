@@ -243,9 +243,18 @@ static uint64_t hash_weights(uint64_t h, const st_file *f)
     return h;
 }
 
-/* Parameter blocks of the towers asked for; sizes must be set. */
-static void alloc_towers(clip_model *m)
+/* Parameter blocks of the towers asked for; sizes must be set (from cfg, a
+ * file name for messages). The weights file holds every parameter in at
+ * least two bytes (F16/BF16), so sizes that need more parameters than that
+ * cannot fit it: they are refused before anything is allocated. */
+static int alloc_towers(clip_model *m, const st_file *f, const char *cfg, char *err)
 {
+    size_t need = 0;
+    if (m->towers & CLIP_VISION) need += clip_vision_nparams(&m->v);
+    if (m->towers & CLIP_TEXT) need += clip_text_nparams(&m->t);
+    if (need > f->size / 2)
+        return vl_error(err, "%s: its sizes need %zu parameters, more than %s holds (%zu bytes)", cfg, need, f->path,
+                        f->size);
     if (m->towers & CLIP_VISION) {
         m->vblock = xmalloc_aligned(clip_vision_nparams(&m->v) * sizeof(float));
         clip_vision_layout(&m->v, m->vblock);
@@ -254,6 +263,7 @@ static void alloc_towers(clip_model *m)
         m->tblock = xmalloc_aligned(clip_text_nparams(&m->t) * sizeof(float));
         clip_text_layout(&m->t, m->tblock);
     }
+    return 0;
 }
 
 static int load_hf(clip_model *m, const st_file *f, const json *cfg, const char *cpath, char *err)
@@ -275,7 +285,7 @@ static int load_hf(clip_model *m, const st_file *f, const json *cfg, const char 
         t->ctx > 1 << 16 || v->D > 65536)
         return vl_error(err, "%s: bad sizes (image_size %d, patch_size %d, vocab_size %d, max_position_embeddings %d, "
                         "projection_dim %d)", cpath, v->S, v->P, t->V, t->ctx, v->D);
-    alloc_towers(m);
+    if (alloc_towers(m, f, cpath, err) < 0) return -1;
     int64_t C = v->tf.C, P = v->P, g = v->S / v->P, T = g * g + 1, D = v->D;
     char pre[128];
     if (get(f, "logit_scale", &m->logit_scale, 0, NULL, err)) return -1;
@@ -352,7 +362,7 @@ static int load_openai(clip_model *m, const st_file *f, const json *oc, char *er
     if (TD != D) return vl_error(err, "%s: text_projection gives dimension %lld, visual.proj %lld", f->path, (long long)TD, (long long)D);
     if (v->tf.NH <= 0 || C % v->tf.NH || t->tf.NH <= 0 || TC % t->tf.NH)
         return vl_error(err, "%s: widths %lld (vision) and %lld (text) do not split into heads", f->path, (long long)C, (long long)TC);
-    alloc_towers(m);
+    if (alloc_towers(m, f, f->path, err) < 0) return -1;
     char pre[128];
     if (get(f, "logit_scale", &m->logit_scale, 0, NULL, err)) return -1;
     if (m->towers & CLIP_VISION) {

@@ -117,6 +117,14 @@ teacher-embed --model "$d/hf2" <"$d/images.mp" >/dev/null 2>"$d/err"
 [ $? = 1 ] && grep -q "vision_model.encoder.layers.0.mlp.fc1.weight.*expected \[161, 96\]" "$d/err" &&
     pass "config.json sizes that do not fit the weights are an error" ||
     failed "config.json sizes that do not fit the weights are an error ($(cat "$d/err"))"
+$PYTHON -c 'import json,sys; c=json.load(open(sys.argv[1]))
+c["vision_config"].update(hidden_size=65536, num_attention_heads=16, intermediate_size=1<<20, num_hidden_layers=1024)
+json.dump(c, open(sys.argv[2], "w"))' "$d/hf/config.json" "$d/hf2/config.json"
+teacher-embed --model "$d/hf2" <"$d/images.mp" >/dev/null 2>"$d/err"
+rc=$?
+[ $rc = 1 ] && grep -q "config.json: its sizes need .* parameters, more than .*model.safetensors holds" "$d/err" &&
+    pass "config.json sizes far beyond the weights file are refused before allocating" ||
+    failed "config.json sizes far beyond the weights file are refused before allocating (rc $rc: $(head -c 300 "$d/err"))"
 teacher-embed --model "$tmp/nonexistent" <"$d/images.mp" >/dev/null 2>"$d/err"
 [ $? = 1 ] && grep -q "nonexistent" "$d/err" && pass "a missing model path is an error naming it" ||
     failed "a missing model path is an error naming it"
