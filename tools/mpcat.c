@@ -1,8 +1,8 @@
 /* mpcat: joins record streams into one, and validates streams.
  *
  * Inputs are files, or stdin where several streams may follow one another
- * (as `parallel --pipe` leaves them). All headers must agree on the schema and
- * its keys; the output header is the first input's, its history extended by
+ * (as `parallel --pipe` leaves them). All headers must agree on every key but
+ * the history; the output header is the first input's, its history extended by
  * this command. Items are checked against the schema: a bad item is reported
  * with its id and dropped; good items are copied byte for byte. The trailer
  * counts the records written and the items dropped here and upstream. */
@@ -16,8 +16,6 @@
 static const char USAGE[] =
     "usage: mpcat [-c] [-v] [--max-errors N] [-o FILE] [FILE ...]\n";
 
-/* header keys that must agree across inputs (the schema's own keys) */
-static const char *const AGREE[] = {"schema", "version", "dtype", "layout", "c", "dim", "space", "classes", NULL};
 
 static int same_val(const mp_val *a, const mp_val *b)
 {
@@ -45,6 +43,27 @@ static int same_val(const mp_val *a, const mp_val *b)
     }
     }
     return 0;
+}
+
+/* The first header key (but history) whose value differs between the two
+ * headers or that only one has; NULL when they agree. Every key counts, not
+ * only the schema's: shards of one run were made with the same settings
+ * (size, seed, normalize, ...), and a joined header could not describe
+ * items made with different ones. The returned name is valid as long as a
+ * or b (a static buffer). */
+static const char *header_difference(const mp_val *a, const mp_val *b)
+{
+    static char name[128];
+    for (int pass = 0; pass < 2; pass++) {
+        const mp_val *x = pass ? b : a, *y = pass ? a : b;
+        for (uint32_t k = 0; k < x->len; k++) {
+            const mp_val *key = &x->v.a[2 * k];
+            if (key->type != MP_STR || mp_str_eq(key, "history")) continue;
+            snprintf(name, sizeof name, "%.*s", (int)(key->len < 100 ? key->len : 100), key->v.s);
+            if (key->len >= 100 || !same_val(&x->v.a[2 * k + 1], mp_get(y, name))) return name;
+        }
+    }
+    return NULL;
 }
 
 int main(int argc, char **argv)
@@ -101,10 +120,10 @@ int main(int argc, char **argv)
                     if (sw_header_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
                 }
             } else {
-                for (int k = 0; AGREE[k]; k++)
-                    if (!same_val(mp_get(&first, AGREE[k]), mp_get(&r->header, AGREE[k])))
-                        die(1, "%s: header of stream %llu: '%s' differs from the first stream's", r->name,
-                            (unsigned long long)r->streams, AGREE[k]);
+                const char *key = header_difference(&first, &r->header);
+                if (key)
+                    die(1, "%s: header of stream %llu: '%s' differs from the first stream's", r->name,
+                        (unsigned long long)r->streams, key);
             }
             const mp_val *item;
             int rc;

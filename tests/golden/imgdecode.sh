@@ -114,6 +114,22 @@ else
     fail "imgdecode -o: left a file after failing"
 fi
 
+# mpcat joins shards of one run only: a header setting that differs is refused
+(cd "$w" && imgdecode --size 8 --max-errors 1 m.tsv >"$tmp/s8.mp" 2>/dev/null &&
+    imgdecode --size 16 --max-errors 1 m.tsv >"$tmp/s16.mp" 2>/dev/null &&
+    imgdecode --augment --seed 1 --size 8 --max-errors 1 m.tsv >"$tmp/a1.mp" 2>/dev/null &&
+    imgdecode --augment --seed 2 --size 8 --max-errors 1 m.tsv >"$tmp/a2.mp" 2>/dev/null)
+mpcat "$tmp/s8.mp" "$tmp/s16.mp" >/dev/null 2>"$tmp/j1.err"
+rc1=$?
+mpcat "$tmp/a1.mp" "$tmp/a2.mp" >/dev/null 2>"$tmp/j2.err"
+rc2=$?
+if [ $rc1 = 1 ] && grep -q "'size' differs" "$tmp/j1.err" && [ $rc2 = 1 ] && grep -q "'seed' differs" "$tmp/j2.err" &&
+    mpcat "$tmp/s8.mp" "$tmp/s8.mp" | mpcat --check >/dev/null; then
+    pass "mpcat refuses to join image streams made with another --size or --seed, joins the same run's"
+else
+    fail "mpcat joined image streams of different runs (exit $rc1, $rc2)"
+fi
+
 # ---- pipelines/pacs-images.mk on the tree (its sketch domain holds a broken JPEG) ----
 pm="make -s --no-print-directory -f $root/pipelines/pacs-images.mk PACS=$dir/tree OUT=$tmp/pipe DOMAINS=sketch SIZE=8"
 $pm eval >/dev/null 2>"$tmp/pipe.err"
