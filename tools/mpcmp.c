@@ -239,6 +239,21 @@ static void finish_stream(sr *r) {
     close_stream(r);
 }
 
+/* --order: reads the rest of a stream whose partner has ended (item is the
+ * current one when rc is 1), counting its items in *only and reporting the
+ * first. */
+static void drain_unpaired(stats *st, sr *r, const mp_val *item, int rc, uint64_t *only,
+                           const char *which) {
+    while (rc == 1) {
+        char id[256];
+        id_str(item, id, sizeof id);
+        if ((*only)++ == 0)
+            report(st, "item %s: in the %s stream only (and any after it)", id, which);
+        rc = sr_next(r, &item);
+        if (rc < 0) die(1, "%s", r->err);
+    }
+}
+
 int main(int argc, char **argv) {
     tool_init("mpcmp");
     int by_order = 0;
@@ -302,22 +317,8 @@ int main(int argc, char **argv) {
             cmp_items(&st, ia, ib);
         }
         /* one stream ended: the rest of the other is unpaired */
-        while (rca == 1) {
-            char id[256];
-            id_str(ia, id, sizeof id);
-            if (st.only_a++ == 0)
-                report(&st, "item %s: in the first stream only (and any after it)", id);
-            rca = sr_next(ra, &ia);
-            if (rca < 0) die(1, "%s", ra->err);
-        }
-        while (rcb == 1) {
-            char id[256];
-            id_str(ib, id, sizeof id);
-            if (st.only_b++ == 0)
-                report(&st, "item %s: in the second stream only (and any after it)", id);
-            rcb = sr_next(rb, &ib);
-            if (rcb < 0) die(1, "%s", rb->err);
-        }
+        drain_unpaired(&st, ra, ia, rca, &st.only_a, "first");
+        drain_unpaired(&st, rb, ib, rcb, &st.only_b, "second");
     } else {
         table t = {0};
         char err[VL_ERRLEN];
