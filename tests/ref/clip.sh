@@ -52,6 +52,17 @@ for dt in f32 f16 bf16; do
     check "$d" "tiny $dt" 4 16
 done
 
+# layer_norm_eps from config.json (Hugging Face layout only)
+d="$tmp/tiny_eps"
+if $ref make --config tiny_eps --out "$d" --images 3 --texts 2; then
+    teacher-embed --model "$d/hf" <"$d/images.mp" >"$d/o.mp" &&
+        $ref compare "$d/ref_clip.f64" "$d/o.mp" "tiny, layer_norm_eps 0.1 (vision): teacher-embed = PyTorch"
+    "$tmp/clip_encode" "$d/hf" text "$d/tokens.i32" 2 16 "$d/t.f32" >/dev/null &&
+        $ref compare "$d/ref_text.f64" "$d/t.f32" "tiny, layer_norm_eps 0.05 (text): text encoder = PyTorch"
+else
+    failed "tiny_eps: reference"
+fi
+
 d="$tmp/tiny_f32"
 teacher-embed --model "$d/hf" --normalize imagenet <"$d/images.mp" >"$d/o.mp" &&
     $ref compare "$d/ref_imagenet.f64" "$d/o.mp" "tiny: --normalize imagenet = PyTorch"
@@ -133,6 +144,24 @@ teacher-embed --model "$tmp/nonexistent" <"$d/images.mp" >/dev/null 2>"$d/err"
 for dt in f32 bf16; do
     d="$tmp/vitb16_$dt"
     $ref make --config vitb16 --dtype $dt --out "$d" --images 2 --texts 2 || { failed "vitb16 $dt: reference"; continue; }
+    # the f32 model's config.json leaves out every key at transformers' default
+    # (CLIPTextConfig, CLIPVisionConfig, CLIPConfig): the loader must supply them
+    [ $dt = f32 ] && $PYTHON - "$d/hf/config.json" <<'PY'
+import json, sys
+p = sys.argv[1]
+c = json.load(open(p))
+common = dict(num_hidden_layers=12, hidden_act="quick_gelu", layer_norm_eps=1e-5)
+dflt = {"text_config": dict(common, hidden_size=512, intermediate_size=2048, num_attention_heads=8,
+                            max_position_embeddings=77, vocab_size=49408),
+        "vision_config": dict(common, hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                              image_size=224, patch_size=32, num_channels=3)}
+for k, d in dflt.items():
+    c[k] = {x: v for x, v in c[k].items() if d.get(x, object()) != v}
+if c.get("projection_dim") == 512:
+    del c["projection_dim"]
+json.dump(c, open(p, "w"), indent=2)
+print("config.json with transformers' defaults left out:", json.dumps(c), file=sys.stderr)
+PY
     check "$d" "ViT-B/16 $dt" 2 77
     rm -rf "$d"
 done

@@ -44,6 +44,14 @@ CONFIGS = {
         vision=dict(hidden_size=96, intermediate_size=160, num_attention_heads=3, num_hidden_layers=2,
                     image_size=32, patch_size=8, hidden_act="gelu"),
         projection_dim=48),
+    # the same with LayerNorm epsilons far from 1e-5: config.json's layer_norm_eps is read
+    # (Hugging Face layout only: the OpenAI names carry no epsilon)
+    "tiny_eps": dict(
+        text=dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_hidden_layers=2,
+                  max_position_embeddings=16, vocab_size=300, hidden_act="gelu", layer_norm_eps=0.05),
+        vision=dict(hidden_size=96, intermediate_size=160, num_attention_heads=3, num_hidden_layers=2,
+                    image_size=32, patch_size=8, hidden_act="gelu", layer_norm_eps=0.1),
+        projection_dim=48),
     # openai/clip-vit-base-patch16
     "vitb16": dict(
         text=dict(hidden_size=512, intermediate_size=2048, num_attention_heads=8, num_hidden_layers=12,
@@ -99,9 +107,9 @@ class Layer(nn.Module):
         super().__init__()
         c = cfg["hidden_size"]
         self.self_attn = Attention(c, cfg["num_attention_heads"])
-        self.layer_norm1 = nn.LayerNorm(c, eps=1e-5)
+        self.layer_norm1 = nn.LayerNorm(c, eps=cfg.get("layer_norm_eps", 1e-5))
         self.mlp = MLP(c, cfg["intermediate_size"], cfg["hidden_act"])
-        self.layer_norm2 = nn.LayerNorm(c, eps=1e-5)
+        self.layer_norm2 = nn.LayerNorm(c, eps=cfg.get("layer_norm_eps", 1e-5))
 
     def forward(self, x, causal):
         x = x + self.self_attn(self.layer_norm1(x), causal)
@@ -137,9 +145,9 @@ class VisionModel(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.embeddings = VisionEmbeddings(cfg)
-        self.pre_layrnorm = nn.LayerNorm(cfg["hidden_size"], eps=1e-5)  # transformers' spelling
+        self.pre_layrnorm = nn.LayerNorm(cfg["hidden_size"], eps=cfg.get("layer_norm_eps", 1e-5))  # sic
         self.encoder = Encoder(cfg)
-        self.post_layernorm = nn.LayerNorm(cfg["hidden_size"], eps=1e-5)
+        self.post_layernorm = nn.LayerNorm(cfg["hidden_size"], eps=cfg.get("layer_norm_eps", 1e-5))
 
     def forward(self, pix):
         x = self.encoder(self.pre_layrnorm(self.embeddings(pix)), False)
@@ -161,7 +169,7 @@ class TextModel(nn.Module):
         super().__init__()
         self.embeddings = TextEmbeddings(cfg)
         self.encoder = Encoder(cfg)
-        self.final_layer_norm = nn.LayerNorm(cfg["hidden_size"], eps=1e-5)
+        self.final_layer_norm = nn.LayerNorm(cfg["hidden_size"], eps=cfg.get("layer_norm_eps", 1e-5))
 
     def forward(self, tok):
         x = self.final_layer_norm(self.encoder(self.embeddings(tok), True))
@@ -305,8 +313,8 @@ def make(a):
     hf["text_model.embeddings.position_ids"] = torch.arange(cfg["text"]["max_position_embeddings"]).view(1, -1)
     write_safetensors(os.path.join(a.out, "hf", "model.safetensors"), hf, {"format": "pt"})
     conf = {"architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": cfg["projection_dim"],
-            "logit_scale_init_value": 2.6592, "text_config": dict(cfg["text"], layer_norm_eps=1e-5),
-            "vision_config": dict(cfg["vision"], layer_norm_eps=1e-5, num_channels=3),
+            "logit_scale_init_value": 2.6592, "text_config": dict(dict(layer_norm_eps=1e-5), **cfg["text"]),
+            "vision_config": dict(dict(layer_norm_eps=1e-5, num_channels=3), **cfg["vision"]),
             "torch_dtype": {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}[a.dtype]}
     with open(os.path.join(a.out, "hf", "config.json"), "w") as f:
         json.dump(conf, f, indent=2)
