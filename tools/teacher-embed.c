@@ -778,8 +778,9 @@ int main(int argc, char **argv)
         write_trailer(&R);
     }
     if (budget_id)
-        die(1, "%s: query budget of %lld exceeded (%llu answered from the cache, every answer so far kept%s)",
-            budget_id, R.max_queries, (unsigned long long)R.hits, cache_dir ? " in the cache" : "");
+        die(1, "%s: query budget of %lld exceeded (%llu answered from the cache, %s)", budget_id, R.max_queries,
+            (unsigned long long)R.hits,
+            cache_dir ? "every answer so far kept in the cache" : "the answers so far are not kept: there is no --cache");
     output_commit(&out, &R.out);
     clip_free(model);
     free(in), free(emb), free(batch), free(rs), free(space);
