@@ -4,6 +4,7 @@
  * passes must accumulate: gradients start from a nonzero value. */
 #include "check.h"
 
+#include "blas.h"
 #include "models/clip.h"
 #include "models/transformer.h"
 #include "nn/act.h"
@@ -209,6 +210,23 @@ static void test_attention(int causal)
     float *dq = fill(nq, .5f);
     attention_backward(dq, c.r, c.qkv, a2, c.B, c.T, c.C, c.NH);
     CHECK(fd(att_loss, &c, c.qkv, dq, nq, .5f, 1e-2f) < FD_TOL, "%s backward = finite differences", name);
+    /* the (batch, head) pairs shared over 1, 2, 4 and 64 threads (more threads
+     * than pairs): the same bytes, forward and backward */
+    int threads = blas_get_threads(), same = 1;
+    float *dq1 = fill(nq, .5f), *dq2 = xmalloc(nq * 4);
+    blas_set_threads(1);
+    attention_backward(dq1, c.r, c.qkv, a2, c.B, c.T, c.C, c.NH);
+    for (int th = 2; th <= 64; th *= th == 4 ? 16 : 2) {
+        blas_set_threads(th);
+        attention_forward(o3, c.att, c.qkv, c.B, c.T, c.C, c.NH, causal);
+        same = same && maxdiff(o2, o3, no) == 0 && maxdiff(a2, c.att, na) == 0;
+        for (size_t i = 0; i < nq; i++) dq2[i] = .5f;
+        attention_backward(dq2, c.r, c.qkv, a2, c.B, c.T, c.C, c.NH);
+        same = same && maxdiff(dq1, dq2, nq) == 0;
+    }
+    blas_set_threads(threads);
+    CHECK(same, "%s: 1, 2, 4 and 64 threads give the same bytes, forward and backward", name);
+    free(dq1), free(dq2);
     free(c.qkv), free(c.r), free(c.out), free(c.att), free(o2), free(a2), free(o3), free(dq);
 }
 
