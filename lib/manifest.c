@@ -26,23 +26,38 @@ void mf_close(mf_reader *m)
     memset(m, 0, sizeof(*m));
 }
 
-/* Reads one line without its newline into m->buf; 1, 0 at EOF, -1 on error. */
+/* Reads one line without its newline into m->buf; 1, 0 at EOF, -1 on error.
+ * At most MF_MAX_LINE bytes are kept: the rest of a longer line is read and
+ * discarded (so that a huge or binary line costs no memory, and a failed
+ * allocation can never pass for the end of the manifest). */
 static int read_line(mf_reader *m, size_t *len, char *err)
 {
-    ssize_t n = getline(&m->buf, &m->cap, m->fp);
-    if (n < 0) {
-        if (ferror(m->fp)) return vl_error(err, "%s: %s", m->name, strerror(errno));
-        return 0;
+    if (!m->buf) {
+        m->cap = 4096;
+        m->buf = xmalloc(m->cap);
     }
+    size_t n = 0;
+    int c, too_long = 0;
+    while ((c = getc_unlocked(m->fp)) != EOF && c != '\n') {
+        if (n >= MF_MAX_LINE) {
+            too_long = 1;
+            continue;
+        }
+        if (n + 1 >= m->cap) m->buf = xrealloc(m->buf, m->cap *= 2);
+        m->buf[n++] = (char)c;
+    }
+    if (c == EOF && ferror(m->fp)) return vl_error(err, "%s: %s", m->name, strerror(errno));
+    if (c == EOF && n == 0) return 0;
     m->line++;
-    if (n > MF_MAX_LINE) return vl_error(err, "%s:%llu: line longer than %d bytes", m->name,
-                                         (unsigned long long)m->line, MF_MAX_LINE);
-    if (n && m->buf[n - 1] == '\n') m->buf[--n] = 0;
+    m->buf[n] = 0;
+    if (too_long)
+        return vl_error(err, "%s:%llu: line longer than %d bytes", m->name, (unsigned long long)m->line,
+                        MF_MAX_LINE);
     if (n && m->buf[n - 1] == '\r') m->buf[--n] = 0;
-    if (memchr(m->buf, 0, (size_t)n))
+    if (memchr(m->buf, 0, n))
         return vl_error(err, "%s:%llu: NUL byte in line (not a text manifest?)", m->name,
                         (unsigned long long)m->line);
-    *len = (size_t)n;
+    *len = n;
     return 1;
 }
 

@@ -114,6 +114,16 @@ else
     fail "imgdecode -o: left a file after failing"
 fi
 
+# a 200 MB manifest line under a 150 MB memory limit: reported and dropped,
+# never taken for the end of the manifest (an exit 0 with an empty stream)
+{ printf 'id\tpath\n'; head -c 200000000 /dev/zero | tr '\0' a; printf '\nx\tnone.png\n'; } |
+    (ulimit -v 150000; imgdecode --size 8 --max-errors 2 2>"$tmp/long.err") | mpcat --check >"$tmp/long.out" 2>&1
+if grep -q '0 records, 2 dropped upstream' "$tmp/long.out" && grep -q '<stdin>:2: line longer than' "$tmp/long.err"; then
+    pass "imgdecode: a huge manifest line costs no memory: dropped with its line number, reading goes on"
+else
+    fail "imgdecode: huge manifest line: $(cat "$tmp/long.out")"
+fi
+
 # mpcat joins shards of one run only: a header setting that differs is refused
 (cd "$w" && imgdecode --size 8 --max-errors 1 m.tsv >"$tmp/s8.mp" 2>/dev/null &&
     imgdecode --size 16 --max-errors 1 m.tsv >"$tmp/s16.mp" 2>/dev/null &&
