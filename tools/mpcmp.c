@@ -1,6 +1,7 @@
 /* mpcmp: compares two record streams item by item.
  *
- * Items are paired by `id` (the second stream is held in memory, keyed by id)
+ * Items are paired by `id` and `view`, when they have one (the second stream
+ * is held in memory, keyed by them)
  * or, with --order, by position (then their ids must also agree). Numeric
  * payloads (`vec`, `logits` as f32le, `pix` as u8) are compared value by value
  * with the tolerance |a - b| <= atol + rtol * |b| (numpy.allclose); every
@@ -28,10 +29,12 @@ static double atol_ = 1e-6, rtol_ = 1e-5;
 static int quiet;
 static long long max_report = 10;
 
-/* ---- the second stream, held as encoded items, looked up by id ---- */
+/* ---- the second stream, held as encoded items, looked up by key ----
+ * The key is the id, and the view when an item has one: an augmented image
+ * stream holds several views of each id. */
 typedef struct {
-    size_t id_off; /* the id's bytes: table.bytes + id_off */
-    uint32_t idlen;
+    size_t key_off; /* the key's bytes: table.keys + key_off */
+    size_t keylen;
     size_t off, len; /* the item's encoding in bytes */
     int seen;
 } entry;
@@ -39,6 +42,8 @@ typedef struct {
 typedef struct {
     uint8_t *bytes;
     size_t nbytes, cap;
+    char *keys;
+    size_t nkeys, kcap;
     entry *e;
     size_t n, ecap;
     size_t *slot; /* open addressing: index + 1, 0 empty */
@@ -59,7 +64,7 @@ static void rehash(table *t) {
     t->nslot = t->nslot ? t->nslot * 2 : 1024;
     t->slot = xcalloc(t->nslot, sizeof(size_t));
     for (size_t i = 0; i < t->n; i++) {
-        size_t h = hash((const char *)t->bytes + t->e[i].id_off, t->e[i].idlen) & (t->nslot - 1);
+        size_t h = hash(t->keys + t->e[i].key_off, t->e[i].keylen) & (t->nslot - 1);
         while (t->slot[h])
             h = (h + 1) & (t->nslot - 1);
         t->slot[h] = i + 1;
@@ -71,7 +76,7 @@ static entry *lookup(table *t, const char *id, size_t n) {
     size_t h = hash(id, n) & (t->nslot - 1);
     while (t->slot[h]) {
         entry *e = &t->e[t->slot[h] - 1];
-        if (e->idlen == n && memcmp(t->bytes + e->id_off, id, n) == 0) return e;
+        if (e->keylen == n && memcmp(t->keys + e->key_off, id, n) == 0) return e;
         h = (h + 1) & (t->nslot - 1);
     }
     return NULL;
@@ -128,10 +133,29 @@ static int same_val(const mp_val *a, const mp_val *b) {
 
 static void id_str(const mp_val *item, char *buf, size_t n) {
     const mp_val *id = mp_get(item, "id");
-    if (id && id->type == MP_STR)
+    int64_t view;
+    if (id && id->type == MP_STR && mp_get_i64(item, "view", &view) == 0)
+        snprintf(buf, n, "'%.*s' view %lld", (int)(id->len > 200 ? 200 : id->len), id->v.s, (long long)view);
+    else if (id && id->type == MP_STR)
         snprintf(buf, n, "'%.*s'", (int)(id->len > 200 ? 200 : id->len), id->v.s);
     else
         snprintf(buf, n, "(no id)");
+}
+
+/* The join key of an item with an id string: the id's bytes, then a NUL and
+ * the view in decimal when the item has a view. Written to *kb (grown as
+ * needed); returns its length. */
+static size_t item_key(const mp_val *item, char **kb, size_t *kcap) {
+    const mp_val *id = mp_get(item, "id");
+    int64_t view;
+    if (*kcap < (size_t)id->len + 32) *kb = xrealloc(*kb, *kcap = (size_t)id->len + 32);
+    memcpy(*kb, id->v.s, id->len);
+    size_t n = id->len;
+    if (mp_get_i64(item, "view", &view) == 0) {
+        (*kb)[n++] = 0;
+        n += (size_t)snprintf(*kb + n, 31, "%lld", (long long)view);
+    }
+    return n;
 }
 
 /* compares n values of the payload key; is_f32 or u8 */
@@ -324,14 +348,16 @@ int main(int argc, char **argv) {
         char err[VL_ERRLEN];
         mpw w;
         mpw_init(&w, -1);
-        mp_arena kar = {0};
+        char *kb = NULL;
+        size_t kcap = 0, kn;
         while ((rcb = sr_next(rb, &ib)) == 1) {
             const mp_val *id = mp_get(ib, "id");
             if (!id || id->type != MP_STR) {
                 sr_where(rb, ib, err, sizeof err);
                 die(1, "%s: no 'id' string to join on (use --order to compare by position)", err);
             }
-            if (lookup(&t, id->v.s, id->len)) {
+            kn = item_key(ib, &kb, &kcap);
+            if (lookup(&t, kb, kn)) {
                 sr_where(rb, ib, err, sizeof err);
                 die(1, "%s: id appears twice (use --order to compare by position)", err);
             }
@@ -344,24 +370,25 @@ int main(int argc, char **argv) {
                 t.bytes = xrealloc(t.bytes, t.cap);
             }
             memcpy(t.bytes + t.nbytes, w.buf, w.len);
-            /* find the id inside the copy: re-decode its keys */
-            mp_val v;
-            size_t used;
-            mp_arena_reset(&kar);
-            mp_decode(&kar, t.bytes + t.nbytes, w.len, STREAM_MAX_RECORD, &v, &used, err);
-            const mp_val *cid = mp_get(&v, "id");
+            if (t.kcap - t.nkeys < kn) {
+                t.kcap = t.kcap ? t.kcap : 1 << 16;
+                while (t.kcap - t.nkeys < kn)
+                    t.kcap *= 2;
+                t.keys = xrealloc(t.keys, t.kcap);
+            }
+            memcpy(t.keys + t.nkeys, kb, kn);
             if (t.n == t.ecap) {
                 t.ecap = t.ecap ? 2 * t.ecap : 1024;
                 t.e = xrealloc(t.e, t.ecap * sizeof(entry));
             }
-            t.e[t.n] = (entry){(size_t)((const uint8_t *)cid->v.s - t.bytes), cid->len, t.nbytes,
-                               w.len, 0};
+            t.e[t.n] = (entry){t.nkeys, kn, t.nbytes, w.len, 0};
+            t.nkeys += kn;
             t.nbytes += w.len;
             t.n++;
             if (2 * t.n >= t.nslot) {
                 rehash(&t);
             } else {
-                size_t h = hash(cid->v.s, cid->len) & (t.nslot - 1);
+                size_t h = hash(kb, kn) & (t.nslot - 1);
                 while (t.slot[h])
                     h = (h + 1) & (t.nslot - 1);
                 t.slot[h] = t.n;
@@ -369,7 +396,6 @@ int main(int argc, char **argv) {
         }
         if (rcb < 0) die(1, "%s", rb->err);
         mpw_free(&w);
-        mp_arena_free(&kar);
         mp_arena ar = {0};
         while ((rca = sr_next(ra, &ia)) == 1) {
             const mp_val *id = mp_get(ia, "id");
@@ -377,11 +403,13 @@ int main(int argc, char **argv) {
                 sr_where(ra, ia, err, sizeof err);
                 die(1, "%s: no 'id' string to join on (use --order to compare by position)", err);
             }
-            entry *e = lookup(&t, id->v.s, id->len);
+            kn = item_key(ia, &kb, &kcap);
+            entry *e = lookup(&t, kb, kn);
             if (!e) {
+                char ids[256];
+                id_str(ia, ids, sizeof ids);
                 st.only_a++;
-                report(&st, "item '%.*s': in the first stream only",
-                       (int)(id->len > 200 ? 200 : id->len), id->v.s);
+                report(&st, "item %s: in the first stream only", ids);
                 continue;
             }
             if (e->seen) {
@@ -396,14 +424,20 @@ int main(int argc, char **argv) {
             cmp_items(&st, ia, &v);
         }
         if (rca < 0) die(1, "%s", ra->err);
-        mp_arena_free(&ar);
         for (size_t i = 0; i < t.n; i++)
             if (!t.e[i].seen) {
+                mp_val v;
+                size_t used;
+                char ids[256];
+                mp_arena_reset(&ar);
+                mp_decode(&ar, t.bytes + t.e[i].off, t.e[i].len, STREAM_MAX_RECORD, &v, &used, err);
+                id_str(&v, ids, sizeof ids);
                 st.only_b++;
-                report(&st, "item '%.*s': in the second stream only",
-                       (int)(t.e[i].idlen > 200 ? 200 : t.e[i].idlen),
-                       (const char *)t.bytes + t.e[i].id_off);
+                report(&st, "item %s: in the second stream only", ids);
             }
+        mp_arena_free(&ar);
+        free(kb);
+        free(t.keys);
         free(t.bytes);
         free(t.e);
         free(t.slot);

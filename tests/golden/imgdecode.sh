@@ -140,6 +140,20 @@ else
     fail "mpcat joined image streams of different runs (exit $rc1, $rc2)"
 fi
 
+# mpcmp pairs the items of augmented streams by (id, view)
+(cd "$w" && imgdecode --augment --views 2 --size 8 --max-errors 1 m.tsv >"$tmp/v1.mp" 2>/dev/null &&
+    { head -n 1 m.tsv; tail -n +2 m.tsv | sort -r; } | imgdecode --augment --views 2 --size 8 --max-errors 1 >"$tmp/v2.mp" 2>/dev/null &&
+    imgdecode --augment --views 2 --seed 5 --size 8 --max-errors 1 m.tsv >"$tmp/v3.mp" 2>/dev/null)
+mpcmp --atol 0 --rtol 0 "$tmp/v1.mp" "$tmp/v2.mp" >"$tmp/cmp1.out" 2>&1
+rc1=$?
+mpcmp --atol 0 --rtol 0 "$tmp/v1.mp" "$tmp/v3.mp" >"$tmp/cmp2.out" 2>&1
+rc2=$?
+if [ $rc1 = 0 ] && grep -q '^10 pairs compared (by id)' "$tmp/cmp1.out" && [ $rc2 = 1 ] && grep -q "view [01]" "$tmp/cmp2.out"; then
+    pass "mpcmp pairs augmented views by (id, view): another row order is equal, another seed differs"
+else
+    fail "mpcmp on augmented views: exit $rc1, $rc2: $(head -n 2 "$tmp/cmp1.out")"
+fi
+
 # ---- pipelines/pacs-images.mk on the tree (its sketch domain holds a broken JPEG) ----
 pm="make -s --no-print-directory -f $root/pipelines/pacs-images.mk PACS=$dir/tree OUT=$tmp/pipe DOMAINS=sketch SIZE=8"
 $pm eval >/dev/null 2>"$tmp/pipe.err"
