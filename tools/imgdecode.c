@@ -111,6 +111,10 @@ int main(int argc, char **argv)
     }
     if (argc - optind > 1) usage_error(USAGE, "one manifest at most");
     if (views_given && !augment) usage_error(USAGE, "--views needs --augment");
+    /* the views of one image are all held until each has succeeded */
+    if ((double)views * size * size * 3 > (double)(1ull << 32))
+        usage_error(USAGE, "--views %lld at --size %lld: the views of one image would take %.0f GiB", views, size,
+                    (double)views * size * size * 3 / (1 << 30));
     const char *mpath = optind < argc ? argv[optind] : "-";
     FILE *mf = stdin;
     if (strcmp(mpath, "-") != 0 && !(mf = fopen(mpath, "r"))) die(1, "%s: %s", mpath, strerror(errno));

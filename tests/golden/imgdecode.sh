@@ -78,6 +78,7 @@ golden root stream imgdecode --size 8 --root sub/.. --max-errors 1 m.tsv
 printf 'id\tpath\tlabel\na\ttree/photo/dog/a.jpg\tx\n\ttree/photo/dog/a.jpg\t1\nc\ttree/photo/dog/a.jpg\t2\n' >"$w/bad.tsv"
 golden bad-rows stream imgdecode --size 4 --max-errors 2 bad.tsv
 golden views-without-augment cat imgdecode --views 2 m.tsv
+golden views-too-many cat imgdecode --augment --views 100000 --size 224 m.tsv
 golden bad-size cat imgdecode --size 0 m.tsv
 golden missing-manifest cat imgdecode no-such-manifest.tsv
 golden help cat imgdecode --help
