@@ -91,6 +91,8 @@ static int dec_seq(dec *d, mp_val *out, uint64_t n, int is_map)
     /* every value needs at least one byte: never allocate beyond what is present */
     if (nv > (uint64_t)(d->end - d->p)) return 0;
     if (++d->depth > MP_MAX_DEPTH) return vl_error(d->err, "nesting deeper than %d levels", MP_MAX_DEPTH);
+    if (d->a->max_vals && nv > d->a->max_vals - d->a->used_total)
+        return vl_error(d->err, "more than %zu values in one object", d->a->max_vals);
     out->type = is_map ? MP_MAP : MP_ARRAY;
     out->len = (uint32_t)n;
     out->v.a = nv ? arena_alloc(d->a, nv) : NULL;

@@ -2,7 +2,9 @@
  * buffer into a tree of mp_val nodes held in an arena; strings and bins point
  * into the input buffer (zero copy), so the tree lives as long as both. Every
  * length is checked against the bytes present and against a caller's limit
- * before anything is allocated, so hostile input costs at most its own size.
+ * before anything is allocated; a tree takes 16 bytes a value, so a caller
+ * that decodes untrusted input bounds the values too (mp_arena.max_vals: the
+ * stream reader holds a record's tree to its record bound).
  * The encoder writes into a growable buffer and patches container counts when
  * the container ends, so callers need not count keys in advance. */
 #ifndef VL_MP_H
@@ -29,10 +31,13 @@ struct mp_val {
     } v;
 };
 
-/* Bump allocator for decoded trees; mp_arena_reset() frees all at once. */
+/* Bump allocator for decoded trees; mp_arena_reset() frees all at once.
+ * max_vals, when not 0, bounds the values one decode may hold (a node takes
+ * sizeof(mp_val) bytes, 16 times a one-byte value's encoding). */
 typedef struct mp_arena {
     struct mp_block *head;
     size_t used_total;
+    size_t max_vals;
 } mp_arena;
 void mp_arena_reset(mp_arena *a);
 void mp_arena_free(mp_arena *a);

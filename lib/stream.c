@@ -96,6 +96,8 @@ static int read_obj(sr *r, const char *what, size_t *objlen)
         if (r->end > r->start) {
             size_t used;
             mp_arena_reset(&r->arena);
+            /* the tree costs at most max_record bytes too, whatever the input */
+            r->arena.max_vals = r->max_record / sizeof(mp_val);
             int d = mp_decode(&r->arena, r->buf + r->start, r->end - r->start, r->max_record, &r->cur,
                               &used, derr);
             if (d < 0)

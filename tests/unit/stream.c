@@ -608,8 +608,43 @@ static void test_items(void) {
           "stream: pred out of range: %s", err);
 }
 
+/* An item of many one-byte values: its tree would cost 16 bytes a value, so
+ * the reader bounds the values by max_record / sizeof(mp_val). */
+static void test_value_bound(void) {
+    int fd = write_embedding(0, 4, 0);
+    size_t n;
+    uint8_t *hdr = slurp(fd, &n);
+    close(fd);
+    mpw w;
+    mpw_init(&w, -1);
+    mpw_raw(&w, hdr, n);
+    mpw_map(&w);
+    mpw_str(&w, "id");
+    mpw_str(&w, "x");
+    mpw_str(&w, "junk");
+    mpw_array(&w);
+    for (int i = 0; i < 100000; i++) mpw_nil(&w);
+    mpw_end(&w);
+    mpw_end(&w);
+    sr *r = sr_open_mem(w.buf, w.len, "<mem>");
+    r->max_record = 1 << 20; /* 100 kB of input: 1.6 MB of tree */
+    const mp_val *item;
+    int rc = sr_header(r, NULL) == 0 ? sr_next(r, &item) : 1;
+    CHECK(rc == -1 && strstr(r->err, "more than 65536 values"),
+          "stream: 100000 one-byte values refused under a 1 MiB record bound (rc %d, %s)", rc, r->err);
+    sr_close(r);
+    r = sr_open_mem(w.buf, w.len, "<mem>");
+    rc = sr_header(r, NULL) == 0 ? sr_next(r, &item) : -1;
+    CHECK(rc == 1 && mp_get(item, "junk")->len == 100000,
+          "stream: the same item read under the default bound (rc %d)", rc);
+    sr_close(r);
+    mpw_free(&w);
+    free(hdr);
+}
+
 int main(void) {
     test_round_trip();
+    test_value_bound();
     test_big();
     test_pipe_trickle();
     test_concat();
