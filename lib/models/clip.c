@@ -152,6 +152,75 @@ static int get_block(const st_file *f, int hf, const char *pre, const tf_config 
     return 0;
 }
 
+/* ---- every tensor accounted for ---- */
+
+static const char *const HF_BLOCK[] = {
+    "layer_norm1.weight", "layer_norm1.bias", "self_attn.q_proj.weight", "self_attn.q_proj.bias",
+    "self_attn.k_proj.weight", "self_attn.k_proj.bias", "self_attn.v_proj.weight", "self_attn.v_proj.bias",
+    "self_attn.out_proj.weight", "self_attn.out_proj.bias", "layer_norm2.weight", "layer_norm2.bias",
+    "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias", NULL};
+static const char *const OA_BLOCK[] = {
+    "ln_1.weight", "ln_1.bias", "attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight",
+    "attn.out_proj.bias", "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",
+    "mlp.c_proj.weight", "mlp.c_proj.bias", NULL};
+static const char *const HF_VISION[] = {
+    "vision_model.embeddings.patch_embedding.weight", "vision_model.embeddings.class_embedding",
+    "vision_model.embeddings.position_embedding.weight", "vision_model.embeddings.position_ids",
+    "vision_model.pre_layrnorm.weight", "vision_model.pre_layrnorm.bias", "vision_model.post_layernorm.weight",
+    "vision_model.post_layernorm.bias", "visual_projection.weight", NULL};
+static const char *const HF_TEXT[] = {
+    "text_model.embeddings.token_embedding.weight", "text_model.embeddings.position_embedding.weight",
+    "text_model.embeddings.position_ids", "text_model.final_layer_norm.weight", "text_model.final_layer_norm.bias",
+    "text_projection.weight", NULL};
+static const char *const OA_VISION[] = {
+    "visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding", "visual.ln_pre.weight",
+    "visual.ln_pre.bias", "visual.ln_post.weight", "visual.ln_post.bias", "visual.proj", NULL};
+static const char *const OA_TEXT[] = {
+    "token_embedding.weight", "positional_embedding", "ln_final.weight", "ln_final.bias", "text_projection", NULL};
+/* both schemes: the temperature; OpenAI's checkpoints also carry their sizes */
+static const char *const COMMON[] = {"logit_scale", "input_resolution", "context_length", "vocab_size", NULL};
+
+static int in_list(const char *name, const char *const *list)
+{
+    for (int i = 0; list[i]; i++)
+        if (strcmp(name, list[i]) == 0) return 1;
+    return 0;
+}
+
+/* name is pre + "<l>." + one of suffixes, with l < L */
+static int block_name(const char *name, const char *pre, int L, const char *const *suffixes)
+{
+    size_t n = strlen(pre);
+    if (strncmp(name, pre, n) != 0 || name[n] < '0' || name[n] > '9') return 0;
+    char *end;
+    long l = strtol(name + n, &end, 10);
+    return *end == '.' && l < L && (l == 0 || name[n] != '0') && in_list(end + 1, suffixes);
+}
+
+/* Every tensor of the file must be one the model reads: a tensor that is not
+ * (a layer beyond config.json's count, OpenCLIP's layer scale, a projection
+ * bias, an attention pooler ...) belongs to a variant computed otherwise, and
+ * ignoring it would give wrong embeddings without a word. Tensors of a tower
+ * not loaded are not looked at. */
+static int check_names(const clip_model *m, const st_file *f, int hf, const char *what, char *err)
+{
+    for (int i = 0; i < f->n; i++) {
+        const char *n = f->t[i].name;
+        int vis = hf ? strncmp(n, "vision_model.", 13) == 0 || strncmp(n, "visual_projection", 17) == 0
+                     : strncmp(n, "visual.", 7) == 0;
+        if (in_list(n, COMMON)) continue;
+        if (vis ? !(m->towers & CLIP_VISION) : !(m->towers & CLIP_TEXT)) continue;
+        if (hf ? (vis ? in_list(n, HF_VISION) || block_name(n, "vision_model.encoder.layers.", m->v.tf.L, HF_BLOCK)
+                      : in_list(n, HF_TEXT) || block_name(n, "text_model.encoder.layers.", m->t.tf.L, HF_BLOCK))
+               : (vis ? in_list(n, OA_VISION) || block_name(n, "visual.transformer.resblocks.", m->v.tf.L, OA_BLOCK)
+                      : in_list(n, OA_TEXT) || block_name(n, "transformer.resblocks.", m->t.tf.L, OA_BLOCK)))
+            continue;
+        return vl_error(err, "%s: tensor '%s' is not part of CLIP as %s gives it: a variant not computed here "
+                        "(refused rather than run without it)", f->path, n, what);
+    }
+    return 0;
+}
+
 static int parse_act(const char *s, int *act)
 {
     if (strcmp(s, "quick_gelu") == 0)
@@ -303,7 +372,7 @@ static int load_hf(clip_model *m, const st_file *f, const json *cfg, const char 
             if (get_block(f, 1, pre, &v->tf, &v->blocks[l], err)) return -1;
         }
     }
-    if (!(m->towers & CLIP_TEXT)) return 0;
+    if (!(m->towers & CLIP_TEXT)) return check_names(m, f, 1, cpath, err);
     C = t->tf.C;
     if (GET2("text_model.embeddings.token_embedding.weight", t->tok, t->V, C) ||
         GET2("text_model.embeddings.position_embedding.weight", t->pos, t->ctx, C) ||
@@ -314,7 +383,7 @@ static int load_hf(clip_model *m, const st_file *f, const json *cfg, const char 
         snprintf(pre, sizeof pre, "text_model.encoder.layers.%d.", l);
         if (get_block(f, 1, pre, &t->tf, &t->blocks[l], err)) return -1;
     }
-    return 0;
+    return check_names(m, f, 1, cpath, err);
 }
 
 /* OpenAI / OpenCLIP names; sizes from the shapes. Heads are width/64 (both
@@ -345,6 +414,14 @@ static int load_openai(clip_model *m, const st_file *f, const json *oc, char *er
         int64_t hw = vc ? json_get_int(vc, "head_width", 64) : 64;
         if (hw > 0) vnh = (int)(C / hw);
         if (tc) tnh = (int)json_get_int(tc, "heads", 8);
+        /* OpenCLIP options that change the computation without tensors of their own */
+        const char *vp = vc ? json_get_str(vc, "pool_type", "tok") : "tok";
+        const char *tp = tc ? json_get_str(tc, "pool_type", "argmax") : "argmax";
+        const json *ncm = tc ? json_get(tc, "no_causal_mask") : NULL;
+        if (strcmp(vp, "tok") != 0 || strcmp(tp, "argmax") != 0 || (ncm && ncm->type == JSON_BOOL && ncm->b) ||
+            (vc && json_get(vc, "norm_kwargs")) || (tc && json_get(tc, "norm_kwargs")))
+            return vl_error(err, "%s: open_clip_config.json asks for a variant not computed here (vision pool_type "
+                            "'%s', text pool_type '%s', no_causal_mask or norm_kwargs)", f->path, vp, tp);
     }
     if (act && parse_act(act, &a) < 0) return vl_error(err, "%s: metadata hidden_act '%s' is not supported", f->path, act);
     const char *vh = st_meta(f, "vision_heads"), *th = st_meta(f, "text_heads");
@@ -377,7 +454,7 @@ static int load_openai(clip_model *m, const st_file *f, const json *oc, char *er
             if (get_block(f, 0, pre, &v->tf, &v->blocks[l], err)) return -1;
         }
     }
-    if (!(m->towers & CLIP_TEXT)) return 0;
+    if (!(m->towers & CLIP_TEXT)) return check_names(m, f, 0, "the OpenAI names", err);
     C = TC;
     if (GET2("token_embedding.weight", t->tok, TV, C) || GET2("positional_embedding", t->pos, TX, C) ||
         GET1("ln_final.weight", t->ln_w, C) || GET1("ln_final.bias", t->ln_b, C) ||
@@ -387,7 +464,7 @@ static int load_openai(clip_model *m, const st_file *f, const json *oc, char *er
         snprintf(pre, sizeof pre, "transformer.resblocks.%d.", l);
         if (get_block(f, 0, pre, &t->tf, &t->blocks[l], err)) return -1;
     }
-    return 0;
+    return check_names(m, f, 0, "the OpenAI names", err);
 }
 
 static char *base_name(const char *path)

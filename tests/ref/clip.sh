@@ -102,6 +102,9 @@ def save(p, h, data):
 h, data = load(d + "/openai.safetensors")
 h2 = dict(h); del h2["visual.transformer.resblocks.1.attn.in_proj_bias"]
 save(d + "/missing.safetensors", h2, data)
+h5 = dict(h)  # with OpenCLIP's layer scale, which the model would not read
+h5["visual.transformer.resblocks.0.ls_1.gamma"] = {"dtype": "F32", "shape": [96], "data_offsets": [len(data), len(data) + 384]}
+save(d + "/extra.safetensors", h5, data + bytes(384))
 h3 = dict(h); e = dict(h3["ln_final.weight"]); e["shape"] = [2, e["shape"][0] // 2]; h3["ln_final.weight"] = e
 save(d + "/shape.safetensors", h3, data)
 # an OpenCLIP hub directory: the same tensors without metadata, sizes in open_clip_config.json
@@ -116,9 +119,27 @@ json.dump({"model_cfg": {"embed_dim": 48, "quick_gelu": False,
 PY
 teacher-embed --model "$d/oc" <"$d/images.mp" >"$d/o.mp" &&
     $ref compare "$d/ref_clip.f64" "$d/o.mp" "tiny: OpenCLIP hub directory (open_clip_config.json) = PyTorch"
+mkdir -p "$d/oc2" && ln -s "$d/oc/open_clip_model.safetensors" "$d/oc2/" && $PYTHON -c 'import json,sys
+c=json.load(open(sys.argv[1])); c["model_cfg"]["text_cfg"]["pool_type"] = "last"; json.dump(c, open(sys.argv[2], "w"))' \
+    "$d/oc/open_clip_config.json" "$d/oc2/open_clip_config.json"
+"$tmp/clip_encode" "$d/oc2" text "$d/tokens.i32" 4 16 "$d/t.f32" >/dev/null 2>"$d/err"
+[ $? != 0 ] && grep -q "text pool_type 'last'" "$d/err" &&
+    pass "an OpenCLIP variant without tensors of its own (text pool_type 'last') is an error" ||
+    failed "an OpenCLIP variant without tensors of its own (text pool_type 'last') is an error ($(cat "$d/err"))"
 teacher-embed --model "$d/missing.safetensors" <"$d/images.mp" >/dev/null 2>"$d/err"
 [ $? = 1 ] && grep -q "missing tensor 'visual.transformer.resblocks.1.attn.in_proj_bias'" "$d/err" &&
     pass "a missing tensor is an error naming it" || failed "a missing tensor is an error naming it ($(cat "$d/err"))"
+teacher-embed --model "$d/extra.safetensors" <"$d/images.mp" >/dev/null 2>"$d/err"
+[ $? = 1 ] && grep -q "tensor 'visual.transformer.resblocks.0.ls_1.gamma' is not part of CLIP" "$d/err" &&
+    pass "a tensor the model would not read (OpenCLIP's layer scale) is an error naming it" ||
+    failed "a tensor the model would not read (OpenCLIP's layer scale) is an error naming it ($(cat "$d/err"))"
+mkdir -p "$d/hf3" && ln -s "$d/hf/model.safetensors" "$d/hf3/model.safetensors" && $PYTHON -c 'import json,sys
+c=json.load(open(sys.argv[1])); c["vision_config"]["num_hidden_layers"] -= 1; json.dump(c, open(sys.argv[2], "w"))' \
+    "$d/hf/config.json" "$d/hf3/config.json"
+teacher-embed --model "$d/hf3" <"$d/images.mp" >/dev/null 2>"$d/err"
+[ $? = 1 ] && grep -q "tensor 'vision_model.encoder.layers.1.*' is not part of CLIP as .*config.json gives it" "$d/err" &&
+    pass "config.json with fewer layers than the weights is an error, not a shorter model" ||
+    failed "config.json with fewer layers than the weights is an error, not a shorter model ($(cat "$d/err"))"
 teacher-embed --model "$d/shape.safetensors" <"$d/images.mp" >/dev/null 2>"$d/err"
 [ $? = 1 ] && grep -q "'ln_final.weight'" "$d/err" &&
     pass "a wrong shape is an error naming the tensor" || failed "a wrong shape is an error naming the tensor ($(cat "$d/err"))"
@@ -160,7 +181,6 @@ for k, d in dflt.items():
 if c.get("projection_dim") == 512:
     del c["projection_dim"]
 json.dump(c, open(p, "w"), indent=2)
-print("config.json with transformers' defaults left out:", json.dumps(c), file=sys.stderr)
 PY
     check "$d" "ViT-B/16 $dt" 2 77
     rm -rf "$d"
