@@ -158,7 +158,10 @@ long long parse_int(const char *usage, const char *opt, const char *s, long long
 {
     char *end;
     errno = 0;
-    long long v = strtoll(s, &end, 0);
+    /* decimal, or hexadecimal with 0x; a leading zero is not octal (--seed 010 is ten) */
+    const char *digits = s + (*s == '-' || *s == '+');
+    int base = digits[0] == '0' && (digits[1] == 'x' || digits[1] == 'X') ? 16 : 10;
+    long long v = strtoll(s, &end, base);
     if (errno || end == s || *end || v < lo || v > hi)
         usage_error(usage, "%s: '%s' is not an integer in [%lld, %lld]", opt, s, lo, hi);
     return v;

@@ -44,7 +44,8 @@ void tool_option(int c, const char *usage, tool_opts *o);
 /* The input files named after the options, or "-" (stdin) when there are none. */
 char **input_list(int argc, char **argv, int *n);
 
-/* Option values; a bad value is a usage error naming the option. */
+/* Option values; a bad value is a usage error naming the option. Integers
+ * are decimal (leading zeros allowed) or hexadecimal with 0x. */
 long long parse_int(const char *usage, const char *opt, const char *s, long long lo, long long hi);
 double parse_double(const char *usage, const char *opt, const char *s, double lo, double hi);
 

@@ -53,6 +53,8 @@ case_ mpdump-short "mpdump emb40.mp"
 case_ mpdump-full "mpdump --full emb40.mp"
 case_ mpdump-head "mpdump --head 1 emb.mp"
 case_ mpdump-head0 "mpdump --head 0 emb.mp two.mp"
+# integers are decimal even with a leading zero (not octal), or 0x hexadecimal
+case_ mpdump-head-decimal "mpcat emb.mp emb.mp emb.mp emb.mp > e12.mp; mpdump --head 08 e12.mp | wc -l; mpdump --head 010 e12.mp | wc -l; mpdump --head 0x3 e12.mp | wc -l"
 case_ mpdump-image "mpdump image.mp"
 case_ mpdump-image-full "mpdump --full image.mp"
 case_ mpdump-pred "mpdump pred.mp"
