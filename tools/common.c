@@ -64,9 +64,15 @@ void tool_init(const char *name)
     }
 }
 
+static int progress_shown; /* a progress line without its newline is on the terminal */
+
 static void vmsg(const char *fmt, va_list ap)
 {
     fflush(stdout);
+    if (progress_shown) { /* the message replaces the progress line, which comes back on the next update */
+        fputs("\r\033[K", stderr);
+        progress_shown = 0;
+    }
     fprintf(stderr, "%s: ", prog);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
@@ -178,7 +184,6 @@ double parse_double(const char *usage, const char *opt, const char *s, double lo
 }
 
 static double last_progress;
-static int progress_shown;
 
 void progress(const char *fmt, ...)
 {
@@ -222,6 +227,8 @@ void output_open(tool_out *o, const char *path)
 {
     memset(o, 0, sizeof(*o));
     if (!path || strcmp(path, "-") == 0) {
+        /* a binary stream would only garble the screen */
+        if (isatty(1)) die(2, "standard output is a terminal: redirect it, pipe it (e.g. into mpdump) or give -o FILE");
         o->fd = 1;
         return;
     }

@@ -75,7 +75,8 @@ void tool_pending(const char *tmp);
 void tool_pending_done(const char *tmp);
 
 /* Output: stdout, or PATH written atomically (renamed into place only by
- * output_commit, removed if the program dies first). */
+ * output_commit, removed if the program dies first). A stream is never
+ * written to a terminal (exit 2). */
 typedef struct {
     int fd;
     vl_afile af;

@@ -125,6 +125,19 @@ else
     fail "imgdecode: huge manifest line: $(cat "$tmp/long.out")"
 fi
 
+# a stream is never written to a terminal; warnings replace a progress line
+# instead of running on after it (script(1) gives the commands a terminal)
+if command -v script >/dev/null; then
+    (cd "$w" && script -qec "imgdecode --size 8 m.tsv" /dev/null >"$tmp/tty.out" 2>&1)
+    rc=$?
+    (cd "$w" && script -qec "imgdecode --size 8 m.tsv | cat >/dev/null" /dev/null >"$tmp/tty2.out" 2>&1)
+    if [ $rc = 2 ] && grep -q "standard output is a terminal" "$tmp/tty.out" && ! grep -qP "images/s\\x1b\\[Kimgdecode" "$tmp/tty2.out"; then
+        pass "imgdecode on a terminal: refuses to write the stream there (exit 2); messages start on their own line"
+    else
+        fail "imgdecode on a terminal: exit $rc: $(head -c 300 "$tmp/tty.out" "$tmp/tty2.out" | tr '\r\033' '^[')"
+    fi
+fi
+
 # mpcat joins shards of one run only: a header setting that differs is refused
 (cd "$w" && imgdecode --size 8 --max-errors 1 m.tsv >"$tmp/s8.mp" 2>/dev/null &&
     imgdecode --size 16 --max-errors 1 m.tsv >"$tmp/s16.mp" 2>/dev/null &&
