@@ -223,12 +223,13 @@ void close_stream(sr *r)
     sr_close(r);
 }
 
-void output_open(tool_out *o, const char *path)
+static void open_out(tool_out *o, const char *path, int binary)
 {
     memset(o, 0, sizeof(*o));
     if (!path || strcmp(path, "-") == 0) {
         /* a binary stream would only garble the screen */
-        if (isatty(1)) die(2, "standard output is a terminal: redirect it, pipe it (e.g. into mpdump) or give -o FILE");
+        if (binary && isatty(1))
+            die(2, "standard output is a terminal: redirect it, pipe it (e.g. into mpdump) or give -o FILE");
         o->fd = 1;
         return;
     }
@@ -238,6 +239,9 @@ void output_open(tool_out *o, const char *path)
     o->is_file = 1;
     tool_pending(o->af.tmp);
 }
+
+void output_open(tool_out *o, const char *path) { open_out(o, path, 1); }
+void output_open_text(tool_out *o, const char *path) { open_out(o, path, 0); }
 
 void output_close(tool_out *o)
 {

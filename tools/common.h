@@ -83,6 +83,8 @@ typedef struct {
     int is_file;
 } tool_out;
 void output_open(tool_out *o, const char *path);
+/* The same for text output (a manifest), which may go to a terminal. */
+void output_open_text(tool_out *o, const char *path);
 /* Finishes the stream (checks the final flush) and commits the file; dies on error. */
 void output_commit(tool_out *o, sw *s);
 /* Commits the file (written through o->af.fp, checked), when there is one; dies on error. */

@@ -228,7 +228,7 @@ int main(int argc, char **argv)
     if (fmnist && splits) usage_error(USAGE, "--splits does not apply to --fashion-mnist");
 
     tool_out o;
-    output_open(&o, to.output);
+    output_open_text(&o, to.output);
     char *buf = NULL;
     size_t len = 0;
     FILE *fp = open_memstream(&buf, &len);

@@ -131,6 +131,12 @@ if command -v script >/dev/null; then
     (cd "$w" && script -qec "imgdecode --size 8 m.tsv" /dev/null >"$tmp/tty.out" 2>&1)
     rc=$?
     (cd "$w" && script -qec "imgdecode --size 8 m.tsv | cat >/dev/null" /dev/null >"$tmp/tty2.out" 2>&1)
+    (cd "$w" && script -qec "imglist --seed 1 tree" /dev/null | tr -d '\r' >"$tmp/tty3.out" 2>&1)
+    if cmp -s "$tmp/tty3.out" "$tmp/m.tsv"; then
+        pass "imglist on a terminal: the manifest (text) is shown there"
+    else
+        fail "imglist on a terminal: $(head -n 2 "$tmp/tty3.out")"
+    fi
     if [ $rc = 2 ] && grep -q "standard output is a terminal" "$tmp/tty.out" && ! grep -qP "images/s\\x1b\\[Kimgdecode" "$tmp/tty2.out"; then
         pass "imgdecode on a terminal: refuses to write the stream there (exit 2); messages start on their own line"
     else
