@@ -190,6 +190,13 @@ int main(int argc, char **argv)
             img full;
             int d = exact ? 1 : img_dct_denom(&src, (int)size, (int)size);
             ok = img_decode(&src, d, &full, err) == 0;
+            /* the resample below cannot fail once the decode covers the source's extent */
+            if (ok && ((int64_t)full.w * d < src.w || (int64_t)full.h * d < src.h)) {
+                snprintf(err, VL_ERRLEN, "%s: decoded %dx%d at 1/%d of %dx%d", path, full.w, full.h, d, src.w,
+                         src.h);
+                img_free(&full);
+                ok = 0;
+            }
             if (ok) {
                 /* a scaled decode's last row and column cover a part of a
                  * pixel: resample exactly the source's extent, straight into
