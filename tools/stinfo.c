@@ -8,9 +8,26 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char USAGE[] = "usage: stinfo [-m] [-q] FILE ...\n";
+
+/* s on one line, control characters escaped (\n, \t, \xHH): names and
+ * values come from the file and must not move the cursor or start a line.
+ * Returns a malloc'ed string. */
+static char *escaped(const char *s) {
+    char *out = xmalloc(4 * strlen(s) + 1), *o = out;
+    for (const char *p = s; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '\n') o += sprintf(o, "\\n");
+        else if (c == '\t') o += sprintf(o, "\\t");
+        else if (c < 0x20 || c == 0x7f) o += sprintf(o, "\\x%02x", c);
+        else *o++ = (char)c;
+    }
+    *o = 0;
+    return out;
+}
 
 int main(int argc, char **argv) {
     tool_init("stinfo");
@@ -45,10 +62,12 @@ int main(int argc, char **argv) {
         uint64_t params = 0, bytes = 0;
         size_t wname = 4, wshape = 5;
         char shape[256];
+        char **names = xcalloc((size_t)f.n + 1, sizeof(char *));
         for (int k = 0; k < f.n; k++) {
             params += (uint64_t)f.t[k].numel;
             bytes += f.t[k].nbytes;
-            if (strlen(f.t[k].name) > wname) wname = strlen(f.t[k].name);
+            names[k] = escaped(f.t[k].name);
+            if (strlen(names[k]) > wname) wname = strlen(names[k]);
             st_shape_str(f.t[k].ndim, f.t[k].shape, shape, sizeof shape);
             if (strlen(shape) > wshape) wshape = strlen(shape);
         }
@@ -58,7 +77,7 @@ int main(int argc, char **argv) {
                    "elements");
             for (int k = 0; k < f.n; k++) {
                 const st_tensor *t = &f.t[k];
-                printf("%-*s  %-7s  %-*s  %" PRId64 "\n", (int)wname, t->name,
+                printf("%-*s  %-7s  %-*s  %" PRId64 "\n", (int)wname, names[k],
                        st_dtype_name(t->dtype), (int)wshape,
                        st_shape_str(t->ndim, t->shape, shape, sizeof shape), t->numel);
             }
@@ -66,25 +85,19 @@ int main(int argc, char **argv) {
         if (!quiet || meta_only) {
             if (f.nmeta && !meta_only) printf("metadata:\n");
             for (int k = 0; k < f.nmeta; k++) {
-                /* one line per key: show newlines and tabs escaped */
-                printf("%s%s: ", meta_only ? "" : "  ", f.meta_key[k]);
-                for (const char *p = f.meta_val[k]; *p; p++) {
-                    if (*p == '\n')
-                        fputs("\\n", stdout);
-                    else if (*p == '\t')
-                        fputs("\\t", stdout);
-                    else if ((unsigned char)*p < 0x20)
-                        printf("\\x%02x", (unsigned char)*p);
-                    else
-                        putchar(*p);
-                }
-                putchar('\n');
+                /* one line per key */
+                char *key = escaped(f.meta_key[k]), *val = escaped(f.meta_val[k]);
+                printf("%s%s: %s\n", meta_only ? "" : "  ", key, val);
+                free(key);
+                free(val);
             }
         }
         if (!meta_only)
             printf("%d tensors, %" PRIu64 " parameters, %" PRIu64
                    " bytes of data, %zu bytes in all\n",
                    f.n, params, bytes, f.size);
+        for (int k = 0; k < f.n; k++) free(names[k]);
+        free(names);
         st_close(&f);
     }
     stdout_done();

@@ -134,6 +134,14 @@ case_ stinfo-bad-len "stinfo bad_len.safetensors"
 case_ stinfo-truncated "stinfo truncated.safetensors"
 case_ stinfo-bad-shape "stinfo model.safetensors bad_shape.safetensors"
 case_ stinfo-stream "stinfo emb.mp"
+# names and metadata from the file are shown escaped: no terminal escapes, one line each
+"$py" - <<'EOF'
+import json, struct
+hdr = {"__metadata__": {"note\nkey": "a\tb\x1b[2J"}, "w\x1b[31m\nx": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
+h = json.dumps(hdr).encode()
+open("ctl.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + b"\0\0\x80\x3f")
+EOF
+case_ stinfo-control "stinfo ctl.safetensors | cat -v"
 case_ stinfo-none "stinfo"
 
 # each --help is the man page's SYNOPSIS (compared with spacing normalised)
