@@ -9,11 +9,14 @@
 #   forward-only throughput (what student-embed runs) likewise.
 # The two sides run one after the other, never at once. Steps are few (the
 # first one is a warm-up and not timed): expect 10-20% noise on a busy
-# machine. Usage: bench/train.sh [STEPS] (default 2).
+# machine. Usage: bench/train.sh [STEPS] (default 2) [CASE...], a CASE being
+# ARCH:train|forward:BATCH, e.g. resnet18:train:32 (default: all six).
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-/usr/bin/python3}
 STEPS=${1:-2}
+[ $# -gt 0 ] && shift
+CASES=${*:-resnet50:train:32 resnet18:train:32 vit_b16:train:16 resnet50:forward:32 resnet18:forward:32 vit_b16:forward:16}
 cd "$ROOT"
 make -s build/libvl2v.a
 tmp=$(mktemp -d)
@@ -24,8 +27,7 @@ export OPENBLAS_NUM_THREADS=2 THREADS=2
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 get() { awk -v k="$1" '$1 == k { print $2 }' "$2"; }
 printf '%-26s %10s %10s %7s %9s %9s %7s\n' case "C img/s" "torch" ratio "C MB" "torch MB" ratio
-for cfg in resnet50:train:32 resnet18:train:32 vit_b16:train:16 resnet50:forward:32 resnet18:forward:32 \
-    vit_b16:forward:16; do
+for cfg in $CASES; do
     IFS=: read -r a m b <<<"$cfg"
     "$tmp/train" $a $m $b 224 "$STEPS" >"$tmp/c.txt"
     "$PYTHON" bench/train_ref.py $a $m $b 224 "$STEPS" >"$tmp/t.txt"

@@ -11,6 +11,7 @@
 
 #include "nn/batchnorm.h"
 #include "nn/conv.h"
+#include "nn/par.h"
 #include "nn/pool.h"
 #include "nn/relu.h"
 #include "util.h"
@@ -202,11 +203,47 @@ static void unit_forward(convnet *m, unit *u, const float *x, int B)
     if (m->bn_train)
         batchnorm_forward_train(u->y, u->mean, u->rstd, param_data(p, u->bm), param_data(p, u->bv), u->c,
                                 param_data(p, u->bw), param_data(p, u->bb), B, u->cout, OHW, BN_MOMENTUM, BN_EPS);
-    else
-        batchnorm_forward_eval(u->y, u->c, param_data(p, u->bw), param_data(p, u->bb), param_data(p, u->bm),
-                               param_data(p, u->bv), B, u->cout, OHW, BN_EPS);
+    else {
+        /* frozen statistics: normalisation and activation in one pass */
+        int act = u->act == CN_RELU ? BN_ACT_RELU : u->act == CN_RELU6 ? BN_ACT_RELU6 : BN_ACT_NONE;
+        batchnorm_forward_eval_act(u->y, u->c, param_data(p, u->bw), param_data(p, u->bb), param_data(p, u->bm),
+                                   param_data(p, u->bv), B, u->cout, OHW, BN_EPS, act);
+        return;
+    }
     if (u->act == CN_RELU) relu_forward(u->y, u->y, unit_numel(u, B));
     if (u->act == CN_RELU6) relu6_forward(u->y, u->y, unit_numel(u, B));
+}
+
+/* o += id, then ReLU when relu: the residual join, split over threads in
+ * runs of JOIN_RUN elements */
+#define JOIN_RUN 4096
+typedef struct {
+    float *o;
+    const float *id;
+    size_t n;
+    int relu;
+} join_args;
+
+static void join_range(void *ctx, int r0, int r1)
+{
+    const join_args *a = ctx;
+    size_t k0 = (size_t)r0 * JOIN_RUN, k1 = (size_t)r1 * JOIN_RUN < a->n ? (size_t)r1 * JOIN_RUN : a->n;
+    float *o = a->o;
+    const float *id = a->id;
+    if (a->relu)
+        for (size_t k = k0; k < k1; k++) {
+            float v = o[k] + id[k];
+            o[k] = v > 0.0f ? v : 0.0f;
+        }
+    else
+        for (size_t k = k0; k < k1; k++) o[k] += id[k];
+}
+
+static void join(float *o, const float *id, size_t n, int relu)
+{
+    /* at most 2^31 runs of 4096: far beyond any activation this engine holds */
+    join_args a = {o, id, n, relu};
+    par_for((int)((n + JOIN_RUN - 1) / JOIN_RUN), n, join_range, &a);
 }
 
 static size_t pool_numel(const block *bk, const unit *last, int B)
@@ -293,13 +330,7 @@ int cn_forward(convnet *m, float *feat, const float *x, int B, int H, int W, int
                 unit_forward(m, u, cur, B);
                 id = u->y;
             }
-            if (bk->join == CN_ADD_RELU)
-                for (size_t k = 0; k < n; k++) {
-                    float v = o[k] + id[k];
-                    o[k] = v > 0.0f ? v : 0.0f;
-                }
-            else
-                for (size_t k = 0; k < n; k++) o[k] += id[k];
+            join(o, id, n, bk->join == CN_ADD_RELU);
         }
         bk->out = o;
         cur = o;

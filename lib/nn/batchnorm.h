@@ -14,6 +14,12 @@ void batchnorm_forward_train(float *out, float *mean, float *rstd, float *run_me
 /* out (B,C,HW), inp (B,C,HW), w, b, run_mean, run_var (C) */
 void batchnorm_forward_eval(float *out, const float *inp, const float *w, const float *b, const float *run_mean,
                             const float *run_var, int B, int C, int HW, float eps);
+/* The same followed by an activation (one pass): act is BN_ACT_NONE,
+ * BN_ACT_RELU or BN_ACT_RELU6. Same bytes as batchnorm_forward_eval then
+ * relu_forward / relu6_forward. */
+enum { BN_ACT_NONE, BN_ACT_RELU, BN_ACT_RELU6 };
+void batchnorm_forward_eval_act(float *out, const float *inp, const float *w, const float *b, const float *run_mean,
+                                const float *run_var, int B, int C, int HW, float eps, int act);
 /* Training-mode backward. dinp (B,C,HW), dw, db (C); dout (B,C,HW), inp: the
  * forward's input, w (C), mean, rstd (C) as saved. */
 void batchnorm_backward_train(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,

@@ -9,6 +9,7 @@
 #include "conv.h"
 
 #include "blas.h"
+#include "par.h"
 #include "util.h"
 
 #include <stdlib.h>
@@ -118,6 +119,89 @@ static void col2im_add(float *inp, const float *col, size_t ldc, int Cg, const c
             }
 }
 
+/* im2col / col2im over m images side by side (image i at column i*OHW of
+ * rows ld apart; image i's channels at inp + i * img_stride), split over
+ * threads by (image, channel): each writes its own rows or its own plane. */
+typedef struct {
+    float *col, *dinp;
+    const float *inp, *ccol;
+    size_t ld, img_stride;
+    int Cg, OHW;
+    const conv_shape *s;
+} cols_args;
+
+static void im2col_range(void *ctx, int j0, int j1)
+{
+    const cols_args *a = ctx;
+    const conv_shape *s = a->s;
+    size_t HW = (size_t)s->H * s->W, rows = (size_t)s->KH * s->KW;
+    for (int j = j0; j < j1; j++) {
+        int i = j / a->Cg, c = j % a->Cg;
+        im2col(a->col + (size_t)i * a->OHW + (size_t)c * rows * a->ld, a->ld, a->inp + i * a->img_stride + c * HW, 1,
+               s);
+    }
+}
+
+static void im2col_par(float *col, size_t ld, const float *inp, size_t img_stride, int m, int Cg, const conv_shape *s)
+{
+    int OHW = s->OH * s->OW;
+    cols_args a = {.col = col, .inp = inp, .ld = ld, .img_stride = img_stride, .Cg = Cg, .OHW = OHW, .s = s};
+    par_for(m * Cg, (size_t)m * Cg * s->KH * s->KW * OHW, im2col_range, &a);
+}
+
+static void col2im_range(void *ctx, int j0, int j1)
+{
+    const cols_args *a = ctx;
+    const conv_shape *s = a->s;
+    size_t HW = (size_t)s->H * s->W, rows = (size_t)s->KH * s->KW;
+    for (int j = j0; j < j1; j++) {
+        int i = j / a->Cg, c = j % a->Cg;
+        col2im_add(a->dinp + i * a->img_stride + c * HW, a->ccol + (size_t)i * a->OHW + (size_t)c * rows * a->ld, a->ld,
+                   1, s);
+    }
+}
+
+static void col2im_par(float *dinp, const float *col, size_t ld, size_t img_stride, int m, int Cg, const conv_shape *s)
+{
+    int OHW = s->OH * s->OW;
+    cols_args a = {.dinp = dinp, .ccol = col, .ld = ld, .img_stride = img_stride, .Cg = Cg, .OHW = OHW, .s = s};
+    par_for(m * Cg, (size_t)m * Cg * s->KH * s->KW * OHW, col2im_range, &a);
+}
+
+/* Rows of a chunk's (OCg, m*OHW) GEMM result to and from the tensor, split
+ * over threads by row. */
+typedef struct {
+    float *dst;
+    const float *src, *bias;
+    size_t ld, img_stride;
+    int m, OHW, to_tensor;
+} rows_args;
+
+static void rows_range(void *ctx, int r0, int r1)
+{
+    const rows_args *a = ctx;
+    for (int oc = r0; oc < r1; oc++)
+        for (int i = 0; i < a->m; i++) {
+            size_t t = (size_t)oc * a->ld + (size_t)i * a->OHW, x = i * a->img_stride + (size_t)oc * a->OHW;
+            if (a->to_tensor) {
+                float *o = a->dst + x;
+                const float *src = a->src + t;
+                float bias = a->bias ? a->bias[oc] : 0.0f;
+                for (int j = 0; j < a->OHW; j++) o[j] = src[j] + bias;
+            } else {
+                memcpy(a->dst + t, a->src + x, (size_t)a->OHW * sizeof(float));
+            }
+        }
+}
+
+static void rows_par(float *dst, const float *src, const float *bias, size_t ld, size_t img_stride, int m, int OCg,
+                     int OHW, int to_tensor)
+{
+    rows_args a = {.dst = dst, .src = src, .bias = bias, .ld = ld, .img_stride = img_stride, .m = m, .OHW = OHW,
+                   .to_tensor = to_tensor};
+    par_for(OCg, (size_t)OCg * m * OHW, rows_range, &a);
+}
+
 static void depthwise_forward(float *out, const float *inp, const float *w, const float *b, int B, const conv_shape *s)
 {
     for (int n = 0; n < B; n++)
@@ -196,7 +280,7 @@ void conv2d_forward(float *out, const float *inp, const float *w, const float *b
             for (int g = 0; g < G; g++) {
                 const float *x = inp + ((size_t)n * s->C + (size_t)g * Cg) * HW;
                 float *o = out + ((size_t)n * s->OC + (size_t)g * OCg) * OHW;
-                if (!pw) im2col(col, OHW, x, Cg, s);
+                if (!pw) im2col_par(col, OHW, x, 0, 1, Cg, s);
                 blas_sgemm(0, 0, OCg, OHW, K, 1.0f, w + (size_t)g * OCg * K, K, pw ? x : col, OHW, 0.0f, o, OHW);
                 if (b)
                     for (int oc = 0; oc < OCg; oc++) {
@@ -212,16 +296,10 @@ void conv2d_forward(float *out, const float *inp, const float *w, const float *b
         int m = B - n0 < nb ? B - n0 : nb;
         size_t ld = (size_t)m * OHW;
         for (int g = 0; g < G; g++) {
-            for (int i = 0; i < m; i++)
-                im2col(col + (size_t)i * OHW, ld, inp + ((size_t)(n0 + i) * s->C + (size_t)g * Cg) * HW, Cg, s);
+            im2col_par(col, ld, inp + ((size_t)n0 * s->C + (size_t)g * Cg) * HW, (size_t)s->C * HW, m, Cg, s);
             blas_sgemm(0, 0, OCg, (int)ld, K, 1.0f, w + (size_t)g * OCg * K, K, col, (int)ld, 0.0f, tmp, (int)ld);
-            for (int i = 0; i < m; i++)
-                for (int oc = 0; oc < OCg; oc++) {
-                    float *o = out + ((size_t)(n0 + i) * s->OC + (size_t)g * OCg + oc) * OHW;
-                    const float *t = tmp + (size_t)oc * ld + (size_t)i * OHW;
-                    float bias = b ? b[g * OCg + oc] : 0.0f;
-                    for (int j = 0; j < OHW; j++) o[j] = t[j] + bias;
-                }
+            rows_par(out + ((size_t)n0 * s->OC + (size_t)g * OCg) * OHW, tmp, b ? b + (size_t)g * OCg : NULL, ld,
+                     (size_t)s->OC * OHW, m, OCg, OHW, 1);
         }
     }
 }
@@ -259,7 +337,7 @@ void conv2d_backward(float *dinp, float *dw, float *db, const float *dout, const
                 const float *go = dout + ((size_t)n * s->OC + (size_t)g * OCg) * OHW;
                 const float *wg = w ? w + (size_t)g * OCg * K : NULL;
                 if (dw) {
-                    if (!pw) im2col(col, OHW, x, Cg, s);
+                    if (!pw) im2col_par(col, OHW, x, 0, 1, Cg, s);
                     blas_sgemm(0, 1, OCg, K, OHW, 1.0f, go, OHW, pw ? x : col, OHW, 1.0f, dw + (size_t)g * OCg * K,
                                K);
                 }
@@ -269,7 +347,7 @@ void conv2d_backward(float *dinp, float *dw, float *db, const float *dout, const
                         blas_sgemm(1, 0, K, OHW, OCg, 1.0f, wg, K, go, OHW, 1.0f, dx, OHW);
                     } else {
                         blas_sgemm(1, 0, K, OHW, OCg, 1.0f, wg, K, go, OHW, 0.0f, col, OHW);
-                        col2im_add(dx, col, OHW, Cg, s);
+                        col2im_par(dx, col, OHW, 0, 1, Cg, s);
                     }
                 }
             }
@@ -282,20 +360,15 @@ void conv2d_backward(float *dinp, float *dw, float *db, const float *dout, const
         size_t ld = (size_t)m * OHW;
         for (int g = 0; g < G; g++) {
             /* the chunk's output gradient, images side by side: (OCg, m*OHW) */
-            for (int i = 0; i < m; i++)
-                for (int oc = 0; oc < OCg; oc++)
-                    memcpy(tmp + (size_t)oc * ld + (size_t)i * OHW,
-                           dout + ((size_t)(n0 + i) * s->OC + (size_t)g * OCg + oc) * OHW, OHW * sizeof(float));
+            rows_par(tmp, dout + ((size_t)n0 * s->OC + (size_t)g * OCg) * OHW, NULL, ld, (size_t)s->OC * OHW, m, OCg,
+                     OHW, 0);
             if (dw) {
-                for (int i = 0; i < m; i++)
-                    im2col(col + (size_t)i * OHW, ld, inp + ((size_t)(n0 + i) * s->C + (size_t)g * Cg) * HW, Cg, s);
+                im2col_par(col, ld, inp + ((size_t)n0 * s->C + (size_t)g * Cg) * HW, (size_t)s->C * HW, m, Cg, s);
                 blas_sgemm(0, 1, OCg, K, (int)ld, 1.0f, tmp, (int)ld, col, (int)ld, 1.0f, dw + (size_t)g * OCg * K, K);
             }
             if (dinp) {
                 blas_sgemm(1, 0, K, (int)ld, OCg, 1.0f, w + (size_t)g * OCg * K, K, tmp, (int)ld, 0.0f, col, (int)ld);
-                for (int i = 0; i < m; i++)
-                    col2im_add(dinp + ((size_t)(n0 + i) * s->C + (size_t)g * Cg) * HW, col + (size_t)i * OHW, ld, Cg,
-                               s);
+                col2im_par(dinp + ((size_t)n0 * s->C + (size_t)g * Cg) * HW, col, ld, (size_t)s->C * HW, m, Cg, s);
             }
         }
     }

@@ -13,6 +13,9 @@ int pool_out_size(int n, int K, int stride, int pad);
  * counts as -infinity; ties go to the first position, as in PyTorch. */
 void maxpool_forward(float *out, int *idx, const float *inp, int B, int C, int H, int W, int K, int stride, int pad);
 /* dinp (B,C,H,W); dout, idx (B,C,OH,OW) */
+/* Naive reference of maxpool_forward (same values and indices). */
+void maxpool_forward_ref(float *out, int *idx, const float *inp, int B, int C, int H, int W, int K, int stride,
+                         int pad);
 void maxpool_backward(float *dinp, const float *dout, const int *idx, int B, int C, int H, int W, int OH, int OW);
 
 /* out (B,C,OH,OW), inp (B,C,H,W); count_pad: divide by K*K (PyTorch's default

@@ -548,6 +548,112 @@ static void test_freezing(void)
     free(x), free(feat), free(dfeat), free(full);
 }
 
+/* The threaded kernels (inputs large enough to be split): same bytes on one
+ * thread and on two; the fast max pool and the fused BatchNorm+activation
+ * against their references. */
+static int same(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
+
+static void test_threads(void)
+{
+    int B = 3, C = 24, H = 30, W = 29, OC = 20;
+    size_t nx = (size_t)B * C * H * W;
+    float *x = randv(nx, 1), *w = randv((size_t)OC * C * 9, 0.2f), *bias = randv(OC, 0.5f);
+    float *bw = randv(C, 1), *bb = randv(C, 0.5f), *rm = randv(C, 0.3f), *rv = randv(C, 0.5f);
+    for (int c = 0; c < C; c++) rv[c] += 1.0f;
+    /* a 3x3 s1 map (image by image) and a 3x3 s2 one on a small map (chunked) */
+    conv_shape shapes[2];
+    conv_shape_init(&shapes[0], C, H, W, OC, 3, 3, 1, 1, 1, 1);
+    conv_shape_init(&shapes[1], C, H, W, OC, 3, 3, 2, 1, 1, 1);
+    for (int k = 0; k < 2; k++) {
+        conv_shape *s = &shapes[k];
+        size_t no = (size_t)B * OC * s->OH * s->OW;
+        /* OpenBLAS's sgemm itself may round differently on another thread
+         * count: two threads are compared with the references, and with a
+         * second two-thread run for the same bytes */
+        float *o[2], *dx[2], *dw[2], *g = randv(no, 1), *orf = zeros(no), *dxr = zeros(nx),
+                                                *dwr = zeros((size_t)OC * C * 9);
+        blas_set_threads(2);
+        for (int t = 0; t < 2; t++) {
+            o[t] = zeros(no), dx[t] = zeros(nx), dw[t] = zeros((size_t)OC * C * 9);
+            conv2d_forward(o[t], x, w, bias, B, s);
+            conv2d_backward(dx[t], dw[t], NULL, g, x, w, B, s);
+        }
+        conv2d_forward_ref(orf, x, w, bias, B, s);
+        conv2d_backward_ref(dxr, dwr, NULL, g, x, w, B, s);
+        double e = maxrel(o[0], orf, no), e2 = maxrel(dx[0], dxr, nx), e3 = maxrel(dw[0], dwr, (size_t)OC * C * 9);
+        CHECK(e < 1e-5 && e2 < 1e-5 && e3 < 1e-5, "threads: conv %s on 2 threads vs reference (rel err %.2g %.2g %.2g)",
+              k ? "3x3 s2 (chunked)" : "3x3 s1", e, e2, e3);
+        CHECK(same(o[0], o[1], no) && same(dx[0], dx[1], nx) && same(dw[0], dw[1], (size_t)OC * C * 9),
+              "threads: conv %s forward and backward give the same bytes twice on 2 threads",
+              k ? "3x3 s2 (chunked)" : "3x3 s1");
+        free(orf), free(dxr), free(dwr);
+        for (int t = 0; t < 2; t++) free(o[t]), free(dx[t]), free(dw[t]);
+        free(g);
+    }
+    int HW = H * W;
+    float *y[2], *mean[2], *rstd[2], *dx[2], *dw[2], *db[2], *g = randv(nx, 1), *y2 = zeros(nx);
+    for (int t = 0; t < 2; t++) {
+        blas_set_threads(t + 1);
+        y[t] = zeros(nx), mean[t] = zeros(C), rstd[t] = zeros(C), dx[t] = zeros(nx), dw[t] = zeros(C),
+        db[t] = zeros(C);
+        batchnorm_forward_train(y[t], mean[t], rstd[t], NULL, NULL, x, bw, bb, B, C, HW, 0.1f, 1e-5f);
+        batchnorm_backward_train(dx[t], dw[t], db[t], g, x, bw, mean[t], rstd[t], B, C, HW);
+    }
+    CHECK(same(y[0], y[1], nx) && same(mean[0], mean[1], C) && same(rstd[0], rstd[1], C) &&
+              same(dx[0], dx[1], nx) && same(dw[0], dw[1], C) && same(db[0], db[1], C),
+          "threads: batchnorm training forward and backward give the same bytes on 1 and 2 threads");
+    for (int t = 0; t < 2; t++) {
+        blas_set_threads(t + 1);
+        memset(dx[t], 0, nx * 4), memset(dw[t], 0, C * 4), memset(db[t], 0, C * 4);
+        batchnorm_forward_eval(y[t], x, bw, bb, rm, rv, B, C, HW, 1e-5f);
+        batchnorm_backward_eval(dx[t], dw[t], db[t], g, x, bw, rm, rv, B, C, HW, 1e-5f);
+    }
+    CHECK(same(y[0], y[1], nx) && same(dx[0], dx[1], nx) && same(dw[0], dw[1], C) && same(db[0], db[1], C),
+          "threads: batchnorm eval forward and backward give the same bytes on 1 and 2 threads");
+    for (int act = 1; act <= 2; act++) {
+        for (int t = 0; t < 2; t++) {
+            blas_set_threads(t + 1);
+            batchnorm_forward_eval_act(y[t], x, bw, bb, rm, rv, B, C, HW, 1e-5f, act);
+        }
+        blas_set_threads(1);
+        batchnorm_forward_eval(y2, x, bw, bb, rm, rv, B, C, HW, 1e-5f);
+        if (act == BN_ACT_RELU)
+            relu_forward(y2, y2, nx);
+        else
+            relu6_forward(y2, y2, nx);
+        CHECK(same(y[0], y[1], nx) && same(y[0], y2, nx),
+              "threads: batchnorm eval + %s in one pass equals the two passes, on 1 and 2 threads",
+              act == BN_ACT_RELU ? "relu" : "relu6");
+    }
+    for (int t = 0; t < 2; t++) {
+        blas_set_threads(t + 1);
+        relu_forward(y[t], x, nx);
+        memset(dx[t], 0, nx * 4);
+        relu_backward(dx[t], g, y[t], nx);
+        relu_backward_set(y2, g, y[t], nx);
+    }
+    CHECK(same(y[0], y[1], nx) && same(dx[0], dx[1], nx), "threads: relu forward and backward on 1 and 2 threads");
+    int OH = pool_out_size(H, 3, 2, 1), OW = pool_out_size(W, 3, 2, 1);
+    size_t np = (size_t)B * C * OH * OW;
+    float *po = zeros(np), *pr = zeros(np);
+    int *pi = xmalloc(np * sizeof(int)), *pir = xmalloc(np * sizeof(int));
+    x[5] = NAN; /* a NaN wins its windows, as in PyTorch */
+    maxpool_forward_ref(pr, pir, x, B, C, H, W, 3, 2, 1);
+    int ok = 1;
+    for (int t = 0; t < 2; t++) {
+        blas_set_threads(t + 1);
+        maxpool_forward(po, pi, x, B, C, H, W, 3, 2, 1);
+        ok &= memcmp(po, pr, np * 4) == 0 && memcmp(pi, pir, np * sizeof(int)) == 0;
+        memset(dx[t], 0, nx * 4);
+        maxpool_backward(dx[t], g, pi, B, C, H, W, OH, OW);
+    }
+    CHECK(ok && same(dx[0], dx[1], nx), "threads: max pool equals its reference (values, indices, NaN) on 1 and 2 threads");
+    blas_set_threads(1);
+    for (int t = 0; t < 2; t++) free(y[t]), free(mean[t]), free(rstd[t]), free(dx[t]), free(dw[t]), free(db[t]);
+    free(x), free(w), free(bias), free(bw), free(bb), free(rm), free(rv), free(g), free(y2), free(po), free(pr);
+    free(pi), free(pir);
+}
+
 int main(void)
 {
     rng_seed(&R, 1234);
@@ -573,6 +679,7 @@ int main(void)
     test_pointwise("relu", 4);
     test_pointwise("relu6", 5);
     test_pool_values();
+    test_threads();
     test_losses();
     test_params();
     test_optim_kind("sgd", OPTIM_SGD, 0.1f, 0.0f, 0.0f, 0);
