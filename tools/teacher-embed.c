@@ -719,10 +719,11 @@ int main(int argc, char **argv)
             if (!at_end && !hit) {
                 if (R.exec_cmd) {
                     if (!R.vr) vendor_start(&R);
-                    /* queued before it is sent, so its answer always finds it */
+                    /* queued before it is sent, so its answer always finds it
+                     * (and from then on p belongs to the output thread) */
                     p->qno = R.queries;
                     queue_push(&R, p);
-                    vendor_send(&R, p->qno, item, pix, (int)h, (int)w);
+                    vendor_send(&R, R.queries, item, pix, (int)h, (int)w);
                 } else {
                     const uint8_t *src = pix;
                     if (h != S || w != S) {
