@@ -91,6 +91,8 @@ void optim_step(optim *o, params *p)
 
 int optim_save(const optim *o, const params *p, const char *path, char *err)
 {
+    if (p->n != o->n || p->numel != o->numel)
+        return vl_error(err, "%s: the parameters differ from those the optimizer was made for", path);
     stw *w = stw_new();
     char name[512], val[64];
     for (int i = 0; i < p->n; i++) {
@@ -143,8 +145,16 @@ static int load_state(const st_file *f, const char *tname, const char *suffix, c
     return 0;
 }
 
+static int has_suffix(const char *s, size_t n, const char *suffix)
+{
+    size_t k = strlen(suffix);
+    return n >= k && memcmp(s + n - k, suffix, k) == 0;
+}
+
 int optim_load(optim *o, const params *p, const char *path, char *err)
 {
+    if (p->n != o->n || p->numel != o->numel)
+        return vl_error(err, "%s: the parameters differ from those the optimizer was made for", path);
     st_file f;
     if (st_open(&f, path, err) != 0) return -1;
     const char *kind = st_meta(&f, "optimizer");
@@ -153,26 +163,67 @@ int optim_load(optim *o, const params *p, const char *path, char *err)
         st_close(&f);
         return -1;
     }
+    /* every tensor of the file is state of one of p's tensors: a state saved
+     * for another model is refused, not silently ignored */
+    static const char *const SUFFIXES[] = {".step", ".exp_avg", ".exp_avg_sq", ".momentum_buffer"};
+    for (int i = 0; i < f.n; i++) {
+        const char *name = f.t[i].name;
+        size_t len = strlen(name);
+        int found = 0;
+        for (int k = 0; k < 4 && !found; k++) {
+            size_t sl = strlen(SUFFIXES[k]);
+            if (!has_suffix(name, len, SUFFIXES[k])) continue;
+            char *base = xmalloc(len - sl + 1);
+            memcpy(base, name, len - sl);
+            base[len - sl] = 0;
+            found = param_find(p, base) >= 0;
+            free(base);
+        }
+        if (!found) {
+            vl_error(err, "%s: tensor '%s' is not the state of a parameter of this model", path, name);
+            st_close(&f);
+            return -1;
+        }
+    }
+    /* loaded into copies: on any error the optimizer is left as it was */
+    size_t bytes = (p->numel ? p->numel : 1) * sizeof(float);
+    float *m = xmalloc_aligned(bytes), *v = o->v ? xmalloc_aligned(bytes) : NULL;
+    int64_t *steps = xcalloc(p->n ? p->n : 1, sizeof *steps);
+    memcpy(m, o->m, bytes);
+    if (v) memcpy(v, o->v, bytes);
     int rc = 0;
     char name[512];
     for (int i = 0; i < p->n && rc == 0; i++) {
         const param_tensor *t = &p->t[i];
         snprintf(name, sizeof name, "%s.step", t->name);
         const st_tensor *s = st_find(&f, name);
-        o->steps[i] = 0;
         if (!s) continue;
         if (s->dtype != ST_I64 || s->numel != 1) {
             rc = vl_error(err, "%s: tensor '%s' is not one I64", path, name);
             break;
         }
-        memcpy(&o->steps[i], s->data, sizeof(int64_t));
+        memcpy(&steps[i], s->data, sizeof(int64_t));
+        if (steps[i] < 1) {
+            rc = vl_error(err, "%s: tensor '%s' is %lld, not a step count", path, name, (long long)steps[i]);
+            break;
+        }
         if (o->kind == OPTIM_SGD) {
-            if (o->momentum != 0.0f) rc = load_state(&f, t->name, "momentum_buffer", t, o->m + t->off, err);
+            if (o->momentum != 0.0f) rc = load_state(&f, t->name, "momentum_buffer", t, m + t->off, err);
         } else {
-            rc = load_state(&f, t->name, "exp_avg", t, o->m + t->off, err);
-            if (rc == 0) rc = load_state(&f, t->name, "exp_avg_sq", t, o->v + t->off, err);
+            rc = load_state(&f, t->name, "exp_avg", t, m + t->off, err);
+            if (rc == 0) rc = load_state(&f, t->name, "exp_avg_sq", t, v + t->off, err);
         }
     }
     st_close(&f);
+    if (rc == 0) {
+        float *t = o->m;
+        o->m = m, m = t;
+        t = o->v, o->v = v, v = t;
+        int64_t *ts = o->steps;
+        o->steps = steps, steps = ts;
+    }
+    free(m);
+    free(v);
+    free(steps);
     return rc;
 }

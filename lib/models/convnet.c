@@ -31,6 +31,7 @@ typedef struct {
     const float *x; /* input of the last forward */
     float *c, *y;   /* convolution output (may be y), unit output */
     float *mean, *rstd;
+    int kept_c; /* the last saving forward kept c (BN weight gradient possible) */
 } unit;
 
 typedef struct {
@@ -51,7 +52,7 @@ struct convnet {
     block *b;
     int nb;
     int featdim, bn_train;
-    int B, saved;
+    int B, saved, saved_bn_train; /* saved_bn_train: the BN mode of the saved forward */
     float *arena;
     size_t arena_cap;
     float *gmem;
@@ -254,8 +255,13 @@ static size_t pool_numel(const block *bk, const unit *last, int B)
 int cn_forward(convnet *m, float *feat, const float *x, int B, int H, int W, int save, char *err)
 {
     if (plan_shapes(m, H, W) != 0) return vl_error(err, "input %dx%d is too small for this network", H, W);
+    /* what is kept depends on what trains: with no gradient block yet,
+     * nothing would look trainable, and a param_zero_grad between this
+     * forward and the backward would find BatchNorm's input gone */
+    if (save && !m->p.grad) param_zero_grad(&m->p);
     m->B = B;
     m->saved = save;
+    m->saved_bn_train = m->bn_train;
     size_t maxact = 0, need = 0;
     for (int i = 0; i < m->nu; i++) {
         size_t n = unit_numel(&m->u[i], B);
@@ -286,7 +292,8 @@ int cn_forward(convnet *m, float *feat, const float *x, int B, int H, int W, int
             unit *u = &m->u[i];
             size_t n = al16(unit_numel(u, B));
             u->y = a, a += n;
-            if (keeps_c(m, u))
+            u->kept_c = keeps_c(m, u);
+            if (u->kept_c)
                 u->c = a, a += n;
             else
                 u->c = u->y;
@@ -360,9 +367,12 @@ static void unit_backward(convnet *m, unit *u, float *dy, float *dst, int zero_d
     if (u->act == CN_RELU) relu_backward_set(dy, dy, u->y, n);
     if (u->act == CN_RELU6) relu6_backward_set(dy, dy, u->y, n);
     float *dw = param_grad(p, u->w), *dbw = param_grad(p, u->bw), *dbb = param_grad(p, u->bb);
+    /* BatchNorm's weight (and training-mode) backward reads c: a unit frozen
+     * when the forward ran has none, so it stays frozen for this step */
+    if (!u->kept_c) dbw = dbb = NULL;
     int want_dc = dw || dst;
     if (want_dc) memset(tmp, 0, n * sizeof(float));
-    if (m->bn_train)
+    if (m->saved_bn_train)
         batchnorm_backward_train(want_dc ? tmp : NULL, dbw, dbb, dy, u->c, param_data(p, u->bw), u->mean, u->rstd, B,
                                  u->cout, OHW);
     else

@@ -496,6 +496,24 @@ static void test_optim_kind(const char *what, int kind, float lr, float wd, floa
             }
         }
     }
+    /* a state for other parameters is refused and leaves the optimiser as it was */
+    params r;
+    param_init(&r);
+    param_add(&r, "b", 1, s, 0);
+    param_add(&r, "frozen", 1, s, 0);
+    param_alloc(&r);
+    optim o3;
+    optim_init(&o3, kind, lr, &r);
+    o3.momentum = mom;
+    int rc = optim_load(&o3, &r, path, err);
+    CHECK(rc != 0 && o3.steps[0] == 0 && strstr(err, "'a."), "optim %s: a state for another model is refused (%s)",
+          what, err);
+    param_add(&r, "c", 1, s, 0); /* r grows after the optimiser was made for it */
+    rc = optim_load(&o3, &r, path, err);
+    CHECK(rc != 0 && strstr(err, "differ"), "optim %s: parameters other than the optimizer's are refused (%s)", what,
+          err);
+    optim_free(&o3);
+    param_free(&r);
     optim_free(&o1);
     optim_free(&o);
     unlink(path);
@@ -514,7 +532,7 @@ static void test_freezing(void)
     float *x = randv((size_t)B * 3 * S * S, 1), *feat = zeros((size_t)B * 512), *dfeat = randv((size_t)B * 512, 1);
     float *full = NULL;
     size_t nfull = 0;
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < 3; pass++) {
         resnet *m = resnet_new(18, 0);
         params *p = resnet_params(m);
         rng_seed(&R, 99);
@@ -525,17 +543,27 @@ static void test_freezing(void)
             param_freeze(p, "", 1);
             param_freeze(p, "layer4", 0);
         }
-        param_zero_grad(p);
-        /* a marker in every gradient slot: frozen tensors must keep it */
-        for (size_t k = 0; k < p->numel; k++) p->grad[k] = pass == 1 ? 7.0f : 0.0f;
-        param_zero_grad(p);
-        if (resnet_forward(m, feat, x, B, S, S, 1, err) != 0) ok = 0;
+        if (pass == 2) {
+            /* the forward before the first param_zero_grad, which then runs
+             * between forward and backward */
+            if (resnet_forward(m, feat, x, B, S, S, 1, err) != 0) ok = 0;
+            param_zero_grad(p);
+        } else {
+            param_zero_grad(p);
+            /* a marker in every gradient slot: frozen tensors must keep it */
+            for (size_t k = 0; k < p->numel; k++) p->grad[k] = pass == 1 ? 7.0f : 0.0f;
+            param_zero_grad(p);
+            if (resnet_forward(m, feat, x, B, S, S, 1, err) != 0) ok = 0;
+        }
         resnet_backward(m, dfeat);
         int l4 = param_find(p, "layer4.0.conv1.weight"), l1 = param_find(p, "layer1.0.conv1.weight");
         if (pass == 0) {
             nfull = p->numel;
             full = xmalloc(nfull * sizeof(float));
             memcpy(full, p->grad, nfull * sizeof(float));
+        } else if (pass == 2) {
+            CHECK(nfull == p->numel && memcmp(full, p->grad, nfull * sizeof(float)) == 0,
+                  "resnet: forward before the first param_zero_grad gives the same gradients");
         } else {
             size_t off = p->t[l4].off, n = p->t[l4].numel;
             double e = maxrel(p->grad + off, full + off, n);
