@@ -364,20 +364,23 @@ static void unit_backward(convnet *m, unit *u, float *dy, float *dst, int zero_d
     const params *p = &m->p;
     int B = m->B, OHW = u->s.OH * u->s.OW;
     size_t n = unit_numel(u, B);
-    if (u->act == CN_RELU) relu_backward_set(dy, dy, u->y, n);
-    if (u->act == CN_RELU6) relu6_backward_set(dy, dy, u->y, n);
     float *dw = param_grad(p, u->w), *dbw = param_grad(p, u->bw), *dbb = param_grad(p, u->bb);
     /* BatchNorm's weight (and training-mode) backward reads c: a unit frozen
      * when the forward ran has none, so it stays frozen for this step */
     if (!u->kept_c) dbw = dbb = NULL;
     int want_dc = dw || dst;
-    if (want_dc) memset(tmp, 0, n * sizeof(float));
-    if (m->saved_bn_train)
+    if (m->saved_bn_train) {
+        if (u->act == CN_RELU) relu_backward_set(dy, dy, u->y, n);
+        if (u->act == CN_RELU6) relu6_backward_set(dy, dy, u->y, n);
+        if (want_dc) memset(tmp, 0, n * sizeof(float));
         batchnorm_backward_train(want_dc ? tmp : NULL, dbw, dbb, dy, u->c, param_data(p, u->bw), u->mean, u->rstd, B,
                                  u->cout, OHW);
-    else
-        batchnorm_backward_eval(want_dc ? tmp : NULL, dbw, dbb, dy, u->c, param_data(p, u->bw),
-                                param_data(p, u->bm), param_data(p, u->bv), B, u->cout, OHW, BN_EPS);
+    } else {
+        /* activation mask, BatchNorm and the zeroing of tmp in one pass */
+        int act = u->act == CN_RELU ? BN_ACT_RELU : u->act == CN_RELU6 ? BN_ACT_RELU6 : BN_ACT_NONE;
+        batchnorm_backward_eval_act(want_dc ? tmp : NULL, dbw, dbb, dy, u->y, act, u->c, param_data(p, u->bw),
+                                    param_data(p, u->bm), param_data(p, u->bv), B, u->cout, OHW, BN_EPS);
+    }
     if (!want_dc) return;
     if (dst && zero_dst) memset(dst, 0, (size_t)B * u->cin * u->s.H * u->s.W * sizeof(float));
     conv2d_backward(dst, dw, NULL, tmp, u->x, param_data(p, u->w), B, &u->s);

@@ -13,7 +13,9 @@
 typedef struct {
     float *out, *mean, *rstd, *run_mean, *run_var, *dinp, *dw, *db;
     const float *inp, *w, *b, *rm, *rv, *dout, *cmean, *crstd;
-    int B, C, HW, act;
+    float *gmask;  /* eval backward with act: dout, masked in place */
+    const float *y; /* ... by the activation's output */
+    int B, C, HW, act, set;
     float momentum, eps;
 } bn_args;
 
@@ -170,6 +172,14 @@ static void bwd_eval_range(void *ctx, int c0, int c1)
         for (int i = 0; i < B; i++) {
             const float *g = dout + ((size_t)i * C + c) * HW;
             float *dx = dinp ? dinp + ((size_t)i * C + c) * HW : NULL;
+            if (a->act != BN_ACT_NONE) {
+                float *gm = a->gmask + ((size_t)i * C + c) * HW;
+                const float *y = a->y + ((size_t)i * C + c) * HW;
+                if (a->act == BN_ACT_RELU)
+                    for (int j = 0; j < HW; j++) gm[j] = y[j] > 0.0f ? gm[j] : 0.0f;
+                else
+                    for (int j = 0; j < HW; j++) gm[j] = y[j] > 0.0f && y[j] < 6.0f ? gm[j] : 0.0f;
+            }
             if (dw) {
                 const float *x = inp + ((size_t)i * C + c) * HW;
                 float a = 0;
@@ -181,7 +191,9 @@ static void bwd_eval_range(void *ctx, int c0, int c1)
                 for (int j = 0; j < HW; j++) a += g[j];
                 sg += a;
             }
-            if (dx)
+            if (dx && a->set) /* 0 + : the bytes of += into zeros (no -0) */
+                for (int j = 0; j < HW; j++) dx[j] = 0.0f + k * g[j];
+            else if (dx)
                 for (int j = 0; j < HW; j++) dx[j] += k * g[j];
         }
         if (dw) dw[c] += (float)(sgx * rs);
@@ -195,6 +207,15 @@ void batchnorm_backward_eval(float *dinp, float *dw, float *db, const float *dou
     bn_args a = {.dinp = dinp, .dw = dw, .db = db, .dout = dout, .inp = inp, .w = w, .rm = run_mean, .rv = run_var,
                  .B = B, .C = C, .HW = HW, .eps = eps};
     par_for(C, 2 * bn_work(B, C, HW), bwd_eval_range, &a);
+}
+
+void batchnorm_backward_eval_act(float *dinp, float *dw, float *db, float *dout, const float *y, int act,
+                                 const float *inp, const float *w, const float *run_mean, const float *run_var, int B,
+                                 int C, int HW, float eps)
+{
+    bn_args a = {.dinp = dinp, .dw = dw, .db = db, .dout = dout, .gmask = dout, .y = y, .act = act, .set = 1,
+                 .inp = inp, .w = w, .rm = run_mean, .rv = run_var, .B = B, .C = C, .HW = HW, .eps = eps};
+    par_for(C, 3 * bn_work(B, C, HW), bwd_eval_range, &a);
 }
 
 void batchnorm_forward_train_ref(float *out, float *mean, float *rstd, float *run_mean, float *run_var,

@@ -28,6 +28,12 @@ void batchnorm_backward_train(float *dinp, float *dw, float *db, const float *do
  * is wanted. */
 void batchnorm_backward_eval(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
                              const float *run_mean, const float *run_var, int B, int C, int HW, float eps);
+/* The eval backward of batchnorm_forward_eval_act, in one pass: dout is first
+ * masked in place by the activation's output y (as relu_backward_set), and
+ * dinp is SET (dinp = ..., no zeroing needed), not accumulated. */
+void batchnorm_backward_eval_act(float *dinp, float *dw, float *db, float *dout, const float *y, int act,
+                                 const float *inp, const float *w, const float *run_mean, const float *run_var, int B,
+                                 int C, int HW, float eps);
 
 /* Naive double-precision references of the two forward passes. */
 void batchnorm_forward_train_ref(float *out, float *mean, float *rstd, float *run_mean, float *run_var,

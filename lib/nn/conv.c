@@ -255,7 +255,9 @@ static void depthwise_backward(float *dinp, float *dw, const float *dout, const 
 /* Images per sgemm: small feature maps are gathered side by side so that
  * the GEMM has at least CHUNK_COLS columns; a map that large on its own goes
  * straight from and to the tensors. */
+#ifndef CHUNK_COLS
 #define CHUNK_COLS 1024
+#endif
 static int chunk_images(const conv_shape *s, int B)
 {
     int OHW = s->OH * s->OW;

@@ -653,6 +653,30 @@ static void test_threads(void)
               "threads: batchnorm eval + %s in one pass equals the two passes, on 1 and 2 threads",
               act == BN_ACT_RELU ? "relu" : "relu6");
     }
+    /* the fused eval backward: mask, BatchNorm, set */
+    for (int act = 1; act <= 2; act++) {
+        float *ya = zeros(nx), *g1 = zeros(nx), *g2 = zeros(nx), *dxa = zeros(nx), *dxb = zeros(nx);
+        float dwa[24] = {0}, dba[24] = {0}, dwb[24] = {0}, dbb2[24] = {0};
+        blas_set_threads(1);
+        batchnorm_forward_eval_act(ya, x, bw, bb, rm, rv, B, C, HW, 1e-5f, act);
+        memcpy(g1, g, nx * 4), memcpy(g2, g, nx * 4);
+        if (act == BN_ACT_RELU)
+            relu_backward_set(g1, g1, ya, nx);
+        else
+            relu6_backward_set(g1, g1, ya, nx);
+        batchnorm_backward_eval(dxa, dwa, dba, g1, x, bw, rm, rv, B, C, HW, 1e-5f);
+        int ok = 1;
+        for (int t = 0; t < 2; t++) {
+            blas_set_threads(t + 1);
+            memcpy(g2, g, nx * 4), memset(dwb, 0, sizeof dwb), memset(dbb2, 0, sizeof dbb2);
+            for (size_t k = 0; k < nx; k++) dxb[k] = 99.0f; /* set, not accumulated */
+            batchnorm_backward_eval_act(dxb, dwb, dbb2, g2, ya, act, x, bw, rm, rv, B, C, HW, 1e-5f);
+            ok &= same(dxa, dxb, nx) && same(g1, g2, nx) && same(dwa, dwb, C) && same(dba, dbb2, C);
+        }
+        CHECK(ok, "threads: batchnorm eval backward with %s in one pass equals the separate passes, on 1 and 2 threads",
+              act == BN_ACT_RELU ? "relu" : "relu6");
+        free(ya), free(g1), free(g2), free(dxa), free(dxb);
+    }
     for (int t = 0; t < 2; t++) {
         blas_set_threads(t + 1);
         relu_forward(y[t], x, nx);
