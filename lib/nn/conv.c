@@ -12,6 +12,8 @@
 #include "par.h"
 #include "util.h"
 
+#include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,10 +26,14 @@ int conv_shape_init(conv_shape *s, int C, int H, int W, int OC, int KH, int KW, 
         return -1;
     s->C = C, s->H = H, s->W = W, s->OC = OC, s->KH = KH, s->KW = KW;
     s->stride = stride, s->pad = pad, s->dil = dil, s->groups = groups;
-    int eh = dil * (KH - 1) + 1, ew = dil * (KW - 1) + 1;
-    if (H + 2 * pad < eh || W + 2 * pad < ew) return -1;
-    s->OH = (H + 2 * pad - eh) / stride + 1;
-    s->OW = (W + 2 * pad - ew) / stride + 1;
+    if (H <= 0 || W <= 0) return -1;
+    /* in 64 bits: no int overflow on absurd sizes; the map's size fits an int */
+    int64_t eh = (int64_t)dil * (KH - 1) + 1, ew = (int64_t)dil * (KW - 1) + 1;
+    int64_t ph = (int64_t)H + 2 * (int64_t)pad, pw = (int64_t)W + 2 * (int64_t)pad;
+    if (ph < eh || pw < ew) return -1;
+    int64_t oh = (ph - eh) / stride + 1, ow = (pw - ew) / stride + 1;
+    if (oh > INT_MAX || ow > INT_MAX || oh * ow > INT_MAX || (int64_t)H * W > INT_MAX) return -1;
+    s->OH = (int)oh, s->OW = (int)ow;
     return 0;
 }
 

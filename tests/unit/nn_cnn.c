@@ -706,6 +706,20 @@ static void test_threads(void)
     free(pi), free(pir);
 }
 
+static void test_conv_shapes(void)
+{
+    conv_shape s;
+    int ok = conv_shape_init(&s, 3, 224, 224, 64, 7, 7, 2, 3, 1, 1) == 0 && s.OH == 112 && s.OW == 112;
+    CHECK(ok, "conv shape: 7x7 s2 p3 on 224x224 gives 112x112");
+    CHECK(conv_shape_init(&s, 3, 0, 224, 64, 3, 3, 1, 1, 1, 1) != 0 &&
+              conv_shape_init(&s, 3, 224, -5, 64, 3, 3, 1, 1, 1, 1) != 0,
+          "conv shape: an empty or negative map is refused");
+    CHECK(conv_shape_init(&s, 3, 8, 8, 4, 3, 3, 1, 2000000000, 1, 1) != 0 &&
+              conv_shape_init(&s, 3, 8, 8, 4, 3, 3, 1, 1, 2000000000, 1) != 0 &&
+              conv_shape_init(&s, 3, 60000, 60000, 4, 1, 1, 1, 0, 1, 1) != 0,
+          "conv shape: sizes past int range are refused, not overflowed");
+}
+
 int main(void)
 {
     rng_seed(&R, 1234);
@@ -723,6 +737,7 @@ int main(void)
     test_conv("3x3 groups 2", 2, 4, 7, 7, 6, 3, 1, 1, 1, 2, 1);
     test_conv("3x3 depthwise s2", 2, 5, 8, 7, 5, 3, 2, 1, 1, 5, 1);
     test_conv("3x3 depthwise x2 channels", 1, 3, 6, 6, 6, 3, 1, 1, 1, 3, 0);
+    test_conv_shapes();
     test_batchnorm();
     test_pointwise("maxpool 3x3 s2 p1", 0);
     test_pointwise("avgpool 3x3 s2 p1", 1);
