@@ -208,39 +208,58 @@ static void rows_par(float *dst, const float *src, const float *bias, size_t ld,
     par_for(OCg, (size_t)OCg * m * OHW, rows_range, &a);
 }
 
-static void depthwise_forward(float *out, const float *inp, const float *w, const float *b, int B, const conv_shape *s)
+typedef struct {
+    float *out, *dinp, *dw;
+    const float *inp, *w, *b, *dout;
+    int B;
+    const conv_shape *s;
+} dw_args;
+
+/* planes j = n * C + c */
+static void depthwise_forward_range(void *ctx, int j0, int j1)
 {
-    for (int n = 0; n < B; n++)
-        for (int c = 0; c < s->C; c++) {
-            const float *x = inp + ((size_t)n * s->C + c) * s->H * s->W;
-            const float *k = w + (size_t)c * s->KH * s->KW;
-            float *o = out + ((size_t)n * s->OC + c) * s->OH * s->OW;
-            float bias = b ? b[c] : 0.0f;
-            for (int oh = 0; oh < s->OH; oh++)
-                for (int ow = 0; ow < s->OW; ow++) {
-                    float acc = 0;
-                    for (int kh = 0; kh < s->KH; kh++) {
-                        int ih = oh * s->stride - s->pad + kh * s->dil;
-                        if (ih < 0 || ih >= s->H) continue;
-                        for (int kw = 0; kw < s->KW; kw++) {
-                            int iw = ow * s->stride - s->pad + kw * s->dil;
-                            if (iw >= 0 && iw < s->W) acc += k[kh * s->KW + kw] * x[ih * s->W + iw];
-                        }
+    const dw_args *a = ctx;
+    const conv_shape *s = a->s;
+    for (int j = j0; j < j1; j++) {
+        int n = j / s->C, c = j % s->C;
+        const float *x = a->inp + ((size_t)n * s->C + c) * s->H * s->W;
+        const float *k = a->w + (size_t)c * s->KH * s->KW;
+        float *o = a->out + ((size_t)n * s->OC + c) * s->OH * s->OW;
+        float bias = a->b ? a->b[c] : 0.0f;
+        for (int oh = 0; oh < s->OH; oh++)
+            for (int ow = 0; ow < s->OW; ow++) {
+                float acc = 0;
+                for (int kh = 0; kh < s->KH; kh++) {
+                    int ih = oh * s->stride - s->pad + kh * s->dil;
+                    if (ih < 0 || ih >= s->H) continue;
+                    for (int kw = 0; kw < s->KW; kw++) {
+                        int iw = ow * s->stride - s->pad + kw * s->dil;
+                        if (iw >= 0 && iw < s->W) acc += k[kh * s->KW + kw] * x[ih * s->W + iw];
                     }
-                    o[oh * s->OW + ow] = acc + bias;
                 }
-        }
+                o[oh * s->OW + ow] = acc + bias;
+            }
+    }
 }
 
-static void depthwise_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int B,
-                               const conv_shape *s)
+static void depthwise_forward(float *out, const float *inp, const float *w, const float *b, int B, const conv_shape *s)
 {
-    for (int n = 0; n < B; n++)
-        for (int c = 0; c < s->C; c++) {
+    dw_args a = {.out = out, .inp = inp, .w = w, .b = b, .B = B, .s = s};
+    par_for(B * s->C, (size_t)B * s->C * s->OH * s->OW * s->KH * s->KW, depthwise_forward_range, &a);
+}
+
+/* split by channel, images in order inside: a channel's kernel gradient sums
+ * in the same order on any split */
+static void depthwise_backward_range(void *ctx, int c0, int c1)
+{
+    const dw_args *a = ctx;
+    const conv_shape *s = a->s;
+    for (int c = c0; c < c1; c++)
+        for (int n = 0; n < a->B; n++) {
             size_t xo = ((size_t)n * s->C + c) * s->H * s->W;
-            const float *g = dout + ((size_t)n * s->OC + c) * s->OH * s->OW;
-            const float *k = w + (size_t)c * s->KH * s->KW;
-            float *dk = dw ? dw + (size_t)c * s->KH * s->KW : NULL;
+            const float *g = a->dout + ((size_t)n * s->OC + c) * s->OH * s->OW;
+            const float *k = a->w + (size_t)c * s->KH * s->KW;
+            float *dk = a->dw ? a->dw + (size_t)c * s->KH * s->KW : NULL;
             for (int oh = 0; oh < s->OH; oh++)
                 for (int ow = 0; ow < s->OW; ow++) {
                     float go = g[oh * s->OW + ow];
@@ -250,12 +269,19 @@ static void depthwise_backward(float *dinp, float *dw, const float *dout, const 
                         for (int kw = 0; kw < s->KW; kw++) {
                             int iw = ow * s->stride - s->pad + kw * s->dil;
                             if (iw < 0 || iw >= s->W) continue;
-                            if (dk) dk[kh * s->KW + kw] += go * inp[xo + ih * s->W + iw];
-                            if (dinp) dinp[xo + ih * s->W + iw] += go * k[kh * s->KW + kw];
+                            if (dk) dk[kh * s->KW + kw] += go * a->inp[xo + ih * s->W + iw];
+                            if (a->dinp) a->dinp[xo + ih * s->W + iw] += go * k[kh * s->KW + kw];
                         }
                     }
                 }
         }
+}
+
+static void depthwise_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int B,
+                               const conv_shape *s)
+{
+    dw_args a = {.dinp = dinp, .dw = dw, .dout = dout, .inp = inp, .w = w, .B = B, .s = s};
+    par_for(s->C, (size_t)B * s->C * s->OH * s->OW * s->KH * s->KW, depthwise_backward_range, &a);
 }
 
 /* Images per sgemm: small feature maps are gathered side by side so that

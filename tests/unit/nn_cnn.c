@@ -618,6 +618,26 @@ static void test_threads(void)
         for (int t = 0; t < 2; t++) free(o[t]), free(dx[t]), free(dw[t]);
         free(g);
     }
+    {
+        /* depthwise (no GEMM): the same bytes on 1 and 2 threads, and the reference */
+        conv_shape s;
+        conv_shape_init(&s, C, H, W, C, 3, 3, 1, 1, 1, C);
+        size_t no = (size_t)B * C * s.OH * s.OW;
+        float *g = randv(no, 1), *o[2], *dx[2], *dk[2], *orf = zeros(no);
+        for (int t = 0; t < 2; t++) {
+            blas_set_threads(t + 1);
+            o[t] = zeros(no), dx[t] = zeros(nx), dk[t] = zeros((size_t)C * 9);
+            conv2d_forward(o[t], x, w, bias, B, &s);
+            conv2d_backward(dx[t], dk[t], NULL, g, x, w, B, &s);
+        }
+        conv2d_forward_ref(orf, x, w, bias, B, &s);
+        CHECK(same(o[0], o[1], no) && same(dx[0], dx[1], nx) && same(dk[0], dk[1], (size_t)C * 9) &&
+                  maxrel(o[1], orf, no) < 1e-5,
+              "threads: depthwise conv forward and backward give the same bytes on 1 and 2 threads (ref err %.2g)",
+              maxrel(o[1], orf, no));
+        for (int t = 0; t < 2; t++) free(o[t]), free(dx[t]), free(dk[t]);
+        free(g), free(orf);
+    }
     int HW = H * W;
     float *y[2], *mean[2], *rstd[2], *dx[2], *dw[2], *db[2], *g = randv(nx, 1), *y2 = zeros(nx);
     for (int t = 0; t < 2; t++) {
