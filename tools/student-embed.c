@@ -207,8 +207,7 @@ int main(int argc, char **argv)
     for (;;) {
         while ((rc = sr_next(r, &item)) == 1) {
             if (sr_check_item(r, item, err) != 0) {
-                warnx("%s: dropped", err);
-                if ((long long)++dropped > max_errors) die(1, "more than %lld items dropped", max_errors);
+                if (drop_item(&dropped, max_errors, "%s: dropped", err)) die_dropped(dropped, max_errors);
                 continue;
             }
             int64_t h, w;
@@ -216,9 +215,9 @@ int main(int argc, char **argv)
             mp_get_i64(item, "w", &w);
             if (st.vt && (h % 16 || w % 16)) {
                 char where[256];
-                warnx("%s: %lldx%lld image: a ViT needs sides that are multiples of 16: dropped",
-                      sr_where(r, item, where, sizeof where), (long long)h, (long long)w);
-                if ((long long)++dropped > max_errors) die(1, "more than %lld items dropped", max_errors);
+                if (drop_item(&dropped, max_errors, "%s: %lldx%lld image: a ViT needs sides that are multiples of 16: dropped",
+                              sr_where(r, item, where, sizeof where), (long long)h, (long long)w))
+                    die_dropped(dropped, max_errors);
                 continue;
             }
             if (B && (h != bh || w != bw || B == batch)) FLUSH();

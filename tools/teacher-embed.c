@@ -343,9 +343,7 @@ static void write_trailer(run *R)
 
 static void drop(run *R, const char *what)
 {
-    warnx("%s: dropped", what);
-    R->dropped++;
-    if ((long long)R->dropped > R->max_errors) die(1, "more than %lld items dropped", R->max_errors);
+    if (drop_item(&R->dropped, R->max_errors, "%s: dropped", what)) die_dropped(R->dropped, R->max_errors);
 }
 
 /* ---- black-box: the vendor process ---- */
