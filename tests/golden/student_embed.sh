@@ -43,8 +43,9 @@ student-embed --weights "$d/r18.safetensors" --batch 2 <"$d/img.mp" >"$d/r1.mp" 
     student-embed --weights "$d/r18.safetensors" --batch 2 <"$d/img.mp" >"$d/r2.mp" && \
     cmp -s "$d/r1.mp" "$d/r2.mp"; ok $? "same input, same bytes"
 n=$(mpdump "$d/r1.mp" | grep -c '"vec"'); [ "$n" = 3 ]; ok $? "ResNet takes images of any size (3 records)"
-student-embed --weights "$d/vit.safetensors" <"$d/img.mp" >/dev/null 2>"$d/e"; [ $? = 1 ] && grep -q "id 'b'" "$d/e"
-ok $? "ViT: an image whose sides are not multiples of 16 is dropped naming its id; too many drops exit 1"
+student-embed --weights "$d/vit.safetensors" <"$d/img.mp" >/dev/null 2>"$d/e"; [ $? = 1 ] && grep -q "id 'b'" "$d/e" &&
+    grep -q '^student-embed: more than 0 items dropped (--max-errors 0)$' "$d/e"
+ok $? "ViT: an image whose sides are not multiples of 16 is dropped naming its id; too many drops exit 1, as every tool says it"
 student-embed --weights "$d/vit.safetensors" --max-errors 1 <"$d/img.mp" 2>/dev/null | mpdump >"$d/v.txt"
 tail -n 1 "$d/v.txt" | grep -q '"records": 2, "dropped": 1'; ok $? "ViT: --max-errors 1 keeps the rest and counts the drop"
 head -n 1 "$d/v.txt" | grep -q '"space": "student:vit_s16"'; ok $? "ViT: header space student:vit_s16"
