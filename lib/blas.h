@@ -10,6 +10,10 @@ void blas_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A
                 float beta, float *C, int ldc);
 void blas_sgemm_ref(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                     int ldb, float beta, float *C, int ldc);
+/* blas_sgemm on the calling thread only: safe to call concurrently, e.g. from
+ * par_for workers running independent GEMMs side by side. */
+void blas_sgemm_serial(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                       int ldb, float beta, float *C, int ldc);
 
 /* Threads OpenBLAS may use; n <= 0 leaves the library default. */
 void blas_set_threads(int n);
