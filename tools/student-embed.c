@@ -174,7 +174,9 @@ int main(int argc, char **argv)
     size_t xcap = 0;
     mpw *meta = xcalloc((size_t)batch, sizeof *meta);
     mp_arena arena = {0};
-    uint64_t dropped = 0;
+    /* dropped here counts against --max-errors; the trailer's total adds the
+     * upstream streams' drops, which were never seen here */
+    uint64_t dropped = 0, upstream_dropped = 0;
     char err[VL_ERRLEN];
     static const char *const ID[] = {"id", NULL};
 
@@ -244,7 +246,7 @@ int main(int argc, char **argv)
             B++;
         }
         if (rc < 0) die(1, "%s", r->err);
-        dropped += (uint64_t)sr_trailer_dropped(r);
+        upstream_dropped += (uint64_t)sr_trailer_dropped(r);
         int more = sr_next_stream(r, "image");
         if (more < 0) die(1, "%s", r->err);
         if (!more) break;
@@ -252,7 +254,7 @@ int main(int argc, char **argv)
     FLUSH();
 #undef FLUSH
     progress_done();
-    s.dropped = dropped;
+    s.dropped = upstream_dropped + dropped;
     sw_trailer_begin(&s);
     sw_trailer_end(&s);
     output_commit(&out, &s);

@@ -24,6 +24,21 @@ write_image_stream(d + "/img.mp", [("a", r.integers(0, 256, (32, 32, 3), dtype=n
                                    ("c", r.integers(0, 256, (48, 32, 3), dtype=np.uint8))])
 data = open(d + "/img.mp", "rb").read()
 open(d + "/trunc.mp", "wb").write(data[:-20])
+# a stream whose producer dropped 2 items, and it followed by a stream (as
+# cat joins them) with a good and a bad item
+import msgpack
+def stream(path, items, dropped):
+    with open(path, "wb") as f:
+        f.write(msgpack.packb({"schema": "image", "version": 1, "history": [["test"]], "dtype": "u8",
+                               "layout": "hwc", "c": 3}))
+        for it in items:
+            f.write(msgpack.packb(it, use_bin_type=True))
+        f.write(msgpack.packb({"end": True, "records": len(items), "dropped": dropped}))
+good = {"id": "g", "h": 32, "w": 32, "pix": r.integers(0, 256, (32, 32, 3), dtype=np.uint8).tobytes()}
+bad = {"id": "short", "h": 32, "w": 32, "pix": bytes(100)}
+stream(d + "/up2.mp", [good], 2)
+stream(d + "/bad.mp", [good, bad], 0)
+open(d + "/up2bad.mp", "wb").write(open(d + "/up2.mp", "rb").read() + open(d + "/bad.mp", "rb").read())
 PY
 
 out=$(student-embed --help); rc=$?
@@ -49,3 +64,13 @@ ok $? "ViT: an image whose sides are not multiples of 16 is dropped naming its i
 student-embed --weights "$d/vit.safetensors" --max-errors 1 <"$d/img.mp" 2>/dev/null | mpdump >"$d/v.txt"
 tail -n 1 "$d/v.txt" | grep -q '"records": 2, "dropped": 1'; ok $? "ViT: --max-errors 1 keeps the rest and counts the drop"
 head -n 1 "$d/v.txt" | grep -q '"space": "student:vit_s16"'; ok $? "ViT: header space student:vit_s16"
+student-embed --weights "$d/r18.safetensors" <"$d/up2.mp" 2>"$d/e" | mpdump >"$d/u.txt" 2>/dev/null; rc=${PIPESTATUS[0]}
+[ $rc = 0 ] && [ ! -s "$d/e" ] && tail -n 1 "$d/u.txt" | grep -q '"records": 1, "dropped": 2'
+ok $? "upstream drops do not count against --max-errors 0, and the trailer carries them"
+student-embed --weights "$d/r18.safetensors" --max-errors 1 <"$d/up2bad.mp" 2>"$d/e" | mpdump >"$d/u.txt" 2>/dev/null
+rc=${PIPESTATUS[0]}
+[ $rc = 0 ] && grep -q "id 'short'" "$d/e" && tail -n 1 "$d/u.txt" | grep -q '"records": 2, "dropped": 3'
+ok $? "--max-errors 1: 2 dropped upstream, then one bad item here: exit 0, trailer dropped 3"
+student-embed --weights "$d/r18.safetensors" -o "$d/u.mp" <"$d/up2bad.mp" 2>"$d/e"; rc=$?
+[ $rc = 1 ] && [ ! -e "$d/u.mp" ] && grep -q '^student-embed: more than 0 items dropped (--max-errors 0)$' "$d/e"
+ok $? "--max-errors 0: the bad item here fails the run (exit 1, no output)"
