@@ -1,20 +1,105 @@
-/* blas: OpenBLAS wrapper and naive reference GEMM. */
+/* blas: OpenBLAS wrapper and naive reference GEMM.
+ *
+ * OpenBLAS is told to run single-threaded, once, before its first use: its
+ * own worker threads would otherwise busy-yield after every sgemm while the
+ * pool in lib/nn/par.c runs the work between GEMMs, each pool stealing the
+ * other's cores. A large GEMM is split here instead, into blocks of C's
+ * columns (or rows, when C is taller than wide), each block one
+ * single-threaded sgemm on a thread of that pool.
+ *
+ * Why the split keeps the bytes: each element of C is then computed by one
+ * sgemm over the full K, and a block starts at a multiple of SPLIT_ALIGN, so
+ * inside OpenBLAS the element falls at the same place of the same kind of
+ * register tile as without the split, with the same K blocking (which
+ * depends on K only). Every block also has at least SPLIT_MIN multiply-adds:
+ * OpenBLAS takes other code paths below about 7.3M (a "direct" kernel and
+ * small-matrix kernels that sum the full K at once), and those must never
+ * be taken by a block when the unsplit product would not take them. A
+ * product too small for two such blocks runs unsplit on the calling thread,
+ * whatever the thread count. tests/unit/blas.c checks the bytes. */
 #include "blas.h"
 
-#include <cblas.h>
+#include "nn/par.h"
 
-void blas_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
-                float beta, float *C, int ldc)
+#include <cblas.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define SPLIT_MIN (1LL << 23)
+#define SPLIT_ALIGN 64
+
+static atomic_int threads; /* the library's thread count */
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+static void init(void)
 {
-    if (M <= 0 || N <= 0) return;
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A,
-                lda, B, ldb, beta, C, ldc);
+    /* what OpenBLAS would use: OPENBLAS_NUM_THREADS (or its other
+     * variables), else the cores it found */
+    int n = openblas_get_num_threads();
+    atomic_store(&threads, n > 0 ? n : 1);
+    openblas_set_num_threads(1);
 }
 
 void blas_sgemm_serial(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                        int ldb, float beta, float *C, int ldc)
 {
-    blas_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (M <= 0 || N <= 0) return;
+    pthread_once(&once, init);
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A,
+                lda, B, ldb, beta, C, ldc);
+}
+
+typedef struct {
+    int ta, tb, M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+    int cols;          /* split C's columns (else its rows) */
+    int units, pieces; /* SPLIT_ALIGN-wide units, shared out over pieces */
+} gemm_split;
+
+static void gemm_pieces(void *p, int lo, int hi)
+{
+    gemm_split *g = p;
+    int dim = g->cols ? g->N : g->M;
+    for (int i = lo; i < hi; i++) {
+        int s = (int)((long long)g->units * i / g->pieces) * SPLIT_ALIGN;
+        int e = (int)((long long)g->units * (i + 1) / g->pieces) * SPLIT_ALIGN;
+        if (e > dim) e = dim;
+        if (g->cols)
+            blas_sgemm_serial(g->ta, g->tb, g->M, e - s, g->K, g->alpha, g->A, g->lda,
+                              g->B + (g->tb ? (size_t)s * g->ldb : (size_t)s), g->ldb, g->beta, g->C + s, g->ldc);
+        else
+            blas_sgemm_serial(g->ta, g->tb, e - s, g->N, g->K, g->alpha,
+                              g->A + (g->ta ? (size_t)s : (size_t)s * g->lda), g->lda, g->B, g->ldb, g->beta,
+                              g->C + (size_t)s * g->ldc, g->ldc);
+    }
+}
+
+void blas_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+                float beta, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    pthread_once(&once, init);
+    /* the longer side of C is split: each block packs the whole of the
+     * other operand again, and that one is then the smaller */
+    int cols = N >= M, dim = cols ? N : M;
+    long long units = (dim + SPLIT_ALIGN - 1) / SPLIT_ALIGN, mnk = (long long)M * N * K;
+    long long pieces = atomic_load(&threads);
+    if (pieces > units) pieces = units;
+    for (; pieces > 1; pieces--) {
+        /* the smallest block: a share of whole units, or the last one, which
+         * may end in a part unit */
+        long long least = units / pieces * SPLIT_ALIGN, last = dim - units * (pieces - 1) / pieces * SPLIT_ALIGN;
+        if (last < least) least = last;
+        if (least * (cols ? M : N) * K >= SPLIT_MIN) break;
+    }
+    if (pieces < 2 || par_busy()) {
+        blas_sgemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    gemm_split g = {ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C, cols, (int)units, (int)pieces};
+    par_for((int)pieces, (size_t)mnk, gemm_pieces, &g);
 }
 
 void blas_sgemm_ref(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
@@ -34,9 +119,14 @@ void blas_sgemm_ref(int ta, int tb, int M, int N, int K, float alpha, const floa
 
 void blas_set_threads(int n)
 {
-    if (n > 0) openblas_set_num_threads(n);
+    pthread_once(&once, init);
+    if (n > 0) atomic_store(&threads, n);
 }
 
-int blas_get_threads(void) { return openblas_get_num_threads(); }
+int blas_get_threads(void)
+{
+    pthread_once(&once, init);
+    return atomic_load(&threads);
+}
 
 const char *blas_config(void) { return openblas_get_config(); }

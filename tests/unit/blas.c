@@ -1,6 +1,8 @@
 /* Unit tests of lib/blas: OpenBLAS sgemm against the naive reference for all
  * four transpose combinations, odd sizes, row strides wider than the matrix,
- * alpha/beta (beta 0 must ignore NaN in C), and thread-count independence. */
+ * alpha/beta (beta 0 must ignore NaN in C); products large enough to be
+ * split over threads (by columns, by rows, in uneven blocks) against the
+ * reference and byte for byte against the unsplit product on 1-4 threads. */
 #include "blas.h"
 #include "check.h"
 #include "rng.h"
@@ -70,24 +72,80 @@ int main(void) {
                   ta, tb, worst);
         }
 
-    /* a large product at several thread counts: same bytes for the same thread count */
+    /* products split over threads: wide (by columns), tall (by rows), sides
+     * that are no multiple of the block alignment, just over and under the
+     * size where a split starts; all four transposes, strides wider than the
+     * matrix, beta 0 (NaN in C ignored) and beta 1. Each equals the
+     * reference, and on 2, 3 and 4 threads has the bytes of 1 thread (the
+     * unsplit product). */
+    static const int big[][3] = {{64, 1000, 300}, {1000, 64, 300}, {96, 4000, 70},  {4000, 96, 70},
+                                 {130, 130, 1100}, {256, 129, 512}, {129, 256, 512}, {8, 21000, 105}};
+    int bad_ref = 0, bad_bytes = 0, cases = 0;
+    double worst_big = 0;
+    for (size_t s = 0; s < sizeof big / sizeof big[0]; s++)
+        for (int v = 0; v < 4; v++) {
+            int ta = v & 1, tb = v >> 1, M = big[s][0], N = big[s][1], K = big[s][2];
+            int pad = (int)(s + v) % 3 * 5;
+            float alpha = v == 3 ? -0.5f : 1.0f, beta = (float)((s + v) % 2);
+            int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+            size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb, nc = (size_t)M * ldc;
+            float *A = xmalloc(na * 4), *B = xmalloc(nb * 4), *C0 = xmalloc(nc * 4), *C[5];
+            fill(A, na, &r);
+            fill(B, nb, &r);
+            fill(C0, nc, &r);
+            if (beta == 0)
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) C0[(size_t)i * ldc + j] = NAN;
+            for (int t = 0; t < 5; t++) {
+                C[t] = xmalloc(nc * 4);
+                memcpy(C[t], C0, nc * 4);
+                if (t == 0)
+                    blas_sgemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C[t], ldc);
+                else {
+                    blas_set_threads(t);
+                    blas_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C[t], ldc);
+                }
+            }
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < ldc; j++) {
+                    size_t at = (size_t)i * ldc + j;
+                    if (j >= N) { /* padding untouched */
+                        if (memcmp(&C[1][at], &C0[at], 4) != 0) bad_ref++;
+                        continue;
+                    }
+                    double d = fabs((double)C[1][at] - C[0][at]) / (sqrt((double)K) + 1);
+                    if (!(d <= 5e-6)) bad_ref++;
+                    if (d > worst_big) worst_big = d;
+                }
+            for (int t = 2; t < 5; t++) bad_bytes += memcmp(C[t], C[1], nc * 4) != 0;
+            cases++;
+            for (int t = 0; t < 5; t++) free(C[t]);
+            free(A);
+            free(B);
+            free(C0);
+        }
+    CHECK(bad_ref == 0, "blas: %d split-sized products equal the reference (worst %.2e, %d bad elements)", cases,
+          worst_big, bad_ref);
+    CHECK(bad_bytes == 0, "blas: the same %d products on 2, 3, 4 threads have the bytes of 1 thread (%d differ)",
+          cases, bad_bytes);
+
+    /* blas_sgemm_serial is the same product on the calling thread */
     int M = 256, N = 384, K = 512;
     float *A = xmalloc((size_t)M * K * 4), *B = xmalloc((size_t)K * N * 4);
     float *C[3];
     fill(A, (size_t)M * K, &r);
     fill(B, (size_t)K * N, &r);
-    int threads[3] = {1, 2, 2};
     for (int t = 0; t < 3; t++) {
-        blas_set_threads(threads[t]);
         C[t] = xcalloc((size_t)M * N, 4);
-        blas_sgemm(0, 0, M, N, K, 1, A, K, B, N, 0, C[t], N);
+        blas_set_threads(1 + t % 2);
+        if (t < 2)
+            blas_sgemm(0, 0, M, N, K, 1, A, K, B, N, 0, C[t], N);
+        else
+            blas_sgemm_serial(0, 0, M, N, K, 1, A, K, B, N, 0, C[t], N);
     }
-    double diff = 0;
-    for (size_t i = 0; i < (size_t)M * N; i++)
-        diff = fmax(diff, fabs(C[0][i] - C[1][i]));
-    CHECK(memcmp(C[1], C[2], (size_t)M * N * 4) == 0,
-          "blas: same thread count gives the same bytes");
-    CHECK(diff < 1e-4, "blas: 1 and 2 threads agree within 1e-4 (%.2e)", diff);
+    CHECK(memcmp(C[0], C[1], (size_t)M * N * 4) == 0 && memcmp(C[0], C[2], (size_t)M * N * 4) == 0,
+          "blas: blas_sgemm on 1 and 2 threads and blas_sgemm_serial give the same bytes");
+    blas_set_threads(2);
     CHECK(blas_get_threads() == 2 && blas_config() && *blas_config(),
           "blas: thread count set; config '%s'", blas_config());
     for (int t = 0; t < 3; t++)
