@@ -4,11 +4,11 @@
 #include "nn/attention.h"
 
 #include "blas.h"
+#include "nn/par.h"
 #include "nn/simd.h"
 #include "util.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,49 +52,31 @@ static void head_forward(float *out, float *a, const float *qkv, int b, int h, i
 }
 
 /* Runs fn(ctx, b, h, scratch) for every (batch, head) pair. The pairs are
- * too small for a multithreaded sgemm each, so they are shared out over
- * BLAS's thread count instead, each thread running single-threaded sgemms
- * with its own (T,T) scratch. Every pair is computed the same way whichever
- * thread takes it, so the bytes do not depend on the count. */
+ * too small for a split sgemm each, so they are shared out over the thread
+ * pool instead (par.h), each range running single-threaded sgemms (nested in
+ * par_for, blas_sgemm stays on its thread) with its own (T,T) scratch. Every
+ * pair is computed the same way whichever thread takes it, so the bytes do
+ * not depend on the count. */
 typedef void (*pair_fn)(void *ctx, int b, int h, float *scratch);
 typedef struct {
     pair_fn fn;
     void *ctx;
-    int B, NH, T, k, nth;
+    int NH, T;
 } pair_job;
 
-static void *pair_worker(void *arg)
+static void pair_range(void *arg, int lo, int hi)
 {
     pair_job *j = arg;
     float *scratch = xmalloc_aligned((size_t)j->T * j->T * sizeof(float));
-    for (int bh = j->k; bh < j->B * j->NH; bh += j->nth) j->fn(j->ctx, bh / j->NH, bh % j->NH, scratch);
+    for (int bh = lo; bh < hi; bh++) j->fn(j->ctx, bh / j->NH, bh % j->NH, scratch);
     free(scratch);
-    return NULL;
 }
 
 static void for_pairs(pair_fn fn, void *ctx, int B, int NH, int T)
 {
-    enum { MAXTH = 64 };
-    int threads = blas_get_threads(), nth = threads;
-    if (nth > B * NH) nth = B * NH;
-    if (nth > MAXTH) nth = MAXTH;
-    if (nth < 1) nth = 1;
-    pair_job jobs[MAXTH];
-    for (int k = 0; k < nth; k++) jobs[k] = (pair_job){fn, ctx, B, NH, T, k, nth};
-    if (nth == 1) {
-        pair_worker(&jobs[0]);
-        return;
-    }
-    pthread_t th[MAXTH];
-    blas_set_threads(1);
-    int started = 1;
-    for (int k = 1; k < nth; k++, started++)
-        if (pthread_create(&th[k], NULL, pair_worker, &jobs[k]) != 0) break;
-    /* the pairs of a thread that could not start are done here */
-    for (int k = started; k < nth; k++) pair_worker(&jobs[k]);
-    pair_worker(&jobs[0]);
-    for (int k = 1; k < started; k++) pthread_join(th[k], NULL);
-    blas_set_threads(threads);
+    pair_job j = {fn, ctx, NH, T};
+    /* work: each pair's score block, written and read */
+    par_for(B * NH, (size_t)B * NH * T * T * 2, pair_range, &j);
 }
 
 typedef struct {

@@ -2,9 +2,11 @@
  * thread count, the work really shared out, thousands of calls in a row (the
  * pool growing as the thread count changes), nested par_for and blas_sgemm
  * run inline on the calling thread, concurrent blas_sgemm_serial from the
- * workers, two threads calling at once, and no CPU burnt between calls. */
+ * workers, attention's (batch, head) pairs on the pool, two threads calling
+ * at once, and no CPU burnt between calls. */
 #include "blas.h"
 #include "check.h"
+#include "nn/attention.h"
 #include "nn/par.h"
 #include "rng.h"
 #include "util.h"
@@ -227,6 +229,31 @@ int main(void)
     free(m.C);
     free(serial);
     free(sref);
+
+    /* attention shares its (batch, head) pairs out over the pool, each pair
+     * running its sgemms on its own thread: the same bytes on 1, 2, 4 threads */
+    {
+        int B = 2, T = 80, C = 64, NH = 4, same = 1;
+        size_t no = (size_t)B * T * C, nq = 3 * no, na = (size_t)B * NH * T * T;
+        float *qkv = xmalloc(nq * 4), *dout = xmalloc(no * 4), *o[3], *a[3], *dq[3];
+        fill(qkv, nq, &r);
+        fill(dout, no, &r);
+        for (int t = 0; t < 3; t++) o[t] = xmalloc(no * 4), a[t] = xmalloc(na * 4), dq[t] = xmalloc(nq * 4);
+        for (int causal = 0; causal < 2; causal++)
+            for (int t = 0; t < 3; t++) {
+                blas_set_threads(1 << t);
+                memset(dq[t], 0, nq * 4);
+                attention_forward(o[t], a[t], qkv, B, T, C, NH, causal);
+                attention_backward(dq[t], dout, qkv, a[t], B, T, C, NH);
+                if (t > 0)
+                    same &= !memcmp(o[t], o[0], no * 4) && !memcmp(a[t], a[0], na * 4) &&
+                            !memcmp(dq[t], dq[0], nq * 4);
+            }
+        CHECK(same, "par: attention on 1, 2, 4 threads (plain and causal) gives the same bytes, forward and backward");
+        for (int t = 0; t < 3; t++) free(o[t]), free(a[t]), free(dq[t]);
+        free(qkv), free(dout);
+        blas_set_threads(2);
+    }
 
     /* two threads using par_for at once: one gets the pool, the other runs inline */
     static rival rv = {.c = {.mu = PTHREAD_MUTEX_INITIALIZER}};
