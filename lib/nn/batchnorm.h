@@ -28,10 +28,11 @@ void batchnorm_backward_train(float *dinp, float *dw, float *db, const float *do
  * is wanted. */
 void batchnorm_backward_eval(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
                              const float *run_mean, const float *run_var, int B, int C, int HW, float eps);
-/* The eval backward of batchnorm_forward_eval_act, in one pass: dout is first
- * masked in place by the activation's output y (as relu_backward_set), and
- * dinp is SET (dinp = ..., no zeroing needed), not accumulated. */
-void batchnorm_backward_eval_act(float *dinp, float *dw, float *db, float *dout, const float *y, int act,
+/* The eval backward of batchnorm_forward_eval_act, in one pass over dout, y
+ * and (for dw) inp: dout masked by the activation's output y (as
+ * relu_backward_set would; dout itself is not written), and dinp is SET
+ * (dinp = ..., no zeroing needed), not accumulated. */
+void batchnorm_backward_eval_act(float *dinp, float *dw, float *db, const float *dout, const float *y, int act,
                                  const float *inp, const float *w, const float *run_mean, const float *run_var, int B,
                                  int C, int HW, float eps);
 

@@ -2,9 +2,13 @@
 #include "pool.h"
 
 #include "par.h"
+#include "simd.h"
+#include "util.h"
 
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 int pool_out_size(int n, int K, int stride, int pad) { return (n + 2 * pad - K) / stride + 1; }
 
@@ -13,7 +17,7 @@ typedef struct {
     int *idx;
     const float *inp, *dout;
     const int *cidx;
-    int H, W, OH, OW, K, stride, pad;
+    int H, W, OH, OW, K, stride, pad, set;
 } pool_args;
 
 /* One plane. Inside the image (every window tap in range) the scan has no
@@ -62,10 +66,104 @@ static void maxpool_plane(float *o, int *ix, const float *x, const pool_args *a)
         }
 }
 
+/* The 3x3 stride-2 pad-1 pool (the ResNet stem's) in two passes that keep
+ * the scan order of the definition. Row pass: per input row and output
+ * column, the best of the row's 3 taps (hv) and its column (hp); column
+ * pass: per output, the best of its rows' results, first row first. Taking
+ * the first tap, then any later one that is greater or NaN, row by row and
+ * then over the rows' winners picks what the row-major scan picks: the first
+ * maximum, or the last NaN. Interior columns go 16 outputs at a time. */
+#define EVEN16 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define ODD16 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+
+/* one output column of an input row, with bounds */
+static void row_tap3(const float *r, int W, int ow, float *hv, int *hp)
+{
+    float best = -INFINITY;
+    int at = -1;
+    for (int iw = 2 * ow - 1; iw <= 2 * ow + 1; iw++) {
+        if (iw < 0 || iw >= W) continue;
+        float v = r[iw];
+        if (v > best || isnan(v) || at < 0) best = v, at = iw;
+    }
+    *hv = best, *hp = at;
+}
+
+static void maxpool_plane_3s2(float *o, int *ix, const float *x, int H, int W, int OH, int OW, float *hv, int *hp)
+{
+    vi one = (vi){0} + 1, two = one + 1, lane = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    for (int ih = 0; ih < H; ih++) {
+        const float *r = x + (size_t)ih * W;
+        float *v = hv + (size_t)ih * OW;
+        int *p = hp + (size_t)ih * OW, ow = 0;
+        row_tap3(r, W, 0, v, p);
+        /* a vector at ow reads r[2ow-1 .. 2ow+32]: all taps in the row */
+        for (ow = 1; ow + VL_VW - 1 <= OW - 1 && 2 * (ow + VL_VW - 1) + 2 <= W - 1; ow += VL_VW) {
+            const float *b = r + 2 * ow - 1;
+            vf a0 = vf_load(b), a1 = vf_load(b + VL_VW), c0 = vf_load(b + 2), c1 = vf_load(b + 2 + VL_VW);
+            vf t0 = __builtin_shufflevector(a0, a1, EVEN16), t1 = __builtin_shufflevector(a0, a1, ODD16);
+            vf t2 = __builtin_shufflevector(c0, c1, EVEN16);
+            vi base = lane + (2 * ow - 1), at = base;
+            vf best = t0;
+            vi m = (t1 > best) | (t1 != t1);
+            best = vf_select(m, t1, best), at = (at & ~m) | ((base + one) & m);
+            m = (t2 > best) | (t2 != t2);
+            best = vf_select(m, t2, best), at = (at & ~m) | ((base + two) & m);
+            vf_store(v + ow, best);
+            memcpy(p + ow, &at, sizeof at);
+        }
+        for (; ow < OW; ow++) row_tap3(r, W, ow, v + ow, p + ow);
+    }
+    for (int oh = 0; oh < OH; oh++) {
+        int r0 = 2 * oh - 1 < 0 ? 0 : 2 * oh - 1, r1 = 2 * oh + 1 < H - 1 ? 2 * oh + 1 : H - 1;
+        for (int ow = 0; ow < OW; ow += VL_VW) {
+            /* full vectors with fixed-size copies (inlined), the tail padded */
+            int n = OW - ow < VL_VW ? OW - ow : VL_VW;
+            vf best, v;
+            vi at = {0}, pv = {0};
+            if (n == VL_VW) {
+                best = vf_load(hv + (size_t)r0 * OW + ow);
+                memcpy(&at, hp + (size_t)r0 * OW + ow, sizeof at);
+            } else {
+                best = vf_load_part(hv + (size_t)r0 * OW + ow, n, 0.0f);
+                memcpy(&at, hp + (size_t)r0 * OW + ow, (size_t)n * sizeof(int));
+            }
+            at += r0 * W;
+            for (int r = r0 + 1; r <= r1; r++) {
+                if (n == VL_VW) {
+                    v = vf_load(hv + (size_t)r * OW + ow);
+                    memcpy(&pv, hp + (size_t)r * OW + ow, sizeof pv);
+                } else {
+                    v = vf_load_part(hv + (size_t)r * OW + ow, n, 0.0f);
+                    memcpy(&pv, hp + (size_t)r * OW + ow, (size_t)n * sizeof(int));
+                }
+                vi m = (v > best) | (v != v);
+                best = vf_select(m, v, best), at = (at & ~m) | ((pv + r * W) & m);
+            }
+            if (n == VL_VW) {
+                vf_store(o + (size_t)oh * OW + ow, best);
+                if (ix) memcpy(ix + (size_t)oh * OW + ow, &at, sizeof at);
+            } else {
+                vf_store_part(o + (size_t)oh * OW + ow, best, n);
+                if (ix) memcpy(ix + (size_t)oh * OW + ow, &at, (size_t)n * sizeof(int));
+            }
+        }
+    }
+}
+
 static void maxpool_range(void *ctx, int p0, int p1)
 {
     const pool_args *a = ctx;
     size_t HW = (size_t)a->H * a->W, OHW = (size_t)a->OH * a->OW;
+    if (a->K == 3 && a->stride == 2 && a->pad == 1) {
+        float *hv = xmalloc((size_t)a->H * a->OW * sizeof(float));
+        int *hp = xmalloc((size_t)a->H * a->OW * sizeof(int));
+        for (size_t p = p0; p < (size_t)p1; p++)
+            maxpool_plane_3s2(a->out + p * OHW, a->idx ? a->idx + p * OHW : NULL, a->inp + p * HW, a->H, a->W, a->OH,
+                              a->OW, hv, hp);
+        free(hv), free(hp);
+        return;
+    }
     for (size_t p = p0; p < (size_t)p1; p++)
         maxpool_plane(a->out + p * OHW, a->idx ? a->idx + p * OHW : NULL, a->inp + p * HW, a);
 }
@@ -85,6 +183,8 @@ static void maxpool_back_range(void *ctx, int p0, int p1)
         float *dx = a->dinp + p * HW;
         const float *g = a->dout + p * OHW;
         const int *ix = a->cidx + p * OHW;
+        /* set: the plane is zeroed while it is in cache, not in a pass of its own */
+        if (a->set) memset(dx, 0, HW * sizeof(float));
         for (size_t i = 0; i < OHW; i++)
             if (ix[i] >= 0) dx[ix[i]] += g[i];
     }
@@ -93,6 +193,12 @@ static void maxpool_back_range(void *ctx, int p0, int p1)
 void maxpool_backward(float *dinp, const float *dout, const int *idx, int B, int C, int H, int W, int OH, int OW)
 {
     pool_args a = {.dinp = dinp, .dout = dout, .cidx = idx, .H = H, .W = W, .OH = OH, .OW = OW};
+    par_for(B * C, (size_t)B * C * H * W, maxpool_back_range, &a);
+}
+
+void maxpool_backward_set(float *dinp, const float *dout, const int *idx, int B, int C, int H, int W, int OH, int OW)
+{
+    pool_args a = {.dinp = dinp, .dout = dout, .cidx = idx, .H = H, .W = W, .OH = OH, .OW = OW, .set = 1};
     par_for(B * C, (size_t)B * C * H * W, maxpool_back_range, &a);
 }
 

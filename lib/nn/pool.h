@@ -17,6 +17,10 @@ void maxpool_forward(float *out, int *idx, const float *inp, int B, int C, int H
 void maxpool_forward_ref(float *out, int *idx, const float *inp, int B, int C, int H, int W, int K, int stride,
                          int pad);
 void maxpool_backward(float *dinp, const float *dout, const int *idx, int B, int C, int H, int W, int OH, int OW);
+/* The same, but SETS dinp (the bytes of maxpool_backward into zeros, with no
+ * zeroing pass of its own). */
+void maxpool_backward_set(float *dinp, const float *dout, const int *idx, int B, int C, int H, int W, int OH,
+                          int OW);
 
 /* out (B,C,OH,OW), inp (B,C,H,W); count_pad: divide by K*K (PyTorch's default
  * count_include_pad=True) rather than by the in-image part of the window */

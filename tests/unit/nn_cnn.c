@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 static rng R;
+static int same(const float *a, const float *b, size_t n);
 
 static float *randv(size_t n, float scale)
 {
@@ -280,6 +281,47 @@ static void test_pool_values(void)
           "avgpool: count_include_pad divides by 9 (%g %g)", o[0], o[3]);
     avgpool_forward(o, x, 1, 1, 4, 4, 3, 2, 1, 0);
     CHECK(fabsf(o[0] - 2.5f) < 1e-6f, "avgpool: count_include_pad off divides by the in-image part (%g)", o[0]);
+}
+
+/* The 3x3 stride-2 max pool's vector path against the naive reference:
+ * widths around the 16-output vectors, values from a few levels (ties
+ * everywhere, as after a ReLU), NaNs and -infinity; other windows through
+ * the generic path; the set backward against zeroing then accumulating. */
+static void test_maxpool_paths(void)
+{
+    static const int sizes[][2] = {{1, 1}, {2, 3}, {5, 34}, {7, 35}, {6, 36}, {9, 64}, {8, 65}, {3, 97}, {4, 112},
+                                   {11, 113}};
+    static const int win[][3] = {{3, 2, 1}, {3, 2, 0}, {2, 2, 0}, {3, 1, 1}};
+    int ok = 1, okb = 1, nt = 0;
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
+        for (size_t wi = 0; wi < sizeof win / sizeof *win; wi++) {
+            int B = 2, C = 3, H = sizes[si][0], W = sizes[si][1], K = win[wi][0], st = win[wi][1], pd = win[wi][2];
+            int OH = pool_out_size(H, K, st, pd), OW = pool_out_size(W, K, st, pd);
+            if (OH < 1 || OW < 1) continue;
+            size_t n = (size_t)B * C * H * W, no = (size_t)B * C * OH * OW;
+            float *x = zeros(n), *o = zeros(no), *orf = zeros(no), *g = randv(no, 1), *d1 = zeros(n), *d2 = zeros(n);
+            int *ix = xmalloc(no * sizeof(int)), *ixr = xmalloc(no * sizeof(int));
+            for (size_t i = 0; i < n; i++) {
+                double u = rng_uniform(&R);
+                x[i] = u < 0.02 ? NAN : u < 0.04 ? -INFINITY : (float)(int)(u * 4);
+            }
+            for (int t = 1; t <= 2; t++) {
+                blas_set_threads(t);
+                maxpool_forward(o, ix, x, B, C, H, W, K, st, pd);
+                maxpool_forward_ref(orf, ixr, x, B, C, H, W, K, st, pd);
+                ok &= memcmp(o, orf, no * 4) == 0 && memcmp(ix, ixr, no * sizeof(int)) == 0;
+                memset(d1, 0, n * 4);
+                maxpool_backward(d1, g, ix, B, C, H, W, OH, OW);
+                for (size_t i = 0; i < n; i++) d2[i] = 99.0f;
+                maxpool_backward_set(d2, g, ix, B, C, H, W, OH, OW);
+                okb &= same(d1, d2, n);
+            }
+            nt++;
+            free(x), free(o), free(orf), free(g), free(d1), free(d2), free(ix), free(ixr);
+        }
+    blas_set_threads(1);
+    CHECK(ok, "maxpool: values and indices equal the reference (ties, NaN, -inf; %d shapes, 1 and 2 threads)", nt);
+    CHECK(okb, "maxpool: the set backward equals zeroing then the accumulating one");
 }
 
 /* ---------- losses ---------- */
@@ -691,9 +733,11 @@ static void test_threads(void)
             memcpy(g2, g, nx * 4), memset(dwb, 0, sizeof dwb), memset(dbb2, 0, sizeof dbb2);
             for (size_t k = 0; k < nx; k++) dxb[k] = 99.0f; /* set, not accumulated */
             batchnorm_backward_eval_act(dxb, dwb, dbb2, g2, ya, act, x, bw, rm, rv, B, C, HW, 1e-5f);
-            ok &= same(dxa, dxb, nx) && same(g1, g2, nx) && same(dwa, dwb, C) && same(dba, dbb2, C);
+            ok &= same(dxa, dxb, nx) && same(g, g2, nx) && same(dwa, dwb, C) && same(dba, dbb2, C);
         }
-        CHECK(ok, "threads: batchnorm eval backward with %s in one pass equals the separate passes, on 1 and 2 threads",
+        CHECK(ok,
+              "threads: batchnorm eval backward with %s in one pass equals the separate passes (and leaves its input "
+              "gradient as it was), on 1 and 2 threads",
               act == BN_ACT_RELU ? "relu" : "relu6");
         free(ya), free(g1), free(g2), free(dxa), free(dxb);
     }
@@ -766,6 +810,7 @@ int main(void)
     test_pointwise("relu", 4);
     test_pointwise("relu6", 5);
     test_pool_values();
+    test_maxpool_paths();
     test_threads();
     test_losses();
     test_params();
