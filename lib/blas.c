@@ -8,15 +8,15 @@
  * single-threaded sgemm on a thread of that pool.
  *
  * Why the split keeps the bytes: each element of C is then computed by one
- * sgemm over the full K, and a block starts at a multiple of SPLIT_ALIGN, so
- * inside OpenBLAS the element falls at the same place of the same kind of
- * register tile as without the split, with the same K blocking (which
- * depends on K only). Every block also has at least SPLIT_MIN multiply-adds:
- * OpenBLAS takes other code paths below about 7.3M (a "direct" kernel and
- * small-matrix kernels that sum the full K at once), and those must never
- * be taken by a block when the unsplit product would not take them. A
- * product too small for two such blocks runs unsplit on the calling thread,
- * whatever the thread count. tests/unit/blas.c checks the bytes. */
+ * sgemm over the full K, with the same K blocking (which depends on K
+ * only); a block starts at a multiple of SPLIT_ALIGN, so the element also
+ * falls at the same place of the same kind of register tile as without the
+ * split (and no two threads write one cache line of C). Every block also has at least SPLIT_MIN multiply-adds:
+ * up to 100^3 of them OpenBLAS (0.3.21) takes small-matrix kernels that sum
+ * in another order, and a block must never take them when the unsplit
+ * product would not. A product too small for two such blocks runs unsplit
+ * on the calling thread, whatever the thread count. tests/unit/blas.c
+ * checks the bytes. */
 #include "blas.h"
 
 #include "nn/par.h"
@@ -25,7 +25,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#define SPLIT_MIN (1LL << 23)
+#define SPLIT_MIN (1LL << 21)
 #define SPLIT_ALIGN 64
 
 static atomic_int threads; /* the library's thread count */

@@ -79,7 +79,8 @@ int main(void) {
      * reference, and on 2, 3 and 4 threads has the bytes of 1 thread (the
      * unsplit product). */
     static const int big[][3] = {{64, 1000, 300}, {1000, 64, 300}, {96, 4000, 70},  {4000, 96, 70},
-                                 {130, 130, 1100}, {256, 129, 512}, {129, 256, 512}, {8, 21000, 105}};
+                                 {130, 130, 1100}, {256, 129, 512}, {129, 256, 512}, {8, 21000, 105}, {16, 256, 1100},
+                                 {24, 3000, 60},  {3000, 24, 60}};
     int bad_ref = 0, bad_bytes = 0, cases = 0;
     double worst_big = 0;
     for (size_t s = 0; s < sizeof big / sizeof big[0]; s++)
