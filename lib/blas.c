@@ -11,12 +11,12 @@
  * sgemm over the full K, with the same K blocking (which depends on K
  * only); a block starts at a multiple of SPLIT_ALIGN, so the element also
  * falls at the same place of the same kind of register tile as without the
- * split (and no two threads write one cache line of C). Every block also has at least SPLIT_MIN multiply-adds:
- * up to 100^3 of them OpenBLAS (0.3.21) takes small-matrix kernels that sum
- * in another order, and a block must never take them when the unsplit
- * product would not. A product too small for two such blocks runs unsplit
- * on the calling thread, whatever the thread count. tests/unit/blas.c
- * checks the bytes. */
+ * split (and no two threads write one cache line of C). Every block has at
+ * least SPLIT_MIN multiply-adds: up to 100^3 of them OpenBLAS (0.3.21) takes
+ * small-matrix kernels that sum in another order, and a block must never
+ * take them when the unsplit product would not. A product too small for two
+ * such blocks runs unsplit on the calling thread, whatever the thread
+ * count. tests/unit/blas.c checks the bytes. */
 #include "blas.h"
 
 #include "nn/par.h"
