@@ -59,10 +59,24 @@ static void *worker(void *arg)
     return NULL;
 }
 
+/* In a child of fork() only the forking thread exists: the pool starts
+ * afresh there (its locks may have been held by threads that are gone). */
+static void forked_child(void)
+{
+    pthread_mutex_init(&P.run, NULL);
+    pthread_mutex_init(&P.mu, NULL);
+    pthread_cond_init(&P.wake, NULL);
+    pthread_cond_init(&P.done, NULL);
+    P.started = 0;
+    P.pending = 0;
+}
+
 /* Starts workers up to nt - 1 in all (called with P.run held); returns how
  * many exist, which is fewer when the system refuses a thread. */
 static int grow(int nt)
 {
+    static int atfork;
+    if (!atfork) atfork = pthread_atfork(NULL, NULL, forked_child) == 0;
     while (P.started < nt - 1) {
         pthread_t t;
         pthread_attr_t a;

@@ -3,7 +3,8 @@
  * pool growing as the thread count changes), nested par_for and blas_sgemm
  * run inline on the calling thread, concurrent blas_sgemm_serial from the
  * workers, attention's (batch, head) pairs on the pool, two threads calling
- * at once, and no CPU burnt between calls. */
+ * at once, a child of fork() with a pool of its own, and no CPU burnt
+ * between calls. */
 #include "blas.h"
 #include "check.h"
 #include "nn/attention.h"
@@ -12,10 +13,13 @@
 #include "util.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAXN 5000
 #define BIG ((size_t)1 << 30) /* work that is always worth splitting */
@@ -267,6 +271,28 @@ int main(void)
     }
     if (started) pthread_join(th, NULL);
     CHECK(started && ok && rv.ok, "par: two threads calling par_for 2000 times each at once");
+
+    /* a child of fork() starts its own workers (the parent's are not there) */
+    blas_set_threads(2);
+    pid_t pid = fork();
+    if (pid == 0) {
+        cover_reset(&c);
+        par_for(1000, BIG, mark, &c);
+        _exit(covered_once(&c, 1000) && atomic_load(&c.nwho) == 2 ? 0 : 1);
+    }
+    int status = 1, waited = 0;
+    /* a child stuck waiting for workers it does not have is a failure, not a hang */
+    while (pid > 0 && waitpid(pid, &status, WNOHANG) == 0) {
+        if (++waited == 1000) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            break;
+        }
+        struct timespec ms = {0, 10000000};
+        nanosleep(&ms, NULL);
+    }
+    CHECK(pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "par: a forked child runs par_for on 2 threads of its own");
 
     /* idle workers sleep (ours and OpenBLAS's): between calls the process
      * uses no CPU */
