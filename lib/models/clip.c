@@ -741,16 +741,25 @@ void clip_vision_backward(const clip_vision *v, clip_vision *g, const float *dou
     layernorm_backward(dcls, g->ln_post_w, g->ln_post_b, dpool, a->cls_out, v->ln_post_w, a->mean_post, a->rstd_post,
                        B, C);
     for (int b = 0; b < B; b++) memcpy(dx + (size_t)b * T * C, dcls + (size_t)b * C, C * sizeof(float));
-    tf_backward(&v->tf, v->blocks, g->blocks, dx, a->tf, B, T);
+    /* the stack's input gradient is wanted only for the embeddings and
+     * ln_pre; without them the pass stops at the lowest block that trains */
+    int need_in = g->cls || g->pos || g->patch_w || g->ln_pre_w || g->ln_pre_b;
+    tf_backward(&v->tf, v->blocks, g->blocks, dx, a->tf, B, T, need_in ? 0 : tf_lowest_trainable(&v->tf, g->blocks));
+    if (!need_in) {
+        free(dpool), free(dx), free(dcls);
+        return;
+    }
     float *demb = xcalloc(bt * C, sizeof(float));
     layernorm_backward(demb, g->ln_pre_w, g->ln_pre_b, dx, a->emb, v->ln_pre_w, a->mean_pre, a->rstd_pre, (int)bt, C);
     float *dpe = xmalloc_aligned((size_t)B * NP * C * sizeof(float));
     for (int b = 0; b < B; b++) {
         const float *r = demb + (size_t)b * T * C;
-        for (int c = 0; c < C; c++) g->cls[c] += r[c];
-        for (size_t i = 0; i < (size_t)T * C; i++) g->pos[i] += r[i];
+        if (g->cls)
+            for (int c = 0; c < C; c++) g->cls[c] += r[c];
+        if (g->pos)
+            for (size_t i = 0; i < (size_t)T * C; i++) g->pos[i] += r[i];
         memcpy(dpe + (size_t)b * NP * C, r + C, (size_t)NP * C * sizeof(float));
     }
-    patch_backward(NULL, g->patch_w, NULL, dpe, pix, v->patch_w, B, 3, v->S, v->S, C, v->P);
+    if (g->patch_w) patch_backward(NULL, g->patch_w, NULL, dpe, pix, v->patch_w, B, 3, v->S, v->S, C, v->P);
     free(dpool), free(dx), free(dcls), free(demb), free(dpe);
 }

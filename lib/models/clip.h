@@ -94,7 +94,9 @@ size_t clip_vision_acts_bytes(const clip_vision_acts *a);
 void clip_vision_forward(const clip_vision *v, const float *pix, int B, float *out, clip_vision_acts *save);
 /* Accumulates into g (laid out like v, see clip_vision_like) the gradients
  * of a loss whose gradient w.r.t. out is dout (B,D); pix and a as given to
- * and saved by the forward pass. */
+ * and saved by the forward pass. A NULL tensor in g is frozen: no gradient
+ * work is spent on it, and with the embeddings and ln_pre frozen the pass
+ * stops at the lowest block with a tensor that trains. */
 void clip_vision_backward(const clip_vision *v, clip_vision *g, const float *dout, const float *pix,
                           const clip_vision_acts *a, int B);
 

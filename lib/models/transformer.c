@@ -175,8 +175,23 @@ static void ln_apply(float *out, const float *x, const float *mean, const float 
     }
 }
 
-void tf_backward(const tf_config *c, const tf_block *w, tf_block *g, float *dx, const tf_acts *a, int B, int T)
+int tf_lowest_trainable(const tf_config *c, const tf_block *g)
 {
+    if (!g) return c->L;
+    for (int l = 0; l < c->L; l++) {
+        const tf_block *b = &g[l];
+        const float *t[12] = {b->ln1_w, b->ln1_b, b->qkv_w, b->qkv_b, b->proj_w, b->proj_b,
+                              b->ln2_w, b->ln2_b, b->fc1_w, b->fc1_b, b->fc2_w, b->fc2_b};
+        for (int k = 0; k < 12; k++)
+            if (t[k]) return l;
+    }
+    return c->L;
+}
+
+int tf_backward(const tf_config *c, const tf_block *w, tf_block *g, float *dx, const tf_acts *a, int B, int T, int lo)
+{
+    if (lo < 0) lo = 0;
+    if (lo >= c->L) return 0;
     int N = B * T, C = c->C, H = c->hidden;
     size_t nc = (size_t)N * C, nh = (size_t)N * H;
     float *ln = xmalloc_aligned(nc * sizeof(float));
@@ -184,7 +199,7 @@ void tf_backward(const tf_config *c, const tf_block *w, tf_block *g, float *dx, 
     float *hb = xmalloc_aligned(nh * sizeof(float));
     float *dh = xmalloc_aligned(nh * sizeof(float));
     float *dqkv = xmalloc_aligned(3 * nc * sizeof(float));
-    for (int l = c->L - 1; l >= 0; l--) {
+    for (int l = c->L - 1; l >= lo; l--) {
         const tf_block *b = &w[l];
         tf_block *gb = g ? &g[l] : NULL;
         /* MLP branch: x_out = x_mid + fc2(act(fc1(ln_2(x_mid)))) */
@@ -211,4 +226,5 @@ void tf_backward(const tf_config *c, const tf_block *w, tf_block *g, float *dx, 
                            a->rstd1[l], N, C);
     }
     free(ln), free(dln), free(hb), free(dh), free(dqkv);
+    return c->L - lo;
 }

@@ -55,10 +55,18 @@ size_t tf_acts_bytes(const tf_acts *a);
  * tf_acts made for at least this B and T, to be passed to tf_backward. */
 void tf_forward(const tf_config *c, const tf_block *w, float *x, int B, int T, tf_acts *save);
 
+/* The lowest block with a gradient wanted (a non-NULL tensor in g[l]), or
+ * c->L when there is none (or g is NULL): a backward pass that needs no
+ * gradient at the stack's input stops there. */
+int tf_lowest_trainable(const tf_config *c, const tf_block *g);
+
 /* dx (B,T,C): the gradient at the stack's output, replaced by the gradient
- * at its input. g: gradient blocks to accumulate into (same layout as w), or
- * NULL when the stack is frozen and only dx is wanted. a: as saved by the
- * matching tf_forward with the same w, B and T. */
-void tf_backward(const tf_config *c, const tf_block *w, tf_block *g, float *dx, const tf_acts *a, int B, int T);
+ * at the input of block lo (lo 0: the stack's input); blocks below lo are
+ * not visited. g: gradient blocks to accumulate into (same layout as w; a
+ * NULL tensor is not wanted), or NULL when the stack is frozen and only dx is
+ * wanted. a: as saved by the matching tf_forward with the same w, B and T.
+ * Returns the number of blocks visited, c->L - lo. */
+int tf_backward(const tf_config *c, const tf_block *w, tf_block *g, float *dx, const tf_acts *a, int B, int T,
+                int lo);
 
 #endif

@@ -36,6 +36,7 @@ struct vit {
     size_t cap_tok, cap_pe;
     tf_acts *acts;
     int acts_B, acts_T;
+    int bwd_blocks; /* blocks the last backward pass went through */
 };
 
 static const char *const BLOCK_NAMES[NT] = {"norm1.weight",    "norm1.bias",      "attn.qkv.weight", "attn.qkv.bias",
@@ -305,25 +306,27 @@ void vit_backward(vit *m, const float *dfeat)
     float *dcls_in = xcalloc((size_t)B * C, sizeof(float));
     layernorm_backward(dcls_in, param_grad(p, m->nw), param_grad(p, m->nb), dfeat, m->cls_in,
                        param_data(p, m->nw), m->mean, m->rstd, B, C);
-    /* anything trainable below the final norm? */
-    int below = 0;
-    for (int i = 0; i < m->nw; i++) below |= param_grad(p, i) != NULL;
-    if (!below) {
+    for (int l = 0; l < m->L; l++) {
+        float *g[NT];
+        for (int k = 0; k < NT; k++) g[k] = param_grad(p, m->blk0 + l * NT + k);
+        m->g[l] = (tf_block){g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11]};
+    }
+    float *dcls = param_grad(p, m->cls), *dpos = param_grad(p, m->pos);
+    float *dpw = param_grad(p, m->pw), *dpb = param_grad(p, m->pb);
+    /* the stack's input gradient is wanted only for the embeddings; without
+     * them the pass stops at the lowest block that trains */
+    int need_in = dcls || dpos || dpw || dpb;
+    int lo = need_in ? 0 : tf_lowest_trainable(&m->cfg, m->g);
+    m->bwd_blocks = 0;
+    if (lo == m->L && !need_in) {
         free(dcls_in);
         return;
     }
     float *dtok = xcalloc((size_t)B * T * C, sizeof(float));
     for (int b = 0; b < B; b++) memcpy(dtok + (size_t)b * T * C, dcls_in + (size_t)b * C, C * sizeof(float));
     free(dcls_in);
-    for (int l = 0; l < m->L; l++) {
-        float *g[NT];
-        for (int k = 0; k < NT; k++) g[k] = param_grad(p, m->blk0 + l * NT + k);
-        m->g[l] = (tf_block){g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11]};
-    }
-    tf_backward(&m->cfg, m->w, m->g, dtok, m->acts, B, T);
+    m->bwd_blocks = tf_backward(&m->cfg, m->w, m->g, dtok, m->acts, B, T, lo);
 
-    float *dcls = param_grad(p, m->cls), *dpos = param_grad(p, m->pos);
-    float *dpw = param_grad(p, m->pw), *dpb = param_grad(p, m->pb);
     if (dcls || dpos) {
         float *dpc = xcalloc((size_t)T * C, sizeof(float));
         for (int b = 0; b < B; b++) {
@@ -349,6 +352,8 @@ void vit_backward(vit *m, const float *dfeat)
     }
     free(dtok);
 }
+
+int vit_backward_blocks(const vit *m) { return m->bwd_blocks; }
 
 size_t vit_buffer_bytes(const vit *m)
 {

@@ -34,6 +34,9 @@ int vit_load(vit *m, const st_file *f, char *err);
 int vit_forward(vit *m, float *feat, const float *x, int B, int H, int W, int save, char *err);
 /* Accumulates into the trainable tensors' gradients from dfeat (B,C). */
 void vit_backward(vit *m, const float *dfeat);
+/* Transformer blocks the last vit_backward went through: it stops at the
+ * lowest block with a trainable tensor unless the embeddings train. */
+int vit_backward_blocks(const vit *m);
 size_t vit_buffer_bytes(const vit *m);
 
 #endif

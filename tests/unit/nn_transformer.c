@@ -7,6 +7,7 @@
 #include "blas.h"
 #include "models/clip.h"
 #include "models/transformer.h"
+#include "models/vit.h"
 #include "nn/act.h"
 #include "nn/attention.h"
 #include "nn/layernorm.h"
@@ -328,9 +329,9 @@ static void test_stack(int causal)
     CHECK(maxdiff(xf, xs, n) == 0, "%s forward saving activations gives the same bytes", name);
     float *dx = xmalloc(n * 4), *dx2 = xmalloc(n * 4);
     memcpy(dx, s.r, n * 4);
-    tf_backward(&s.c, s.w, g, dx, a, s.B, s.T);
+    CHECK(tf_backward(&s.c, s.w, g, dx, a, s.B, s.T, 0) == s.c.L, "%s backward visits every block", name);
     memcpy(dx2, s.r, n * 4);
-    tf_backward(&s.c, s.w, NULL, dx2, a, s.B, s.T);
+    tf_backward(&s.c, s.w, NULL, dx2, a, s.B, s.T, 0);
     CHECK(maxdiff(dx, dx2, n) == 0, "%s backward without parameter gradients gives the same dx", name);
     float *dxb = fill(n, .5f);
     for (size_t i = 0; i < n; i++) dxb[i] += dx[i];
@@ -350,6 +351,107 @@ static void test_stack(int causal)
     tf_acts_free(a);
     free(params), free(grads), free(s.w), free(g), free(s.x0), free(s.x), free(s.r), free(xf), free(xs);
     free(dx), free(dx2), free(dxb);
+}
+
+/* ---- frozen lower blocks: the backward pass stops at the lowest block that
+ * trains, and the gradients it gives are the full pass's, byte for byte ---- */
+static int same_bytes(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
+
+static void test_stack_frozen(void)
+{
+    tf_config c = {.C = 8, .NH = 2, .L = 4, .hidden = 12, .act = TF_GELU, .eps = 1e-6f};
+    int B = 2, T = 5;
+    size_t np = tf_nparams(&c), n = (size_t)B * T * c.C, bs = tf_block_size(&c);
+    float *params = rnd(np, 0.5f), *g1 = fill(np, .5f), *g2 = fill(np, .5f), *x = rnd(n, 1), *r = rnd(n, 1);
+    tf_block *w = xmalloc(c.L * sizeof(tf_block)), *gf = xmalloc(c.L * sizeof(tf_block));
+    tf_block *gp = xmalloc(c.L * sizeof(tf_block));
+    tf_layout(&c, params, w);
+    tf_layout(&c, g1, gf);
+    tf_layout(&c, g2, gp);
+    for (int l = 0; l < 2; l++) gp[l] = (tf_block){0}; /* blocks 0 and 1 frozen */
+    gp[2].fc2_w = gp[2].ln1_w = NULL;                  /* and two tensors of block 2 */
+    tf_acts *a = tf_acts_new(&c, B, T);
+    tf_forward(&c, w, x, B, T, a);
+    float *dx = xmalloc(n * 4);
+    memcpy(dx, r, n * 4);
+    int full = tf_backward(&c, w, gf, dx, a, B, T, 0);
+    int lo = tf_lowest_trainable(&c, gp);
+    memcpy(dx, r, n * 4);
+    int part = tf_backward(&c, w, gp, dx, a, B, T, lo);
+    CHECK(lo == 2 && full == 4 && part == 2, "stack with blocks 0-1 frozen: backward visits 2 of 4 blocks "
+          "(lowest trainable %d, visited %d, full pass %d)", lo, part, full);
+    /* block 2 without its two frozen tensors, block 3 whole */
+    int ok = same_bytes(gf[3].ln1_w, gp[3].ln1_w, bs);
+    float *t1[] = {gf[2].ln1_b, gf[2].qkv_w, gf[2].qkv_b, gf[2].proj_w, gf[2].proj_b, gf[2].ln2_w, gf[2].ln2_b,
+                   gf[2].fc1_w, gf[2].fc1_b, gf[2].fc2_b};
+    float *t2[] = {gp[2].ln1_b, gp[2].qkv_w, gp[2].qkv_b, gp[2].proj_w, gp[2].proj_b, gp[2].ln2_w, gp[2].ln2_b,
+                   gp[2].fc1_w, gp[2].fc1_b, gp[2].fc2_b};
+    size_t C = c.C, H = c.hidden, tn[] = {C, 3 * C * C, 3 * C, C * C, C, C, C, H * C, H, C};
+    for (int k = 0; k < 10; k++) ok &= same_bytes(t1[k], t2[k], tn[k]);
+    CHECK(ok, "stack with blocks 0-1 frozen: the trainable tensors' gradients are the full pass's, byte for byte");
+    int untouched = 1;
+    for (size_t i = 0; i < 2 * bs; i++) untouched &= g2[i] == .5f;
+    size_t o_ln1 = gf[2].ln1_w - g1, o_fc2 = gf[2].fc2_w - g1;
+    for (size_t i = 0; i < C; i++) untouched &= g2[o_ln1 + i] == .5f;
+    for (size_t i = 0; i < C * H; i++) untouched &= g2[o_fc2 + i] == .5f;
+    CHECK(untouched, "stack with blocks 0-1 frozen: no frozen tensor's gradient is written");
+    tf_block *none = xmalloc(c.L * sizeof(tf_block));
+    for (int l = 0; l < c.L; l++) none[l] = (tf_block){0};
+    CHECK(tf_lowest_trainable(&c, none) == c.L && tf_lowest_trainable(&c, NULL) == c.L &&
+              tf_backward(&c, w, none, dx, a, B, T, c.L) == 0,
+          "stack with every block frozen: the backward pass visits none");
+    tf_acts_free(a);
+    free(params), free(g1), free(g2), free(x), free(r), free(w), free(gf), free(gp), free(dx), free(none);
+}
+
+static void test_vit_frozen(void)
+{
+    /* a 3-block ViT on 8x8 images of 4x4 patches */
+    int B = 2, S = 8, L = 3;
+    vit *m[2];
+    float *feat = xmalloc((size_t)B * 8 * 4), *df = rnd((size_t)B * 8, 1), *img = rnd((size_t)B * 3 * S * S, 1);
+    for (int k = 0; k < 2; k++) {
+        m[k] = vit_new_custom(8, L, 2, 4, S, 0);
+        params *p = vit_params(m[k]);
+        rs = 0x9e3779b97f4a7c15ull;
+        float *v = rnd(p->numel, 0.5f);
+        memcpy(p->data, v, p->numel * 4);
+        free(v);
+        for (int i = 0; i < p->n; i++)
+            if (strstr(p->t[i].name, "norm") && strstr(p->t[i].name, "weight"))
+                for (size_t j = 0; j < p->t[i].numel; j++) param_data(p, i)[j] += 1;
+        if (k == 1) {
+            param_freeze(p, "cls_token", 1);
+            param_freeze(p, "pos_embed", 1);
+            param_freeze(p, "patch_embed", 1);
+            param_freeze(p, "blocks.0", 1);
+        }
+        param_zero_grad(p);
+        char err[VL_ERRLEN];
+        CHECK(vit_forward(m[k], feat, img, B, S, S, 1, err) == 0, "ViT forward (%s)", k ? "frozen" : "full");
+        vit_backward(m[k], df);
+    }
+    params *pf = vit_params(m[0]), *pp = vit_params(m[1]);
+    int ok = 1, nt = 0;
+    for (int i = 0; i < pp->n; i++) {
+        float *g = param_grad(pp, i);
+        if (!g) continue;
+        nt++;
+        ok &= same_bytes(g, param_grad(pf, i), pp->t[i].numel);
+    }
+    CHECK(vit_backward_blocks(m[0]) == L && vit_backward_blocks(m[1]) == L - 1,
+          "ViT with the embeddings and blocks.0 frozen: backward visits %d of %d blocks (full pass %d)",
+          vit_backward_blocks(m[1]), L, vit_backward_blocks(m[0]));
+    CHECK(ok && nt == 2 * 12 + 2, "ViT with the embeddings and blocks.0 frozen: the %d trainable tensors' "
+          "gradients are the full pass's, byte for byte", nt);
+    param_freeze(pp, "blocks", 1);
+    param_zero_grad(pp);
+    char err[VL_ERRLEN];
+    vit_forward(m[1], feat, img, B, S, S, 1, err);
+    vit_backward(m[1], df);
+    CHECK(vit_backward_blocks(m[1]) == 0, "ViT with only the final norm trainable: backward visits no block");
+    vit_free(m[0]), vit_free(m[1]);
+    free(feat), free(df), free(img);
 }
 
 /* ---- the CLIP image tower (training path) ---- */
@@ -393,6 +495,27 @@ static void test_clip_vision(void)
     for (int i = 0; i < 10; i++) worst = fmax(worst, fd(vis_loss, &c, pw[i], pg[i], pn[i], .5f, 1e-2f));
     CHECK(worst < FD_TOL, "CLIP image tower: every embedding, norm and projection gradient = finite differences "
                           "(worst %.2g)", worst);
+    /* embeddings, ln_pre and block 0 frozen: block 1, ln_post and proj get the
+     * full pass's gradients, byte for byte, and nothing else is written */
+    float *full = fill(np, .5f), *part = fill(np, .5f);
+    clip_vision gf, gp;
+    clip_vision_like(&gf, &c.v, full);
+    clip_vision_like(&gp, &c.v, part);
+    clip_vision_backward(&c.v, &gf, c.r, c.pix, a, c.B);
+    gp.patch_w = gp.cls = gp.pos = gp.ln_pre_w = gp.ln_pre_b = NULL;
+    gp.blocks[0] = (tf_block){0};
+    clip_vision_backward(&c.v, &gp, c.r, c.pix, a, c.B);
+    size_t b1 = gf.blocks[1].ln1_w - full, nb = tf_block_size(&c.v.tf);
+    int same = memcmp(full + b1, part + b1, nb * 4) == 0 && memcmp(gf.ln_post_w, gp.ln_post_w, C * 4) == 0 &&
+               memcmp(gf.ln_post_b, gp.ln_post_b, C * 4) == 0 && memcmp(gf.proj, gp.proj, 5 * C * 4) == 0;
+    int untouched = 1;
+    for (size_t i = 0; i < np; i++)
+        if ((i < b1 || i >= b1 + nb) && !(part + i >= gp.ln_post_w && part + i < gp.ln_post_w + C) &&
+            !(part + i >= gp.ln_post_b && part + i < gp.ln_post_b + C) && !(part + i >= gp.proj && part + i < gp.proj + 5 * C))
+            untouched &= part[i] == .5f;
+    CHECK(same && untouched, "CLIP image tower with the embeddings, ln_pre and block 0 frozen: the trainable "
+                             "tensors' gradients are the full pass's, byte for byte; nothing frozen is written");
+    free(full), free(part), free(gf.blocks), free(gp.blocks);
     clip_vision_acts_free(a);
     free(params), free(grads), free(c.v.blocks), free(g.blocks), free(c.pix), free(c.r), free(c.out), free(o2);
 }
@@ -408,6 +531,8 @@ int main(void)
     test_patch();
     test_stack(0);
     test_stack(1);
+    test_stack_frozen();
+    test_vit_frozen();
     test_clip_vision();
     CHECK_EXIT();
 }
