@@ -22,6 +22,9 @@ typedef struct {
 
 static size_t bn_work(int B, int C, int HW) { return (size_t)B * C * HW; }
 
+/* Training mode: the batch statistics and the backward's two sums feed
+ * every element of the output and of the input gradient, so each term is
+ * formed and summed in double (PyTorch's CPU kernels sum in double too). */
 static void fwd_train_range(void *ctx, int c0, int c1)
 {
     const bn_args *a = ctx;
@@ -34,16 +37,15 @@ static void fwd_train_range(void *ctx, int c0, int c1)
         double s = 0;
         for (int i = 0; i < B; i++) {
             const float *x = inp + ((size_t)i * C + c) * HW;
-            float acc = 0;
-            for (int j = 0; j < HW; j++) acc += x[j];
-            s += acc;
+            for (int j = 0; j < HW; j++) s += x[j];
         }
         double m = s / n, v = 0;
         for (int i = 0; i < B; i++) {
             const float *x = inp + ((size_t)i * C + c) * HW;
-            float acc = 0, mf = (float)m;
-            for (int j = 0; j < HW; j++) acc += (x[j] - mf) * (x[j] - mf);
-            v += acc;
+            for (int j = 0; j < HW; j++) {
+                double d = x[j] - m;
+                v += d * d;
+            }
         }
         double var = v / n;
         float rs = (float)(1.0 / sqrt(var + eps));
@@ -136,13 +138,10 @@ static void bwd_train_range(void *ctx, int c0, int c1)
         for (int i = 0; i < B; i++) {
             const float *x = inp + ((size_t)i * C + c) * HW;
             const float *g = dout + ((size_t)i * C + c) * HW;
-            float a = 0, ax = 0;
             for (int j = 0; j < HW; j++) {
-                a += g[j];
-                ax += g[j] * (x[j] - m);
+                sg += g[j];
+                sgx += g[j] * ((double)x[j] - m);
             }
-            sg += a;
-            sgx += ax;
         }
         sgx *= rs; /* sum(dout * xh) */
         if (dw) dw[c] += (float)sgx;
