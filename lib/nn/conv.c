@@ -5,14 +5,17 @@
  * dcol = w^T dout, scattered back by col2im. A 1x1 stride-1 unpadded
  * convolution uses the input itself as col. Depthwise convolutions (one input
  * and one output channel per group) are a direct loop: as a GEMM they would be
- * a matrix-vector product per channel. */
+ * a matrix-vector product per channel. 3x3 stride-1 convolutions go to
+ * winograd.c when wino_pays() (and conv_set_winograd has not turned it off). */
 #include "conv.h"
 
 #include "blas.h"
 #include "par.h"
 #include "util.h"
+#include "winograd.h"
 
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +58,14 @@ void conv_release_workspace(void)
     free(ws);
     ws = NULL;
     ws_cap = 0;
+    wino_release_workspace();
 }
+
+static atomic_int use_winograd = 1;
+
+void conv_set_winograd(int on) { atomic_store(&use_winograd, on != 0); }
+
+int conv_get_winograd(void) { return atomic_load(&use_winograd); }
 
 static int is_pointwise(const conv_shape *s)
 {
@@ -304,6 +314,10 @@ void conv2d_forward(float *out, const float *inp, const float *w, const float *b
         depthwise_forward(out, inp, w, b, B, s);
         return;
     }
+    if (atomic_load(&use_winograd) && wino_pays(s)) {
+        wino_forward(out, inp, w, b, B, s);
+        return;
+    }
     int G = s->groups, Cg = s->C / G, OCg = s->OC / G, K = Cg * s->KH * s->KW, OHW = s->OH * s->OW;
     size_t HW = (size_t)s->H * s->W;
     int nb = chunk_images(s, B);
@@ -357,6 +371,10 @@ void conv2d_backward(float *dinp, float *dw, float *db, const float *dout, const
     if (!dinp && !dw) return;
     if (is_depthwise(s)) {
         depthwise_backward(dinp, dw, dout, inp, w, B, s);
+        return;
+    }
+    if (atomic_load(&use_winograd) && wino_pays(s)) {
+        wino_backward(dinp, dw, dout, inp, w, B, s);
         return;
     }
     int G = s->groups, Cg = s->C / G, OCg = s->OC / G, K = Cg * s->KH * s->KW;

@@ -1,9 +1,15 @@
 /* conv: 2-D convolution in NCHW layout (PyTorch nn.Conv2d): stride, zero
- * padding, dilation and groups (depthwise when groups == C). The fast path is
- * im2col + sgemm (1x1 stride-1 convolutions need no im2col; depthwise ones use
- * a direct loop); the _ref functions are the naive seven-loop definitions.
- * Backward functions ACCUMULATE (+=) into every gradient they are given; a
- * NULL gradient is skipped together with the work only it needs. */
+ * padding, dilation and groups (depthwise when groups == C). The fast paths:
+ * 3x3 stride-1 convolutions with 16 or more input and output channels (all
+ * of a ResNet's but the stride-2 ones) run as Winograd F(4x4,3x3)
+ * (winograd.h: a quarter of the multiplications; float32 results within a
+ * few 1e-6 of the exact ones, relative to the output's scale, against about
+ * 1e-7 for a GEMM; conv_set_winograd(0) turns it off); the others as
+ * im2col + sgemm (1x1 stride-1 convolutions need no im2col; depthwise ones
+ * use a direct loop). The _ref functions are the naive seven-loop
+ * definitions. Backward functions ACCUMULATE (+=) into every gradient they
+ * are given; a NULL gradient is skipped together with the work only it
+ * needs. */
 #ifndef VL_NN_CONV_H
 #define VL_NN_CONV_H
 
@@ -32,8 +38,19 @@ void conv2d_backward(float *dinp, float *dw, float *db, const float *dout, const
 void conv2d_backward_ref(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
                          int B, const conv_shape *s);
 
-/* The fast path keeps one im2col workspace per thread, grown on demand; this
- * releases it (e.g. after a model is done). */
+/* Whether conv2d_forward / conv2d_backward may take the Winograd path
+ * (winograd.h) where it pays; on by default. Off, every convolution runs
+ * im2col + sgemm, whose float32 results lie closer to the exact ones (about
+ * 1e-7 of the output's scale against a few 1e-6): for step-by-step parity
+ * with a float64 reference, where a ReLU or a max pool decided by a hair would
+ * otherwise go the other way now and then. Process-wide: set it before work
+ * starts, not while another thread runs a convolution. */
+void conv_set_winograd(int on);
+int conv_get_winograd(void);
+
+/* The fast paths keep their workspaces (im2col columns per thread; the
+ * Winograd transforms of the calling thread), grown on demand; this releases
+ * the calling thread's (e.g. after a model is done). */
 void conv_release_workspace(void);
 
 #endif

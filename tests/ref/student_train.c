@@ -13,6 +13,7 @@
 #include "models/mobilenet.h"
 #include "models/resnet.h"
 #include "models/vit.h"
+#include "nn/conv.h"
 #include "nn/linear.h"
 #include "nn/loss.h"
 #include "optim.h"
@@ -43,6 +44,9 @@ int main(int argc, char **argv)
     }
     const char *arch = argv[1], *opt = argv[4];
     int bn_train = strcmp(argv[5], "train") == 0, steps = atoi(argv[6]);
+    /* step-by-step parity with float64: im2col convolutions (Winograd's few
+     * 1e-6 flip a ReLU decided by a hair now and then; conv.h) */
+    conv_set_winograd(0);
     char err[VL_ERRLEN];
     st_file wf, bf;
     if (st_open(&wf, argv[2], err) != 0 || st_open(&bf, argv[3], err) != 0) {

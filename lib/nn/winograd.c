@@ -1,0 +1,551 @@
+/* winograd: F(4x4,3x3) convolution; see winograd.h.
+ *
+ * Layout. Tile (th, tw) of a plane covers outputs 4th..4th+3 x 4tw..4tw+3
+ * and reads input rows and columns from 4th-pad and 4tw-pad, six of each
+ * (zero outside the map). A chunk of m images has P = m*T tiles, tile p =
+ * i*T + th*TW + tw. The transformed tiles are stored position-major:
+ * V[e][c][p] (36 matrices (C,P)), M or Z[e][k][p] (36 matrices (K,P)), and
+ * the transformed weights U[e][k][c] (36 matrices (K,C)), so each position's
+ * product is one row-major GEMM on the buffers as they lie.
+ *
+ * Transforms. One plane (image, channel) at a time: its tiles are gathered
+ * into a scratch laid out [row][col][tile], and the 1-D transforms run
+ * separably (columns, then rows) as vector arithmetic across the plane's
+ * tiles. Planes are split over threads with par_for on fixed boundaries; each
+ * element is computed the same way on any split. The weight transform and its
+ * adjoint run across input channels, split by output channel.
+ *
+ * Chunks. Images are taken in equal chunks whose V and M (or Z) together
+ * stay under WINO_CHUNK_FLOATS; the weight gradient of a chunk is added to dw
+ * before the next (so the buffer of U serves dU too). */
+#include "winograd.h"
+
+#include "blas.h"
+#include "par.h"
+#include "util.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef WINO_CHUNK_FLOATS
+#define WINO_CHUNK_FLOATS (4u << 20)
+#endif
+
+typedef float v8 __attribute__((vector_size(32)));
+
+static inline v8 ld8(const float *p)
+{
+    v8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void st8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
+
+/* n (1..8) floats; the other lanes zero */
+static inline v8 ldn(const float *p, int n)
+{
+    if (n == 8) return ld8(p);
+    float t[8] = {0};
+    for (int i = 0; i < n; i++) t[i] = p[i];
+    return ld8(t);
+}
+
+static inline void stn(float *p, v8 v, int n)
+{
+    if (n == 8) {
+        st8(p, v);
+        return;
+    }
+    float t[8];
+    st8(t, v);
+    for (int i = 0; i < n; i++) p[i] = t[i];
+}
+
+/* The 1-D transforms and their adjoints (the matrices in winograd.h's
+ * notation: BT, G, AT of F(4,3)). */
+
+/* o = BT d */
+static inline void bt(v8 o[6], const v8 d[6])
+{
+    o[0] = 4 * d[0] - 5 * d[2] + d[4];
+    o[1] = d[4] + d[3] - 4 * (d[1] + d[2]);
+    o[2] = d[4] - d[3] + 4 * (d[1] - d[2]);
+    o[3] = d[4] - d[2] + 2 * (d[3] - d[1]);
+    o[4] = d[4] - d[2] - 2 * (d[3] - d[1]);
+    o[5] = 4 * d[1] - 5 * d[3] + d[5];
+}
+
+/* o = BT^T g */
+static inline void bt_adj(v8 o[6], const v8 g[6])
+{
+    o[0] = 4 * g[0];
+    o[1] = 4 * (g[2] - g[1] + g[5]) + 2 * (g[4] - g[3]);
+    o[2] = -5 * g[0] - 4 * (g[1] + g[2]) - (g[3] + g[4]);
+    o[3] = (g[1] - g[2]) + 2 * (g[3] - g[4]) - 5 * g[5];
+    o[4] = g[0] + g[1] + g[2] + g[3] + g[4];
+    o[5] = g[5];
+}
+
+/* y = AT m */
+static inline void at(v8 y[4], const v8 m[6])
+{
+    v8 a = m[1] + m[2], b = m[1] - m[2], c = m[3] + m[4], d = m[3] - m[4];
+    y[0] = m[0] + a + c;
+    y[1] = b + 2 * d;
+    y[2] = a + 4 * c;
+    y[3] = b + 8 * d + m[5];
+}
+
+/* z = AT^T y */
+static inline void at_adj(v8 z[6], const v8 y[4])
+{
+    v8 a = y[0] + y[2], b = y[1] + y[3], c = y[0] + 4 * y[2], d = 2 * y[1] + 8 * y[3];
+    z[0] = y[0];
+    z[1] = a + b;
+    z[2] = a - b;
+    z[3] = c + d;
+    z[4] = c - d;
+    z[5] = y[3];
+}
+
+/* u = G g */
+static inline void gt(v8 u[6], const v8 g[3])
+{
+    v8 a = g[0] + g[2], b = g[0] * (1.0f / 24) + g[2] * (1.0f / 6);
+    u[0] = g[0] * 0.25f;
+    u[1] = -(a + g[1]) * (1.0f / 6);
+    u[2] = -(a - g[1]) * (1.0f / 6);
+    u[3] = b + g[1] * (1.0f / 12);
+    u[4] = b - g[1] * (1.0f / 12);
+    u[5] = g[2];
+}
+
+/* g = G^T u */
+static inline void gt_adj(v8 g[3], const v8 u[6])
+{
+    v8 s = u[1] + u[2], d = u[2] - u[1], s34 = u[3] + u[4], d34 = u[3] - u[4];
+    g[0] = u[0] * 0.25f - s * (1.0f / 6) + s34 * (1.0f / 24);
+    g[1] = d * (1.0f / 6) + d34 * (1.0f / 12);
+    g[2] = -s * (1.0f / 6) + s34 * (1.0f / 6) + u[5];
+}
+
+/* ---- geometry ---- */
+
+typedef struct {
+    int C, K, H, W, OH, OW, pad;
+    int TH, TW, T; /* tiles per plane */
+    int Tp;        /* T rounded up to whole vectors: scratch rows */
+    int PH, PW;    /* the padded plane the tiles read: 4TH+2 x 4TW+2 */
+} geom;
+
+static void geom_init(geom *g, const conv_shape *s)
+{
+    g->C = s->C, g->K = s->OC, g->H = s->H, g->W = s->W, g->OH = s->OH, g->OW = s->OW, g->pad = s->pad;
+    g->TH = (s->OH + 3) / 4, g->TW = (s->OW + 3) / 4, g->T = g->TH * g->TW;
+    g->Tp = (g->T + 7) & ~7;
+    g->PH = 4 * g->TH + 2, g->PW = 4 * g->TW + 2;
+}
+
+/* scratch floats a plane transform needs (zeroed: lanes past T stay 0) */
+static size_t scratch_floats(const geom *g) { return 72 * (size_t)g->Tp + (size_t)g->PH * g->PW + g->PW; }
+
+int wino_supported(const conv_shape *s)
+{
+    return s->KH == 3 && s->KW == 3 && s->stride == 1 && s->dil == 1 && s->groups == 1 && s->pad <= 2;
+}
+
+int wino_pays(const conv_shape *s)
+{
+    if (!wino_supported(s) || s->C < 16 || s->OC < 16) return 0;
+    /* a tile costs 36 products per channel pair, an output 9 directly:
+     * worth it while the tiles are at most 1/8 of the outputs (at least half
+     * of the saving kept on maps not divisible by 4; a 7x7 map qualifies,
+     * 2x2 does not) */
+    int64_t tiles = (int64_t)((s->OH + 3) / 4) * ((s->OW + 3) / 4);
+    return 8 * tiles <= (int64_t)s->OH * s->OW;
+}
+
+/* ---- plane transforms ---- */
+
+/* V rows of one input plane: V[e * es + p], p < T; x (H,W). S and X are
+ * scratch [6][6][Tp], row is PW floats. */
+static void input_plane(float *V, size_t es, const float *x, const geom *g, float *S, float *X, float *row)
+{
+    int T = g->T, Tp = g->Tp, TW = g->TW;
+    for (int th = 0; th < g->TH; th++)
+        for (int a = 0; a < 6; a++) {
+            int h = 4 * th + a - g->pad;
+            if (h < 0 || h >= g->H) {
+                for (int j = 0; j < 6; j++) memset(S + (size_t)(j * 6 + a) * Tp + th * TW, 0, TW * sizeof(float));
+                continue;
+            }
+            /* row[q] = x[h][q - pad] */
+            memset(row, 0, g->pad * sizeof(float));
+            memcpy(row + g->pad, x + (size_t)h * g->W, g->W * sizeof(float));
+            memset(row + g->pad + g->W, 0, (g->PW - g->pad - g->W) * sizeof(float));
+            float *d = S + (size_t)a * Tp + th * TW;
+            for (int t = 0; t < TW; t++)
+                for (int j = 0; j < 6; j++) d[(size_t)j * 6 * Tp + t] = row[4 * t + j];
+        }
+    /* columns: X[j][r] = sum_a BT[r][a] S[j][a] */
+    for (int j = 0; j < 6; j++)
+        for (int p = 0; p < T; p += 8) {
+            v8 d[6], o[6];
+            for (int a = 0; a < 6; a++) d[a] = ld8(S + (size_t)(j * 6 + a) * Tp + p);
+            bt(o, d);
+            for (int r = 0; r < 6; r++) st8(X + (size_t)(j * 6 + r) * Tp + p, o[r]);
+        }
+    /* rows: V[r*6+s] = sum_j BT[s][j] X[j][r] */
+    for (int r = 0; r < 6; r++)
+        for (int p = 0; p < T; p += 8) {
+            int n = T - p < 8 ? T - p : 8;
+            v8 d[6], o[6];
+            for (int j = 0; j < 6; j++) d[j] = ld8(X + (size_t)(j * 6 + r) * Tp + p);
+            bt(o, d);
+            for (int s = 0; s < 6; s++) stn(V + (size_t)(r * 6 + s) * es + p, o[s], n);
+        }
+}
+
+/* One output plane o (OH,OW) = A^T M A + bias, from M[e * es + p]. H, Y
+ * scratch [4][6][Tp], [4][4][Tp]. */
+static void output_plane(float *o, const float *M, size_t es, float bias, const geom *g, float *Hs, float *Y)
+{
+    int T = g->T, Tp = g->Tp, TW = g->TW;
+    for (int r = 0; r < 6; r++)
+        for (int p = 0; p < T; p += 8) {
+            int n = T - p < 8 ? T - p : 8;
+            v8 m[6], h[4];
+            for (int s = 0; s < 6; s++) m[s] = ldn(M + (size_t)(r * 6 + s) * es + p, n);
+            at(h, m);
+            for (int j = 0; j < 4; j++) st8(Hs + (size_t)(j * 6 + r) * Tp + p, h[j]);
+        }
+    for (int j = 0; j < 4; j++)
+        for (int p = 0; p < T; p += 8) {
+            v8 m[6], y[4];
+            for (int r = 0; r < 6; r++) m[r] = ld8(Hs + (size_t)(j * 6 + r) * Tp + p);
+            at(y, m);
+            for (int i = 0; i < 4; i++) st8(Y + (size_t)(i * 4 + j) * Tp + p, y[i]);
+        }
+    for (int th = 0; th < g->TH; th++)
+        for (int i = 0; i < 4 && 4 * th + i < g->OH; i++) {
+            float *orow = o + (size_t)(4 * th + i) * g->OW;
+            const float *y = Y + (size_t)i * 4 * Tp + th * TW;
+            for (int t = 0; t < TW; t++)
+                for (int j = 0; j < 4 && 4 * t + j < g->OW; j++) orow[4 * t + j] = y[(size_t)j * Tp + t] + bias;
+        }
+}
+
+/* Z[e * es + p] = (A dy A^T)[e] for the tiles of one output-gradient plane
+ * dy (OH,OW). Gs, Hs scratch [4][4][Tp], [6][4][Tp]. */
+static void zgrad_plane(float *Z, size_t es, const float *dy, const geom *g, float *Gs, float *Hs)
+{
+    int T = g->T, Tp = g->Tp, TW = g->TW;
+    for (int th = 0; th < g->TH; th++)
+        for (int i = 0; i < 4; i++) {
+            int oh = 4 * th + i;
+            float *d = Gs + (size_t)i * 4 * Tp + th * TW;
+            if (oh >= g->OH) {
+                for (int j = 0; j < 4; j++) memset(d + (size_t)j * Tp, 0, TW * sizeof(float));
+                continue;
+            }
+            const float *src = dy + (size_t)oh * g->OW;
+            for (int t = 0; t < TW; t++)
+                for (int j = 0; j < 4; j++) d[(size_t)j * Tp + t] = 4 * t + j < g->OW ? src[4 * t + j] : 0.0f;
+        }
+    /* columns: Hs[r][j] = sum_i AT[i][r] Gs[i][j] */
+    for (int j = 0; j < 4; j++)
+        for (int p = 0; p < T; p += 8) {
+            v8 y[4], z[6];
+            for (int i = 0; i < 4; i++) y[i] = ld8(Gs + (size_t)(i * 4 + j) * Tp + p);
+            at_adj(z, y);
+            for (int r = 0; r < 6; r++) st8(Hs + (size_t)(r * 4 + j) * Tp + p, z[r]);
+        }
+    /* rows: Z[r*6+s] = sum_j AT[j][s] Hs[r][j] */
+    for (int r = 0; r < 6; r++)
+        for (int p = 0; p < T; p += 8) {
+            int n = T - p < 8 ? T - p : 8;
+            v8 y[4], z[6];
+            for (int j = 0; j < 4; j++) y[j] = ld8(Hs + (size_t)(r * 4 + j) * Tp + p);
+            at_adj(z, y);
+            for (int s = 0; s < 6; s++) stn(Z + (size_t)(r * 6 + s) * es + p, z[s], n);
+        }
+}
+
+/* dx (H,W) += the tiles B dV B^T from dV[e * es + p], overlapping tiles
+ * adding in tile order. Q, D scratch [6][6][Tp], acc PH*PW. */
+static void dinput_plane(float *dx, const float *dV, size_t es, const geom *g, float *Q, float *D, float *acc)
+{
+    int T = g->T, Tp = g->Tp, TW = g->TW, PW = g->PW;
+    /* rows: Q[b][r] = sum_s BT[s][b] dV[r*6+s] */
+    for (int r = 0; r < 6; r++)
+        for (int p = 0; p < T; p += 8) {
+            int n = T - p < 8 ? T - p : 8;
+            v8 v[6], o[6];
+            for (int s = 0; s < 6; s++) v[s] = ldn(dV + (size_t)(r * 6 + s) * es + p, n);
+            bt_adj(o, v);
+            for (int b = 0; b < 6; b++) st8(Q + (size_t)(b * 6 + r) * Tp + p, o[b]);
+        }
+    /* columns: D[a][b] = sum_r BT[r][a] Q[b][r] */
+    for (int b = 0; b < 6; b++)
+        for (int p = 0; p < T; p += 8) {
+            v8 v[6], o[6];
+            for (int r = 0; r < 6; r++) v[r] = ld8(Q + (size_t)(b * 6 + r) * Tp + p);
+            bt_adj(o, v);
+            for (int a = 0; a < 6; a++) st8(D + (size_t)(a * 6 + b) * Tp + p, o[a]);
+        }
+    memset(acc, 0, (size_t)g->PH * PW * sizeof(float));
+    for (int th = 0; th < g->TH; th++)
+        for (int a = 0; a < 6; a++) {
+            float *arow = acc + (size_t)(4 * th + a) * PW;
+            const float *d = D + (size_t)a * 6 * Tp + th * TW;
+            for (int t = 0; t < TW; t++)
+                for (int b = 0; b < 6; b++) arow[4 * t + b] += d[(size_t)b * Tp + t];
+        }
+    for (int h = 0; h < g->H; h++) {
+        float *xr = dx + (size_t)h * g->W;
+        const float *ar = acc + (size_t)(h + g->pad) * PW + g->pad;
+        for (int w = 0; w < g->W; w++) xr[w] += ar[w];
+    }
+}
+
+/* ---- plane loops over threads ---- */
+
+enum { OP_INPUT, OP_OUTPUT, OP_ZGRAD, OP_DINPUT };
+
+typedef struct {
+    int op;
+    const geom *g;
+    float *buf;       /* V, M, Z or dV of the chunk: (36, rows, P) */
+    size_t P;         /* tiles in the chunk */
+    int rows;         /* channels of buf: C or K */
+    float *map;       /* out or dinp of the chunk's first image */
+    const float *cmap; /* inp or dout of the chunk's first image */
+    const float *bias;
+} plane_args;
+
+static void planes_range(void *ctx, int j0, int j1)
+{
+    const plane_args *a = ctx;
+    const geom *g = a->g;
+    float *scr = xcalloc(scratch_floats(g), sizeof(float));
+    float *s1 = scr, *s2 = scr + 36 * (size_t)g->Tp, *s3 = scr + 72 * (size_t)g->Tp;
+    size_t es = (size_t)a->rows * a->P, HW = (size_t)g->H * g->W, OHW = (size_t)g->OH * g->OW;
+    for (int j = j0; j < j1; j++) {
+        int i = j / a->rows, c = j % a->rows;
+        float *b = a->buf + (size_t)c * a->P + (size_t)i * g->T;
+        size_t plane = (size_t)i * a->rows + c;
+        switch (a->op) {
+        case OP_INPUT: input_plane(b, es, a->cmap + plane * HW, g, s1, s2, s3); break;
+        case OP_OUTPUT: output_plane(a->map + plane * OHW, b, es, a->bias ? a->bias[c] : 0.0f, g, s1, s2); break;
+        case OP_ZGRAD: zgrad_plane(b, es, a->cmap + plane * OHW, g, s1, s2); break;
+        case OP_DINPUT: dinput_plane(a->map + plane * HW, b, es, g, s1, s2, s3); break;
+        }
+    }
+    free(scr);
+}
+
+static void planes(int op, const geom *g, float *buf, int m, int rows, float *map, const float *cmap,
+                   const float *bias)
+{
+    plane_args a = {.op = op, .g = g, .buf = buf, .P = (size_t)m * g->T, .rows = rows, .map = map, .cmap = cmap,
+                    .bias = bias};
+    par_for(m * rows, (size_t)m * rows * 36 * g->T, planes_range, &a);
+}
+
+/* ---- weights ---- */
+
+typedef struct {
+    float *U, *dw;
+    const float *w, *dU;
+    int K, C;
+} wt_args;
+
+/* U[e][k][c] = (G w[k][c] G^T)[e], eight input channels at a time */
+static void weights_range(void *ctx, int k0, int k1)
+{
+    const wt_args *a = ctx;
+    int C = a->C;
+    size_t es = (size_t)a->K * C;
+    for (int k = k0; k < k1; k++)
+        for (int c = 0; c < C; c += 8) {
+            int n = C - c < 8 ? C - c : 8;
+            float t[9][8] = {{0}};
+            for (int l = 0; l < n; l++)
+                for (int q = 0; q < 9; q++) t[q][l] = a->w[((size_t)k * C + c + l) * 9 + q];
+            v8 col[3], u[6], tmp[6][3], row[3], o[6];
+            for (int b = 0; b < 3; b++) {
+                for (int q = 0; q < 3; q++) col[q] = ld8(t[q * 3 + b]);
+                gt(u, col);
+                for (int r = 0; r < 6; r++) tmp[r][b] = u[r];
+            }
+            for (int r = 0; r < 6; r++) {
+                for (int b = 0; b < 3; b++) row[b] = tmp[r][b];
+                gt(o, row);
+                for (int s = 0; s < 6; s++) stn(a->U + (r * 6 + s) * es + (size_t)k * C + c, o[s], n);
+            }
+        }
+}
+
+/* dw[k][c] += G^T dU[.][k][c] G */
+static void dweights_range(void *ctx, int k0, int k1)
+{
+    const wt_args *a = ctx;
+    int C = a->C;
+    size_t es = (size_t)a->K * C;
+    for (int k = k0; k < k1; k++)
+        for (int c = 0; c < C; c += 8) {
+            int n = C - c < 8 ? C - c : 8;
+            v8 u[6], g3[3], tmp[6][3], col[6];
+            for (int r = 0; r < 6; r++) {
+                for (int s = 0; s < 6; s++) u[s] = ldn(a->dU + (r * 6 + s) * es + (size_t)k * C + c, n);
+                gt_adj(g3, u);
+                for (int b = 0; b < 3; b++) tmp[r][b] = g3[b];
+            }
+            float t[9][8];
+            for (int b = 0; b < 3; b++) {
+                for (int r = 0; r < 6; r++) col[r] = tmp[r][b];
+                gt_adj(g3, col);
+                for (int q = 0; q < 3; q++) st8(t[q * 3 + b], g3[q]);
+            }
+            for (int l = 0; l < n; l++)
+                for (int q = 0; q < 9; q++) a->dw[((size_t)k * C + c + l) * 9 + q] += t[q][l];
+        }
+}
+
+static void weights(float *U, const float *w, int K, int C)
+{
+    wt_args a = {.U = U, .w = w, .K = K, .C = C};
+    par_for(K, (size_t)K * C * 36, weights_range, &a);
+}
+
+static void dweights(float *dw, const float *dU, int K, int C)
+{
+    wt_args a = {.dw = dw, .dU = dU, .K = K, .C = C};
+    par_for(K, (size_t)K * C * 36, dweights_range, &a);
+}
+
+/* ---- GEMMs ---- */
+
+typedef struct {
+    int kind; /* 0: M = U V, 1: dU = Z V^T, 2: dV = U^T Z */
+    float *out;
+    const float *U, *V, *Z;
+    int K, C, P;
+} gemm_args;
+
+static void gemms_range(void *ctx, int e0, int e1)
+{
+    const gemm_args *a = ctx;
+    size_t su = (size_t)a->K * a->C, sv = (size_t)a->C * a->P, sz = (size_t)a->K * a->P;
+    for (int e = e0; e < e1; e++) {
+        if (a->kind == 0)
+            blas_sgemm_serial(0, 0, a->K, a->P, a->C, 1.0f, a->U + e * su, a->C, a->V + e * sv, a->P, 0.0f, a->out + e * sz,
+                       a->P);
+        else if (a->kind == 1)
+            blas_sgemm_serial(0, 1, a->K, a->C, a->P, 1.0f, a->Z + e * sz, a->P, a->V + e * sv, a->P, 0.0f, a->out + e * su,
+                       a->C);
+        else
+            blas_sgemm_serial(1, 0, a->C, a->P, a->K, 1.0f, a->U + e * su, a->C, a->Z + e * sz, a->P, 0.0f, a->out + e * sv,
+                       a->P);
+    }
+}
+
+/* the 36 position GEMMs side by side, each on one thread: the same bytes on
+ * any thread count */
+static void gemms(int kind, float *out, const float *U, const float *V, const float *Z, int K, int C, int P)
+{
+    gemm_args a = {.kind = kind, .out = out, .U = U, .V = V, .Z = Z, .K = K, .C = C, .P = P};
+    par_for(36, (size_t)36 * K * C * P, gemms_range, &a);
+}
+
+/* ---- workspace and chunks ---- */
+
+static _Thread_local float *ws;
+static _Thread_local size_t ws_cap;
+
+static float *workspace(size_t n)
+{
+    if (n > ws_cap) {
+        free(ws);
+        ws = xmalloc_aligned(n * sizeof(float));
+        ws_cap = n;
+    }
+    return ws;
+}
+
+void wino_release_workspace(void)
+{
+    free(ws);
+    ws = NULL;
+    ws_cap = 0;
+}
+
+/* images per chunk: equal chunks whose transformed tiles fit the bound */
+static int chunk_images(const geom *g, int B)
+{
+    size_t per = 36 * (size_t)(g->C + g->K) * g->T;
+    int most = (int)(WINO_CHUNK_FLOATS / per);
+    if (most < 1) most = 1;
+    if (most >= B) return B;
+    int chunks = (B + most - 1) / most;
+    return (B + chunks - 1) / chunks;
+}
+
+static size_t ws_floats(const geom *g, int nb)
+{
+    return 36 * ((size_t)g->K * g->C + (size_t)(g->C + g->K) * nb * g->T);
+}
+
+size_t wino_workspace_bytes(const conv_shape *s, int B)
+{
+    geom g;
+    geom_init(&g, s);
+    return ws_floats(&g, chunk_images(&g, B)) * sizeof(float);
+}
+
+void wino_forward(float *out, const float *inp, const float *w, const float *b, int B, const conv_shape *s)
+{
+    geom g;
+    geom_init(&g, s);
+    int nb = chunk_images(&g, B), C = g.C, K = g.K;
+    float *U = workspace(ws_floats(&g, nb));
+    float *V = U + 36 * (size_t)K * C, *M = V + 36 * (size_t)C * nb * g.T;
+    weights(U, w, K, C);
+    size_t HW = (size_t)g.H * g.W, OHW = (size_t)g.OH * g.OW;
+    for (int n0 = 0; n0 < B; n0 += nb) {
+        int m = B - n0 < nb ? B - n0 : nb, P = m * g.T;
+        planes(OP_INPUT, &g, V, m, C, NULL, inp + (size_t)n0 * C * HW, NULL);
+        gemms(0, M, U, V, NULL, K, C, P);
+        planes(OP_OUTPUT, &g, M, m, K, out + (size_t)n0 * K * OHW, NULL, b);
+    }
+}
+
+void wino_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int B,
+                   const conv_shape *s)
+{
+    if (!dinp && !dw) return;
+    geom g;
+    geom_init(&g, s);
+    int nb = chunk_images(&g, B), C = g.C, K = g.K;
+    /* UW holds U, or dU then U when both gradients are wanted */
+    float *UW = workspace(ws_floats(&g, nb));
+    float *V = UW + 36 * (size_t)K * C, *Z = V + 36 * (size_t)C * nb * g.T;
+    if (!dw) weights(UW, w, K, C);
+    size_t HW = (size_t)g.H * g.W, OHW = (size_t)g.OH * g.OW;
+    for (int n0 = 0; n0 < B; n0 += nb) {
+        int m = B - n0 < nb ? B - n0 : nb, P = m * g.T;
+        planes(OP_ZGRAD, &g, Z, m, K, NULL, dout + (size_t)n0 * K * OHW, NULL);
+        if (dw) {
+            planes(OP_INPUT, &g, V, m, C, NULL, inp + (size_t)n0 * C * HW, NULL);
+            gemms(1, UW, NULL, V, Z, K, C, P);
+            dweights(dw, UW, K, C);
+            if (dinp) weights(UW, w, K, C);
+        }
+        if (dinp) {
+            gemms(2, V, UW, NULL, Z, K, C, P);
+            planes(OP_DINPUT, &g, V, m, C, dinp + (size_t)n0 * C * HW, NULL, NULL);
+        }
+    }
+}
