@@ -1,10 +1,14 @@
 /* train: the C side of bench/train.sh. Random weights, random inputs; runs
  * WARMUP + STEPS training steps (forward, projection to 512, cosine loss,
  * backward, Adam over backbone and head; BatchNorm frozen as the method
- * trains) or forward-only passes, and prints "ips N" (images/s over the
+ * trains) or forward-only passes (student-embed's: BatchNorm folded into the
+ * convolutions for the ResNets), and prints "ips N" (images/s over the
  * timed steps) and "peak_mb N" (peak resident memory).
  *
- *   train ARCH(resnet18|resnet50|vit_b16) train|forward B SIZE STEPS */
+ *   train ARCH(resnet18|resnet50|vit_b16) train|forward|forward-unfolded B SIZE STEPS
+ *
+ * forward-unfolded: the forward pass with BatchNorm as its own pass (what
+ * folding saves; not a case of bench/train.sh). */
 #include "models/resnet.h"
 #include "models/vit.h"
 #include "nn/linear.h"
@@ -27,7 +31,7 @@ static void fill(float *p, size_t n, rng *r, float scale)
 int main(int argc, char **argv)
 {
     if (argc != 6) {
-        fprintf(stderr, "usage: train ARCH train|forward B SIZE STEPS\n");
+        fprintf(stderr, "usage: train ARCH train|forward|forward-unfolded B SIZE STEPS\n");
         return 2;
     }
     const char *arch = argv[1];
@@ -65,6 +69,8 @@ int main(int argc, char **argv)
     param_add(&head, "proj.bias", 1, sb, 0);
     param_alloc(&head);
     fill(param_data(&head, 0), (size_t)D * F, &r, 0.02f);
+    /* forward-only is what student-embed runs: BatchNorm folded */
+    if (!training && rn && strcmp(argv[2], "forward-unfolded") != 0) resnet_fold_bn(rn);
     float *x = xmalloc_aligned((size_t)B * 3 * S * S * sizeof(float));
     fill(x, (size_t)B * 3 * S * S, &r, 1.0f);
     float *it = xmalloc((size_t)B * D * 4), *t = xmalloc((size_t)NC * D * 4);

@@ -72,11 +72,13 @@ static void load_student(student *st, const char *arch, const char *path)
         if (resnet_detect(&f, &d2, &ncls, err) != 0) ncls = 0;
         st->rn = resnet_new(depth, ncls);
         if (resnet_load(st->rn, &f, err) != 0) die(1, "--arch %s: %s", arch, err);
+        resnet_fold_bn(st->rn); /* inference only: BatchNorm folded into the convolutions */
         st->dim = resnet_feature_dim(st->rn);
     } else if (strcmp(arch, "mobilenet_v2") == 0) {
         if (mobilenet_detect(&f, &ncls, err) != 0) ncls = 0;
         st->mb = mobilenet_new(ncls);
         if (mobilenet_load(st->mb, &f, err) != 0) die(1, "--arch %s: %s", arch, err);
+        mobilenet_fold_bn(st->mb);
         st->dim = mobilenet_feature_dim(st->mb);
     } else {
         int kind = strcmp(arch, "vit_b16") == 0 ? VIT_B16 : VIT_S16;

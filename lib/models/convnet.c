@@ -14,7 +14,10 @@
 #include "nn/par.h"
 #include "nn/pool.h"
 #include "nn/relu.h"
+#include "nn/simd.h"
 #include "util.h"
+
+#include <math.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,7 +34,8 @@ typedef struct {
     const float *x; /* input of the last forward */
     float *c, *y;   /* convolution output (may be y), unit output */
     float *mean, *rstd;
-    int kept_c; /* the last saving forward kept c (BN weight gradient possible) */
+    int kept_c;     /* the last saving forward kept c (BN weight gradient possible) */
+    float *fw, *fb; /* folded convolution weights and bias (cn_fold_bn) */
 } unit;
 
 typedef struct {
@@ -57,7 +61,11 @@ struct convnet {
     size_t arena_cap;
     float *gmem;
     size_t gslot_size, gcap;
+    float *fold; /* the folded copies of every unit, one block; NULL until cn_fold_bn */
+    int folded;
 };
+
+static size_t al16(size_t n) { return (n + 15) / 16 * 16; }
 
 convnet *cn_new(void)
 {
@@ -140,6 +148,7 @@ void cn_free(convnet *m)
     free(m->b);
     free(m->arena);
     free(m->gmem);
+    free(m->fold);
     free(m);
 }
 
@@ -149,8 +158,36 @@ int cn_feature_dim(const convnet *m) { return m->featdim; }
 int cn_load(convnet *m, const st_file *f, char *err)
 {
     static const char *const ignore[] = {"num_batches_tracked", NULL};
-    return param_load(&m->p, f, ignore, err);
+    if (param_load(&m->p, f, ignore, err) != 0) return -1;
+    if (m->folded) cn_fold_bn(m);
+    return 0;
 }
+
+/* w' = w * s and b' = beta - mean * s with s = gamma / sqrt(var + eps),
+ * computed in double and rounded once */
+void cn_fold_bn(convnet *m)
+{
+    size_t need = 0;
+    for (int i = 0; i < m->nu; i++) need += al16(m->p.t[m->u[i].w].numel) + al16(m->u[i].cout);
+    if (!m->fold) m->fold = xmalloc_aligned(need * sizeof(float));
+    float *a = m->fold;
+    for (int i = 0; i < m->nu; i++) {
+        unit *u = &m->u[i];
+        size_t per = m->p.t[u->w].numel / u->cout;
+        const float *w = param_data(&m->p, u->w), *g = param_data(&m->p, u->bw), *b = param_data(&m->p, u->bb),
+                    *mean = param_data(&m->p, u->bm), *var = param_data(&m->p, u->bv);
+        u->fw = a, a += al16(m->p.t[u->w].numel);
+        u->fb = a, a += al16(u->cout);
+        for (int oc = 0; oc < u->cout; oc++) {
+            double sc = g[oc] / sqrt((double)var[oc] + BN_EPS);
+            for (size_t k = 0; k < per; k++) u->fw[oc * per + k] = (float)(w[oc * per + k] * sc);
+            u->fb[oc] = (float)(b[oc] - mean[oc] * sc);
+        }
+    }
+    m->folded = 1;
+}
+
+int cn_is_folded(const convnet *m) { return m->folded; }
 
 void cn_set_bn_train(convnet *m, int bn_train) { m->bn_train = bn_train; }
 
@@ -166,7 +203,6 @@ static int unit_trainable(const convnet *m, const unit *u)
 }
 
 static size_t unit_numel(const unit *u, int B) { return (size_t)B * u->cout * u->s.OH * u->s.OW; }
-static size_t al16(size_t n) { return (n + 15) / 16 * 16; }
 
 /* Sets every unit's conv shape for an H x W input; -1 if it is too small. */
 static int plan_shapes(convnet *m, int H, int W)
@@ -195,11 +231,60 @@ static int plan_shapes(convnet *m, int H, int W)
     return 0;
 }
 
-static void unit_forward(convnet *m, unit *u, const float *x, int B)
+/* y = act(y + b[c]) over (B,C,HW) planes in place (the folded unit's bias
+ * and activation), 16 lanes at a time */
+typedef struct {
+    float *y;
+    const float *b;
+    int C, HW, act;
+} bias_args;
+
+static inline __attribute__((always_inline)) void bias_act_plane(float *y, float b, int n, int act)
+{
+    vf vb = vf_set(b), z = vf_set(0.0f), six = vf_set(6.0f);
+    for (int j = 0; j < n; j += VL_VW) {
+        int r = n - j < VL_VW ? n - j : VL_VW;
+        vf v = (r == VL_VW ? vf_load(y + j) : vf_load_part(y + j, r, 0.0f)) + vb;
+        if (act == CN_RELU) v = vf_select(v > z, v, z);
+        if (act == CN_RELU6) v = vf_select(v > z, vf_select(v < six, v, six), z);
+        if (r == VL_VW)
+            vf_store(y + j, v);
+        else
+            vf_store_part(y + j, v, r);
+    }
+}
+
+static void bias_act_range(void *ctx, int p0, int p1)
+{
+    const bias_args *a = ctx;
+    for (int p = p0; p < p1; p++) {
+        float *y = a->y + (size_t)p * a->HW, b = a->b[p % a->C];
+        switch (a->act) {
+        case CN_RELU: bias_act_plane(y, b, a->HW, CN_RELU); break;
+        case CN_RELU6: bias_act_plane(y, b, a->HW, CN_RELU6); break;
+        default: bias_act_plane(y, b, a->HW, CN_NONE);
+        }
+    }
+}
+
+static void bias_act(float *y, const float *b, int B, int C, int HW, int act)
+{
+    bias_args a = {y, b, C, HW, act};
+    par_for(B * C, (size_t)B * C * HW, bias_act_range, &a);
+}
+
+/* defer: a folded unit leaves its bias and activation to the caller (the
+ * join or the pool that follows) */
+static void unit_forward(convnet *m, unit *u, const float *x, int B, int defer)
 {
     const params *p = &m->p;
     int OHW = u->s.OH * u->s.OW;
     u->x = x;
+    if (m->folded) {
+        conv2d_forward(u->y, x, u->fw, NULL, B, &u->s);
+        if (!defer) bias_act(u->y, u->fb, B, u->cout, OHW, u->act);
+        return;
+    }
     conv2d_forward(u->c, x, param_data(p, u->w), NULL, B, &u->s);
     if (m->bn_train)
         batchnorm_forward_train(u->y, u->mean, u->rstd, param_data(p, u->bm), param_data(p, u->bv), u->c,
@@ -215,36 +300,55 @@ static void unit_forward(convnet *m, unit *u, const float *x, int B)
     if (u->act == CN_RELU6) relu6_forward(u->y, u->y, unit_numel(u, B));
 }
 
-/* o += id, then ReLU when relu: the residual join, split over threads in
- * runs of JOIN_RUN elements */
-#define JOIN_RUN 4096
+/* The residual join, o = o + id then ReLU when relu, over (B,C,HW) planes
+ * split over threads; a folded block adds its units' deferred biases:
+ * o = (o + bo[c]) + (id + bd[c]). 16 lanes at a time. */
 typedef struct {
     float *o;
-    const float *id;
-    size_t n;
-    int relu;
+    const float *id, *bo, *bd;
+    int C, HW, relu;
 } join_args;
 
-static void join_range(void *ctx, int r0, int r1)
+static inline __attribute__((always_inline)) void join_plane(float *o, const float *id, float bo, float bd, int n,
+                                                             int relu, int bias, int dbias)
 {
-    const join_args *a = ctx;
-    size_t k0 = (size_t)r0 * JOIN_RUN, k1 = (size_t)r1 * JOIN_RUN < a->n ? (size_t)r1 * JOIN_RUN : a->n;
-    float *o = a->o;
-    const float *id = a->id;
-    if (a->relu)
-        for (size_t k = k0; k < k1; k++) {
-            float v = o[k] + id[k];
-            o[k] = v > 0.0f ? v : 0.0f;
-        }
-    else
-        for (size_t k = k0; k < k1; k++) o[k] += id[k];
+    vf z = vf_set(0.0f), vbo = vf_set(bo), vbd = vf_set(bd);
+    for (int j = 0; j < n; j += VL_VW) {
+        int r = n - j < VL_VW ? n - j : VL_VW, full = r == VL_VW;
+        vf a = full ? vf_load(o + j) : vf_load_part(o + j, r, 0.0f);
+        vf b = full ? vf_load(id + j) : vf_load_part(id + j, r, 0.0f);
+        if (bias) a = a + vbo;
+        if (dbias) b = b + vbd;
+        vf v = a + b;
+        if (relu) v = vf_select(v > z, v, z);
+        if (full)
+            vf_store(o + j, v);
+        else
+            vf_store_part(o + j, v, r);
+    }
 }
 
-static void join(float *o, const float *id, size_t n, int relu)
+static void join_range(void *ctx, int p0, int p1)
 {
-    /* at most 2^31 runs of 4096: far beyond any activation this engine holds */
-    join_args a = {o, id, n, relu};
-    par_for((int)((n + JOIN_RUN - 1) / JOIN_RUN), n, join_range, &a);
+    const join_args *a = ctx;
+    for (int p = p0; p < p1; p++) {
+        float *o = a->o + (size_t)p * a->HW;
+        const float *id = a->id + (size_t)p * a->HW;
+        int c = p % a->C;
+        float bo = a->bo ? a->bo[c] : 0.0f, bd = a->bd ? a->bd[c] : 0.0f;
+        if (!a->bo)
+            a->relu ? join_plane(o, id, 0, 0, a->HW, 1, 0, 0) : join_plane(o, id, 0, 0, a->HW, 0, 0, 0);
+        else if (!a->bd)
+            a->relu ? join_plane(o, id, bo, 0, a->HW, 1, 1, 0) : join_plane(o, id, bo, 0, a->HW, 0, 1, 0);
+        else
+            a->relu ? join_plane(o, id, bo, bd, a->HW, 1, 1, 1) : join_plane(o, id, bo, bd, a->HW, 0, 1, 1);
+    }
+}
+
+static void join(float *o, const float *id, const float *bo, const float *bd, int B, int C, int HW, int relu)
+{
+    join_args a = {o, id, bo, bd, C, HW, relu};
+    par_for(B * C, (size_t)B * C * HW, join_range, &a);
 }
 
 static size_t pool_numel(const block *bk, const unit *last, int B)
@@ -254,6 +358,8 @@ static size_t pool_numel(const block *bk, const unit *last, int B)
 
 int cn_forward(convnet *m, float *feat, const float *x, int B, int H, int W, int save, char *err)
 {
+    if (m->folded && (save || m->bn_train))
+        return vl_error(err, "BatchNorm is folded into the convolutions: the model is for inference only");
     if (plan_shapes(m, H, W) != 0) return vl_error(err, "input %dx%d is too small for this network", H, W);
     /* what is kept depends on what trains: with no gradient block yet,
      * nothing would look trainable, and a param_zero_grad between this
@@ -320,30 +426,38 @@ int cn_forward(convnet *m, float *feat, const float *x, int B, int H, int W, int
         block *bk = &m->b[i];
         bk->x = cur;
         const float *in = cur;
+        unit *last = &m->u[bk->u0 + bk->nu - 1];
+        /* folded: a join adds the last unit's bias (which has no activation
+         * of its own in ResNet and MobileNetV2); a pool after a plain block
+         * comes before the bias and activation, on a quarter of the values:
+         * max(act(c + b)) = act(max(c) + b), act and + b being monotonic */
+        int join_bias = m->folded && bk->join != CN_PLAIN && last->act == CN_NONE;
+        int pool_first = m->folded && bk->join == CN_PLAIN && bk->pool;
         for (int j = 0; j < bk->nu; j++) {
             unit *u = &m->u[bk->u0 + j];
             if (!save) u->c = u->y = slots[(cs + 1 + j) % NSLOTS];
-            unit_forward(m, u, in, B);
+            unit_forward(m, u, in, B, j == bk->nu - 1 && (join_bias || pool_first));
             in = u->y;
         }
-        unit *last = &m->u[bk->u0 + bk->nu - 1];
-        size_t n = unit_numel(last, B);
+        int OHW = last->s.OH * last->s.OW;
         float *o = last->y;
         if (bk->join != CN_PLAIN) {
-            const float *id = cur;
+            const float *id = cur, *bd = NULL;
             if (bk->down >= 0) {
                 unit *u = &m->u[bk->down];
                 if (!save) u->c = u->y = slots[(cs + 1 + bk->nu) % NSLOTS];
-                unit_forward(m, u, cur, B);
+                unit_forward(m, u, cur, B, join_bias);
                 id = u->y;
+                if (join_bias) bd = u->fb;
             }
-            join(o, id, n, bk->join == CN_ADD_RELU);
+            join(o, id, join_bias ? last->fb : NULL, bd, B, last->cout, OHW, bk->join == CN_ADD_RELU);
         }
         bk->out = o;
         cur = o;
         cs = (cs + bk->nu) % NSLOTS;
         if (bk->pool) {
             maxpool_forward(bk->pout, bk->pidx, o, B, last->cout, last->s.OH, last->s.OW, 3, 2, 1);
+            if (pool_first) bias_act(bk->pout, last->fb, B, last->cout, bk->PH * bk->PW, last->act);
             cur = bk->pout;
             /* the pool output lives outside the slots */
         }
@@ -420,19 +534,27 @@ void cn_backward(convnet *m, const float *dfeat)
         size_t nout = unit_numel(lu, B);
         if (bk->pool) {
             /* g is the gradient at the pool's output: route it to the block's */
-            memset(dx, 0, nout * sizeof(float));
-            maxpool_backward(dx, g, bk->pidx, B, lu->cout, lu->s.OH, lu->s.OW, bk->PH, bk->PW);
+            maxpool_backward_set(dx, g, bk->pidx, B, lu->cout, lu->s.OH, lu->s.OW, bk->PH, bk->PW);
             float *tmp = g;
             g = dx, dx = tmp;
         }
         if (bk->join == CN_ADD_RELU) relu_backward_set(g, g, bk->out, nout);
         int need_dx = lo < bk->u0;
         size_t nx = (size_t)B * first->cin * first->s.H * first->s.W;
+        /* an identity shortcut passes g on as it is: the first unit's input
+         * gradient is accumulated into g itself (read by the last unit before
+         * that), unless the last unit masks g in place (training-mode
+         * BatchNorm behind an activation) */
+        int in_place = 0;
+        float *into = dx;
         if (bk->join != CN_PLAIN) {
             if (bk->down >= 0) {
                 unit *d = &m->u[bk->down];
                 if (need_dx) memset(dx, 0, nx * sizeof(float));
                 if (need_dx || unit_trainable(m, d)) unit_backward(m, d, g, need_dx ? dx : NULL, 0, t1);
+            } else if (need_dx && !(m->saved_bn_train && lu->act != CN_NONE)) {
+                in_place = 1;
+                into = g;
             } else if (need_dx) {
                 memcpy(dx, g, nx * sizeof(float));
             }
@@ -442,7 +564,7 @@ void cn_backward(convnet *m, const float *dfeat)
             int k = bk->u0 + j;
             unit *u = &m->u[k];
             if (j == 0) {
-                unit_backward(m, u, dy, need_dx ? dx : NULL, bk->join == CN_PLAIN, t1);
+                unit_backward(m, u, dy, need_dx ? into : NULL, bk->join == CN_PLAIN, t1);
             } else {
                 int want = lo < k;
                 unit_backward(m, u, dy, want ? t2 : NULL, 1, t1);
@@ -451,6 +573,7 @@ void cn_backward(convnet *m, const float *dfeat)
             }
         }
         if (!need_dx) return;
+        if (in_place) continue;
         /* dx becomes the previous block's output gradient */
         float *tmp = g;
         g = dx, dx = tmp;

@@ -39,10 +39,24 @@ void cn_finish(convnet *m);
 void cn_free(convnet *m);
 params *cn_params(convnet *m);
 int cn_feature_dim(const convnet *m);
+/* Loads weights; a folded model is folded again from them. */
 int cn_load(convnet *m, const st_file *f, char *err);
 void cn_set_bn_train(convnet *m, int bn_train);
+/* Makes the model inference-only: every unit's frozen BatchNorm is folded
+ * into its convolution, w' = w * gamma / sqrt(var + eps) and a bias
+ * b' = beta - mean * gamma / sqrt(var + eps), so a unit runs as one
+ * convolution and one bias-and-activation pass (none before a residual join
+ * or a max pool, which take them over). The folded copies are kept beside
+ * the parameters, which stay as loaded (the parameter store still holds the
+ * file's tensors); they are a snapshot: cn_load folds again, other changes
+ * to the parameters need another cn_fold_bn. Features equal the unfolded
+ * eval-mode ones to rounding (about 1e-6 relative). From then on a saving
+ * forward, or one with BatchNorm in training mode, fails. */
+void cn_fold_bn(convnet *m);
+int cn_is_folded(const convnet *m);
 /* feat (B,D) from x (B,3,H,W); save: keep activations for cn_backward.
- * 0, or -1 with err if the input is too small. */
+ * 0, or -1 with err if the input is too small or the model is folded and
+ * this forward would train. */
 int cn_forward(convnet *m, float *feat, const float *x, int B, int H, int W, int save, char *err);
 void cn_backward(convnet *m, const float *dfeat);
 size_t cn_buffer_bytes(const convnet *m);

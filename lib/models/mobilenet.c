@@ -81,6 +81,7 @@ params *mobilenet_params(mobilenet *m) { return cn_params(m->cn); }
 int mobilenet_feature_dim(const mobilenet *m) { return cn_feature_dim(m->cn); }
 int mobilenet_load(mobilenet *m, const st_file *f, char *err) { return cn_load(m->cn, f, err); }
 void mobilenet_set_bn_train(mobilenet *m, int bn_train) { cn_set_bn_train(m->cn, bn_train); }
+void mobilenet_fold_bn(mobilenet *m) { cn_fold_bn(m->cn); }
 
 int mobilenet_forward(mobilenet *m, float *feat, const float *x, int B, int H, int W, int save, char *err)
 {

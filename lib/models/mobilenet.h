@@ -24,6 +24,9 @@ params *mobilenet_params(mobilenet *m);
 int mobilenet_feature_dim(const mobilenet *m);
 int mobilenet_load(mobilenet *m, const st_file *f, char *err);
 void mobilenet_set_bn_train(mobilenet *m, int bn_train);
+/* Inference only from now on: BatchNorm folded into the convolutions (see
+ * cn_fold_bn in convnet.h); a training forward then returns -1. */
+void mobilenet_fold_bn(mobilenet *m);
 int mobilenet_forward(mobilenet *m, float *feat, const float *x, int B, int H, int W, int save, char *err);
 void mobilenet_backward(mobilenet *m, const float *dfeat);
 void mobilenet_release(mobilenet *m);

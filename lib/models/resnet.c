@@ -98,6 +98,7 @@ int resnet_depth(const resnet *m) { return m->depth; }
 int resnet_feature_dim(const resnet *m) { return cn_feature_dim(m->cn); }
 int resnet_load(resnet *m, const st_file *f, char *err) { return cn_load(m->cn, f, err); }
 void resnet_set_bn_train(resnet *m, int bn_train) { cn_set_bn_train(m->cn, bn_train); }
+void resnet_fold_bn(resnet *m) { cn_fold_bn(m->cn); }
 
 int resnet_forward(resnet *m, float *feat, const float *x, int B, int H, int W, int save, char *err)
 {

@@ -35,9 +35,14 @@ int resnet_load(resnet *m, const st_file *f, char *err);
 /* bn_train: 1 = BatchNorm in training mode, 0 = frozen (eval mode). */
 void resnet_set_bn_train(resnet *m, int bn_train);
 
+/* Inference only from now on: BatchNorm folded into the convolutions (see
+ * cn_fold_bn in convnet.h); a later resnet_forward with save or with
+ * BatchNorm in training mode returns -1. What student-embed runs. */
+void resnet_fold_bn(resnet *m);
+
 /* feat (B,D) = features of x (B,3,H,W). save: keep the activations for
  * resnet_backward (otherwise a few rotating buffers suffice). Returns 0, or -1
- * with err if the input is too small. */
+ * with err if the input is too small or a folded model would train. */
 int resnet_forward(resnet *m, float *feat, const float *x, int B, int H, int W, int save, char *err);
 /* dfeat (B,D): gradient at the features; accumulates into the gradients of
  * the trainable tensors. Needs the immediately preceding forward with save. */

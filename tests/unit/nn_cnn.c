@@ -5,6 +5,7 @@
 #include "check.h"
 
 #include "blas.h"
+#include "models/mobilenet.h"
 #include "models/resnet.h"
 #include "nn/batchnorm.h"
 #include "nn/conv.h"
@@ -324,6 +325,44 @@ static void test_maxpool_paths(void)
     CHECK(okb, "maxpool: the set backward equals zeroing then the accumulating one");
 }
 
+/* ReLU and ReLU6 (vector code) against their scalar definitions, bytes
+ * compared: lengths around the vector width, values at the kinks, NaN */
+static void test_relu_exact(void)
+{
+    int ok = 1;
+    for (size_t n = 1; n < 70; n += 3) {
+        float *x = zeros(n), *m = zeros(n), *g = randv(n, 1), *o = zeros(n), *want = zeros(n), *acc = randv(n, 1),
+              *acc2 = zeros(n);
+        static const float special[] = {0.0f, -0.0f, 6.0f, 5.9999995f, 6.0000005f, NAN, -1.0f, 1e-30f};
+        for (size_t i = 0; i < n; i++) {
+            x[i] = i % 3 ? special[i % 8] : (float)(rng_uniform(&R) * 16 - 4);
+            m[i] = i % 2 ? special[(i + 3) % 8] : (float)(rng_uniform(&R) * 16 - 4);
+        }
+        relu_forward(o, x, n);
+        for (size_t i = 0; i < n; i++) want[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        ok &= memcmp(o, want, n * 4) == 0;
+        relu6_forward(o, x, n);
+        for (size_t i = 0; i < n; i++) want[i] = x[i] > 0.0f ? (x[i] < 6.0f ? x[i] : 6.0f) : 0.0f;
+        ok &= memcmp(o, want, n * 4) == 0;
+        relu_backward_set(o, g, m, n);
+        for (size_t i = 0; i < n; i++) want[i] = m[i] > 0.0f ? g[i] : 0.0f;
+        ok &= memcmp(o, want, n * 4) == 0;
+        relu6_backward_set(o, g, m, n);
+        for (size_t i = 0; i < n; i++) want[i] = m[i] > 0.0f && m[i] < 6.0f ? g[i] : 0.0f;
+        ok &= memcmp(o, want, n * 4) == 0;
+        memcpy(acc2, acc, n * 4);
+        relu_backward(acc2, g, m, n);
+        for (size_t i = 0; i < n; i++) want[i] = acc[i] + (m[i] > 0.0f ? g[i] : 0.0f);
+        ok &= memcmp(acc2, want, n * 4) == 0;
+        memcpy(acc2, acc, n * 4);
+        relu6_backward(acc2, g, m, n);
+        for (size_t i = 0; i < n; i++) want[i] = acc[i] + (m[i] > 0.0f && m[i] < 6.0f ? g[i] : 0.0f);
+        ok &= memcmp(acc2, want, n * 4) == 0;
+        free(x), free(m), free(g), free(o), free(want), free(acc), free(acc2);
+    }
+    CHECK(ok, "relu, relu6: forward, backward and backward_set equal their scalar definitions byte for byte");
+}
+
 /* ---------- losses ---------- */
 
 typedef struct {
@@ -618,6 +657,107 @@ static void test_freezing(void)
     free(x), free(feat), free(dfeat), free(full);
 }
 
+/* Random weights with BatchNorm statistics far from the identity, so that
+ * folding has something to fold. */
+static void fill_convnet(params *p)
+{
+    for (int i = 0; i < p->n; i++) {
+        const char *n = p->t[i].name;
+        float *d = param_data(p, i);
+        size_t k = p->t[i].numel;
+        int conv = p->t[i].ndim == 4;
+        double fan = conv ? (double)p->t[i].shape[1] * p->t[i].shape[2] * p->t[i].shape[3] : 1;
+        for (size_t j = 0; j < k; j++) {
+            double u = rng_uniform(&R);
+            d[j] = conv                            ? (float)(rng_normal(&R) * sqrt(2.0 / fan))
+                   : strstr(n, "running_var")      ? (float)(0.3 + 1.5 * u)
+                   : strstr(n, "running_mean")     ? (float)(0.6 * u - 0.3)
+                   : strstr(n, "weight")           ? (float)(0.4 + u)
+                                                   : (float)(0.4 * u - 0.2);
+        }
+    }
+}
+
+/* BatchNorm folded into the convolutions (the inference path of
+ * student-embed): the features of ResNet-18, -50 and MobileNetV2 against the
+ * unfolded eval-mode ones; the same bytes on 1 and 2 threads; training
+ * refused afterwards; the parameters untouched; a reload folds again. */
+static void test_fold(void)
+{
+    char err[VL_ERRLEN];
+    int B = 2, S = 48;
+    float *x = randv((size_t)B * 3 * S * S, 1.5f);
+    for (int arch = 0; arch < 3; arch++) {
+        const char *name = arch == 0 ? "resnet18" : arch == 1 ? "resnet50" : "mobilenet_v2";
+        resnet *rn = arch < 2 ? resnet_new(arch == 0 ? 18 : 50, 0) : NULL;
+        mobilenet *mb = arch == 2 ? mobilenet_new(0) : NULL;
+        params *p = rn ? resnet_params(rn) : mobilenet_params(mb);
+        int D = rn ? resnet_feature_dim(rn) : mobilenet_feature_dim(mb);
+        rng_seed(&R, 7 + arch);
+        fill_convnet(p);
+        float *f0 = zeros((size_t)B * D), *f1 = zeros((size_t)B * D), *f2 = zeros((size_t)B * D);
+        float *snap = xmalloc(p->numel * sizeof(float));
+        memcpy(snap, p->data, p->numel * sizeof(float));
+#define FWD(f, save) (rn ? resnet_forward(rn, f, x, B, S, S, save, err) : mobilenet_forward(mb, f, x, B, S, S, save, err))
+        blas_set_threads(1);
+        int ok = FWD(f0, 0) == 0;
+        if (rn)
+            resnet_fold_bn(rn);
+        else
+            mobilenet_fold_bn(mb);
+        ok &= FWD(f1, 0) == 0;
+        blas_set_threads(2);
+        ok &= FWD(f2, 0) == 0;
+        blas_set_threads(1);
+        double e = maxrel(f1, f0, (size_t)B * D);
+        CHECK(ok && e < 1e-5, "fold %s: folded features vs unfolded eval-mode ones (rel err %.2g)", name, e);
+        CHECK(same(f1, f2, (size_t)B * D), "fold %s: folded forward gives the same bytes on 1 and 2 threads", name);
+        CHECK(memcmp(snap, p->data, p->numel * sizeof(float)) == 0, "fold %s: the parameters stay as loaded", name);
+        int rc = FWD(f2, 1);
+        CHECK(rc != 0 && strstr(err, "inference"), "fold %s: a training forward is refused (%s)", name,
+              rc ? err : "accepted");
+        if (rn) resnet_set_bn_train(rn, 1);
+        else mobilenet_set_bn_train(mb, 1);
+        rc = FWD(f2, 0);
+        CHECK(rc != 0, "fold %s: a forward with BatchNorm in training mode is refused", name);
+        if (rn) resnet_set_bn_train(rn, 0);
+        else mobilenet_set_bn_train(mb, 0);
+        if (arch == 0) {
+            /* other weights loaded into the folded model: folded again */
+            char dir[] = "/tmp/nn_cnn_foldXXXXXX", path[64];
+            if (!mkdtemp(dir)) {
+                CHECK(0, "fold: mkdtemp");
+                continue;
+            }
+            snprintf(path, sizeof path, "%s/w.safetensors", dir);
+            resnet *r2 = resnet_new(18, 0);
+            fill_convnet(resnet_params(r2));
+            float *g0 = zeros((size_t)B * D), *g1 = zeros((size_t)B * D);
+            resnet_forward(r2, g0, x, B, S, S, 0, err);
+            stw *w = stw_new();
+            param_add_to_writer(resnet_params(r2), w);
+            int wr = stw_write(w, path, err);
+            stw_free(w);
+            st_file f;
+            int opened = wr == 0 && st_open(&f, path, err) == 0;
+            int lr = opened ? resnet_load(rn, &f, err) : -1;
+            if (opened) st_close(&f);
+            lr = lr == 0 ? resnet_forward(rn, g1, x, B, S, S, 0, err) : -1;
+            e = maxrel(g1, g0, (size_t)B * D);
+            CHECK(lr == 0 && e < 1e-5, "fold resnet18: weights loaded after folding are folded (rel err %.2g)", e);
+            unlink(path);
+            rmdir(dir);
+            resnet_free(r2);
+            free(g0), free(g1);
+        }
+#undef FWD
+        free(f0), free(f1), free(f2), free(snap);
+        if (rn) resnet_free(rn);
+        if (mb) mobilenet_free(mb);
+    }
+    free(x);
+}
+
 /* The threaded kernels (inputs large enough to be split): same bytes on one
  * thread and on two; the fast max pool and the fused BatchNorm+activation
  * against their references. */
@@ -811,6 +951,7 @@ int main(void)
     test_pointwise("relu6", 5);
     test_pool_values();
     test_maxpool_paths();
+    test_relu_exact();
     test_threads();
     test_losses();
     test_params();
@@ -821,6 +962,7 @@ int main(void)
     test_optim_kind("adam L2", OPTIM_ADAM, 1e-3f, 0.1f, 0, 0);
     test_optim_kind("adamw", OPTIM_ADAMW, 1e-3f, 0.05f, 0, 0);
     test_freezing();
+    test_fold();
     conv_release_workspace();
     CHECK_EXIT();
 }
