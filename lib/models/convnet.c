@@ -492,8 +492,11 @@ static void unit_backward(convnet *m, unit *u, float *dy, float *dst, int zero_d
     } else {
         /* activation mask, BatchNorm and the zeroing of tmp in one pass */
         int act = u->act == CN_RELU ? BN_ACT_RELU : u->act == CN_RELU6 ? BN_ACT_RELU6 : BN_ACT_NONE;
-        batchnorm_backward_eval_act(want_dc ? tmp : NULL, dbw, dbb, dy, u->y, act, u->c, param_data(p, u->bw),
-                                    param_data(p, u->bm), param_data(p, u->bv), B, u->cout, OHW, BN_EPS);
+        /* with the convolution output kept, the mask is recomputed from it
+         * (read anyway for BatchNorm's weight gradient) instead of read */
+        batchnorm_backward_eval_act(want_dc ? tmp : NULL, dbw, dbb, dy, u->kept_c ? NULL : u->y, act, u->c,
+                                    param_data(p, u->bw), param_data(p, u->bb), param_data(p, u->bm),
+                                    param_data(p, u->bv), B, u->cout, OHW, BN_EPS);
     }
     if (!want_dc) return;
     if (dst && zero_dst) memset(dst, 0, (size_t)B * u->cin * u->s.H * u->s.W * sizeof(float));

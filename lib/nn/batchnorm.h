@@ -28,13 +28,16 @@ void batchnorm_backward_train(float *dinp, float *dw, float *db, const float *do
  * is wanted. */
 void batchnorm_backward_eval(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
                              const float *run_mean, const float *run_var, int B, int C, int HW, float eps);
-/* The eval backward of batchnorm_forward_eval_act, in one pass over dout, y
- * and (for dw) inp: dout masked by the activation's output y (as
- * relu_backward_set would; dout itself is not written), and dinp is SET
- * (dinp = ..., no zeroing needed), not accumulated. */
+/* The eval backward of batchnorm_forward_eval_act, in one pass: dout masked
+ * by the activation (as relu_backward_set would; dout itself is not
+ * written), and dinp is SET (dinp = ..., no zeroing needed), not
+ * accumulated. The mask is read from the activation's output y, or, with y
+ * NULL, recomputed from inp (the forward's input), w and b exactly as the
+ * forward computed it: one array fewer to read when inp is read anyway (dw
+ * wanted). inp is read when dw is wanted or y is NULL. */
 void batchnorm_backward_eval_act(float *dinp, float *dw, float *db, const float *dout, const float *y, int act,
-                                 const float *inp, const float *w, const float *run_mean, const float *run_var, int B,
-                                 int C, int HW, float eps);
+                                 const float *inp, const float *w, const float *b, const float *run_mean,
+                                 const float *run_var, int B, int C, int HW, float eps);
 
 /* Naive double-precision references of the two forward passes. */
 void batchnorm_forward_train_ref(float *out, float *mean, float *rstd, float *run_mean, float *run_var,

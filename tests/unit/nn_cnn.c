@@ -872,12 +872,17 @@ static void test_threads(void)
             blas_set_threads(t + 1);
             memcpy(g2, g, nx * 4), memset(dwb, 0, sizeof dwb), memset(dbb2, 0, sizeof dbb2);
             for (size_t k = 0; k < nx; k++) dxb[k] = 99.0f; /* set, not accumulated */
-            batchnorm_backward_eval_act(dxb, dwb, dbb2, g2, ya, act, x, bw, rm, rv, B, C, HW, 1e-5f);
+            batchnorm_backward_eval_act(dxb, dwb, dbb2, g2, ya, act, x, bw, bb, rm, rv, B, C, HW, 1e-5f);
+            ok &= same(dxa, dxb, nx) && same(g, g2, nx) && same(dwa, dwb, C) && same(dba, dbb2, C);
+            /* the mask recomputed from the input */
+            memset(dwb, 0, sizeof dwb), memset(dbb2, 0, sizeof dbb2);
+            for (size_t k = 0; k < nx; k++) dxb[k] = 99.0f;
+            batchnorm_backward_eval_act(dxb, dwb, dbb2, g2, NULL, act, x, bw, bb, rm, rv, B, C, HW, 1e-5f);
             ok &= same(dxa, dxb, nx) && same(g, g2, nx) && same(dwa, dwb, C) && same(dba, dbb2, C);
         }
         CHECK(ok,
-              "threads: batchnorm eval backward with %s in one pass equals the separate passes (and leaves its input "
-              "gradient as it was), on 1 and 2 threads",
+              "threads: batchnorm eval backward with %s in one pass (mask read, or recomputed from the input) equals "
+              "the separate passes and leaves its input gradient as it was, on 1 and 2 threads",
               act == BN_ACT_RELU ? "relu" : "relu6");
         free(ya), free(g1), free(g2), free(dxa), free(dxb);
     }
