@@ -5,8 +5,11 @@
  * next unit's input and the activation mask) and the convolution output c
  * when BatchNorm's backward needs it (training mode, or trainable BN affine
  * parameters); otherwise BatchNorm runs in place on c. Inference cycles
- * through NSLOTS buffers. Backward uses four gradient buffers of the largest
- * activation's size and stops below the earliest trainable unit. */
+ * through NSLOTS buffers; a folded model (cn_fold_bn) runs each unit as its
+ * folded convolution plus one bias-and-activation pass, which a residual
+ * join or a max pool after the unit takes over. Backward uses four gradient
+ * buffers of the largest activation's size and stops below the earliest
+ * trainable unit. */
 #include "convnet.h"
 
 #include "nn/batchnorm.h"
