@@ -16,8 +16,9 @@
  * adjoint run across input channels, split by output channel.
  *
  * Chunks. Images are taken in equal chunks whose V and M (or Z) together
- * stay under WINO_CHUNK_FLOATS; the weight gradient of a chunk is added to dw
- * before the next (so the buffer of U serves dU too). */
+ * stay near WINO_CHUNK_FLOATS (cache-sized: the transforms are memory-bound),
+ * with WINO_MIN_TILES tiles at least; dU sums over the chunks in order and
+ * goes to dw once. */
 #include "winograd.h"
 
 #include "blas.h"
@@ -28,8 +29,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* a chunk's transformed tiles (V and M, or V and Z): about what stays in
+ * cache beside the GEMMs; but at least WINO_MIN_TILES tiles, so that the
+ * GEMMs stay wide enough to run at speed */
 #ifndef WINO_CHUNK_FLOATS
-#define WINO_CHUNK_FLOATS (4u << 20)
+#define WINO_CHUNK_FLOATS (1u << 20)
+#endif
+#ifndef WINO_MIN_TILES
+#define WINO_MIN_TILES 128
 #endif
 
 typedef float v8 __attribute__((vector_size(32)));
@@ -61,6 +68,33 @@ static inline void stn(float *p, v8 v, int n)
     float t[8];
     st8(t, v);
     for (int i = 0; i < n; i++) p[i] = t[i];
+}
+
+typedef int vi8 __attribute__((vector_size(32)));
+#if defined(__clang__)
+#define SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define SHUF(a, b, ...) __builtin_shuffle(a, b, (vi8){__VA_ARGS__})
+#endif
+
+/* a[j][i] = x[4i + j] (j < 4, i < 8): the columns of 8 consecutive tiles
+ * of a row */
+static inline void deinterleave4(v8 a[4], const float *x)
+{
+    v8 v0 = ld8(x), v1 = ld8(x + 8), v2 = ld8(x + 16), v3 = ld8(x + 24);
+    v8 l0 = SHUF(v0, v1, 0, 4, 8, 12, 1, 5, 9, 13), h0 = SHUF(v0, v1, 2, 6, 10, 14, 3, 7, 11, 15);
+    v8 l1 = SHUF(v2, v3, 0, 4, 8, 12, 1, 5, 9, 13), h1 = SHUF(v2, v3, 2, 6, 10, 14, 3, 7, 11, 15);
+    a[0] = SHUF(l0, l1, 0, 1, 2, 3, 8, 9, 10, 11);
+    a[1] = SHUF(l0, l1, 4, 5, 6, 7, 12, 13, 14, 15);
+    a[2] = SHUF(h0, h1, 0, 1, 2, 3, 8, 9, 10, 11);
+    a[3] = SHUF(h0, h1, 4, 5, 6, 7, 12, 13, 14, 15);
+}
+
+/* a one lane on: lanes 1..7 of a, then x */
+static inline v8 next_lane(v8 a, float x)
+{
+    v8 b = {x};
+    return SHUF(a, b, 1, 2, 3, 4, 5, 6, 7, 8);
 }
 
 /* The 1-D transforms and their adjoints (the matrices in winograd.h's
@@ -138,6 +172,8 @@ typedef struct {
     int TH, TW, T; /* tiles per plane */
     int Tp;        /* T rounded up to whole vectors: scratch rows */
     int PH, PW;    /* the padded plane the tiles read: 4TH+2 x 4TW+2 */
+    int PWv;       /* its rows as the vector code reads them: tiles in whole
+                    * vectors of 8, and the 2 columns past them */
 } geom;
 
 static void geom_init(geom *g, const conv_shape *s)
@@ -146,10 +182,15 @@ static void geom_init(geom *g, const conv_shape *s)
     g->TH = (s->OH + 3) / 4, g->TW = (s->OW + 3) / 4, g->T = g->TH * g->TW;
     g->Tp = (g->T + 7) & ~7;
     g->PH = 4 * g->TH + 2, g->PW = 4 * g->TW + 2;
+    g->PWv = 4 * ((g->TW + 7) & ~7) + 8;
 }
 
 /* scratch floats a plane transform needs (zeroed: lanes past T stay 0) */
-static size_t scratch_floats(const geom *g) { return 72 * (size_t)g->Tp + (size_t)g->PH * g->PW + g->PW; }
+static size_t scratch_floats(const geom *g)
+{
+    size_t a = 72 * (size_t)g->Tp + (size_t)g->PH * g->PW + g->PW, b = ((size_t)g->PH + 6) * g->PWv;
+    return a > b ? a : b;
+}
 
 int wino_supported(const conv_shape *s)
 {
@@ -169,43 +210,46 @@ int wino_pays(const conv_shape *s)
 
 /* ---- plane transforms ---- */
 
-/* V rows of one input plane: V[e * es + p], p < T; x (H,W). S and X are
- * scratch [6][6][Tp], row is PW floats. */
-static void input_plane(float *V, size_t es, const float *x, const geom *g, float *S, float *X, float *row)
+/* V rows of one input plane: V[e * es + p], p < T; x (H,W). Scratch:
+ * the padded plane (PH rows of PWv) and X (6 rows of PWv). Per tile row, the
+ * column transform runs along whole rows; the row transform takes 8 tiles'
+ * six columns apart with shuffles. */
+static void input_plane(float *V, size_t es, const float *x, const geom *g, float *P, float *X)
 {
-    int T = g->T, Tp = g->Tp, TW = g->TW;
-    for (int th = 0; th < g->TH; th++)
-        for (int a = 0; a < 6; a++) {
-            int h = 4 * th + a - g->pad;
-            if (h < 0 || h >= g->H) {
-                for (int j = 0; j < 6; j++) memset(S + (size_t)(j * 6 + a) * Tp + th * TW, 0, TW * sizeof(float));
-                continue;
+    int TW = g->TW, PWv = g->PWv, pad = g->pad;
+    for (int y = 0; y < g->PH; y++) {
+        float *row = P + (size_t)y * PWv;
+        int h = y - pad;
+        if (h < 0 || h >= g->H) {
+            memset(row, 0, PWv * sizeof(float));
+            continue;
+        }
+        memset(row, 0, pad * sizeof(float));
+        memcpy(row + pad, x + (size_t)h * g->W, g->W * sizeof(float));
+        memset(row + pad + g->W, 0, (PWv - pad - g->W) * sizeof(float));
+    }
+    for (int th = 0; th < g->TH; th++) {
+        const float *rows = P + (size_t)4 * th * PWv;
+        /* columns: X[r] = sum_a BT[r][a] row[4th + a] */
+        for (int q = 0; q < PWv; q += 8) {
+            v8 d[6], o[6];
+            for (int a = 0; a < 6; a++) d[a] = ld8(rows + (size_t)a * PWv + q);
+            bt(o, d);
+            for (int r = 0; r < 6; r++) st8(X + (size_t)r * PWv + q, o[r]);
+        }
+        /* rows: V[r*6+s] = sum_j BT[s][j] X[r][4t + j] */
+        for (int r = 0; r < 6; r++)
+            for (int t = 0; t < TW; t += 8) {
+                int n = TW - t < 8 ? TW - t : 8;
+                const float *xr = X + (size_t)r * PWv + 4 * t;
+                v8 d[6], o[6];
+                deinterleave4(d, xr);
+                d[4] = next_lane(d[0], xr[32]);
+                d[5] = next_lane(d[1], xr[33]);
+                bt(o, d);
+                for (int s = 0; s < 6; s++) stn(V + (size_t)(r * 6 + s) * es + th * TW + t, o[s], n);
             }
-            /* row[q] = x[h][q - pad] */
-            memset(row, 0, g->pad * sizeof(float));
-            memcpy(row + g->pad, x + (size_t)h * g->W, g->W * sizeof(float));
-            memset(row + g->pad + g->W, 0, (g->PW - g->pad - g->W) * sizeof(float));
-            float *d = S + (size_t)a * Tp + th * TW;
-            for (int t = 0; t < TW; t++)
-                for (int j = 0; j < 6; j++) d[(size_t)j * 6 * Tp + t] = row[4 * t + j];
-        }
-    /* columns: X[j][r] = sum_a BT[r][a] S[j][a] */
-    for (int j = 0; j < 6; j++)
-        for (int p = 0; p < T; p += 8) {
-            v8 d[6], o[6];
-            for (int a = 0; a < 6; a++) d[a] = ld8(S + (size_t)(j * 6 + a) * Tp + p);
-            bt(o, d);
-            for (int r = 0; r < 6; r++) st8(X + (size_t)(j * 6 + r) * Tp + p, o[r]);
-        }
-    /* rows: V[r*6+s] = sum_j BT[s][j] X[j][r] */
-    for (int r = 0; r < 6; r++)
-        for (int p = 0; p < T; p += 8) {
-            int n = T - p < 8 ? T - p : 8;
-            v8 d[6], o[6];
-            for (int j = 0; j < 6; j++) d[j] = ld8(X + (size_t)(j * 6 + r) * Tp + p);
-            bt(o, d);
-            for (int s = 0; s < 6; s++) stn(V + (size_t)(r * 6 + s) * es + p, o[s], n);
-        }
+    }
 }
 
 /* One output plane o (OH,OW) = A^T M A + bias, from M[e * es + p]. H, Y
@@ -337,7 +381,9 @@ static void planes_range(void *ctx, int j0, int j1)
         float *b = a->buf + (size_t)c * a->P + (size_t)i * g->T;
         size_t plane = (size_t)i * a->rows + c;
         switch (a->op) {
-        case OP_INPUT: input_plane(b, es, a->cmap + plane * HW, g, s1, s2, s3); break;
+        case OP_INPUT:
+            input_plane(b, es, a->cmap + plane * HW, g, scr, scr + (size_t)g->PH * g->PWv);
+            break;
         case OP_OUTPUT: output_plane(a->map + plane * OHW, b, es, a->bias ? a->bias[c] : 0.0f, g, s1, s2); break;
         case OP_ZGRAD: zgrad_plane(b, es, a->cmap + plane * OHW, g, s1, s2); break;
         case OP_DINPUT: dinput_plane(a->map + plane * HW, b, es, g, s1, s2, s3); break;
@@ -429,7 +475,8 @@ static void dweights(float *dw, const float *dU, int K, int C)
 /* ---- GEMMs ---- */
 
 typedef struct {
-    int kind; /* 0: M = U V, 1: dU = Z V^T, 2: dV = U^T Z */
+    int kind; /* 0: M = U V, 1: dU = Z V^T + beta dU, 2: dV = U^T Z */
+    float beta;
     float *out;
     const float *U, *V, *Z;
     int K, C, P;
@@ -444,7 +491,7 @@ static void gemms_range(void *ctx, int e0, int e1)
             blas_sgemm_serial(0, 0, a->K, a->P, a->C, 1.0f, a->U + e * su, a->C, a->V + e * sv, a->P, 0.0f, a->out + e * sz,
                        a->P);
         else if (a->kind == 1)
-            blas_sgemm_serial(0, 1, a->K, a->C, a->P, 1.0f, a->Z + e * sz, a->P, a->V + e * sv, a->P, 0.0f, a->out + e * su,
+            blas_sgemm_serial(0, 1, a->K, a->C, a->P, 1.0f, a->Z + e * sz, a->P, a->V + e * sv, a->P, a->beta, a->out + e * su,
                        a->C);
         else
             blas_sgemm_serial(1, 0, a->C, a->P, a->K, 1.0f, a->U + e * su, a->C, a->Z + e * sz, a->P, 0.0f, a->out + e * sv,
@@ -454,9 +501,10 @@ static void gemms_range(void *ctx, int e0, int e1)
 
 /* the 36 position GEMMs side by side, each on one thread: the same bytes on
  * any thread count */
-static void gemms(int kind, float *out, const float *U, const float *V, const float *Z, int K, int C, int P)
+static void gemms(int kind, float beta, float *out, const float *U, const float *V, const float *Z, int K, int C,
+                  int P)
 {
-    gemm_args a = {.kind = kind, .out = out, .U = U, .V = V, .Z = Z, .K = K, .C = C, .P = P};
+    gemm_args a = {.kind = kind, .beta = beta, .out = out, .U = U, .V = V, .Z = Z, .K = K, .C = C, .P = P};
     par_for(36, (size_t)36 * K * C * P, gemms_range, &a);
 }
 
@@ -482,27 +530,33 @@ void wino_release_workspace(void)
     ws_cap = 0;
 }
 
-/* images per chunk: equal chunks whose transformed tiles fit the bound */
+/* images per chunk: equal chunks near the bounds above */
 static int chunk_images(const geom *g, int B)
 {
     size_t per = 36 * (size_t)(g->C + g->K) * g->T;
-    int most = (int)(WINO_CHUNK_FLOATS / per);
-    if (most < 1) most = 1;
+    int most = (int)(WINO_CHUNK_FLOATS / per), least = (WINO_MIN_TILES + g->T - 1) / g->T;
+    if (most < least) most = least;
     if (most >= B) return B;
     int chunks = (B + most - 1) / most;
     return (B + chunks - 1) / chunks;
 }
 
-static size_t ws_floats(const geom *g, int nb)
+/* nu transformed weight sets (U, or U and dU) and a chunk of nb images */
+static size_t ws_floats(const geom *g, int nb, int nu)
 {
-    return 36 * ((size_t)g->K * g->C + (size_t)(g->C + g->K) * nb * g->T);
+    return 36 * ((size_t)nu * g->K * g->C + (size_t)(g->C + g->K) * nb * g->T);
 }
+
+/* the backward pass keeps U and dU apart only when both gradients are
+ * wanted over several chunks (dU sums over the chunks); with one chunk, dU
+ * goes to dw before U is made in the same place */
+static int separate_du(const geom *g, int B, int both) { return both && chunk_images(g, B) < B; }
 
 size_t wino_workspace_bytes(const conv_shape *s, int B)
 {
     geom g;
     geom_init(&g, s);
-    return ws_floats(&g, chunk_images(&g, B)) * sizeof(float);
+    return ws_floats(&g, chunk_images(&g, B), 1 + separate_du(&g, B, 1)) * sizeof(float);
 }
 
 void wino_forward(float *out, const float *inp, const float *w, const float *b, int B, const conv_shape *s)
@@ -510,14 +564,14 @@ void wino_forward(float *out, const float *inp, const float *w, const float *b, 
     geom g;
     geom_init(&g, s);
     int nb = chunk_images(&g, B), C = g.C, K = g.K;
-    float *U = workspace(ws_floats(&g, nb));
+    float *U = workspace(ws_floats(&g, nb, 1));
     float *V = U + 36 * (size_t)K * C, *M = V + 36 * (size_t)C * nb * g.T;
     weights(U, w, K, C);
     size_t HW = (size_t)g.H * g.W, OHW = (size_t)g.OH * g.OW;
     for (int n0 = 0; n0 < B; n0 += nb) {
         int m = B - n0 < nb ? B - n0 : nb, P = m * g.T;
         planes(OP_INPUT, &g, V, m, C, NULL, inp + (size_t)n0 * C * HW, NULL);
-        gemms(0, M, U, V, NULL, K, C, P);
+        gemms(0, 0.0f, M, U, V, NULL, K, C, P);
         planes(OP_OUTPUT, &g, M, m, K, out + (size_t)n0 * K * OHW, NULL, b);
     }
 }
@@ -528,24 +582,28 @@ void wino_backward(float *dinp, float *dw, const float *dout, const float *inp, 
     if (!dinp && !dw) return;
     geom g;
     geom_init(&g, s);
-    int nb = chunk_images(&g, B), C = g.C, K = g.K;
-    /* UW holds U, or dU then U when both gradients are wanted */
-    float *UW = workspace(ws_floats(&g, nb));
-    float *V = UW + 36 * (size_t)K * C, *Z = V + 36 * (size_t)C * nb * g.T;
-    if (!dw) weights(UW, w, K, C);
+    int nb = chunk_images(&g, B), C = g.C, K = g.K, sep = separate_du(&g, B, dinp && dw);
+    float *U = workspace(ws_floats(&g, nb, 1 + sep)), *dU = sep ? U + 36 * (size_t)K * C : U;
+    float *V = U + 36 * (size_t)(1 + sep) * K * C, *Z = V + 36 * (size_t)C * nb * g.T;
+    if (dinp && (sep || !dw)) weights(U, w, K, C);
     size_t HW = (size_t)g.H * g.W, OHW = (size_t)g.OH * g.OW;
     for (int n0 = 0; n0 < B; n0 += nb) {
         int m = B - n0 < nb ? B - n0 : nb, P = m * g.T;
         planes(OP_ZGRAD, &g, Z, m, K, NULL, dout + (size_t)n0 * K * OHW, NULL);
         if (dw) {
+            /* dU sums the chunks in order */
             planes(OP_INPUT, &g, V, m, C, NULL, inp + (size_t)n0 * C * HW, NULL);
-            gemms(1, UW, NULL, V, Z, K, C, P);
-            dweights(dw, UW, K, C);
-            if (dinp) weights(UW, w, K, C);
+            gemms(1, n0 ? 1.0f : 0.0f, dU, NULL, V, Z, K, C, P);
         }
         if (dinp) {
-            gemms(2, V, UW, NULL, Z, K, C, P);
+            if (dw && !sep) {
+                /* one chunk: dU is done; U takes its place */
+                dweights(dw, dU, K, C);
+                weights(U, w, K, C);
+            }
+            gemms(2, 0.0f, V, U, NULL, Z, K, C, P);
             planes(OP_DINPUT, &g, V, m, C, dinp + (size_t)n0 * C * HW, NULL, NULL);
         }
     }
+    if (dw && (sep || !dinp)) dweights(dw, dU, K, C);
 }
