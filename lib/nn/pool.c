@@ -89,14 +89,18 @@ static void row_tap3(const float *r, int W, int ow, float *hv, int *hp)
     *hv = best, *hp = at;
 }
 
-static void maxpool_plane_3s2(float *o, int *ix, const float *x, int H, int W, int OH, int OW, float *hv, int *hp)
+/* idx: positions wanted (a constant where this is inlined; without them the
+ * values alone are carried) */
+static inline __attribute__((always_inline)) void plane_3s2(float *o, int *ix, const float *x, int H, int W, int OH,
+                                                            int OW, float *hv, int *hp, int idx)
 {
     vi one = (vi){0} + 1, two = one + 1, lane = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
     for (int ih = 0; ih < H; ih++) {
         const float *r = x + (size_t)ih * W;
         float *v = hv + (size_t)ih * OW;
         int *p = hp + (size_t)ih * OW, ow = 0;
-        row_tap3(r, W, 0, v, p);
+        int scratch;
+        row_tap3(r, W, 0, v, idx ? p : &scratch);
         /* a vector at ow reads r[2ow-1 .. 2ow+32]: all taps in the row */
         for (ow = 1; ow + VL_VW - 1 <= OW - 1 && 2 * (ow + VL_VW - 1) + 2 <= W - 1; ow += VL_VW) {
             const float *b = r + 2 * ow - 1;
@@ -110,9 +114,9 @@ static void maxpool_plane_3s2(float *o, int *ix, const float *x, int H, int W, i
             m = (t2 > best) | (t2 != t2);
             best = vf_select(m, t2, best), at = (at & ~m) | ((base + two) & m);
             vf_store(v + ow, best);
-            memcpy(p + ow, &at, sizeof at);
+            if (idx) memcpy(p + ow, &at, sizeof at);
         }
-        for (; ow < OW; ow++) row_tap3(r, W, ow, v + ow, p + ow);
+        for (; ow < OW; ow++) row_tap3(r, W, ow, v + ow, idx ? p + ow : &scratch);
     }
     for (int oh = 0; oh < OH; oh++) {
         int r0 = 2 * oh - 1 < 0 ? 0 : 2 * oh - 1, r1 = 2 * oh + 1 < H - 1 ? 2 * oh + 1 : H - 1;
@@ -123,32 +127,40 @@ static void maxpool_plane_3s2(float *o, int *ix, const float *x, int H, int W, i
             vi at = {0}, pv = {0};
             if (n == VL_VW) {
                 best = vf_load(hv + (size_t)r0 * OW + ow);
-                memcpy(&at, hp + (size_t)r0 * OW + ow, sizeof at);
+                if (idx) memcpy(&at, hp + (size_t)r0 * OW + ow, sizeof at);
             } else {
                 best = vf_load_part(hv + (size_t)r0 * OW + ow, n, 0.0f);
-                memcpy(&at, hp + (size_t)r0 * OW + ow, (size_t)n * sizeof(int));
+                if (idx) memcpy(&at, hp + (size_t)r0 * OW + ow, (size_t)n * sizeof(int));
             }
             at += r0 * W;
             for (int r = r0 + 1; r <= r1; r++) {
                 if (n == VL_VW) {
                     v = vf_load(hv + (size_t)r * OW + ow);
-                    memcpy(&pv, hp + (size_t)r * OW + ow, sizeof pv);
+                    if (idx) memcpy(&pv, hp + (size_t)r * OW + ow, sizeof pv);
                 } else {
                     v = vf_load_part(hv + (size_t)r * OW + ow, n, 0.0f);
-                    memcpy(&pv, hp + (size_t)r * OW + ow, (size_t)n * sizeof(int));
+                    if (idx) memcpy(&pv, hp + (size_t)r * OW + ow, (size_t)n * sizeof(int));
                 }
                 vi m = (v > best) | (v != v);
                 best = vf_select(m, v, best), at = (at & ~m) | ((pv + r * W) & m);
             }
             if (n == VL_VW) {
                 vf_store(o + (size_t)oh * OW + ow, best);
-                if (ix) memcpy(ix + (size_t)oh * OW + ow, &at, sizeof at);
+                if (idx) memcpy(ix + (size_t)oh * OW + ow, &at, sizeof at);
             } else {
                 vf_store_part(o + (size_t)oh * OW + ow, best, n);
-                if (ix) memcpy(ix + (size_t)oh * OW + ow, &at, (size_t)n * sizeof(int));
+                if (idx) memcpy(ix + (size_t)oh * OW + ow, &at, (size_t)n * sizeof(int));
             }
         }
     }
+}
+
+static void maxpool_plane_3s2(float *o, int *ix, const float *x, int H, int W, int OH, int OW, float *hv, int *hp)
+{
+    if (ix)
+        plane_3s2(o, ix, x, H, W, OH, OW, hv, hp, 1);
+    else
+        plane_3s2(o, NULL, x, H, W, OH, OW, hv, hp, 0);
 }
 
 static void maxpool_range(void *ctx, int p0, int p1)

@@ -311,6 +311,9 @@ static void test_maxpool_paths(void)
                 maxpool_forward(o, ix, x, B, C, H, W, K, st, pd);
                 maxpool_forward_ref(orf, ixr, x, B, C, H, W, K, st, pd);
                 ok &= memcmp(o, orf, no * 4) == 0 && memcmp(ix, ixr, no * sizeof(int)) == 0;
+                memset(o, 0, no * 4);
+                maxpool_forward(o, NULL, x, B, C, H, W, K, st, pd); /* values only */
+                ok &= memcmp(o, orf, no * 4) == 0;
                 memset(d1, 0, n * 4);
                 maxpool_backward(d1, g, ix, B, C, H, W, OH, OW);
                 for (size_t i = 0; i < n; i++) d2[i] = 99.0f;
@@ -321,7 +324,8 @@ static void test_maxpool_paths(void)
             free(x), free(o), free(orf), free(g), free(d1), free(d2), free(ix), free(ixr);
         }
     blas_set_threads(1);
-    CHECK(ok, "maxpool: values and indices equal the reference (ties, NaN, -inf; %d shapes, 1 and 2 threads)", nt);
+    CHECK(ok, "maxpool: values and indices (and values alone) equal the reference (ties, NaN, -inf; %d shapes, 1 and 2 "
+              "threads)", nt);
     CHECK(okb, "maxpool: the set backward equals zeroing then the accumulating one");
 }
 
