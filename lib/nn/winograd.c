@@ -28,6 +28,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX512VL__)
+#include <immintrin.h>
+#endif
 
 /* a chunk's transformed tiles (V and M, or V and Z): about what stays in
  * cache beside the GEMMs; but at least WINO_MIN_TILES tiles, so that the
@@ -50,7 +53,14 @@ static inline v8 ld8(const float *p)
 
 static inline void st8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 
-/* n (1..8) floats; the other lanes zero */
+/* n (1..8) floats; the other lanes zero. Masked moves where the target has
+ * them (a copy loop at each tile row's end would cost as much as the
+ * transform). */
+#if defined(__AVX512VL__)
+static inline v8 ldn(const float *p, int n) { return (v8)_mm256_maskz_loadu_ps((__mmask8)((1u << n) - 1), p); }
+
+static inline void stn(float *p, v8 v, int n) { _mm256_mask_storeu_ps(p, (__mmask8)((1u << n) - 1), (__m256)v); }
+#else
 static inline v8 ldn(const float *p, int n)
 {
     if (n == 8) return ld8(p);
@@ -69,6 +79,7 @@ static inline void stn(float *p, v8 v, int n)
     st8(t, v);
     for (int i = 0; i < n; i++) p[i] = t[i];
 }
+#endif
 
 typedef int vi8 __attribute__((vector_size(32)));
 #if defined(__clang__)
