@@ -1,19 +1,15 @@
 #!/bin/bash
-# resnet.sh: torchvision ResNet-18/34/50 and MobileNetV2 parity.
-# student-embed's features of an image stream against torchvision's, and 3
-# training steps (Adam, SGD with momentum; BatchNorm frozen and in training
-# mode) of the backbone and a projection head under the cosine loss against
-# torch.optim in float64: every parameter and running statistic within 1e-4
-# relative. Random weights, made here; and the real pretrained MobileNetV2 of
-# $SHARED on real PACS images.
+# resnet.sh: torchvision ResNet-18/34/50 and MobileNetV2 feature parity:
+# student-embed's features of an image stream against torchvision's, random
+# weights made here, and the real pretrained MobileNetV2 of $SHARED on real
+# PACS images. Training parity: resnet_train.sh, resnet50_train.sh,
+# mobilenet_train.sh.
 set -u
 cd "${VL2V_ROOT:-$(dirname "$0")/../..}" || exit 2
 PY=${PYTHON:-/usr/bin/python3}
 d=$(mktemp -d)
 trap 'rm -rf "$d"' EXIT
 
-cc -O2 -march=native -std=c11 -D_GNU_SOURCE -Ilib -o "$d/student_train" tests/ref/student_train.c \
-    build/libvl2v.a -lopenblas -lm -lpthread || { echo "FAIL: resnet: building the training driver"; exit 1; }
 "$PY" tests/ref/resnet_ref.py prepare "$d" || { echo "FAIL: resnet: PyTorch reference"; exit 1; }
 for a in resnet18 resnet34 resnet50 mobilenet_v2; do
     arch=$a
@@ -29,12 +25,6 @@ fi
 tools/pth2safetensors "$d/resnet18.pth" "$d/pth.safetensors" \
     && student-embed --weights "$d/pth.safetensors" --batch 2 <"$d/img.mp" >"$d/pth.emb.mp" \
     || echo "FAIL: resnet: pth2safetensors | student-embed exited with $?"
-for cfg in resnet18:adam:frozen resnet18:adam:train resnet18:sgd:frozen resnet18:sgd:train \
-    resnet50:adam:frozen mobilenet_v2:sgd:frozen mobilenet_v2:adam:frozen; do
-    IFS=: read -r a o b <<<"$cfg"
-    "$d/student_train" $a "$d/w_$a.safetensors" "$d/batch_${a}_${o}_$b.safetensors" $o $b 3 "$d/got_${a}_${o}_${b}.safetensors" \
-        || echo "FAIL: resnet: student_train $cfg exited with $?"
-done
 
 # a mismatched weight file is an error naming the tensor
 if student-embed --arch resnet50 --weights "$d/resnet18.safetensors" <"$d/img.mp" >/dev/null 2>"$d/err"; then
