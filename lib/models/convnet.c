@@ -21,7 +21,6 @@
 #include "util.h"
 
 #include <math.h>
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

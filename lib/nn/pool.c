@@ -184,6 +184,7 @@ void maxpool_forward(float *out, int *idx, const float *inp, int B, int C, int H
 {
     pool_args a = {.out = out, .idx = idx, .inp = inp, .H = H, .W = W, .OH = pool_out_size(H, K, stride, pad),
                    .OW = pool_out_size(W, K, stride, pad), .K = K, .stride = stride, .pad = pad};
+    if (a.OH < 1 || a.OW < 1) return;
     par_for(B * C, (size_t)B * C * H * W, maxpool_range, &a);
 }
 
