@@ -91,30 +91,43 @@ static void row_tap3(const float *r, int W, int ow, float *hv, int *hp)
 
 /* idx: positions wanted (a constant where this is inlined; without them the
  * values alone are carried) */
+/* 16 outputs of an input row's pass from ow on: reads r[2ow-1 .. 2ow+32] */
+static inline __attribute__((always_inline)) void row_vec(const float *r, int ow, float *v, int *p, int idx)
+{
+    const vi lane = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    const float *b = r + 2 * ow - 1;
+    vf a0 = vf_load(b), a1 = vf_load(b + VL_VW), c0 = vf_load(b + 2), c1 = vf_load(b + 2 + VL_VW);
+    vf t0 = __builtin_shufflevector(a0, a1, EVEN16), t1 = __builtin_shufflevector(a0, a1, ODD16);
+    vf t2 = __builtin_shufflevector(c0, c1, EVEN16);
+    vi base = lane + (2 * ow - 1), at = base;
+    vf best = t0;
+    vi m = (t1 > best) | (t1 != t1);
+    best = vf_select(m, t1, best), at = (at & ~m) | ((base + 1) & m);
+    m = (t2 > best) | (t2 != t2);
+    best = vf_select(m, t2, best), at = (at & ~m) | ((base + 2) & m);
+    vf_store(v + ow, best);
+    if (idx) memcpy(p + ow, &at, sizeof at);
+}
+
+/* idx: positions wanted (a constant where this is inlined; without them the
+ * values alone are carried) */
 static inline __attribute__((always_inline)) void plane_3s2(float *o, int *ix, const float *x, int H, int W, int OH,
                                                             int OW, float *hv, int *hp, int idx)
 {
-    vi one = (vi){0} + 1, two = one + 1, lane = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    /* the last start of a vector whose taps and loads all lie in the row */
+    int vmax = (W - 3) / 2 - (VL_VW - 1);
+    if (vmax > OW - VL_VW) vmax = OW - VL_VW;
     for (int ih = 0; ih < H; ih++) {
         const float *r = x + (size_t)ih * W;
         float *v = hv + (size_t)ih * OW;
-        int *p = hp + (size_t)ih * OW, ow = 0;
-        int scratch;
+        int *p = hp + (size_t)ih * OW, ow, scratch;
         row_tap3(r, W, 0, v, idx ? p : &scratch);
-        /* a vector at ow reads r[2ow-1 .. 2ow+32]: all taps in the row */
-        for (ow = 1; ow + VL_VW - 1 <= OW - 1 && 2 * (ow + VL_VW - 1) + 2 <= W - 1; ow += VL_VW) {
-            const float *b = r + 2 * ow - 1;
-            vf a0 = vf_load(b), a1 = vf_load(b + VL_VW), c0 = vf_load(b + 2), c1 = vf_load(b + 2 + VL_VW);
-            vf t0 = __builtin_shufflevector(a0, a1, EVEN16), t1 = __builtin_shufflevector(a0, a1, ODD16);
-            vf t2 = __builtin_shufflevector(c0, c1, EVEN16);
-            vi base = lane + (2 * ow - 1), at = base;
-            vf best = t0;
-            vi m = (t1 > best) | (t1 != t1);
-            best = vf_select(m, t1, best), at = (at & ~m) | ((base + one) & m);
-            m = (t2 > best) | (t2 != t2);
-            best = vf_select(m, t2, best), at = (at & ~m) | ((base + two) & m);
-            vf_store(v + ow, best);
-            if (idx) memcpy(p + ow, &at, sizeof at);
+        for (ow = 1; ow <= vmax; ow += VL_VW) row_vec(r, ow, v, p, idx);
+        /* the rest in one more vector, moved back to overlap the last (its
+         * outputs are computed again, to the same bytes) */
+        if (vmax >= 1 && ow <= vmax + VL_VW - 1) {
+            row_vec(r, vmax, v, p, idx);
+            ow = vmax + VL_VW;
         }
         for (; ow < OW; ow++) row_tap3(r, W, ow, v + ow, idx ? p + ow : &scratch);
     }
