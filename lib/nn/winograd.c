@@ -8,10 +8,13 @@
  * the transformed weights U[e][k][c] (36 matrices (K,C)), so each position's
  * product is one row-major GEMM on the buffers as they lie.
  *
- * Transforms. One plane (image, channel) at a time: its tiles are gathered
- * into a scratch laid out [row][col][tile], and the 1-D transforms run
- * separably (columns, then rows) as vector arithmetic across the plane's
- * tiles. Planes are split over threads with par_for on fixed boundaries; each
+ * Transforms. One plane (image, channel) at a time, the 1-D transforms
+ * separably, as 8-lane vector arithmetic across tiles: the input transform
+ * runs its column pass along whole padded rows and takes 8 tiles' columns
+ * apart with shuffles for the row pass; the others gather the plane's tiles
+ * into a scratch laid out [row][col][tile] (or scatter them from it) and run
+ * across all of the plane's tiles at once (small maps have few tiles per
+ * row). Planes are split over threads with par_for on fixed boundaries; each
  * element is computed the same way on any split. The weight transform and its
  * adjoint run across input channels, split by output channel.
  *
@@ -81,6 +84,15 @@ static inline void stn(float *p, v8 v, int n)
 }
 #endif
 
+/* up to 8 floats: none when n <= 0 */
+static inline void st_upto(float *p, v8 v, int n)
+{
+    if (n >= 8)
+        st8(p, v);
+    else if (n > 0)
+        stn(p, v, n);
+}
+
 typedef int vi8 __attribute__((vector_size(32)));
 #if defined(__clang__)
 #define SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
@@ -99,6 +111,17 @@ static inline void deinterleave4(v8 a[4], const float *x)
     a[1] = SHUF(l0, l1, 4, 5, 6, 7, 12, 13, 14, 15);
     a[2] = SHUF(h0, h1, 0, 1, 2, 3, 8, 9, 10, 11);
     a[3] = SHUF(h0, h1, 4, 5, 6, 7, 12, 13, 14, 15);
+}
+
+/* the inverse: x[4i + j] = a[j][i], into 4 vectors */
+static inline void interleave4(v8 x[4], const v8 a[4])
+{
+    v8 l0 = SHUF(a[0], a[1], 0, 8, 1, 9, 2, 10, 3, 11), l1 = SHUF(a[0], a[1], 4, 12, 5, 13, 6, 14, 7, 15);
+    v8 h0 = SHUF(a[2], a[3], 0, 8, 1, 9, 2, 10, 3, 11), h1 = SHUF(a[2], a[3], 4, 12, 5, 13, 6, 14, 7, 15);
+    x[0] = SHUF(l0, h0, 0, 1, 8, 9, 2, 3, 10, 11);
+    x[1] = SHUF(l0, h0, 4, 5, 12, 13, 6, 7, 14, 15);
+    x[2] = SHUF(l1, h1, 0, 1, 8, 9, 2, 3, 10, 11);
+    x[3] = SHUF(l1, h1, 4, 5, 12, 13, 6, 7, 14, 15);
 }
 
 /* a one lane on: lanes 1..7 of a, then x */
@@ -196,12 +219,9 @@ static void geom_init(geom *g, const conv_shape *s)
     g->PWv = 4 * ((g->TW + 7) & ~7) + 8;
 }
 
-/* scratch floats a plane transform needs (zeroed: lanes past T stay 0) */
-static size_t scratch_floats(const geom *g)
-{
-    size_t a = 72 * (size_t)g->Tp + (size_t)g->PH * g->PW + g->PW, b = ((size_t)g->PH + 6) * g->PWv;
-    return a > b ? a : b;
-}
+/* scratch floats a plane transform needs (zeroed: the gathers write lanes
+ * below T only, and the lanes past it stay 0) */
+static size_t scratch_floats(const geom *g) { return 72 * (size_t)g->Tp + ((size_t)g->PH + 7) * g->PWv; }
 
 int wino_supported(const conv_shape *s)
 {
@@ -212,9 +232,9 @@ int wino_pays(const conv_shape *s)
 {
     if (!wino_supported(s) || s->C < 16 || s->OC < 16) return 0;
     /* a tile costs 36 products per channel pair, an output 9 directly:
-     * worth it while the tiles are at most 1/8 of the outputs (at least half
-     * of the saving kept on maps not divisible by 4; a 7x7 map qualifies,
-     * 2x2 does not) */
+     * taken while the tiles' products are at most half the direct ones
+     * (8 tiles <= outputs), i.e. the tiles' overhang past the map's edge
+     * leaves at least half of the 4x saving (7x7 maps qualify, 2x2 not) */
     int64_t tiles = (int64_t)((s->OH + 3) / 4) * ((s->OW + 3) / 4);
     return 8 * tiles <= (int64_t)s->OH * s->OW;
 }
@@ -283,31 +303,57 @@ static void output_plane(float *o, const float *M, size_t es, float bias, const 
             at(y, m);
             for (int i = 0; i < 4; i++) st8(Y + (size_t)(i * 4 + j) * Tp + p, y[i]);
         }
+    /* each map row: its tiles' 4 columns interleaved back, 8 tiles at a time
+     * (one by one on narrow maps) */
     for (int th = 0; th < g->TH; th++)
         for (int i = 0; i < 4 && 4 * th + i < g->OH; i++) {
             float *orow = o + (size_t)(4 * th + i) * g->OW;
             const float *y = Y + (size_t)i * 4 * Tp + th * TW;
-            for (int t = 0; t < TW; t++)
-                for (int j = 0; j < 4 && 4 * t + j < g->OW; j++) orow[4 * t + j] = y[(size_t)j * Tp + t] + bias;
+            if (TW < 8) {
+                for (int t = 0; t < TW; t++)
+                    for (int j = 0; j < 4 && 4 * t + j < g->OW; j++) orow[4 * t + j] = y[(size_t)j * Tp + t] + bias;
+                continue;
+            }
+            for (int t = 0; t < TW; t += 8) {
+                int n = TW - t < 8 ? TW - t : 8, left = g->OW - 4 * t;
+                v8 a[4], x[4];
+                for (int j = 0; j < 4; j++) a[j] = ldn(y + (size_t)j * Tp + t, n) + bias;
+                interleave4(x, a);
+                for (int q = 0; q < 4; q++) st_upto(orow + 4 * t + 8 * q, x[q], left - 8 * q);
+            }
         }
 }
 
 /* Z[e * es + p] = (A dy A^T)[e] for the tiles of one output-gradient plane
- * dy (OH,OW). Gs, Hs scratch [4][4][Tp], [6][4][Tp]. */
-static void zgrad_plane(float *Z, size_t es, const float *dy, const geom *g, float *Gs, float *Hs)
+ * dy (OH,OW). Gs, Hs scratch [4][4][Tp], [6][4][Tp]; row PWv floats. */
+static void zgrad_plane(float *Z, size_t es, const float *dy, const geom *g, float *Gs, float *Hs, float *row)
 {
     int T = g->T, Tp = g->Tp, TW = g->TW;
+    /* each map row (zero past the map) taken 8 tiles apart at a time (one
+     * by one on narrow maps) */
     for (int th = 0; th < g->TH; th++)
         for (int i = 0; i < 4; i++) {
             int oh = 4 * th + i;
             float *d = Gs + (size_t)i * 4 * Tp + th * TW;
-            if (oh >= g->OH) {
-                for (int j = 0; j < 4; j++) memset(d + (size_t)j * Tp, 0, TW * sizeof(float));
+            if (TW < 8) {
+                const float *src = dy + (size_t)oh * g->OW;
+                for (int t = 0; t < TW; t++)
+                    for (int j = 0; j < 4; j++)
+                        d[(size_t)j * Tp + t] = oh < g->OH && 4 * t + j < g->OW ? src[4 * t + j] : 0.0f;
                 continue;
             }
-            const float *src = dy + (size_t)oh * g->OW;
-            for (int t = 0; t < TW; t++)
-                for (int j = 0; j < 4; j++) d[(size_t)j * Tp + t] = 4 * t + j < g->OW ? src[4 * t + j] : 0.0f;
+            if (oh < g->OH) {
+                memcpy(row, dy + (size_t)oh * g->OW, g->OW * sizeof(float));
+                memset(row + g->OW, 0, (g->PWv - g->OW) * sizeof(float));
+            } else {
+                memset(row, 0, g->PWv * sizeof(float));
+            }
+            for (int t = 0; t < TW; t += 8) {
+                int n = TW - t < 8 ? TW - t : 8;
+                v8 a[4];
+                deinterleave4(a, row + 4 * t);
+                for (int j = 0; j < 4; j++) stn(d + (size_t)j * Tp + t, a[j], n);
+            }
         }
     /* columns: Hs[r][j] = sum_i AT[i][r] Gs[i][j] */
     for (int j = 0; j < 4; j++)
@@ -329,10 +375,10 @@ static void zgrad_plane(float *Z, size_t es, const float *dy, const geom *g, flo
 }
 
 /* dx (H,W) += the tiles B dV B^T from dV[e * es + p], overlapping tiles
- * adding in tile order. Q, D scratch [6][6][Tp], acc PH*PW. */
+ * adding in a fixed order. Q, D scratch [6][6][Tp], acc PH*PWv. */
 static void dinput_plane(float *dx, const float *dV, size_t es, const geom *g, float *Q, float *D, float *acc)
 {
-    int T = g->T, Tp = g->Tp, TW = g->TW, PW = g->PW;
+    int T = g->T, Tp = g->Tp, TW = g->TW, PWv = g->PWv;
     /* rows: Q[b][r] = sum_s BT[s][b] dV[r*6+s] */
     for (int r = 0; r < 6; r++)
         for (int p = 0; p < T; p += 8) {
@@ -350,17 +396,33 @@ static void dinput_plane(float *dx, const float *dV, size_t es, const geom *g, f
             bt_adj(o, v);
             for (int a = 0; a < 6; a++) st8(D + (size_t)(a * 6 + b) * Tp + p, o[a]);
         }
-    memset(acc, 0, (size_t)g->PH * PW * sizeof(float));
+    /* acc[4th+a][4t+b] += D[a][b], 8 tiles at a time: columns 0..3 of each
+     * tile, then 4 and 5 (over the next tile's 0 and 1); lanes past the
+     * tile row add zeros (one tile at a time on narrow maps) */
+    memset(acc, 0, (size_t)g->PH * PWv * sizeof(float));
     for (int th = 0; th < g->TH; th++)
         for (int a = 0; a < 6; a++) {
-            float *arow = acc + (size_t)(4 * th + a) * PW;
+            float *arow = acc + (size_t)(4 * th + a) * PWv;
             const float *d = D + (size_t)a * 6 * Tp + th * TW;
-            for (int t = 0; t < TW; t++)
-                for (int b = 0; b < 6; b++) arow[4 * t + b] += d[(size_t)b * Tp + t];
+            if (TW < 8) {
+                for (int t = 0; t < TW; t++)
+                    for (int b = 0; b < 6; b++) arow[4 * t + b] += d[(size_t)b * Tp + t];
+                continue;
+            }
+            for (int t = 0; t < TW; t += 8) {
+                int n = TW - t < 8 ? TW - t : 8;
+                v8 b[4], x[4], z = {0};
+                for (int j = 0; j < 4; j++) b[j] = ldn(d + (size_t)j * Tp + t, n);
+                interleave4(x, b);
+                for (int q = 0; q < 4; q++) st8(arow + 4 * t + 8 * q, ld8(arow + 4 * t + 8 * q) + x[q]);
+                b[0] = ldn(d + (size_t)4 * Tp + t, n), b[1] = ldn(d + (size_t)5 * Tp + t, n), b[2] = b[3] = z;
+                interleave4(x, b);
+                for (int q = 0; q < 4; q++) st8(arow + 4 * t + 4 + 8 * q, ld8(arow + 4 * t + 4 + 8 * q) + x[q]);
+            }
         }
     for (int h = 0; h < g->H; h++) {
         float *xr = dx + (size_t)h * g->W;
-        const float *ar = acc + (size_t)(h + g->pad) * PW + g->pad;
+        const float *ar = acc + (size_t)(h + g->pad) * PWv + g->pad;
         for (int w = 0; w < g->W; w++) xr[w] += ar[w];
     }
 }
@@ -396,7 +458,7 @@ static void planes_range(void *ctx, int j0, int j1)
             input_plane(b, es, a->cmap + plane * HW, g, scr, scr + (size_t)g->PH * g->PWv);
             break;
         case OP_OUTPUT: output_plane(a->map + plane * OHW, b, es, a->bias ? a->bias[c] : 0.0f, g, s1, s2); break;
-        case OP_ZGRAD: zgrad_plane(b, es, a->cmap + plane * OHW, g, s1, s2); break;
+        case OP_ZGRAD: zgrad_plane(b, es, a->cmap + plane * OHW, g, s1, s2, s3); break;
         case OP_DINPUT: dinput_plane(a->map + plane * HW, b, es, g, s1, s2, s3); break;
         }
     }

@@ -1,11 +1,12 @@
 /* winograd: the F(4x4,3x3) convolution against the naive definitions
  * (conv2d_forward_ref / conv2d_backward_ref, double accumulation): forward,
- * input gradient and weight gradient on maps not divisible by 4, padding 0,
- * 1 and 2, C != K, batches, bias, several chunks of images; backward
- * accumulates and skips NULL gradients; a finite-difference check of the
- * Winograd forward's own gradients; the same bytes on 1 and 2 threads; and
- * conv2d_* dispatching here when it pays. Errors are the largest difference
- * relative to the reference's largest magnitude. */
+ * input gradient and weight gradient on maps not divisible by 4 (narrow and
+ * wide ones, which the transforms take in different ways), padding 0, 1 and
+ * 2, C != K, batches, bias, several chunks of images; backward accumulates
+ * and skips NULL gradients; a finite-difference check of the Winograd
+ * forward's own gradients; the same bytes on 1 and 2 threads; and conv2d_*
+ * dispatching here when it pays. Errors are the largest difference relative
+ * to the reference's largest magnitude. */
 #include "check.h"
 
 #include "blas.h"
@@ -187,6 +188,10 @@ int main(void)
     test_case("4x5 pad 2, 9 -> 11 channels, 2 images", 2, 9, 4, 5, 11, 2, 0, 0);
     test_case("14x14 pad 1, 20 -> 12 channels, 3 images, bias", 3, 20, 14, 14, 12, 1, 1, 0);
     test_case("1x1 pad 1, 3 -> 2 channels", 2, 3, 1, 1, 2, 1, 1, 0);
+    /* wide maps: rows of 8 tiles and more, ending in part of a vector */
+    test_case("9x37 pad 1, 5 -> 7 channels, 2 images, bias", 2, 5, 9, 37, 7, 1, 1, 0);
+    test_case("6x70 pad 0, 3 -> 4 channels, 2 images", 2, 3, 6, 70, 4, 0, 0, 0);
+    test_case("11x34 pad 2, 4 -> 3 channels, 2 images, bias", 2, 4, 11, 34, 3, 2, 1, 0);
     /* through conv2d_* (the shapes ResNet runs, small batches) */
     test_case("conv2d: 7x7 pad 1, 32 -> 48 channels, 3 images, bias", 3, 32, 7, 7, 48, 1, 1, 1);
     test_case("conv2d: 14x14 pad 1, 24 -> 16 channels, 2 images", 2, 24, 14, 14, 16, 1, 0, 1);
