@@ -314,7 +314,7 @@ void conv2d_forward(float *out, const float *inp, const float *w, const float *b
         depthwise_forward(out, inp, w, b, B, s);
         return;
     }
-    if (atomic_load(&use_winograd) && wino_pays(s)) {
+    if (atomic_load(&use_winograd) && wino_pays(s, B)) {
         wino_forward(out, inp, w, b, B, s);
         return;
     }
@@ -373,7 +373,7 @@ void conv2d_backward(float *dinp, float *dw, float *db, const float *dout, const
         depthwise_backward(dinp, dw, dout, inp, w, B, s);
         return;
     }
-    if (atomic_load(&use_winograd) && wino_pays(s)) {
+    if (atomic_load(&use_winograd) && wino_pays(s, B)) {
         wino_backward(dinp, dw, dout, inp, w, B, s);
         return;
     }

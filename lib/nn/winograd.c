@@ -228,15 +228,19 @@ int wino_supported(const conv_shape *s)
     return s->KH == 3 && s->KW == 3 && s->stride == 1 && s->dil == 1 && s->groups == 1 && s->pad <= 2;
 }
 
-int wino_pays(const conv_shape *s)
+int wino_pays(const conv_shape *s, int B)
 {
     if (!wino_supported(s) || s->C < 16 || s->OC < 16) return 0;
     /* a tile costs 36 products per channel pair, an output 9 directly:
      * taken while the tiles' products are at most half the direct ones
      * (8 tiles <= outputs), i.e. the tiles' overhang past the map's edge
-     * leaves at least half of the 4x saving (7x7 maps qualify, 2x2 not) */
+     * leaves at least half of the 4x saving (7x7 maps qualify, 2x2 not);
+     * and while the batch has tiles enough to pay for transforming the
+     * weights (16 tiles per 256 channels: at 512 channels on 7x7 maps,
+     * batch 8 and more) */
     int64_t tiles = (int64_t)((s->OH + 3) / 4) * ((s->OW + 3) / 4);
-    return 8 * tiles <= (int64_t)s->OH * s->OW;
+    int64_t ch = s->C > s->OC ? s->C : s->OC;
+    return 8 * tiles <= (int64_t)s->OH * s->OW && 16 * tiles * B >= ch;
 }
 
 /* ---- plane transforms ---- */

@@ -21,10 +21,11 @@
 /* Nonzero if s is a convolution these functions compute: 3x3, stride 1,
  * dilation 1, groups 1, padding 0..2. */
 int wino_supported(const conv_shape *s);
-/* Nonzero if s is supported and Winograd is the faster path: at least 16
- * input and output channels, and a map whose 4x4 tiles do not waste most of
- * their outputs. */
-int wino_pays(const conv_shape *s);
+/* Nonzero if s at batch B is supported and Winograd is the faster path: at
+ * least 16 input and output channels, a map whose 4x4 tiles do not overhang
+ * it by much, and tiles enough over the batch to pay for transforming the
+ * weights. */
+int wino_pays(const conv_shape *s, int B);
 
 /* out (B,OC,OH,OW), inp (B,C,H,W), w (OC,C,3,3), b (OC) or NULL */
 void wino_forward(float *out, const float *inp, const float *w, const float *b, int B, const conv_shape *s);

@@ -60,7 +60,7 @@ static void test_case(const char *what, int B, int C, int H, int W, int K, int p
         CHECK(0, "%s: shape", what);
         return;
     }
-    if (via_conv && !wino_pays(&s)) {
+    if (via_conv && !wino_pays(&s, B)) {
         CHECK(0, "%s: conv2d dispatches to Winograd", what);
         return;
     }
@@ -206,16 +206,16 @@ int main(void)
     {
         conv_shape s;
         int ok = 1;
-        conv_shape_init(&s, 64, 56, 56, 64, 3, 3, 1, 1, 1, 1), ok &= wino_pays(&s);
-        conv_shape_init(&s, 512, 7, 7, 512, 3, 3, 1, 1, 1, 1), ok &= wino_pays(&s);
-        conv_shape_init(&s, 64, 56, 56, 64, 3, 3, 2, 1, 1, 1), ok &= !wino_pays(&s);
-        conv_shape_init(&s, 8, 56, 56, 64, 3, 3, 1, 1, 1, 1), ok &= !wino_pays(&s);
-        conv_shape_init(&s, 64, 2, 2, 64, 3, 3, 1, 1, 1, 1), ok &= !wino_pays(&s);
-        conv_shape_init(&s, 64, 9, 9, 64, 3, 3, 1, 1, 2, 1), ok &= !wino_pays(&s);
+        conv_shape_init(&s, 64, 56, 56, 64, 3, 3, 1, 1, 1, 1), ok &= wino_pays(&s, 1);
+        conv_shape_init(&s, 512, 7, 7, 512, 3, 3, 1, 1, 1, 1), ok &= wino_pays(&s, 32) && !wino_pays(&s, 4);
+        conv_shape_init(&s, 64, 56, 56, 64, 3, 3, 2, 1, 1, 1), ok &= !wino_pays(&s, 32);
+        conv_shape_init(&s, 8, 56, 56, 64, 3, 3, 1, 1, 1, 1), ok &= !wino_pays(&s, 32);
+        conv_shape_init(&s, 64, 2, 2, 64, 3, 3, 1, 1, 1, 1), ok &= !wino_pays(&s, 32);
+        conv_shape_init(&s, 64, 9, 9, 64, 3, 3, 1, 1, 2, 1), ok &= !wino_pays(&s, 32);
         conv_shape_init(&s, 64, 9, 9, 64, 3, 3, 1, 3, 1, 1), ok &= !wino_supported(&s);
         conv_shape_init(&s, 64, 9, 9, 64, 3, 3, 1, 1, 1, 2), ok &= !wino_supported(&s);
-        CHECK(ok, "dispatch: ResNet's 3x3 stride-1 shapes use Winograd; stride 2, few channels, a 2x2 map, "
-                  "dilation, padding 3, groups do not");
+        CHECK(ok, "dispatch: ResNet's 3x3 stride-1 shapes use Winograd (512 channels on 7x7 maps from batch 8); "
+                  "stride 2, few channels, a 2x2 map, dilation, padding 3, groups do not");
     }
     {
         /* conv2d_forward is wino_forward's bytes; with Winograd off, im2col's */
