@@ -1,10 +1,11 @@
 /* conv: 2-D convolution in NCHW layout (PyTorch nn.Conv2d): stride, zero
  * padding, dilation and groups (depthwise when groups == C). The fast paths:
  * 3x3 stride-1 convolutions with 16 or more input and output channels (all
- * of a ResNet's but the stride-2 ones) run as Winograd F(4x4,3x3)
- * (winograd.h: a quarter of the multiplications; float32 results within a
- * few 1e-6 of the exact ones, relative to the output's scale, against about
- * 1e-7 for a GEMM; conv_set_winograd(0) turns it off); the others as
+ * of a ResNet's but the stride-2 ones) run as Winograd F(4x4,3x3) where it
+ * pays (wino_pays: the map and the batch give tiles enough; winograd.h: a
+ * quarter of the multiplications; float32 results within a few 1e-6 of the
+ * exact ones, relative to the output's scale, against about 1e-7 for a GEMM;
+ * conv_set_winograd(0) turns it off); the others as
  * im2col + sgemm (1x1 stride-1 convolutions need no im2col; depthwise ones
  * use a direct loop). The _ref functions are the naive seven-loop
  * definitions. Backward functions ACCUMULATE (+=) into every gradient they
