@@ -9,7 +9,10 @@
  * adam|sgd|adamw; BN train|frozen (ResNets). Runs STEPS steps of
  * Z = F(x) Wp^T + bp, the cosine loss, backward and the optimiser on the
  * backbone and the head, then writes every tensor (backbone, proj.*), the
- * losses ("loss", STEPS) and the first step's features ("feat0") to OUT. */
+ * losses ("loss", STEPS) and the first step's features ("feat0") to OUT.
+ * With STUDENT_TRAIN_WINOGRAD set (non-empty) in the environment, 3x3
+ * convolutions run as Winograd where it pays, as in training (to measure
+ * what it costs in accuracy). */
 #include "models/mobilenet.h"
 #include "models/resnet.h"
 #include "models/vit.h"
@@ -49,6 +52,8 @@ int main(int argc, char **argv)
     conv_set_winograd(0);
     char err[VL_ERRLEN];
     st_file wf, bf;
+    const char *wino = getenv("STUDENT_TRAIN_WINOGRAD");
+    if (wino && *wino) conv_set_winograd(1);
     if (st_open(&wf, argv[2], err) != 0 || st_open(&bf, argv[3], err) != 0) {
         fprintf(stderr, "student_train: %s\n", err);
         return 1;
