@@ -63,14 +63,19 @@ from train_check import TOL, GradRecord, compare as compare_tensors, exact_f32  
 
 torch.set_num_threads(2)
 B, SIDE, D, NC = 8, 64, 16, 5
-# group -> cases: (arch, optimiser, BatchNorm mode, lr, steps, with the exact-f32 run)
+# group -> cases: (arch, optimiser, BatchNorm mode, lr, steps, with the
+# exact-f32 run, with Winograd on)
 GROUPS = {
-    "resnet18": [("resnet18", "sgd", "frozen", 0.01, 3, False), ("resnet18", "sgd", "train", 1e-3, 3, False),
-                 ("resnet18", "adam", "frozen", 5e-5, 3, False), ("resnet18", "adam", "train", 5e-5, 3, False),
-                 ("resnet18", "adam", "frozen", 1e-3, 1, True)],
-    "resnet50": [("resnet50", "sgd", "train", 1e-3, 3, False), ("resnet50", "adam", "frozen", 5e-5, 3, False)],
-    "mobilenet_v2": [("mobilenet_v2", "sgd", "train", 1e-3, 3, False),
-                     ("mobilenet_v2", "adam", "frozen", 5e-5, 3, False)],
+    "resnet18": [("resnet18", "sgd", "frozen", 0.01, 3, False, False),
+                 ("resnet18", "sgd", "train", 1e-3, 3, False, False),
+                 ("resnet18", "adam", "frozen", 5e-5, 3, False, False),
+                 ("resnet18", "adam", "train", 5e-5, 3, False, False),
+                 ("resnet18", "adam", "frozen", 1e-3, 1, True, False),
+                 ("resnet18", "sgd", "frozen", 0.01, 1, False, True)],
+    "resnet50": [("resnet50", "sgd", "train", 1e-3, 3, True, False),
+                 ("resnet50", "adam", "frozen", 5e-5, 3, True, False)],
+    "mobilenet_v2": [("mobilenet_v2", "sgd", "train", 1e-3, 3, False, False),
+                     ("mobilenet_v2", "adam", "frozen", 5e-5, 3, False, False)],
 }
 # MobileNetV2 trains from the real pretrained weights of $SHARED on PACS images
 PRETRAINED = os.path.join(os.environ.get("SHARED", "../shared"), "data", "pretrained",
@@ -79,8 +84,8 @@ ADAM_EPS = 1e-8
 
 
 def tag(case):
-    arch, opt, bn, lr, _, _ = case
-    return "%s_%s_%s_%g" % (arch, opt, bn, lr)
+    arch, opt, bn, lr, _, _, wino = case
+    return "%s_%s_%s_%g%s" % (arch, opt, bn, lr, "_winograd" if wino else "")
 
 
 def features(m, x):
@@ -150,9 +155,96 @@ def batch(group):
     return x, it, t, y
 
 
+# a ReLU6 input within TIE of 0 or 6, relative to its layer's largest, is a
+# decision that float32 rounding (some 1e-6 of the layer's scale here) may
+# take either way
+TIE = 1e-5
+
+
+def record_ties(m):
+    """MobileNetV2: hooks that mark, per convolution-BatchNorm-ReLU6 unit and
+    output channel, whether a ReLU6 input of the float64 run lay within TIE
+    of 0 or 6 at some step; tie_masks() turns them into per-element masks of
+    the tensors whose gradient that decision routes: the unit's convolution
+    and BatchNorm channel and, before a depthwise convolution (whose channel
+    c is fed by channel c alone), the unit feeding it."""
+    units = [(n, mod) for n, mod in m.named_modules()
+             if type(mod).__name__ == "Conv2dNormActivation" and isinstance(mod[2], torch.nn.ReLU6)]
+    ties = {n: None for n, _ in units}
+
+    def hook(n):
+        def f(mod, inp, out):
+            v = out.detach()
+            d = torch.minimum(v.abs(), (v - 6).abs()).transpose(0, 1).reshape(v.shape[1], -1).amin(1)
+            near = (d < TIE * v.abs().max()).numpy()
+            ties[n] = near if ties[n] is None else ties[n] | near
+        return f
+
+    for n, mod in units:
+        mod[1].register_forward_hook(hook(n))
+
+    def tie_masks():
+        masks = {}
+        for i, (n, mod) in enumerate(units):
+            near = ties[n]
+            if near is None or not near.any():
+                continue
+            feed = [n]
+            if mod[0].groups > 1 and mod[0].groups == mod[0].out_channels and i > 0:
+                feed.append(units[i - 1][0])
+            for u in feed:
+                for k in (".0.weight", ".1.weight", ".1.bias"):
+                    shape = dict(m.named_parameters())[u + k].shape
+                    mk = masks.setdefault(u + k, np.zeros(tuple(shape), np.float32))
+                    mk[near] = 1
+        return {"tie." + k: torch.from_numpy(v) for k, v in masks.items()}
+
+    return tie_masks
+
+
+# a ReLU whose input lies within RELU_TIE of 0, relative to the largest, in
+# float64 is a decision Winograd's rounding (some 1e-5 of a convolution's
+# output) may take the other way
+RELU_TIE = 1e-6
+
+
+def record_relu_ties(m):
+    """ResNets, first forward pass: the order in which the modules holding
+    parameters run and, for each ReLU call, how close its nearest input is
+    to 0 relative to its largest. behind() names the tensors that run before
+    (whose gradient passes through) a ReLU deciding within RELU_TIE."""
+    pos, ties, n = {}, [], [0]
+    hooks = []
+
+    def pre(name):
+        def f(mod, inp):
+            n[0] += 1
+            if isinstance(mod, torch.nn.ReLU):
+                v = inp[0].detach()
+                ties.append((n[0], (v.abs().min() / max(v.abs().max().item(), 1e-300)).item()))
+            else:
+                pos.setdefault(name, n[0])
+        return f
+
+    for name, mod in m.named_modules():
+        if isinstance(mod, torch.nn.ReLU) or (len(list(mod.children())) == 0 and
+                                               any(True for _ in mod.parameters(recurse=False))):
+            hooks.append(mod.register_forward_pre_hook(pre(name)))
+
+    def behind():
+        for h in hooks:
+            h.remove()
+        last = max([p for p, r in ties if r < RELU_TIE], default=0)
+        return {k for k, _ in m.named_parameters() if pos.get(k.rsplit(".", 1)[0], 0) < last}, last, len(ties)
+
+    return behind
+
+
 def train(m, head, case, x, it, t, y, ideal=False, dtype=torch.float64):
-    arch, opt, bn, lr, steps, _ = case
+    arch, opt, bn, lr, steps, _, _ = case
     m, head = m.to(dtype), head.to(dtype)
+    tie_masks = record_ties(m) if arch == "mobilenet_v2" and dtype == torch.float64 and not ideal else None
+    behind = record_relu_ties(m) if case[6] and dtype == torch.float64 and not ideal else None
     if ideal:
         exact_f32(m)
     x, it, t = x.to(dtype), it.to(dtype), t.to(dtype)
@@ -161,16 +253,24 @@ def train(m, head, case, x, it, t, y, ideal=False, dtype=torch.float64):
     named += [("proj.weight", head.weight), ("proj.bias", head.bias)]
     ps = [p for _, p in named]
     o = torch.optim.Adam(ps, lr=lr, eps=ADAM_EPS) if opt == "adam" else torch.optim.SGD(ps, lr=lr, momentum=0.9)
-    rec, losses = GradRecord(), []
-    for _ in range(steps):
+    rec, losses, first = GradRecord(), [], {}
+    for s in range(steps):
         o.zero_grad()
-        z = head(features(m, x))
+        f = features(m, x)
+        z = head(f)
         loss = -(0.5 * Fn.cosine_similarity(z, it, dim=1) + 0.5 * Fn.cosine_similarity(z, t[y], dim=1)).mean()
         loss.backward()
         if ideal:
             for p in ps:
                 p.grad = p.grad.float().double()
         rec.add(named)
+        if s == 0 and case[6]:
+            first = {"grad0." + n: p.grad.float() for n, p in named if p.grad is not None}
+            first["feat0"] = f.detach().float()
+            if behind:
+                # the tensors a near-tie ReLU decision lies between and the loss
+                for k in behind()[0]:
+                    first["behind." + k] = torch.ones(1)
         o.step()
         if ideal:
             with torch.no_grad():
@@ -180,6 +280,9 @@ def train(m, head, case, x, it, t, y, ideal=False, dtype=torch.float64):
     out = {k: v.float() for k, v in m.state_dict().items() if not k.endswith("num_batches_tracked")}
     out["proj.weight"], out["proj.bias"] = head.weight.float(), head.bias.float()
     out["loss"] = torch.tensor(losses)
+    out.update(first)
+    if tie_masks:
+        out.update(tie_masks())
     return out, rec
 
 
@@ -187,8 +290,8 @@ def prepare(d, group):
     x, it, t, y = batch(group)
     with open(os.path.join(d, "cases"), "w") as f:
         for case in GROUPS[group]:
-            arch, opt, bn, lr, steps, ideal = case
-            f.write("%s %s %s %s %d\n" % (tag(case), arch, opt, bn, steps))
+            arch, opt, bn, lr, steps, ideal, wino = case
+            f.write("%s %s %s %s %d %d\n" % (tag(case), arch, opt, bn, steps, wino))
     for arch in sorted({c[0] for c in GROUPS[group]}):
         m = make_model(arch)
         st_save(os.path.join(d, "w_%s.safetensors" % arch), dict(m.state_dict()))
@@ -227,9 +330,10 @@ def compare(d, group):
         fails += not ok
 
     for case in GROUPS[group]:
-        arch, opt, bn, lr, steps, ideal = case
+        arch, opt, bn, lr, steps, ideal, wino = case
         tg = tag(case)
-        name = "%s %s lr %g%s BN %s" % (arch, opt, lr, " eps 1e-8" if opt == "adam" else " momentum 0.9", bn)
+        name = "%s %s lr %g%s BN %s%s" % (arch, opt, lr, " eps 1e-8" if opt == "adam" else " momentum 0.9", bn,
+                                          " Winograd on" if wino else "")
         gp = os.path.join(d, "got_%s.safetensors" % tg)
         if not os.path.exists(gp):
             check(False, "%s: no C training output" % name)
@@ -247,19 +351,69 @@ def compare(d, group):
             print("float32 PyTorch: %s: worst %.2g (%s)%s" % (name, w32, n32, "; conditioned elements %.2g (%s)"
                                                               % (c32, cn32) if gmin is not None else ""))
         check(not missing, "%s: every tensor present%s" % (name, (" (missing %s)" % missing[:3]) if missing else ""))
-        if opt == "sgd" or worst < TOL:
-            check(worst < TOL, "%s: every parameter and running statistic after %d steps within %g of float64 "
-                  "PyTorch (worst %.2g, %s)" % (name, steps, TOL, worst, wname))
-        else:
-            check(cw < TOL, "%s: every parameter and running statistic after %d steps within %g of float64 PyTorch "
-                  "over the %d of %d elements whose gradient stays above 1e-3 of the tensor's largest (worst %.2g, "
-                  "%s; over all elements %.2g, %s)" % (name, steps, TOL, total - excl, total, cw, cname, worst, wname))
+        # the bound over all elements (SGD, or where it holds), else over the
+        # well conditioned elements (Adam's eps: train_check.py)
+        cond = not (opt == "sgd" or worst < TOL)
+        err, ename = (cw, cname) if cond else (worst, wname)
+        what = "%s: every parameter and running statistic after %d steps within %g of float64 PyTorch" % (
+            name, steps, TOL)
+        if cond:
+            what += " over the %d of %d elements whose gradient stays above 1e-3 of the tensor's largest" % (
+                total - excl, total)
+        ierr = None
         if ideal:
             ex, _ = st_load(os.path.join(d, "want_%s_exact32.safetensors" % tg))
-            (e32, n32, _), _ = compare_tensors(ex, want)
-            check(e32 >= TOL, "%s: an ideal float32 implementation (every op exact, every tensor rounded to "
-                  "float32) misses %g over all elements too: worst %.2g (%s); this implementation %.2g" % (
-                      name, TOL, e32, n32, worst))
+            (e32, n32, _), (ce32, cn32, _, _) = compare_tensors(ex, want, gmin)
+            ierr, iname = (ce32, cn32) if cond else (e32, n32)
+        ties = {k[4:]: v for k, v in want.items() if k.startswith("tie.")}
+        if cond and err >= TOL and ierr is None and ties:
+            # a ReLU6 deciding by a hair: the elements whose gradient it
+            # routes are left out too, and counted
+            g2 = {k: np.where(ties[k] > 0, 0.0, v) if k in ties else v for k, v in gmin.items()}
+            _, (tw, tname, texcl, _) = compare_tensors(got, want, g2)
+            check(tw < TOL, "%s and not routed by a ReLU6 input within %g of 0 or 6 (relative to its layer's "
+                  "largest) in float64: %d of %d elements (worst %.2g, %s; with the %d routed by those decisions "
+                  "%.2g, %s; over all elements %.2g, %s)" % (
+                      what.replace(" over the %d of %d elements" % (total - excl, total), " over the elements"), TIE,
+                      total - texcl, total, tw, tname, texcl - excl, err, ename, worst, wname))
+        elif err < TOL or ierr is None or ierr < TOL:
+            check(err < TOL, "%s (worst %.2g, %s%s)" % (what, err, ename, "; over all elements %.2g, %s" % (
+                worst, wname) if cond else ""))
+        else:
+            # no float32 implementation meets the bound here: the ideal one
+            # misses it too, and this one is held to twice its error
+            check(err <= 2 * ierr, "%s: missed by an ideal float32 implementation (every op exact, every tensor "
+                  "rounded to float32) too, %.2g (%s); this implementation within twice that: %.2g (%s)" % (
+                      what, ierr, iname, err, ename))
+        if ideal and cond:
+            check(e32 >= TOL, "%s: an ideal float32 implementation misses %g over all elements too: worst %.2g "
+                  "(%s); this implementation %.2g" % (name, TOL, e32, n32, worst))
+        if wino:
+            fe = rel_err(got["feat0"], want["feat0"])
+            check(fe < TOL, "%s: step-1 features within %g of float64 PyTorch, relative to their largest (%.2g)" % (
+                name, TOL, fe))
+            # a ReLU deciding within float32 rounding routes the gradient of
+            # every tensor before it: the bound holds for the tensors after
+            # the last such decision, and the rest is measured
+            gw, gn, aw, an, gmiss, nt, nb = 0.0, "", 0.0, "", [], 0, 0
+            for k in want:
+                if k.startswith("grad0."):
+                    if k not in got:
+                        gmiss.append(k)
+                        continue
+                    ge = rel_err(got[k], want[k])
+                    nt += 1
+                    if ge > aw:
+                        aw, an = ge, k[6:]
+                    if "behind." + k[6:] in want:
+                        nb += 1
+                    elif ge > gw:
+                        gw, gn = ge, k[6:]
+            check(not gmiss and gw < TOL, "%s: step-1 gradient within %g of float64 PyTorch, relative to the "
+                  "tensor's largest, of the %d of %d tensors after the last ReLU whose input comes within %g of 0 "
+                  "(relative to its largest) in float64 (worst %.2g, %s; over all tensors %.2g, %s)%s" % (
+                      name, TOL, nt - nb, nt, RELU_TIE, gw, gn, aw, an,
+                      " (missing %s)" % gmiss[:3] if gmiss else ""))
     return 1 if fails else 0
 
 

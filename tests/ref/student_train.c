@@ -9,7 +9,8 @@
  * adam|sgd|adamw; BN train|frozen (ResNets). Runs STEPS steps of
  * Z = F(x) Wp^T + bp, the cosine loss, backward and the optimiser on the
  * backbone and the head, then writes every tensor (backbone, proj.*), the
- * losses ("loss", STEPS) and the first step's features ("feat0") to OUT.
+ * losses ("loss", STEPS), the first step's features ("feat0") and the
+ * first step's gradient of every trainable tensor ("grad0.NAME") to OUT.
  * With STUDENT_TRAIN_WINOGRAD set (non-empty) in the environment, 3x3
  * convolutions run as Winograd where it pays, as in training (to measure
  * what it costs in accuracy). */
@@ -37,6 +38,21 @@ static float *get(const st_file *f, const char *name, int ndim, const int64_t *s
         exit(1);
     }
     return p;
+}
+
+/* adds a copy of every gradient of p to w as grad0.NAME (kept until exit) */
+static void save_grads(stw *w, const params *p)
+{
+    for (int i = 0; i < p->n; i++) {
+        const float *g = param_grad(p, i);
+        if (!g) continue;
+        const param_tensor *t = &p->t[i];
+        float *c = xmalloc(t->numel * sizeof(float));
+        memcpy(c, g, t->numel * sizeof(float));
+        char name[512];
+        snprintf(name, sizeof name, "grad0.%s", t->name);
+        stw_add(w, xstrdup(name), ST_F32, t->ndim, t->shape, c);
+    }
 }
 
 int main(int argc, char **argv)
@@ -126,6 +142,7 @@ int main(int argc, char **argv)
     }
     if (st_find(&bf, "lr")) o1.lr = o2.lr = get(&bf, "lr", 1, s1)[0];
 
+    stw *w = stw_new();
     float *feat = xmalloc((size_t)B * F * sizeof(float)), *dfeat = xmalloc((size_t)B * F * sizeof(float));
     float *z = xmalloc((size_t)B * D * sizeof(float)), *dz = xmalloc((size_t)B * D * sizeof(float));
     float *feat0 = xmalloc((size_t)B * F * sizeof(float)), *losses = xmalloc(steps * sizeof(float));
@@ -149,10 +166,10 @@ int main(int argc, char **argv)
             mobilenet_backward(mb, dfeat);
         else
             vit_backward(vt, dfeat);
+        if (s == 0) save_grads(w, p), save_grads(w, &head);
         optim_step(&o1, p);
         optim_step(&o2, &head);
     }
-    stw *w = stw_new();
     param_add_to_writer(p, w);
     param_add_to_writer(&head, w);
     int64_t sl[1] = {steps}, sf[2] = {B, F};

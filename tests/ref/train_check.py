@@ -67,13 +67,15 @@ class GradRecord:
 
 def compare(got, want, gmin=None):
     """Worst error relative to each tensor's scale over every tensor of want
-    (but "loss" and "gmin.*"): (worst, name, missing); with gmin (name ->
+    (but "loss", "feat0" and "gmin.*", "grad0.*", "tie.*", "behind.*"):
+    (worst, name, missing);
+    with gmin (name ->
     relative minimum gradient, from GradRecord) also over the well
     conditioned elements only: (worst, name, excluded elements, all elements)."""
     worst, wname, missing = 0.0, "", []
     cw, cname, excl, total = 0.0, "", 0, 0
     for name, w in want.items():
-        if name == "loss" or name.startswith("gmin."):
+        if name in ("loss", "feat0") or name.startswith(("gmin.", "grad0.", "tie.", "behind.")):
             continue
         if name not in got:
             missing.append(name)
