@@ -1,5 +1,5 @@
 /* student_train: the C side of the student training parity tests (compiled
- * by tests/ref/resnet.sh and vit.sh against build/libvl2v.a).
+ * by tests/ref/cnn_train and vit.sh against build/libvl2v.a).
  *
  *   student_train ARCH WEIGHTS BATCH OPT BN STEPS OUT
  *
