@@ -49,8 +49,11 @@ Adam 5e-5: the ideal and this engine both 1.4e-3 over the conditioned
 elements, on the same element of layer4.0.conv2.weight); where it meets
 the bound, so must this one (ResNet-50 SGD with BatchNorm training: the
 ideal 6e-5, this engine 1.7e-4 and float32 PyTorch 1.3e-4, all at
-conv1.weight, whose training-mode gradient is large and summed with
-cancellation over 8 x 32 x 32 positions in float32 GEMMs: failing).
+conv1.weight: failing; not the stem's weight-gradient sum, which in double
+changes nothing, but a ReLU after layer3.1.bn1 whose float64 input is
+1.3e-7 of the layer's largest from 0 and which this engine's rounding
+flips at step 1, moving the gradients of the tensors before it by up to
+9e-2; float32 PyTorch flips one in layer1).
 
 Discrete decisions: a ReLU whose input, or a max pool whose two largest
 inputs, lie within float32 rounding of each other route a gradient element
