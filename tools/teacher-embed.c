@@ -39,7 +39,7 @@ static const char USAGE[] =
     "  --normalize N      clip (CLIP's mean/std, default) or imagenet (the published release)\n"
     "  --resize           resize other sizes to the model's (PIL bilinear) instead of dropping them\n"
     "  --batch N          images per forward pass (default 16)\n"
-    "  --threads N        OpenBLAS threads (default: OpenBLAS's own choice)\n"
+    "  --threads N        threads (default: OPENBLAS_NUM_THREADS, else the cores)\n"
     "  --cache DIR        content-addressed cache of answers, shared by runs and processes\n"
     "  --max-queries N    fail once N images have been sent to the teacher (default: no limit)\n"
     "  --max-errors N     fail once more than N items have been dropped (default 0)\n"

@@ -38,7 +38,7 @@ static const char USAGE[] =
     "                     model directory's vocab.json + merges.txt\n"
     "  --truncate         cut prompts longer than the context (77 tokens) instead of failing\n"
     "  --batch N          prompts per forward pass (default 64)\n"
-    "  --threads N        BLAS threads (default: OpenBLAS's)\n"
+    "  --threads N        threads (default: OPENBLAS_NUM_THREADS, else the cores)\n"
     "  -o FILE            write FILE atomically instead of standard output\n";
 
 static const char DEFAULT_TEMPLATE[] = "a photo of a {}";
