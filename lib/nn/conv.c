@@ -13,6 +13,7 @@
 #include "par.h"
 #include "util.h"
 #include "winograd.h"
+#include "workspace.h"
 
 #include <limits.h>
 #include <stdatomic.h>
@@ -40,26 +41,7 @@ int conv_shape_init(conv_shape *s, int C, int H, int W, int OC, int KH, int KW, 
     return 0;
 }
 
-static _Thread_local float *ws;
-static _Thread_local size_t ws_cap;
-
-static float *workspace(size_t n)
-{
-    if (n > ws_cap) {
-        free(ws);
-        ws = xmalloc_aligned(n * sizeof(float));
-        ws_cap = n;
-    }
-    return ws;
-}
-
-void conv_release_workspace(void)
-{
-    free(ws);
-    ws = NULL;
-    ws_cap = 0;
-    wino_release_workspace();
-}
+void conv_release_workspace(void) { nn_workspace_release(); }
 
 static atomic_int use_winograd = 1;
 
@@ -323,7 +305,7 @@ void conv2d_forward(float *out, const float *inp, const float *w, const float *b
     int nb = chunk_images(s, B);
     if (nb == 1) {
         int pw = is_pointwise(s);
-        float *col = pw ? NULL : workspace((size_t)K * OHW);
+        float *col = pw ? NULL : nn_workspace((size_t)K * OHW);
         for (int n = 0; n < B; n++)
             for (int g = 0; g < G; g++) {
                 const float *x = inp + ((size_t)n * s->C + (size_t)g * Cg) * HW;
@@ -339,7 +321,7 @@ void conv2d_forward(float *out, const float *inp, const float *w, const float *b
         return;
     }
     size_t ncol = (size_t)nb * OHW;
-    float *col = workspace((size_t)(K + OCg) * ncol), *tmp = col + (size_t)K * ncol;
+    float *col = nn_workspace((size_t)(K + OCg) * ncol), *tmp = col + (size_t)K * ncol;
     for (int n0 = 0; n0 < B; n0 += nb) {
         int m = B - n0 < nb ? B - n0 : nb;
         size_t ld = (size_t)m * OHW;
@@ -382,7 +364,7 @@ void conv2d_backward(float *dinp, float *dw, float *db, const float *dout, const
     int nb = chunk_images(s, B);
     if (nb == 1) {
         int pw = is_pointwise(s);
-        float *col = pw ? NULL : workspace((size_t)K * OHW);
+        float *col = pw ? NULL : nn_workspace((size_t)K * OHW);
         for (int n = 0; n < B; n++)
             for (int g = 0; g < G; g++) {
                 const float *x = inp ? inp + ((size_t)n * s->C + (size_t)g * Cg) * HW : NULL;
@@ -406,7 +388,7 @@ void conv2d_backward(float *dinp, float *dw, float *db, const float *dout, const
         return;
     }
     size_t ncol = (size_t)nb * OHW;
-    float *col = workspace((size_t)(K + OCg) * ncol), *tmp = col + (size_t)K * ncol;
+    float *col = nn_workspace((size_t)(K + OCg) * ncol), *tmp = col + (size_t)K * ncol;
     for (int n0 = 0; n0 < B; n0 += nb) {
         int m = B - n0 < nb ? B - n0 : nb;
         size_t ld = (size_t)m * OHW;

@@ -49,9 +49,9 @@ void conv2d_backward_ref(float *dinp, float *dw, float *db, const float *dout, c
 void conv_set_winograd(int on);
 int conv_get_winograd(void);
 
-/* The fast paths keep their workspaces (im2col columns per thread; the
- * Winograd transforms of the calling thread), grown on demand; this releases
- * the calling thread's (e.g. after a model is done). */
+/* The fast paths share one scratch buffer per thread (nn/workspace.h: im2col
+ * columns or Winograd transforms), grown on demand; this releases the
+ * calling thread's (e.g. after a model is done). */
 void conv_release_workspace(void);
 
 #endif

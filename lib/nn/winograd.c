@@ -27,6 +27,7 @@
 #include "blas.h"
 #include "par.h"
 #include "util.h"
+#include "workspace.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -587,25 +588,6 @@ static void gemms(int kind, float beta, float *out, const float *U, const float 
 
 /* ---- workspace and chunks ---- */
 
-static _Thread_local float *ws;
-static _Thread_local size_t ws_cap;
-
-static float *workspace(size_t n)
-{
-    if (n > ws_cap) {
-        free(ws);
-        ws = xmalloc_aligned(n * sizeof(float));
-        ws_cap = n;
-    }
-    return ws;
-}
-
-void wino_release_workspace(void)
-{
-    free(ws);
-    ws = NULL;
-    ws_cap = 0;
-}
 
 /* images per chunk: equal chunks near the bounds above */
 static int chunk_images(const geom *g, int B)
@@ -641,7 +623,7 @@ void wino_forward(float *out, const float *inp, const float *w, const float *b, 
     geom g;
     geom_init(&g, s);
     int nb = chunk_images(&g, B), C = g.C, K = g.K;
-    float *U = workspace(ws_floats(&g, nb, 1));
+    float *U = nn_workspace(ws_floats(&g, nb, 1));
     float *V = U + 36 * (size_t)K * C, *M = V + 36 * (size_t)C * nb * g.T;
     weights(U, w, K, C);
     size_t HW = (size_t)g.H * g.W, OHW = (size_t)g.OH * g.OW;
@@ -660,7 +642,7 @@ void wino_backward(float *dinp, float *dw, const float *dout, const float *inp, 
     geom g;
     geom_init(&g, s);
     int nb = chunk_images(&g, B), C = g.C, K = g.K, sep = separate_du(&g, B, dinp && dw);
-    float *U = workspace(ws_floats(&g, nb, 1 + sep)), *dU = sep ? U + 36 * (size_t)K * C : U;
+    float *U = nn_workspace(ws_floats(&g, nb, 1 + sep)), *dU = sep ? U + 36 * (size_t)K * C : U;
     float *V = U + 36 * (size_t)(1 + sep) * K * C, *Z = V + 36 * (size_t)C * nb * g.T;
     if (dinp && (sep || !dw)) weights(U, w, K, C);
     size_t HW = (size_t)g.H * g.W, OHW = (size_t)g.OH * g.OW;

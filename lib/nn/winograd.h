@@ -37,7 +37,5 @@ void wino_backward(float *dinp, float *dw, const float *dout, const float *inp, 
 /* Bytes of workspace a call for s at batch B holds (the transformed weights
  * and one chunk of transformed tiles), for reports. */
 size_t wino_workspace_bytes(const conv_shape *s, int B);
-/* Frees the calling thread's workspace (conv_release_workspace calls it). */
-void wino_release_workspace(void);
 
 #endif
