@@ -19,7 +19,7 @@ import torch.nn.functional as Fn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import clip_ref  # noqa: E402
 from st_io import rel_err, st_load, st_save  # noqa: E402
-from train_check import GradRecord, compare as compare_tensors  # noqa: E402
+from train_check import GradRecord, compare as compare_tensors, cosine_loss  # noqa: E402
 
 torch.set_num_threads(2)
 TOL = 1e-4
@@ -59,8 +59,7 @@ def prepare(d):
         for _ in range(STEPS):
             o.zero_grad()
             out = m.visual_projection(m.vision_model(pix.double()))
-            loss = -(0.5 * Fn.cosine_similarity(out, it.double(), dim=1)
-                     + 0.5 * Fn.cosine_similarity(out, t.double()[y], dim=1)).mean()
+            loss = cosine_loss(out, it.double(), t.double(), y)
             loss.backward()
             rec.add(named)
             o.step()

@@ -93,8 +93,9 @@ import torch.nn.functional as Fn
 import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from resnet_ref import features  # noqa: E402
 from st_io import rel_err, st_load, st_save  # noqa: E402
-from train_check import TOL, GradRecord, compare as compare_tensors, exact_f32  # noqa: E402
+from train_check import TOL, GradRecord, compare as compare_tensors, cosine_loss, exact_f32  # noqa: E402
 
 torch.set_num_threads(2)
 B, SIDE, D, NC = 8, 64, 16, 5
@@ -127,14 +128,6 @@ ADAM_EPS = 1e-8
 def tag(case):
     arch, opt, bn, lr, _, _, wino = case
     return "%s_%s_%s_%g%s" % (arch, opt, bn, lr, "_winograd" if wino else "")
-
-
-def features(m, x):
-    if isinstance(m, torchvision.models.MobileNetV2):
-        return torch.flatten(Fn.adaptive_avg_pool2d(m.features(x), 1), 1)
-    x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
-    x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
-    return torch.flatten(m.avgpool(x), 1)
 
 
 def make_model(arch):
@@ -299,7 +292,7 @@ def train(m, head, case, x, it, t, y, ideal=False, dtype=torch.float64):
         o.zero_grad()
         f = features(m, x)
         z = head(f)
-        loss = -(0.5 * Fn.cosine_similarity(z, it, dim=1) + 0.5 * Fn.cosine_similarity(z, t[y], dim=1)).mean()
+        loss = cosine_loss(z, it, t, y)
         loss.backward()
         if ideal:
             for p in ps:

@@ -1,6 +1,7 @@
 """train_check: what the training parity tests (resnet_train.sh, vit.sh,
 clip_train.sh) share: the float64 reference run with the gradient record
-that conditions the comparison, the "exact float32" run, and the comparison.
+that conditions the comparison, the "exact float32" run, the comparison, and
+the loss every case trains with.
 
 Adam with PyTorch's default eps (1e-8) divides each gradient element by its
 own running magnitude: an element whose exact gradient is near eps moves by
@@ -16,6 +17,7 @@ gradient at every step, and check, in the same run, that the ideal float32
 implementation itself misses the unconditioned bound."""
 import numpy as np
 import torch
+import torch.nn.functional as Fn
 
 from st_io import rel_err
 
@@ -23,6 +25,12 @@ TOL = 1e-4
 # elements whose float64 gradient falls below GMIN x the tensor's largest at
 # some step are where Adam's g / (|g| + eps) amplifies float32 rounding
 GMIN = 1e-3
+
+
+def cosine_loss(z, it, t, y):
+    """The method's loss with lambda 0.5: minus the mean over the batch of
+    0.5 cos(z, image embedding) + 0.5 cos(z, text embedding of the label)."""
+    return -(0.5 * Fn.cosine_similarity(z, it, dim=1) + 0.5 * Fn.cosine_similarity(z, t[y], dim=1)).mean()
 
 
 class Round(torch.autograd.Function):

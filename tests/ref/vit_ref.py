@@ -20,7 +20,7 @@ import torch.nn.functional as Fn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from st_io import read_stream, rel_err, st_load, st_save, write_image_stream  # noqa: E402
-from train_check import GradRecord, compare as compare_tensors  # noqa: E402
+from train_check import GradRecord, compare as compare_tensors, cosine_loss  # noqa: E402
 
 torch.set_num_threads(2)
 TOL = 1e-4
@@ -164,7 +164,7 @@ def prepare(d):
         for _ in range(STEPS):
             o.zero_grad()
             z = hd(m.features(xd))
-            loss = -(0.5 * Fn.cosine_similarity(z, itd, dim=1) + 0.5 * Fn.cosine_similarity(z, td[y], dim=1)).mean()
+            loss = cosine_loss(z, itd, td, y)
             loss.backward()
             rec.add(named)
             o.step()
