@@ -3,6 +3,7 @@
  * with their naive references; every backward pass is checked against central
  * finite differences of L = sum(out * R) for a fixed random R. */
 #include "check.h"
+#include "floats.h"
 
 #include "blas.h"
 #include "models/mobilenet.h"
@@ -24,27 +25,10 @@
 #include <unistd.h>
 
 static rng R;
-static int same(const float *a, const float *b, size_t n);
 
-static float *randv(size_t n, float scale)
-{
-    float *x = xmalloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = (float)((rng_uniform(&R) * 2 - 1) * scale);
-    return x;
-}
+static float *randv(size_t n, float scale) { return rand_floats(&R, n, scale); }
 
 static float *zeros(size_t n) { return xcalloc(n ? n : 1, sizeof(float)); }
-
-static double maxrel(const float *a, const float *b, size_t n)
-{
-    double md = 0, ms = 1e-12;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (d > md || isnan(d)) md = isnan(d) ? INFINITY : d;
-        if (fabs(b[i]) > ms) ms = fabs(b[i]);
-    }
-    return md / ms;
-}
 
 static double dotd(const float *a, const float *b, size_t n)
 {
@@ -765,7 +749,6 @@ static void test_fold(void)
 /* The threaded kernels (inputs large enough to be split): same bytes on one
  * thread and on two; the fast max pool and the fused BatchNorm+activation
  * against their references. */
-static int same(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
 
 static void test_threads(void)
 {

@@ -3,6 +3,7 @@
  * finite differences of the loss sum(out * R) for a fixed random R. Backward
  * passes must accumulate: gradients start from a nonzero value. */
 #include "check.h"
+#include "floats.h"
 
 #include "blas.h"
 #include "models/clip.h"
@@ -355,7 +356,6 @@ static void test_stack(int causal)
 
 /* ---- frozen lower blocks: the backward pass stops at the lowest block that
  * trains, and the gradients it gives are the full pass's, byte for byte ---- */
-static int same_bytes(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
 
 static void test_stack_frozen(void)
 {
@@ -381,13 +381,13 @@ static void test_stack_frozen(void)
     CHECK(lo == 2 && full == 4 && part == 2, "stack with blocks 0-1 frozen: backward visits 2 of 4 blocks "
           "(lowest trainable %d, visited %d, full pass %d)", lo, part, full);
     /* block 2 without its two frozen tensors, block 3 whole */
-    int ok = same_bytes(gf[3].ln1_w, gp[3].ln1_w, bs);
+    int ok = same(gf[3].ln1_w, gp[3].ln1_w, bs);
     float *t1[] = {gf[2].ln1_b, gf[2].qkv_w, gf[2].qkv_b, gf[2].proj_w, gf[2].proj_b, gf[2].ln2_w, gf[2].ln2_b,
                    gf[2].fc1_w, gf[2].fc1_b, gf[2].fc2_b};
     float *t2[] = {gp[2].ln1_b, gp[2].qkv_w, gp[2].qkv_b, gp[2].proj_w, gp[2].proj_b, gp[2].ln2_w, gp[2].ln2_b,
                    gp[2].fc1_w, gp[2].fc1_b, gp[2].fc2_b};
     size_t C = c.C, H = c.hidden, tn[] = {C, 3 * C * C, 3 * C, C * C, C, C, C, H * C, H, C};
-    for (int k = 0; k < 10; k++) ok &= same_bytes(t1[k], t2[k], tn[k]);
+    for (int k = 0; k < 10; k++) ok &= same(t1[k], t2[k], tn[k]);
     CHECK(ok, "stack with blocks 0-1 frozen: the trainable tensors' gradients are the full pass's, byte for byte");
     int untouched = 1;
     for (size_t i = 0; i < 2 * bs; i++) untouched &= g2[i] == .5f;
@@ -437,7 +437,7 @@ static void test_vit_frozen(void)
         float *g = param_grad(pp, i);
         if (!g) continue;
         nt++;
-        ok &= same_bytes(g, param_grad(pf, i), pp->t[i].numel);
+        ok &= same(g, param_grad(pf, i), pp->t[i].numel);
     }
     CHECK(vit_backward_blocks(m[0]) == L && vit_backward_blocks(m[1]) == L - 1,
           "ViT with the embeddings and blocks.0 frozen: backward visits %d of %d blocks (full pass %d)",

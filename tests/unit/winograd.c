@@ -8,6 +8,7 @@
  * dispatching here when it pays. Errors are the largest difference relative
  * to the reference's largest magnitude. */
 #include "check.h"
+#include "floats.h"
 
 #include "blas.h"
 #include "nn/conv.h"
@@ -21,12 +22,7 @@
 
 static rng R;
 
-static float *randv(size_t n, float scale)
-{
-    float *x = xmalloc((n ? n : 1) * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = (float)((rng_uniform(&R) * 2 - 1) * scale);
-    return x;
-}
+static float *randv(size_t n, float scale) { return rand_floats(&R, n, scale); }
 
 static float *filled(size_t n, float v)
 {
@@ -34,19 +30,6 @@ static float *filled(size_t n, float v)
     for (size_t i = 0; i < n; i++) x[i] = v;
     return x;
 }
-
-static double maxrel(const float *a, const float *b, size_t n)
-{
-    double md = 0, ms = 1e-12;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (d > md || isnan(d)) md = isnan(d) ? INFINITY : d;
-        if (fabs(b[i]) > ms) ms = fabs(b[i]);
-    }
-    return md / ms;
-}
-
-static int same(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
 
 /* worst errors over all cases, reported at the end */
 static double worst_fwd, worst_dx, worst_dw;
