@@ -585,6 +585,31 @@ void cn_backward(convnet *m, const float *dfeat)
     }
 }
 
+int cn_decisions(const convnet *m, cn_decision *d, int max)
+{
+    if (!m->saved) return -1;
+    int n = 0;
+    for (int i = 0; i < m->nb; i++) {
+        const block *bk = &m->b[i];
+        const unit *last = &m->u[bk->u0 + bk->nu - 1];
+        for (int j = 0; j < bk->nu; j++) {
+            const unit *u = &m->u[bk->u0 + j];
+            if (u->act == CN_NONE) continue;
+            if (n < max) d[n] = (cn_decision){u->act, u->y, NULL, m->B, u->cout, u->s.OH, u->s.OW};
+            n++;
+        }
+        if (bk->join == CN_ADD_RELU) {
+            if (n < max) d[n] = (cn_decision){CN_RELU, bk->out, NULL, m->B, last->cout, last->s.OH, last->s.OW};
+            n++;
+        }
+        if (bk->pool) {
+            if (n < max) d[n] = (cn_decision){CN_NONE, NULL, bk->pidx, m->B, last->cout, bk->PH, bk->PW};
+            n++;
+        }
+    }
+    return n;
+}
+
 size_t cn_buffer_bytes(const convnet *m) { return (m->arena_cap + m->gcap) * sizeof(float); }
 
 void cn_release(convnet *m)

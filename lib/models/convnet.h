@@ -59,6 +59,25 @@ int cn_is_folded(const convnet *m);
  * this forward would train. */
 int cn_forward(convnet *m, float *feat, const float *x, int B, int H, int W, int save, char *err);
 void cn_backward(convnet *m, const float *dfeat);
+/* The discrete decisions of the last saving forward, for inspection, in
+ * forward order: every activation (a unit's ReLU or ReLU6, a residual join's
+ * ReLU) with its output, from which the decision per element follows (ReLU:
+ * y > 0; ReLU6: y <= 0, 0 < y < 6 or y >= 6), and every max pool with its
+ * argmax (the flat position within the input plane). The training parity
+ * tests hand them to the float64 reference, which takes them where its own
+ * values lie within rounding of a threshold or of each other
+ * (tests/ref/student_train.c). The pointers stay valid until the next
+ * forward, backward or cn_release. */
+typedef struct {
+    int act;        /* CN_RELU or CN_RELU6; CN_NONE: a 3x3/2 max pool */
+    const float *y; /* the activation's output (B,C,H,W); NULL for a pool */
+    const int *idx; /* the pool's argmax (B,C,H,W); NULL for an activation */
+    int B, C, H, W;
+} cn_decision;
+/* The number of decision sites (at most max are written to d), or -1 when
+ * the last forward did not save. */
+int cn_decisions(const convnet *m, cn_decision *d, int max);
+
 size_t cn_buffer_bytes(const convnet *m);
 void cn_release(convnet *m);
 

@@ -78,6 +78,7 @@ int mobilenet_detect(const st_file *f, int *nclasses, char *err)
 }
 
 params *mobilenet_params(mobilenet *m) { return cn_params(m->cn); }
+int mobilenet_decisions(const mobilenet *m, cn_decision *d, int max) { return cn_decisions(m->cn, d, max); }
 int mobilenet_feature_dim(const mobilenet *m) { return cn_feature_dim(m->cn); }
 int mobilenet_load(mobilenet *m, const st_file *f, char *err) { return cn_load(m->cn, f, err); }
 void mobilenet_set_bn_train(mobilenet *m, int bn_train) { cn_set_bn_train(m->cn, bn_train); }

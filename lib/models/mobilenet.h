@@ -7,6 +7,7 @@
 #ifndef VL_MODELS_MOBILENET_H
 #define VL_MODELS_MOBILENET_H
 
+#include "convnet.h"
 #include "param.h"
 #include "st.h"
 
@@ -29,6 +30,8 @@ void mobilenet_set_bn_train(mobilenet *m, int bn_train);
 void mobilenet_fold_bn(mobilenet *m);
 int mobilenet_forward(mobilenet *m, float *feat, const float *x, int B, int H, int W, int save, char *err);
 void mobilenet_backward(mobilenet *m, const float *dfeat);
+/* The decisions of the last saving forward: cn_decisions in convnet.h. */
+int mobilenet_decisions(const mobilenet *m, cn_decision *d, int max);
 void mobilenet_release(mobilenet *m);
 
 #endif

@@ -94,6 +94,7 @@ int resnet_detect(const st_file *f, int *depth, int *nclasses, char *err)
 }
 
 params *resnet_params(resnet *m) { return cn_params(m->cn); }
+int resnet_decisions(const resnet *m, cn_decision *d, int max) { return cn_decisions(m->cn, d, max); }
 int resnet_depth(const resnet *m) { return m->depth; }
 int resnet_feature_dim(const resnet *m) { return cn_feature_dim(m->cn); }
 int resnet_load(resnet *m, const st_file *f, char *err) { return cn_load(m->cn, f, err); }

@@ -9,6 +9,7 @@
 #ifndef VL_MODELS_RESNET_H
 #define VL_MODELS_RESNET_H
 
+#include "convnet.h"
 #include "param.h"
 #include "st.h"
 
@@ -47,6 +48,9 @@ int resnet_forward(resnet *m, float *feat, const float *x, int B, int H, int W, 
 /* dfeat (B,D): gradient at the features; accumulates into the gradients of
  * the trainable tensors. Needs the immediately preceding forward with save. */
 void resnet_backward(resnet *m, const float *dfeat);
+
+/* The decisions of the last saving forward: cn_decisions in convnet.h. */
+int resnet_decisions(const resnet *m, cn_decision *d, int max);
 
 /* Bytes of activation and gradient buffers currently held. */
 size_t resnet_buffer_bytes(const resnet *m);

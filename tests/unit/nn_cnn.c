@@ -666,6 +666,56 @@ static void fill_convnet(params *p)
     }
 }
 
+/* cn_decisions (what the training parity tests hand the float64
+ * reference): none before a saving forward or after an inference one; after
+ * a saving forward the sites in forward order (ResNet-18: stem ReLU, max
+ * pool, two ReLUs per block; ResNet-50: three per block; MobileNetV2: 35
+ * ReLU6), each activation's output within its range, and the max pool's
+ * argmax that of the naive pool over the stem's output. */
+static void test_decisions(void)
+{
+    char err[VL_ERRLEN];
+    int B = 2, S = 40;
+    float *x = randv((size_t)B * 3 * S * S, 1), *feat = zeros((size_t)B * 2048);
+    cn_decision d[64];
+    for (int arch = 0; arch < 3; arch++) {
+        const char *name = arch == 0 ? "resnet18" : arch == 1 ? "resnet50" : "mobilenet_v2";
+        resnet *rn = arch < 2 ? resnet_new(arch == 0 ? 18 : 50, 0) : NULL;
+        mobilenet *mb = arch == 2 ? mobilenet_new(0) : NULL;
+        params *p = rn ? resnet_params(rn) : mobilenet_params(mb);
+        fill_convnet(p);
+#define DEC() (rn ? resnet_decisions(rn, d, 64) : mobilenet_decisions(mb, d, 64))
+#define FWD(save) (rn ? resnet_forward(rn, feat, x, B, S, S, save, err) : mobilenet_forward(mb, feat, x, B, S, S, save, err))
+        CHECK(DEC() == -1, "%s: no decisions before a forward", name);
+        int rc = FWD(1), n = DEC(), want = arch == 0 ? 18 : arch == 1 ? 50 : 35;
+        CHECK(rc == 0 && n == want, "%s: %d decision sites after a saving forward (want %d)", name, n, want);
+        int kinds = 1, ranges = 1;
+        for (int k = 0; k < n && k < 64; k++) {
+            int pool = rn && k == 1;
+            kinds &= d[k].act == (pool ? CN_NONE : rn ? CN_RELU : CN_RELU6) && (pool ? d[k].idx && !d[k].y : d[k].y && !d[k].idx);
+            size_t numel = (size_t)d[k].B * d[k].C * d[k].H * d[k].W;
+            for (size_t i = 0; d[k].y && i < numel; i++) ranges &= d[k].y[i] >= 0 && (rn || d[k].y[i] <= 6);
+        }
+        CHECK(kinds && ranges, "%s: sites in forward order, activations within their range", name);
+        if (rn && n >= 2) {
+            const cn_decision *a = &d[0], *pl = &d[1];
+            size_t np = (size_t)pl->B * pl->C * pl->H * pl->W;
+            float *o = zeros(np);
+            int *idx = xmalloc(np * sizeof(int));
+            maxpool_forward_ref(o, idx, a->y, a->B, a->C, a->H, a->W, 3, 2, 1);
+            CHECK(pl->B == a->B && pl->C == a->C && memcmp(idx, pl->idx, np * sizeof(int)) == 0,
+                   "%s: the max pool's argmax is the naive pool's over the stem's output", name);
+            free(o), free(idx);
+        }
+        CHECK(FWD(0) == 0 && DEC() == -1, "%s: no decisions after an inference forward", name);
+#undef DEC
+#undef FWD
+        if (rn) resnet_free(rn);
+        if (mb) mobilenet_free(mb);
+    }
+    free(x), free(feat);
+}
+
 /* BatchNorm folded into the convolutions (the inference path of
  * student-embed): the features of ResNet-18, -50 and MobileNetV2 against the
  * unfolded eval-mode ones; the same bytes on 1 and 2 threads; training
@@ -955,6 +1005,7 @@ int main(void)
     test_optim_kind("adamw", OPTIM_ADAMW, 1e-3f, 0.05f, 0, 0);
     test_freezing();
     test_fold();
+    test_decisions();
     conv_release_workspace();
     CHECK_EXIT();
 }
