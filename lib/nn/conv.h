@@ -42,10 +42,9 @@ void conv2d_backward_ref(float *dinp, float *dw, float *db, const float *dout, c
 /* Whether conv2d_forward / conv2d_backward may take the Winograd path
  * (winograd.h) where it pays; on by default. Off, every convolution runs
  * im2col + sgemm, whose float32 results lie closer to the exact ones (about
- * 1e-7 of the output's scale against a few 1e-6): for step-by-step parity
- * with a float64 reference, where a ReLU or a max pool decided by a hair would
- * otherwise go the other way now and then. Process-wide: set it before work
- * starts, not while another thread runs a convolution. */
+ * 1e-7 of the output's scale against a few 1e-6; the training parity tests
+ * run both paths). Process-wide: set it before work starts, not while
+ * another thread runs a convolution. */
 void conv_set_winograd(int on);
 int conv_get_winograd(void);
 

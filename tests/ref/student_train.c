@@ -1,7 +1,7 @@
 /* student_train: the C side of the student training parity tests (compiled
  * by tests/ref/cnn_train and vit.sh against build/libvl2v.a).
  *
- *   student_train ARCH WEIGHTS BATCH OPT BN STEPS OUT
+ *   student_train ARCH WEIGHTS BATCH OPT BN STEPS OUT [DECISIONS]
  *
  * ARCH resnet18|resnet34|resnet50|mobilenet_v2|vit_s16|vit_b16; WEIGHTS the student's
  * safetensors; BATCH a safetensors file with x (B,3,H,W), it (B,D), t (NC,D),
@@ -9,11 +9,18 @@
  * adam|sgd|adamw; BN train|frozen (ResNets). Runs STEPS steps of
  * Z = F(x) Wp^T + bp, the cosine loss, backward and the optimiser on the
  * backbone and the head, then writes every tensor (backbone, proj.*), the
- * losses ("loss", STEPS), the first step's features ("feat0") and the
- * first step's gradient of every trainable tensor ("grad0.NAME") to OUT.
- * With STUDENT_TRAIN_WINOGRAD set (non-empty) in the environment, 3x3
- * convolutions run as Winograd where it pays, as in training (to measure
- * what it costs in accuracy). */
+ * losses ("loss", STEPS) and the first step's features ("feat0") to OUT.
+ * Convolutions take the paths users get (Winograd F(4x4,3x3) where it
+ * pays); with STUDENT_TRAIN_IM2COL set (non-empty) in the environment, every
+ * convolution runs as im2col.
+ *
+ * DECISIONS (ResNets, MobileNetV2): every step's discrete decisions
+ * (cn_decisions in convnet.h), in forward order, for the float64 reference
+ * to take where its own values lie within rounding of a tie: "d.S.K" for
+ * step S and site K, uint8 per element for an activation (0: at or below
+ * 0, 1: passes, 2: at or above 6, ReLU6) and int32 argmax for a max pool;
+ * "dkind.S.K" (1) is 1 (ReLU), 2 (ReLU6) or 0 (max pool). */
+#include "models/convnet.h"
 #include "models/mobilenet.h"
 #include "models/resnet.h"
 #include "models/vit.h"
@@ -40,36 +47,45 @@ static float *get(const st_file *f, const char *name, int ndim, const int64_t *s
     return p;
 }
 
-/* adds a copy of every gradient of p to w as grad0.NAME (kept until exit) */
-static void save_grads(stw *w, const params *p)
+/* adds step s's decisions to w (kept until exit) */
+static void save_decisions(stw *w, const cn_decision *d, int n, int s)
 {
-    for (int i = 0; i < p->n; i++) {
-        const float *g = param_grad(p, i);
-        if (!g) continue;
-        const param_tensor *t = &p->t[i];
-        float *c = xmalloc(t->numel * sizeof(float));
-        memcpy(c, g, t->numel * sizeof(float));
-        char name[512];
-        snprintf(name, sizeof name, "grad0.%s", t->name);
-        stw_add(w, xstrdup(name), ST_F32, t->ndim, t->shape, c);
+    for (int k = 0; k < n; k++) {
+        int64_t shape[4] = {d[k].B, d[k].C, d[k].H, d[k].W}, one[1] = {1};
+        size_t numel = (size_t)d[k].B * d[k].C * d[k].H * d[k].W;
+        char name[64];
+        float *kind = xmalloc(sizeof(float));
+        *kind = d[k].act == CN_RELU ? 1 : d[k].act == CN_RELU6 ? 2 : 0;
+        snprintf(name, sizeof name, "dkind.%d.%d", s, k);
+        stw_add(w, xstrdup(name), ST_F32, 1, one, kind);
+        snprintf(name, sizeof name, "d.%d.%d", s, k);
+        if (d[k].idx) {
+            int *c = xmalloc(numel * sizeof(int));
+            memcpy(c, d[k].idx, numel * sizeof(int));
+            stw_add(w, xstrdup(name), ST_I32, 4, shape, c);
+        } else {
+            unsigned char *c = xmalloc(numel);
+            for (size_t i = 0; i < numel; i++) {
+                float y = d[k].y[i];
+                c[i] = y <= 0 ? 0 : d[k].act == CN_RELU6 && y >= 6 ? 2 : 1;
+            }
+            stw_add(w, xstrdup(name), ST_U8, 4, shape, c);
+        }
     }
 }
 
 int main(int argc, char **argv)
 {
-    if (argc != 8) {
-        fprintf(stderr, "usage: student_train ARCH WEIGHTS BATCH OPT BN STEPS OUT\n");
+    if (argc != 8 && argc != 9) {
+        fprintf(stderr, "usage: student_train ARCH WEIGHTS BATCH OPT BN STEPS OUT [DECISIONS]\n");
         return 2;
     }
     const char *arch = argv[1], *opt = argv[4];
     int bn_train = strcmp(argv[5], "train") == 0, steps = atoi(argv[6]);
-    /* step-by-step parity with float64: im2col convolutions (Winograd's few
-     * 1e-6 flip a ReLU decided by a hair now and then; conv.h) */
-    conv_set_winograd(0);
     char err[VL_ERRLEN];
     st_file wf, bf;
-    const char *wino = getenv("STUDENT_TRAIN_WINOGRAD");
-    if (wino && *wino) conv_set_winograd(1);
+    const char *im2col = getenv("STUDENT_TRAIN_IM2COL");
+    if (im2col && *im2col) conv_set_winograd(0);
     if (st_open(&wf, argv[2], err) != 0 || st_open(&bf, argv[3], err) != 0) {
         fprintf(stderr, "student_train: %s\n", err);
         return 1;
@@ -142,7 +158,8 @@ int main(int argc, char **argv)
     }
     if (st_find(&bf, "lr")) o1.lr = o2.lr = get(&bf, "lr", 1, s1)[0];
 
-    stw *w = stw_new();
+    stw *w = stw_new(), *dw = argc == 9 ? stw_new() : NULL;
+    cn_decision dec[256];
     float *feat = xmalloc((size_t)B * F * sizeof(float)), *dfeat = xmalloc((size_t)B * F * sizeof(float));
     float *z = xmalloc((size_t)B * D * sizeof(float)), *dz = xmalloc((size_t)B * D * sizeof(float));
     float *feat0 = xmalloc((size_t)B * F * sizeof(float)), *losses = xmalloc(steps * sizeof(float));
@@ -154,6 +171,14 @@ int main(int argc, char **argv)
                       : vit_forward(vt, feat, x, B, H, W, 1, err);
         if (rc != 0) goto fail;
         if (s == 0) memcpy(feat0, feat, (size_t)B * F * sizeof(float));
+        if (dw && (rn || mb)) {
+            int nd = rn ? resnet_decisions(rn, dec, 256) : mobilenet_decisions(mb, dec, 256);
+            if (nd < 0 || nd > 256) {
+                fprintf(stderr, "student_train: %d decision sites\n", nd);
+                return 1;
+            }
+            save_decisions(dw, dec, nd, s);
+        }
         linear_forward(z, feat, param_data(&head, 0), param_data(&head, 1), B, F, D);
         losses[s] = cosloss_forward(NULL, NULL, z, it, t, y, B, D, lam[0]);
         memset(dz, 0, (size_t)B * D * sizeof(float));
@@ -166,7 +191,6 @@ int main(int argc, char **argv)
             mobilenet_backward(mb, dfeat);
         else
             vit_backward(vt, dfeat);
-        if (s == 0) save_grads(w, p), save_grads(w, &head);
         optim_step(&o1, p);
         optim_step(&o2, &head);
     }
@@ -177,6 +201,10 @@ int main(int argc, char **argv)
     stw_add(w, "feat0", ST_F32, 2, sf, feat0);
     if (stw_write(w, argv[7], err) != 0) goto fail;
     stw_free(w);
+    if (dw) {
+        if (stw_write(dw, argv[8], err) != 0) goto fail;
+        stw_free(dw);
+    }
     return 0;
 fail:
     fprintf(stderr, "student_train: %s\n", err);

@@ -75,15 +75,13 @@ class GradRecord:
 
 def compare(got, want, gmin=None):
     """Worst error relative to each tensor's scale over every tensor of want
-    (but "loss", "feat0" and "gmin.*", "grad0.*", "tie.*", "behind.*"):
-    (worst, name, missing);
-    with gmin (name ->
-    relative minimum gradient, from GradRecord) also over the well
+    (but "loss", "feat0" and "gmin.*"): (worst, name, missing); with gmin
+    (name -> relative minimum gradient, from GradRecord) also over the well
     conditioned elements only: (worst, name, excluded elements, all elements)."""
     worst, wname, missing = 0.0, "", []
     cw, cname, excl, total = 0.0, "", 0, 0
     for name, w in want.items():
-        if name in ("loss", "feat0") or name.startswith(("gmin.", "grad0.", "tie.", "behind.")):
+        if name in ("loss", "feat0") or name.startswith("gmin."):
             continue
         if name not in got:
             missing.append(name)
