@@ -269,16 +269,20 @@ static int png_run(img_src *s, img *out, char *err)
         return 0;
     }
     int ct = png_get_color_type(p, info), depth = png_get_bit_depth(p, info);
-    if (depth == 16) png_set_strip_16(p);
+    /* PIL opens 16-bit grey as 32-bit integers ("I"), which convert("RGB")
+     * clips to 255; its other 16-bit modes keep the high byte */
+    int grey16 = ct == PNG_COLOR_TYPE_GRAY && depth == 16;
+    if (depth == 16 && !grey16) png_set_strip_16(p);
     if (ct == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(p);
     if ((ct == PNG_COLOR_TYPE_GRAY || ct == PNG_COLOR_TYPE_GRAY_ALPHA) && depth < 8)
         png_set_expand_gray_1_2_4_to_8(p);
     png_set_interlace_handling(p);
     png_read_update_info(p, info);
-    int ch = png_get_channels(p, info);
-    if (ch < 1 || ch > 4 || png_get_bit_depth(p, info) != 8) png_error(p, "unsupported sample layout");
+    int ch = png_get_channels(p, info), bytes = grey16 ? 2 : 1;
+    if (ch < 1 || ch > 4 || (grey16 && ch != 1) || png_get_bit_depth(p, info) != 8 * bytes)
+        png_error(p, "unsupported sample layout");
     size_t rb = png_get_rowbytes(p, info);
-    if (rb != (size_t)w * ch) png_error(p, "unexpected row size");
+    if (rb != (size_t)w * ch * bytes) png_error(p, "unexpected row size");
     buf = xmalloc(rb * h + 1);
     rows = xmalloc(sizeof(png_bytep) * h);
     for (png_uint_32 y = 0; y < h; y++) rows[y] = buf + rb * y;
@@ -292,7 +296,13 @@ static int png_run(img_src *s, img *out, char *err)
     const uint8_t *q = buf;
     switch (ch) {
     case 1:
-        for (size_t i = 0; i < n; i++, d += 3) d[0] = d[1] = d[2] = q[i];
+        if (grey16) /* big-endian samples, clipped */
+            for (size_t i = 0; i < n; i++, d += 3) {
+                unsigned v = (unsigned)q[2 * i] << 8 | q[2 * i + 1];
+                d[0] = d[1] = d[2] = (uint8_t)(v > 255 ? 255 : v);
+            }
+        else
+            for (size_t i = 0; i < n; i++, d += 3) d[0] = d[1] = d[2] = q[i];
         break;
     case 2: /* grey + alpha: alpha dropped, as PIL's LA -> RGB */
         for (size_t i = 0; i < n; i++, d += 3) d[0] = d[1] = d[2] = q[2 * i];

@@ -7,7 +7,7 @@
  * that pixels equal those of a PIL-based loader: grey is replicated, alpha is
  * dropped (not composited), palettes are looked up, CMYK/YCCK JPEGs are taken
  * as Adobe-inverted and mapped with PIL's cmyk2rgb, 16-bit samples keep their
- * high byte. JPEG decoding uses libjpeg's defaults (integer slow DCT, fancy
+ * high byte except 16-bit grey, which PIL clips to 255. JPEG decoding uses libjpeg's defaults (integer slow DCT, fancy
  * upsampling), as PIL does, so full-size decodes are bit-identical to PIL's. */
 #ifndef VL_IMAGE_H
 #define VL_IMAGE_H
