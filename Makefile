@@ -76,12 +76,15 @@ uninstall:
 	for m in $(MANS); do rm -f $(DESTDIR)$(PREFIX)/share/man/man$${m##*.}/$${m##*/}; done
 
 # Coverage-guided fuzzing of the stream reader and the safetensors parser
-# (libFuzzer, clang). FUZZ_SECONDS per target.
+# (libFuzzer, clang). FUZZ_SECONDS per target. The library is compiled for
+# the normal build's ARCH: lib/nn/simd.h sizes its vectors for it, and on
+# another target (clang's default, x86-64 without AVX-512) the fuzzers would
+# test other code and clang warns that those vectors change the ABI (-Wpsabi).
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/*.c))
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
 	@mkdir -p $(@D)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -D_GNU_SOURCE -std=c11 -o $@ $< $(LIB_SRC) $(LDLIBS)
+	clang -g -O1 $(ARCH) -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -D_GNU_SOURCE -std=c11 -o $@ $< $(LIB_SRC) $(LDLIBS)
 fuzz: $(FUZZ_TARGETS)
 	@for t in $(FUZZ_TARGETS); do \
 		n=$${t##*/}; mkdir -p fuzz/out/$$n; \
