@@ -1,6 +1,8 @@
 /* optim: SGD, Adam and AdamW with PyTorch semantics; see optim.h. */
 #include "optim.h"
 
+#include "nn/par.h"
+#include "nn/simd.h"
 #include "util.h"
 
 #include <math.h>
@@ -39,55 +41,165 @@ void optim_free(optim *o)
     memset(o, 0, sizeof *o);
 }
 
-static void sgd_update(const optim *o, float *w, const float *g, float *buf, size_t n, int first)
+/* The update rules, one element at a time (the reference) and 16 lanes at a
+ * time: each lane does the scalar rule's operations in the same order, so
+ * both give the same bytes (sqrt and division are correctly rounded either
+ * way; C11 mode does not contract a * b + c into a fused multiply-add). A
+ * tail shorter than a vector goes through the vector code padded with zeros,
+ * and only its lanes are stored. */
+
+typedef struct {
+    float lr, wd, mu, b1, b2, eps, step_size, bc2_sqrt, k;
+    int kind, nesterov, first;
+} rule;
+
+static rule make_rule(const optim *o, int64_t step)
 {
-    float lr = o->lr, wd = o->wd, mu = o->momentum;
+    rule r = {.lr = o->lr, .wd = o->wd, .mu = o->momentum, .b1 = o->beta1, .b2 = o->beta2, .eps = o->eps,
+              .kind = o->kind, .nesterov = o->nesterov, .first = step == 1};
+    if (o->kind != OPTIM_SGD) {
+        /* as torch.optim.Adam (single-tensor path): the corrections are
+         * Python floats (double), the moments float32 */
+        double bc1 = 1.0 - pow(o->beta1, (double)step), bc2 = 1.0 - pow(o->beta2, (double)step);
+        r.step_size = (float)(o->lr / bc1), r.bc2_sqrt = (float)sqrt(bc2);
+        r.k = 1.0f - o->lr * o->wd;
+    }
+    return r;
+}
+
+static void sgd_ref(const rule *r, float *w, const float *g, float *buf, size_t n)
+{
     for (size_t i = 0; i < n; i++) {
         float d = g[i];
-        if (wd != 0.0f) d += wd * w[i];
-        if (mu != 0.0f) {
-            buf[i] = first ? d : mu * buf[i] + d;
-            d = o->nesterov ? d + mu * buf[i] : buf[i];
+        if (r->wd != 0.0f) d += r->wd * w[i];
+        if (r->mu != 0.0f) {
+            buf[i] = r->first ? d : r->mu * buf[i] + d;
+            d = r->nesterov ? d + r->mu * buf[i] : buf[i];
         }
-        w[i] -= lr * d;
+        w[i] -= r->lr * d;
     }
 }
 
-static void adam_update(const optim *o, float *w, const float *g, float *m, float *v, size_t n, int64_t step)
+static void adam_ref(const rule *r, float *w, const float *g, float *m, float *v, size_t n)
 {
-    float b1 = o->beta1, b2 = o->beta2, wd = o->wd;
-    /* as torch.optim.Adam (single-tensor path): the corrections are Python
-     * floats (double), the moments float32 */
-    double bc1 = 1.0 - pow(b1, (double)step), bc2 = 1.0 - pow(b2, (double)step);
-    float step_size = (float)(o->lr / bc1), bc2_sqrt = (float)sqrt(bc2);
-    if (o->kind == OPTIM_ADAMW && wd != 0.0f) {
-        float k = 1.0f - o->lr * wd;
-        for (size_t i = 0; i < n; i++) w[i] *= k;
-    }
+    if (r->kind == OPTIM_ADAMW && r->wd != 0.0f)
+        for (size_t i = 0; i < n; i++) w[i] *= r->k;
     for (size_t i = 0; i < n; i++) {
         float d = g[i];
-        if (o->kind == OPTIM_ADAM && wd != 0.0f) d += wd * w[i];
-        m[i] += (d - m[i]) * (1.0f - b1);
-        v[i] = v[i] * b2 + (1.0f - b2) * d * d;
-        float denom = sqrtf(v[i]) / bc2_sqrt + o->eps;
-        w[i] -= step_size * (m[i] / denom);
+        if (r->kind == OPTIM_ADAM && r->wd != 0.0f) d += r->wd * w[i];
+        m[i] += (d - m[i]) * (1.0f - r->b1);
+        v[i] = v[i] * r->b2 + (1.0f - r->b2) * d * d;
+        float denom = sqrtf(v[i]) / r->bc2_sqrt + r->eps;
+        w[i] -= r->step_size * (m[i] / denom);
     }
 }
 
-void optim_step(optim *o, params *p)
+static inline vf ld(const float *p, int n) { return n == VL_VW ? vf_load(p) : vf_load_part(p, n, 0.0f); }
+
+static inline void st(float *p, vf v, int n)
 {
-    for (int i = 0; i < p->n && i < o->n; i++) {
-        float *g = param_grad(p, i);
-        if (!g) continue;
-        const param_tensor *t = &p->t[i];
-        float *w = param_data(p, i);
-        int64_t step = ++o->steps[i];
-        if (o->kind == OPTIM_SGD)
-            sgd_update(o, w, g, o->m + t->off, t->numel, step == 1);
-        else
-            adam_update(o, w, g, o->m + t->off, o->v + t->off, t->numel, step);
+    if (n == VL_VW)
+        vf_store(p, v);
+    else
+        vf_store_part(p, v, n);
+}
+
+static void sgd_vec(const rule *r, float *w, const float *g, float *buf, size_t n)
+{
+    vf lr = vf_set(r->lr), wd = vf_set(r->wd), mu = vf_set(r->mu);
+    for (size_t i = 0; i < n; i += VL_VW) {
+        int k = n - i < VL_VW ? (int)(n - i) : VL_VW;
+        vf d = ld(g + i, k), x = ld(w + i, k);
+        if (r->wd != 0.0f) d += wd * x;
+        if (r->mu != 0.0f) {
+            vf b = r->first ? d : mu * ld(buf + i, k) + d;
+            st(buf + i, b, k);
+            d = r->nesterov ? d + mu * b : b;
+        }
+        st(w + i, x - lr * d, k);
     }
 }
+
+static void adam_vec(const rule *r, float *w, const float *g, float *m, float *v, size_t n)
+{
+    vf wd = vf_set(r->wd), c1 = vf_set(1.0f - r->b1), b2 = vf_set(r->b2), c2 = vf_set(1.0f - r->b2);
+    vf eps = vf_set(r->eps), ss = vf_set(r->step_size), bs = vf_set(r->bc2_sqrt), kk = vf_set(r->k);
+    int decay = r->wd != 0.0f, adamw = r->kind == OPTIM_ADAMW;
+    for (size_t i = 0; i < n; i += VL_VW) {
+        int k = n - i < VL_VW ? (int)(n - i) : VL_VW;
+        vf d = ld(g + i, k), x = ld(w + i, k), mi = ld(m + i, k), vi_ = ld(v + i, k);
+        if (decay && adamw) x = x * kk;
+        if (decay && !adamw) d += wd * x;
+        mi += (d - mi) * c1;
+        vi_ = vi_ * b2 + c2 * d * d;
+        vf denom = vf_sqrt(vi_) / bs + eps;
+        x -= ss * (mi / denom);
+        st(m + i, mi, k);
+        st(v + i, vi_, k);
+        st(w + i, x, k);
+    }
+}
+
+/* One step is cut into pieces of at most SEG elements of one tensor, run
+ * side by side on the thread pool. */
+#define SEG 16384
+
+typedef struct {
+    int t;         /* tensor */
+    size_t off, n; /* element range inside the block */
+} seg;
+
+typedef struct {
+    const optim *o;
+    params *p;
+    const seg *s;
+    const rule *r; /* per tensor */
+    int ref;
+} step_args;
+
+static void step_range(void *ctx, int j0, int j1)
+{
+    const step_args *a = ctx;
+    const optim *o = a->o;
+    for (int j = j0; j < j1; j++) {
+        const seg *s = &a->s[j];
+        const rule *r = &a->r[s->t];
+        float *w = a->p->data + s->off, *g = a->p->grad + s->off, *m = o->m + s->off;
+        if (o->kind == OPTIM_SGD)
+            (a->ref ? sgd_ref : sgd_vec)(r, w, g, m, s->n);
+        else
+            (a->ref ? adam_ref : adam_vec)(r, w, g, m, o->v + s->off, s->n);
+    }
+}
+
+static void step(optim *o, params *p, int ref)
+{
+    int nt = p->n < o->n ? p->n : o->n, ns = 0, cap = 0;
+    seg *s = NULL;
+    rule *r = xcalloc(nt ? nt : 1, sizeof *r);
+    size_t work = 0;
+    for (int i = 0; i < nt; i++) {
+        if (!param_grad(p, i)) continue;
+        const param_tensor *t = &p->t[i];
+        r[i] = make_rule(o, ++o->steps[i]);
+        for (size_t k = 0; k < t->numel; k += SEG) {
+            if (ns == cap) s = xrealloc(s, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *s);
+            s[ns++] = (seg){i, t->off + k, t->numel - k < SEG ? t->numel - k : SEG};
+        }
+        work += t->numel;
+    }
+    step_args a = {o, p, s, r, ref};
+    if (ref)
+        step_range(&a, 0, ns);
+    else if (ns)
+        par_for(ns, 4 * work, step_range, &a);
+    free(s);
+    free(r);
+}
+
+void optim_step(optim *o, params *p) { step(o, p, 0); }
+
+void optim_step_ref(optim *o, params *p) { step(o, p, 1); }
 
 int optim_save(const optim *o, const params *p, const char *path, char *err)
 {

@@ -36,6 +36,10 @@ void optim_init(optim *o, int kind, float lr, const params *p);
 void optim_free(optim *o);
 /* Applies one update to every trainable tensor of p from p's gradients. */
 void optim_step(optim *o, params *p);
+/* The same update one element at a time on the calling thread: the
+ * reference optim_step (16 lanes at a time, pieces of tensors side by side
+ * on the thread pool) matches byte for byte. */
+void optim_step_ref(optim *o, params *p);
 
 /* Saves the state as safetensors: "<tensor>.exp_avg", "<tensor>.exp_avg_sq",
  * "<tensor>.momentum_buffer" (F32) and "<tensor>.step" (I64) for each tensor

@@ -10,6 +10,9 @@
 
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #define VL_VW 16
 typedef float vf __attribute__((vector_size(4 * VL_VW)));
@@ -44,6 +47,17 @@ static inline float vf_max(vf v)
     return m;
 }
 static inline vf vf_select(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
+/* correctly rounded, as sqrtf: vsqrtps where the target has it */
+static inline vf vf_sqrt(vf x)
+{
+#if defined(__AVX512F__) && VL_VW == 16
+    return (vf)_mm512_sqrt_ps((__m512)x);
+#else
+    vf r;
+    for (int i = 0; i < VL_VW; i++) r[i] = __builtin_sqrtf(x[i]);
+    return r;
+#endif
+}
 static inline vf vf_maxv(vf a, vf b) { return vf_select(a > b, a, b); }
 static inline vf vf_minv(vf a, vf b) { return vf_select(a < b, a, b); }
 

@@ -591,6 +591,61 @@ static void test_optim_kind(const char *what, int kind, float lr, float wd, floa
     param_free(&p);
 }
 
+/* optim_step (vectors, pieces side by side on the pool) against
+ * optim_step_ref (one element at a time): the same bytes over three steps on
+ * 1 and 2 threads, for tensors with vector tails, several pieces and none
+ * at all trainable (frozen, buffer) */
+static void test_optim_fast(const char *what, int kind, float wd, float mom, int nesterov)
+{
+    static const int64_t sizes[] = {37, 40000, 5, 16, 1, 33, 17000};
+    enum { NT = sizeof sizes / sizeof *sizes };
+    int ok = 1;
+    for (int threads = 1; threads <= 2; threads++) {
+        params p[2];
+        optim o[2];
+        for (int k = 0; k < 2; k++) {
+            param_init(&p[k]);
+            char name[16];
+            for (int i = 0; i < NT; i++) {
+                snprintf(name, sizeof name, "t%d", i);
+                param_add(&p[k], name, 1, &sizes[i], i == 4);
+            }
+            param_alloc(&p[k]);
+            param_zero_grad(&p[k]);
+            param_freeze(&p[k], "t2", 1);
+        }
+        rng_seed(&R, 11);
+        float *w0 = randv(p[0].numel, 1.0f);
+        memcpy(p[0].data, w0, p[0].numel * sizeof(float));
+        memcpy(p[1].data, w0, p[0].numel * sizeof(float));
+        for (int k = 0; k < 2; k++) {
+            optim_init(&o[k], kind, 1e-2f, &p[k]);
+            o[k].wd = wd, o[k].momentum = mom, o[k].nesterov = nesterov;
+        }
+        blas_set_threads(threads);
+        for (int t = 0; t < 3; t++) {
+            float *g = randv(p[0].numel, 0.5f);
+            memcpy(p[0].grad, g, p[0].numel * sizeof(float));
+            memcpy(p[1].grad, g, p[0].numel * sizeof(float));
+            free(g);
+            optim_step(&o[0], &p[0]);
+            optim_step_ref(&o[1], &p[1]);
+        }
+        blas_set_threads(1);
+        ok &= same(p[0].data, p[1].data, p[0].numel) && same(o[0].m, o[1].m, p[0].numel);
+        if (kind != OPTIM_SGD) ok &= same(o[0].v, o[1].v, p[0].numel);
+        ok &= same(p[0].data + p[0].t[2].off, w0 + p[0].t[2].off, 5);
+        ok &= memcmp(o[0].steps, o[1].steps, sizeof(int64_t) * NT) == 0;
+        ok &= o[0].steps[2] == 0 && o[0].steps[4] == 0 && o[0].steps[0] == 3;
+        free(w0);
+        for (int k = 0; k < 2; k++) {
+            optim_free(&o[k]);
+            param_free(&p[k]);
+        }
+    }
+    CHECK(ok, "optim %s: the vector step on 1 and 2 threads gives optim_step_ref's bytes", what);
+}
+
 /* Freezing skips work without changing what is computed: with only layer4
  * trainable, its gradients equal those of a fully trainable run and the
  * frozen tensors' gradients are never written. */
@@ -1003,6 +1058,12 @@ int main(void)
     test_optim_kind("adam", OPTIM_ADAM, 1e-3f, 0.0f, 0, 0);
     test_optim_kind("adam L2", OPTIM_ADAM, 1e-3f, 0.1f, 0, 0);
     test_optim_kind("adamw", OPTIM_ADAMW, 1e-3f, 0.05f, 0, 0);
+    test_optim_fast("sgd", OPTIM_SGD, 0.0f, 0.0f, 0);
+    test_optim_fast("sgd momentum wd", OPTIM_SGD, 0.01f, 0.9f, 0);
+    test_optim_fast("sgd nesterov first step", OPTIM_SGD, 0.001f, 0.9f, 1);
+    test_optim_fast("adam", OPTIM_ADAM, 0.0f, 0, 0);
+    test_optim_fast("adam L2", OPTIM_ADAM, 0.1f, 0, 0);
+    test_optim_fast("adamw", OPTIM_ADAMW, 0.05f, 0, 0);
     test_freezing();
     test_fold();
     test_decisions();
