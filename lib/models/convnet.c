@@ -473,8 +473,7 @@ int cn_forward(convnet *m, float *feat, const float *x, int B, int H, int W, int
 
 /* dy: gradient at the unit's output (post-activation), overwritten. dst:
  * where the gradient at the unit's input is accumulated (NULL: not wanted),
- * zeroed first if zero_dst (dst may be dy). tmp: scratch of the output's
- * size. */
+ * or set if zero_dst (dst may be dy). tmp: scratch of the output's size. */
 static void unit_backward(convnet *m, unit *u, float *dy, float *dst, int zero_dst, float *tmp)
 {
     const params *p = &m->p;
@@ -501,8 +500,8 @@ static void unit_backward(convnet *m, unit *u, float *dy, float *dst, int zero_d
                                     param_data(p, u->bv), B, u->cout, OHW, BN_EPS);
     }
     if (!want_dc) return;
-    if (dst && zero_dst) memset(dst, 0, (size_t)B * u->cin * u->s.H * u->s.W * sizeof(float));
-    conv2d_backward(dst, dw, NULL, tmp, u->x, param_data(p, u->w), B, &u->s);
+    (dst && zero_dst ? conv2d_backward_set : conv2d_backward)(dst, dw, NULL, tmp, u->x, param_data(p, u->w), B,
+                                                              &u->s);
 }
 
 void cn_backward(convnet *m, const float *dfeat)
@@ -555,8 +554,7 @@ void cn_backward(convnet *m, const float *dfeat)
         if (bk->join != CN_PLAIN) {
             if (bk->down >= 0) {
                 unit *d = &m->u[bk->down];
-                if (need_dx) memset(dx, 0, nx * sizeof(float));
-                if (need_dx || unit_trainable(m, d)) unit_backward(m, d, g, need_dx ? dx : NULL, 0, t1);
+                if (need_dx || unit_trainable(m, d)) unit_backward(m, d, g, need_dx ? dx : NULL, 1, t1);
             } else if (need_dx && !(m->saved_bn_train && lu->act != CN_NONE)) {
                 in_place = 1;
                 into = g;

@@ -36,6 +36,11 @@ void conv2d_forward_ref(float *out, const float *inp, const float *w, const floa
  * inp (B,C,H,W) (only read when dw is wanted), w (only read when dinp is wanted) */
 void conv2d_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int B,
                      const conv_shape *s);
+/* The same, but dinp is overwritten: no pass to zero it first (each path
+ * clears a plane just before it writes it, or has the GEMM set it); dw and
+ * db are still accumulated. */
+void conv2d_backward_set(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                         int B, const conv_shape *s);
 void conv2d_backward_ref(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
                          int B, const conv_shape *s);
 

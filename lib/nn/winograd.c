@@ -379,9 +379,10 @@ static void zgrad_plane(float *Z, size_t es, const float *dy, const geom *g, flo
         }
 }
 
-/* dx (H,W) += the tiles B dV B^T from dV[e * es + p], overlapping tiles
- * adding in a fixed order. Q, D scratch [6][6][Tp], acc PH*PWv. */
-static void dinput_plane(float *dx, const float *dV, size_t es, const geom *g, float *Q, float *D, float *acc)
+/* dx (H,W) += the tiles B dV B^T from dV[e * es + p] (set: dx =),
+ * overlapping tiles adding in a fixed order. Q, D scratch [6][6][Tp], acc
+ * PH*PWv. */
+static void dinput_plane(float *dx, const float *dV, size_t es, const geom *g, float *Q, float *D, float *acc, int set)
 {
     int T = g->T, Tp = g->Tp, TW = g->TW, PWv = g->PWv;
     /* rows: Q[b][r] = sum_s BT[s][b] dV[r*6+s] */
@@ -428,7 +429,11 @@ static void dinput_plane(float *dx, const float *dV, size_t es, const geom *g, f
     for (int h = 0; h < g->H; h++) {
         float *xr = dx + (size_t)h * g->W;
         const float *ar = acc + (size_t)(h + g->pad) * PWv + g->pad;
-        for (int w = 0; w < g->W; w++) xr[w] += ar[w];
+        for (int w = 0; w < g->W; w += 8) {
+            int n = g->W - w < 8 ? g->W - w : 8;
+            v8 v = ldn(ar + w, n);
+            stn(xr + w, set ? v : ldn(xr + w, n) + v, n);
+        }
     }
 }
 
@@ -445,6 +450,7 @@ typedef struct {
     float *map;       /* out or dinp of the chunk's first image */
     const float *cmap; /* inp or dout of the chunk's first image */
     const float *bias;
+    int set;          /* OP_DINPUT: overwrite map instead of adding */
 } plane_args;
 
 static void planes_range(void *ctx, int j0, int j1)
@@ -464,17 +470,17 @@ static void planes_range(void *ctx, int j0, int j1)
             break;
         case OP_OUTPUT: output_plane(a->map + plane * OHW, b, es, a->bias ? a->bias[c] : 0.0f, g, s1, s2); break;
         case OP_ZGRAD: zgrad_plane(b, es, a->cmap + plane * OHW, g, s1, s2, s3); break;
-        case OP_DINPUT: dinput_plane(a->map + plane * HW, b, es, g, s1, s2, s3); break;
+        case OP_DINPUT: dinput_plane(a->map + plane * HW, b, es, g, s1, s2, s3, a->set); break;
         }
     }
     free(scr);
 }
 
 static void planes(int op, const geom *g, float *buf, int m, int rows, float *map, const float *cmap,
-                   const float *bias)
+                   const float *bias, int set)
 {
     plane_args a = {.op = op, .g = g, .buf = buf, .P = (size_t)m * g->T, .rows = rows, .map = map, .cmap = cmap,
-                    .bias = bias};
+                    .bias = bias, .set = set};
     par_for(m * rows, (size_t)m * rows * 36 * g->T, planes_range, &a);
 }
 
@@ -629,14 +635,14 @@ void wino_forward(float *out, const float *inp, const float *w, const float *b, 
     size_t HW = (size_t)g.H * g.W, OHW = (size_t)g.OH * g.OW;
     for (int n0 = 0; n0 < B; n0 += nb) {
         int m = B - n0 < nb ? B - n0 : nb, P = m * g.T;
-        planes(OP_INPUT, &g, V, m, C, NULL, inp + (size_t)n0 * C * HW, NULL);
+        planes(OP_INPUT, &g, V, m, C, NULL, inp + (size_t)n0 * C * HW, NULL, 0);
         gemms(0, 0.0f, M, U, V, NULL, K, C, P);
-        planes(OP_OUTPUT, &g, M, m, K, out + (size_t)n0 * K * OHW, NULL, b);
+        planes(OP_OUTPUT, &g, M, m, K, out + (size_t)n0 * K * OHW, NULL, b, 0);
     }
 }
 
-void wino_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int B,
-                   const conv_shape *s)
+static void backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int B,
+                     const conv_shape *s, int set)
 {
     if (!dinp && !dw) return;
     geom g;
@@ -648,10 +654,10 @@ void wino_backward(float *dinp, float *dw, const float *dout, const float *inp, 
     size_t HW = (size_t)g.H * g.W, OHW = (size_t)g.OH * g.OW;
     for (int n0 = 0; n0 < B; n0 += nb) {
         int m = B - n0 < nb ? B - n0 : nb, P = m * g.T;
-        planes(OP_ZGRAD, &g, Z, m, K, NULL, dout + (size_t)n0 * K * OHW, NULL);
+        planes(OP_ZGRAD, &g, Z, m, K, NULL, dout + (size_t)n0 * K * OHW, NULL, 0);
         if (dw) {
             /* dU sums the chunks in order */
-            planes(OP_INPUT, &g, V, m, C, NULL, inp + (size_t)n0 * C * HW, NULL);
+            planes(OP_INPUT, &g, V, m, C, NULL, inp + (size_t)n0 * C * HW, NULL, 0);
             gemms(1, n0 ? 1.0f : 0.0f, dU, NULL, V, Z, K, C, P);
         }
         if (dinp) {
@@ -661,8 +667,20 @@ void wino_backward(float *dinp, float *dw, const float *dout, const float *inp, 
                 weights(U, w, K, C);
             }
             gemms(2, 0.0f, V, U, NULL, Z, K, C, P);
-            planes(OP_DINPUT, &g, V, m, C, dinp + (size_t)n0 * C * HW, NULL, NULL);
+            planes(OP_DINPUT, &g, V, m, C, dinp + (size_t)n0 * C * HW, NULL, NULL, set);
         }
     }
     if (dw && (sep || !dinp)) dweights(dw, dU, K, C);
+}
+
+void wino_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int B,
+                   const conv_shape *s)
+{
+    backward(dinp, dw, dout, inp, w, B, s, 0);
+}
+
+void wino_backward_set(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int B,
+                       const conv_shape *s)
+{
+    backward(dinp, dw, dout, inp, w, B, s, 1);
 }

@@ -33,6 +33,10 @@ void wino_forward(float *out, const float *inp, const float *w, const float *b, 
  * inp (read only when dw is wanted), w (read only when dinp is wanted) */
 void wino_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int B,
                    const conv_shape *s);
+/* The same, but dinp is overwritten (no pass to zero it first); dw is still
+ * accumulated. */
+void wino_backward_set(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int B,
+                       const conv_shape *s);
 
 /* Bytes of workspace a call for s at batch B holds (the transformed weights
  * and one chunk of transformed tiles), for reports. */

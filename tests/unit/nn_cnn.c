@@ -115,6 +115,17 @@ static void test_conv(const char *what, int B, int C, int H, int W, int OC, int 
     float *dw2 = zeros(nw);
     conv2d_backward(NULL, dw2, NULL, c.r, c.x, c.w, B, &c.s);
     CHECK(maxrel(dw2, dwr, nw) < 1e-5, "conv %s: dw alone (dinp NULL) matches", what);
+    /* set mode: dinp overwritten (its NaNs never read), the values of
+     * accumulating into zeros; dw still accumulates */
+    float *dx0 = zeros(nx), *dw0 = zeros(nw), *dx3 = zeros(nx), *dw3 = zeros(nw);
+    for (size_t i = 0; i < nx; i++) dx3[i] = NAN;
+    for (size_t i = 0; i < nw; i++) dw0[i] = dw3[i] = 0.5f;
+    conv2d_backward(dx0, dw0, NULL, c.r, c.x, c.w, B, &c.s);
+    conv2d_backward_set(dx3, dw3, NULL, c.r, c.x, c.w, B, &c.s);
+    int eq = same(dw0, dw3, nw);
+    for (size_t i = 0; i < nx; i++) eq &= dx0[i] == dx3[i];
+    CHECK(eq, "conv %s: backward setting dinp gives accumulating into zeros' values", what);
+    free(dx0), free(dw0), free(dx3), free(dw3);
     free(c.x), free(c.w), free(c.b), free(c.out), free(c.r), free(fast);
     free(dx), free(dw), free(db), free(dxr), free(dwr), free(dbr), free(dw2);
 }
@@ -1032,6 +1043,9 @@ int main(void)
     test_conv("3x3 s1 p1", 2, 3, 7, 6, 4, 3, 1, 1, 1, 1, 1);
     test_conv("3x3 s2 p1 no bias", 2, 4, 9, 8, 5, 3, 2, 1, 1, 1, 0);
     test_conv("7x7 s2 p3", 1, 3, 12, 11, 4, 7, 2, 3, 1, 1, 0);
+    /* stride 2 on wide rows: im2col's 16-lane gather and its scalar ends */
+    test_conv("3x3 s2 p1 wide rows", 2, 3, 5, 75, 4, 3, 2, 1, 1, 1, 0);
+    test_conv("7x7 s2 p3 wide rows", 1, 2, 8, 70, 3, 7, 2, 3, 1, 1, 1);
     test_conv("1x1 s1", 2, 6, 5, 5, 3, 1, 1, 0, 1, 1, 1);
     test_conv("1x1 s2", 2, 6, 6, 5, 3, 1, 2, 0, 1, 1, 0);
     test_conv("3x3 dilation 2", 2, 3, 9, 9, 4, 3, 1, 2, 2, 1, 1);

@@ -3,7 +3,8 @@
  * input gradient and weight gradient on maps not divisible by 4 (narrow and
  * wide ones, which the transforms take in different ways), padding 0, 1 and
  * 2, C != K, batches, bias, several chunks of images; backward accumulates
- * and skips NULL gradients; a finite-difference check of the Winograd
+ * (or sets dinp: wino_backward_set, conv2d_backward_set) and skips NULL
+ * gradients; a finite-difference check of the Winograd
  * forward's own gradients; the same bytes on 1 and 2 threads; and conv2d_*
  * dispatching here when it pays. Errors are the largest difference relative
  * to the reference's largest magnitude. */
@@ -81,8 +82,25 @@ static void test_case(const char *what, int B, int C, int H, int W, int K, int p
     for (size_t i = 0; i < nx; i++) dx1[i] -= 0.25f;
     for (size_t i = 0; i < nw; i++) dw1[i] += 0.5f;
     CHECK(same(dx1, dx, nx) && same(dw1, dw, nw), "%s: dinp alone and dw alone (the other NULL) match", what);
+
+    /* set mode: dinp overwritten (its NaNs never read) with the values
+     * accumulating into zeros gives, alone and with dw */
+    float *dx0 = filled(nx, 0), *dx2 = filled(nx, NAN), *dx3 = filled(nx, NAN), *dw2 = filled(nw, -0.5f);
+    if (via_conv) {
+        conv2d_backward(dx0, NULL, NULL, g, NULL, w, B, &s);
+        conv2d_backward_set(dx2, dw2, NULL, g, x, w, B, &s);
+        conv2d_backward_set(dx3, NULL, NULL, g, NULL, w, B, &s);
+    } else {
+        wino_backward(dx0, NULL, g, NULL, w, B, &s);
+        wino_backward_set(dx2, dw2, g, x, w, B, &s);
+        wino_backward_set(dx3, NULL, g, NULL, w, B, &s);
+    }
+    for (size_t i = 0; i < nw; i++) dw2[i] += 0.5f;
+    int eq = same(dw2, dw, nw);
+    for (size_t i = 0; i < nx; i++) eq &= dx2[i] == dx0[i] && dx3[i] == dx0[i];
+    CHECK(eq, "%s: backward setting dinp matches accumulating", what);
     free(x), free(w), free(b), free(g), free(o), free(orf), free(dx), free(dxr), free(dw), free(dwr), free(dx1),
-        free(dw1);
+        free(dw1), free(dx0), free(dx2), free(dx3), free(dw2);
 }
 
 /* L = sum(wino_forward(x, w, b) * R) in double; its gradients from
