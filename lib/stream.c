@@ -374,6 +374,96 @@ int sr_check_item(sr *r, const mp_val *item, char *err)
     return 0;
 }
 
+/* ---- join keys ---- */
+
+/* An open-addressing table of the keys' hashes; the key bytes (a view flag,
+ * the view, the id) are compared on a hash match. Where each key was first
+ * seen is a name (interned: one per reader), a stream and a record number. */
+typedef struct {
+    uint64_t hash, rec, stream;
+    uint8_t *key; /* NULL: empty slot */
+    uint32_t len, name;
+} key_slot;
+
+struct stream_keys {
+    key_slot *slot;
+    size_t cap, n;
+    char **names;
+    uint32_t nnames;
+};
+
+stream_keys *stream_keys_new(void) { return xcalloc(1, sizeof(stream_keys)); }
+
+void stream_keys_free(stream_keys *k)
+{
+    if (!k) return;
+    for (size_t i = 0; i < k->cap; i++) free(k->slot[i].key);
+    for (uint32_t i = 0; i < k->nnames; i++) free(k->names[i]);
+    free(k->slot), free(k->names), free(k);
+}
+
+static uint64_t fnv1a(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h ^ (h >> 29);
+}
+
+static key_slot *keys_find(stream_keys *k, uint64_t hash, const uint8_t *key, size_t len)
+{
+    for (size_t i = hash & (k->cap - 1);; i = (i + 1) & (k->cap - 1)) {
+        key_slot *s = &k->slot[i];
+        if (!s->key || (s->hash == hash && s->len == len && memcmp(s->key, key, len) == 0)) return s;
+    }
+}
+
+int stream_keys_add(stream_keys *k, sr *r, const mp_val *item, char *err)
+{
+    const mp_val *id = mp_get(item, "id");
+    if (!id || id->type != MP_STR) return 0; /* sr_check_item refuses it */
+    int64_t view;
+    int has_view = mp_get_i64(item, "view", &view) == 0;
+    size_t len = 9 + (size_t)id->len;
+    uint8_t *key = xmalloc(len);
+    key[0] = (uint8_t)has_view;
+    memcpy(key + 1, has_view ? &view : &(int64_t){0}, 8);
+    memcpy(key + 9, id->v.s, id->len);
+    if (2 * (k->n + 1) > k->cap) {
+        key_slot *old = k->slot;
+        size_t ocap = k->cap;
+        k->cap = ocap ? 2 * ocap : 1024;
+        k->slot = xcalloc(k->cap, sizeof *k->slot);
+        for (size_t i = 0; i < ocap; i++)
+            if (old[i].key) *keys_find(k, old[i].hash, old[i].key, old[i].len) = old[i];
+        free(old);
+    }
+    uint64_t hash = fnv1a(key, len);
+    key_slot *s = keys_find(k, hash, key, len);
+    if (s->key) {
+        free(key);
+        char vbuf[32] = "";
+        if (has_view) snprintf(vbuf, sizeof vbuf, ", view %" PRId64, view);
+        /* the stream numbers too where one of them is past the first */
+        char here[32] = "", first[32] = "";
+        if (s->stream > 1 || r->streams > 1) {
+            snprintf(here, sizeof here, " stream %" PRIu64 ",", r->streams);
+            snprintf(first, sizeof first, " stream %" PRIu64 ",", s->stream);
+        }
+        snprintf(err, VL_ERRLEN, "%s:%s record %" PRIu64 " (id '%.*s'%s): duplicate (id, view), first at %s:%s record %" PRIu64,
+                 r->name, here, r->items, (int)(id->len > 200 ? 200 : id->len), id->v.s, vbuf, k->names[s->name],
+                 first, s->rec);
+        return -1;
+    }
+    if (k->nnames == 0 || strcmp(k->names[k->nnames - 1], r->name) != 0) {
+        k->names = xrealloc(k->names, (k->nnames + 1) * sizeof *k->names);
+        k->names[k->nnames++] = xstrdup(r->name);
+    }
+    *s = (key_slot){.hash = hash, .rec = r->items, .stream = r->streams, .key = key, .len = (uint32_t)len,
+                    .name = k->nnames - 1};
+    k->n++;
+    return 0;
+}
+
 /* ---- writer ---- */
 
 void sw_init(sw *s, int fd)

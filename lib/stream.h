@@ -77,6 +77,19 @@ const char *sr_where(sr *r, const mp_val *item, char *buf, size_t n);
 int64_t sr_trailer_records(const sr *r);
 int64_t sr_trailer_dropped(const sr *r);
 
+/* The join keys of the items seen: an item's id and its view (an absent or
+ * nil view is a value of its own, not view 0). Every stream made from a
+ * stream joins on them, so a key seen twice is an error of the stream (a
+ * shard joined twice, outputs of two runs mixed), not of one item. */
+typedef struct stream_keys stream_keys;
+stream_keys *stream_keys_new(void);
+void stream_keys_free(stream_keys *k);
+/* Adds the key of item (one sr_check_item accepted), read from r. Returns 0
+ * when it is new, or -1 when it was seen before, with err set to
+ * "NAME: record N (id 'x', view V): duplicate (id, view), first at NAME:
+ * record M" (also across readers, which may be freed by then). */
+int stream_keys_add(stream_keys *k, sr *r, const mp_val *item, char *err);
+
 /* Writer: s->w is the encoder, for the caller's own keys between begin and end. */
 typedef struct sw {
     mpw w;

@@ -5,7 +5,9 @@
  * the history; the output header is the first input's, its history extended by
  * this command. Items are checked against the schema: a bad item is reported
  * with its id and dropped; good items are copied byte for byte. The trailer
- * counts the records written and the items dropped here and upstream. */
+ * counts the records written and the items dropped here and upstream. An
+ * (id, view) seen twice, in one input or across inputs, is fatal: the joined
+ * stream could not be joined on its key. */
 #include "common.h"
 
 #include <getopt.h>
@@ -93,6 +95,7 @@ int main(int argc, char **argv)
     mp_arena first_arena = {0};
     uint64_t upstream_dropped = 0, dropped_here = 0, nstreams = 0;
     char err[VL_ERRLEN];
+    stream_keys *keys = stream_keys_new();
 
     for (int i = 0; i < nin; i++) {
         sr *r = open_stream(inputs[i]);
@@ -133,6 +136,7 @@ int main(int argc, char **argv)
                         die_dropped(dropped_here, to.max_errors);
                     continue;
                 }
+                if (stream_keys_add(keys, r, item, err) != 0) die(1, "%s", err);
                 s.records++;
                 if (!check_only) {
                     mpw_raw(&s.w, r->raw, r->raw_len); /* items pass through byte for byte */
@@ -148,6 +152,7 @@ int main(int argc, char **argv)
         close_stream(r);
     }
     progress_done();
+    stream_keys_free(keys);
     s.dropped = upstream_dropped + dropped_here;
     if (check_only) {
         printf("ok: %llu streams, %llu records, %llu dropped upstream, %llu dropped here\n",

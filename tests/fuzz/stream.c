@@ -44,6 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* the stream reader, as mpcat drives it */
     sr *r = sr_open_mem(data, size, "<fuzz>");
     r->max_record = 1 << 16;
+    stream_keys *keys = stream_keys_new();
     if (sr_header(r, NULL) == 0) {
         int more = 1;
         while (more == 1) {
@@ -51,7 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             int rc;
             while ((rc = sr_next(r, &item)) == 1) {
                 char where[256];
-                sr_check_item(r, item, err);
+                if (sr_check_item(r, item, err) == 0) stream_keys_add(keys, r, item, err);
                 sr_where(r, item, where, sizeof where);
                 reencode(item);
             }
@@ -61,6 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             more = sr_next_stream(r, NULL);
         }
     }
+    stream_keys_free(keys);
     sr_close(r);
     return 0;
 }

@@ -153,11 +153,20 @@ mpcat "$tmp/s8.mp" "$tmp/s16.mp" >/dev/null 2>"$tmp/j1.err"
 rc1=$?
 mpcat "$tmp/a1.mp" "$tmp/a2.mp" >/dev/null 2>"$tmp/j2.err"
 rc2=$?
+# two shards of the --size 8 run: the manifest's first row, and the others
+(cd "$w" && head -n 2 m.tsv | imgdecode --size 8 --max-errors 1 >"$tmp/s8a.mp" 2>/dev/null &&
+    { head -n 1 m.tsv; tail -n +3 m.tsv; } | imgdecode --size 8 --max-errors 1 >"$tmp/s8b.mp" 2>/dev/null)
 if [ $rc1 = 1 ] && grep -q "'size' differs" "$tmp/j1.err" && [ $rc2 = 1 ] && grep -q "'seed' differs" "$tmp/j2.err" &&
-    mpcat "$tmp/s8.mp" "$tmp/s8.mp" | mpcat --check >/dev/null; then
-    pass "mpcat refuses to join image streams made with another --size or --seed, joins the same run's"
+    mpcat "$tmp/s8a.mp" "$tmp/s8b.mp" | mpcat --check >/dev/null; then
+    pass "mpcat refuses to join image streams made with another --size or --seed, joins the same run's shards"
 else
-    fail "mpcat joined image streams of different runs (exit $rc1, $rc2)"
+    fail "mpcat joined image streams of different runs, or not the shards of one (exit $rc1, $rc2)"
+fi
+mpcat "$tmp/s8.mp" "$tmp/s8a.mp" >/dev/null 2>"$tmp/j3.err"
+if [ $? = 1 ] && grep -q "s8a.mp: record 1 (id '.*'): duplicate (id, view), first at .*s8.mp: record 1" "$tmp/j3.err"; then
+    pass "mpcat refuses a shard joined twice, naming the id and where it came first"
+else
+    fail "mpcat joined a shard twice ($(cat "$tmp/j3.err"))"
 fi
 
 # mpcmp pairs the items of augmented streams by (id, view)

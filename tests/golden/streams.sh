@@ -14,6 +14,20 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp" || exit 1
 "$py" "$root/tests/ref/msgpack_interop.py" write . || { echo "FAIL: writing the test inputs"; exit 1; }
+# twelve items with distinct ids (emb.mp's three, four times over); one id
+# in views 0 and 1 and without a view (three keys), and with view 1 twice
+"$py" - <<'PY' || { echo "FAIL: writing the streams of distinct and repeated ids"; exit 1; }
+import msgpack
+o = list(msgpack.Unpacker(open("emb.mp", "rb"), raw=False))
+def write(path, items):
+    with open(path, "wb") as f:
+        for x in [o[0]] + items + [dict(o[-1], records=len(items))]:
+            f.write(msgpack.packb(x, use_bin_type=True))
+write("e12.mp", [dict(x, id=f"{k}/{x['id']}") for k in range(4) for x in o[1:-1]])
+x = o[1]
+write("views.mp", [dict(x, view=0), dict(x, view=1), dict(x), dict(x, id=x["id"] + " ", view=1)])
+write("views_dup.mp", [dict(x, view=0), dict(x, view=1), dict(x), dict(x, view=1)])
+PY
 
 fails=0
 # case NAME 'COMMAND LINE': runs it with bash -o pipefail in the scratch directory
@@ -54,7 +68,7 @@ case_ mpdump-full "mpdump --full emb40.mp"
 case_ mpdump-head "mpdump --head 1 emb.mp"
 case_ mpdump-head0 "mpdump --head 0 emb.mp two.mp"
 # integers are decimal even with a leading zero (not octal), or 0x hexadecimal
-case_ mpdump-head-decimal "mpcat emb.mp emb.mp emb.mp emb.mp > e12.mp; mpdump --head 08 e12.mp | wc -l; mpdump --head 010 e12.mp | wc -l; mpdump --head 0x3 e12.mp | wc -l"
+case_ mpdump-head-decimal "mpdump --head 08 e12.mp | wc -l; mpdump --head 010 e12.mp | wc -l; mpdump --head 0x3 e12.mp | wc -l"
 case_ mpdump-image "mpdump image.mp"
 case_ mpdump-image-full "mpdump --full image.mp"
 case_ mpdump-pred "mpdump pred.mp"
@@ -71,18 +85,22 @@ case_ mpdump-missing "mpdump no-such-file.mp"
 case_ mpdump-badhead "mpdump --head -1 emb.mp"
 
 # mpcat
-case_ mpcat-two-files "mpcat emb.mp emb_near.mp | mpdump"
+case_ mpcat-two-files "mpcat emb.mp emb_b.mp | mpdump"
 case_ mpcat-stdin "mpcat < two.mp | mpdump"
-case_ mpcat-check "mpcat --check two.mp emb.mp"
-case_ mpcat-check-trunc "mpcat --check emb.mp trunc_between.mp"
+case_ mpcat-check "mpcat --check two.mp"
+case_ mpcat-check-trunc "mpcat --check emb_b.mp trunc_between.mp"
 case_ mpcat-bad "mpcat emb_bad.mp > out.mp; echo \"status \$?\"; mpcat --check out.mp"
 case_ mpcat-max-errors "mpcat --max-errors 3 emb_bad.mp | mpdump"
 case_ mpcat-dim "mpcat emb.mp emb_dim8.mp > /dev/null"
 case_ mpcat-space "mpcat emb.mp emb_space.mp > /dev/null"
 case_ mpcat-schema "mpcat emb.mp image.mp > /dev/null"
 case_ mpcat-v2 "mpcat emb.mp v2.mp > /dev/null"
-case_ mpcat-output "mpcat -o cat.mp emb.mp image.mp; echo \"status \$?\"; find . -name 'cat.mp*' | wc -l; mpcat -o cat.mp emb.mp emb_near.mp && mpcat --check cat.mp && ls cat.mp*"
+case_ mpcat-output "mpcat -o cat.mp emb.mp image.mp; echo \"status \$?\"; find . -name 'cat.mp*' | wc -l; mpcat -o cat.mp emb.mp emb_b.mp && mpcat --check cat.mp && ls cat.mp*"
 case_ mpcat-unknown-keys "mpcat emb_unknown.mp | mpdump"
+# an (id, view) seen twice is fatal, in one stream, across streams and across files
+case_ mpcat-duplicate-files "mpcat emb.mp emb_near.mp > dup.mp; echo \"status \$?\"; mpcat --check emb_b.mp emb.mp emb_b.mp"
+case_ mpcat-duplicate-streams "cat emb.mp emb_b.mp emb.mp | mpcat -o joined.mp; echo \"status \$?\"; ls joined.mp* 2>/dev/null | wc -l; true"
+case_ mpcat-duplicate-view "mpcat --check views.mp && mpcat --check views_dup.mp"
 # every write is checked: a full disk is a failure, never a silent success
 case_ full-disk "for c in 'mpcat --check emb.mp' 'mpcat emb.mp' 'mpdump emb.mp' 'mpcmp emb.mp emb.mp' 'stinfo model.safetensors' 'mpcat --help'; do \$c > /dev/full; echo \"\$c: status \$?\"; done"
 case_ mpcat-check-output "mpcat --check -o x.mp emb.mp; echo \"status \$?\"; ls x.mp* 2>/dev/null | wc -l"

@@ -67,6 +67,9 @@ def write_inputs(d):
     v[0] += np.float32(1e-7) * v[0]
     near[0]["vec"] = v.tobytes()
     write_stream(f"{d}/emb_near.mp", [emb_header()] + near + [trailer(3)])
+    # another shard of the same run: other images, so other ids
+    shard = [dict(x, id="cartoon/" + x["id"].split("/", 1)[1], domain="cartoon") for x in items]
+    write_stream(f"{d}/emb_b.mp", [emb_header()] + shard + [trailer(3)])
     # one value moved by 0.01, one item missing, one extra, a label changed
     far = [dict(x) for x in items]
     v = np.frombuffer(far[1]["vec"], dtype="<f4").copy()
@@ -118,8 +121,8 @@ def write_inputs(d):
     open(f"{d}/garbage.txt", "wb").write(b"id,vec\nphoto/dog/1.jpg,0.5 0.25\n")
     # a bin32 length of 3 GiB in the first item
     open(f"{d}/oversized.mp", "wb").write(good[:hlen] + b"\x81\xa3vec\xc6\xc0\x00\x00\x00" + b"\x00" * 16)
-    # two streams back to back, as parallel --pipe leaves them
-    open(f"{d}/two.mp", "wb").write(good + good)
+    # two streams back to back, as parallel --pipe leaves them (two shards)
+    open(f"{d}/two.mp", "wb").write(good + open(f"{d}/emb_b.mp", "rb").read())
 
     # numpy side: an array, ids and labels for mpnpy import
     arr = np.array([[1.5, -2, 0.25], [0, 1e-3, 7], [3, 3, 3]], dtype="<f4")

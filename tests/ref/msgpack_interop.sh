@@ -33,7 +33,7 @@ done
 run "mpcmp: msgpack's stream equals itself at atol 0" mpcmp --atol 0 --rtol 0 emb.mp emb.mp
 
 # tools -> msgpack
-mpcat emb.mp emb_near.mp >cat.mp 2>log && py_check check-stream cat.mp embedding 6 || { echo "FAIL: mpcat"; fails=$((fails + 1)); }
+mpcat emb.mp emb_b.mp >cat.mp 2>log && py_check check-stream cat.mp embedding 6 || { echo "FAIL: mpcat"; fails=$((fails + 1)); }
 mpcat --max-errors 3 emb_bad.mp >clean.mp 2>log && py_check check-stream clean.mp embedding 2 ||
     { echo "FAIL: mpcat --max-errors"; fails=$((fails + 1)); }
 mpcat image.mp >img.mp 2>log && py_check check-stream img.mp image 2 || { echo "FAIL: mpcat image"; fails=$((fails + 1)); }

@@ -642,6 +642,97 @@ static void test_value_bound(void) {
     free(hdr);
 }
 
+
+/* one embedding item (dim 1) with id[0..idlen) and view: >= 0, -1 absent, -2 nil */
+static void key_item(sw *s, const char *id, size_t idlen, int64_t view) {
+    float v = 1;
+    sw_item_begin(s);
+    mpw_str(&s->w, "id");
+    mpw_strn(&s->w, id, idlen);
+    mpw_str(&s->w, "vec");
+    mpw_bin(&s->w, &v, 4);
+    if (view != -1) {
+        mpw_str(&s->w, "view");
+        if (view == -2)
+            mpw_nil(&s->w);
+        else
+            mpw_int(&s->w, view);
+    }
+    sw_item_end(s);
+}
+
+static void test_keys(void) {
+    /* stream 1: 3000 distinct ids (the table grows), then one id in views 0
+     * and 1 and without a view, and ids that differ only after a NUL; stream
+     * 2: a new key, then the view-1 key of stream 1 again, and the id
+     * without a view again as a nil view (a nil optional key is absent) */
+    int fd = memfd_create("keys", 0);
+    sw s;
+    sw_init(&s, fd);
+    for (int st = 0; st < 2; st++) {
+        sw_header_begin(&s, "embedding", NULL, 3, ARGV1);
+        mpw_str(&s.w, "dim");
+        mpw_int(&s.w, 1);
+        mpw_str(&s.w, "dtype");
+        mpw_str(&s.w, "f32le");
+        mpw_str(&s.w, "space");
+        mpw_str(&s.w, "teacher:test");
+        sw_header_end(&s);
+        if (st == 0) {
+            for (int i = 0; i < 3000; i++) {
+                char id[32];
+                snprintf(id, sizeof id, "img/%05d.jpg", i);
+                key_item(&s, id, strlen(id), -1);
+            }
+            key_item(&s, "a", 1, 0);
+            key_item(&s, "a", 1, 1);
+            key_item(&s, "a", 1, -1);
+            key_item(&s, "a\0x", 3, 1);
+            key_item(&s, "a\0y", 3, 1);
+        } else {
+            key_item(&s, "b", 1, 0);
+            key_item(&s, "a", 1, 1);
+            key_item(&s, "a", 1, -2);
+        }
+        sw_trailer_begin(&s);
+        sw_trailer_end(&s);
+        s.records = 0;
+    }
+    size_t n;
+    uint8_t *all = slurp(fd, &n);
+    close(fd);
+    sw_free(&s);
+    sr *r = sr_open_mem(all, n, "<keys>");
+    stream_keys *k = stream_keys_new();
+    char err[VL_ERRLEN] = "", first[VL_ERRLEN] = "";
+    const mp_val *item;
+    int rc, dups = 0, items = 0;
+    sr_header(r, "embedding");
+    do {
+        while ((rc = sr_next(r, &item)) == 1) {
+            items++;
+            if (stream_keys_add(k, r, item, err) != 0 && dups++ == 0) strcpy(first, err);
+        }
+    } while (rc == 0 && sr_next_stream(r, "embedding") == 1);
+    CHECK(items == 3008 && dups == 2,
+          "stream_keys: 3006 distinct keys (view 0, view 1, no view; ids equal up to a NUL), 2 repeats (%d)", dups);
+    CHECK(strcmp(first, "<keys>: stream 2, record 2 (id 'a', view 1): duplicate (id, view), first at <keys>: stream 1, "
+                        "record 3002") == 0,
+          "stream_keys: the repeat named with where it came first: %s", first);
+    CHECK(strstr(err, "record 3 (id 'a'): duplicate (id, view), first at <keys>: stream 1, record 3003") != NULL,
+          "stream_keys: a nil view is no view: %s", err);
+    sr_close(r);
+    r = sr_open_mem(all, n, "<again>");
+    sr_header(r, "embedding");
+    for (int i = 0; i < 3003; i++) sr_next(r, &item);
+    rc = stream_keys_add(k, r, item, err);
+    CHECK(rc == -1 && strcmp(err, "<again>: record 3003 (id 'a'): duplicate (id, view), first at <keys>: record 3003") == 0,
+          "stream_keys: across readers, the first one's name kept: %s", err);
+    stream_keys_free(k);
+    sr_close(r);
+    free(all);
+}
+
 int main(void) {
     test_round_trip();
     test_value_bound();
@@ -651,5 +742,6 @@ int main(void) {
     test_errors();
     test_items();
     test_finite();
+    test_keys();
     CHECK_EXIT();
 }
