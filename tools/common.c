@@ -6,6 +6,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,7 +65,9 @@ void tool_init(const char *name)
     }
 }
 
-static int progress_shown; /* a progress line without its newline is on the terminal */
+/* a progress line without its newline is on the terminal; atomic: messages
+ * may come from a second thread (teacher-embed --exec) */
+static atomic_int progress_shown;
 
 static void vmsg(const char *fmt, va_list ap)
 {
@@ -86,8 +89,15 @@ void warnx(const char *fmt, ...)
     va_end(ap);
 }
 
+/* set by the first die(): a program with two threads (teacher-embed
+ * --exec) reports one error and exits once, and a second failure seen
+ * meanwhile in the other thread waits for that exit */
+static atomic_int dying;
+
 void die(int status, const char *fmt, ...)
 {
+    if (atomic_exchange(&dying, 1))
+        for (;;) pause();
     va_list ap;
     va_start(ap, fmt);
     vmsg(fmt, ap);
@@ -212,7 +222,7 @@ void progress_done(void)
 sr *open_stream(const char *path)
 {
     if (!path || strcmp(path, "-") == 0) return sr_open(0, "<stdin>");
-    int fd = open(path, O_RDONLY);
+    int fd = open(path, O_RDONLY | O_CLOEXEC); /* no child process (teacher-embed's vendor) holds it */
     if (fd < 0) die(1, "%s: %s", path, strerror(errno));
     return sr_open(fd, path);
 }
@@ -236,6 +246,8 @@ static void open_out(tool_out *o, const char *path, int binary)
     char err[VL_ERRLEN];
     if (vl_afile_open(&o->af, path, err) != 0) die(1, "%s", err);
     o->fd = fileno(o->af.fp);
+    /* no child process (teacher-embed's vendor) holds the unfinished file */
+    fcntl(o->fd, F_SETFD, FD_CLOEXEC);
     o->is_file = 1;
     tool_pending(o->af.tmp);
 }

@@ -16,6 +16,9 @@ extern int tool_verbose;
 /* Sets the program name for messages. */
 void tool_init(const char *name);
 void warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Reports the error, removes the pending output temporaries and exits with
+ * status. Safe from any thread: the first caller reports and exits, a later
+ * one (another thread) waits for that exit without a word. */
 noreturn void die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints "usage: ..." to stderr and exits 2 (bad arguments). */
 noreturn void usage_error(const char *usage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

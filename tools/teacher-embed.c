@@ -9,7 +9,9 @@
  * keyed by (model identity, normalisation, image size and pixel bytes), and
  * a query budget (--max-queries) bounds what is paid for. Items keep their
  * input order, ids and labels; header and items are the same bytes whether a
- * vector came from the cache or from a query. */
+ * vector came from the cache or from a query. An answer that is not a vector
+ * of the teacher's size with finite values drops its item (counted, up to
+ * --max-errors); an answer that joins no query fails the run. */
 #include "common.h"
 
 #include "blas.h"
@@ -223,7 +225,7 @@ static void cache_put(cache *c, const uint8_t key[32], int dim, const uint8_t *v
     sha256_init(&s);
     sha256_update(&s, buf, len - 32);
     sha256_final(&s, buf + len - 32);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (fd < 0 || vl_write_all(fd, buf, len) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
         warnx("cache: %s: %s", path, strerror(errno));
         unlink(tmp);
@@ -241,6 +243,8 @@ typedef struct pending {
     int hit, dim;
     uint64_t qno; /* a miss sent to the vendor: its query number */
     uint8_t *vec; /* hit: the cached vector; a miss: the answer, once read */
+    int bad;      /* a miss whose answer was dropped */
+    char *where;  /* a miss sent to the vendor: the input item, for messages */
     int end, abort; /* end marker; abort: stop without a trailer */
 } pending;
 
@@ -281,7 +285,7 @@ static void write_item(sw *s, const pending *p, const uint8_t *vec, int dim)
 
 static void pending_free(pending *p)
 {
-    free(p->meta), free(p->vec), free(p);
+    free(p->meta), free(p->vec), free(p->where), free(p);
 }
 
 /* ---- shared state ---- */
@@ -299,7 +303,10 @@ typedef struct {
     const mp_val *in_header;
     int argc;
     char **argv;
-    uint64_t queries, hits, dropped;
+    /* queries, answered and dropped change in both threads (black-box): mu
+     * guards them; hits and upstream_dropped are the input thread's, read by
+     * the output thread only after the end marker (through mu) */
+    uint64_t queries, hits, dropped, upstream_dropped;
     /* black-box: the vendor and the queue between the two threads */
     pid_t vendor;
     int vin, vout;
@@ -341,30 +348,40 @@ static void write_trailer(run *R)
     sw_trailer_end(&R->out);
 }
 
+/* Either thread: warns, counts, and fails past --max-errors. */
 static void drop(run *R, const char *what)
 {
-    if (drop_item(&R->dropped, R->max_errors, "%s: dropped", what)) die_dropped(R->dropped, R->max_errors);
+    pthread_mutex_lock(&R->mu);
+    int over = drop_item(&R->dropped, R->max_errors, "%s: dropped", what);
+    uint64_t n = R->dropped;
+    pthread_mutex_unlock(&R->mu);
+    if (over) die_dropped(n, R->max_errors);
 }
 
 /* ---- black-box: the vendor process ---- */
 
 static void vendor_start(run *R)
 {
+    /* every descriptor of ours is close-on-exec (the pipes from birth, the
+     * input, the output and cache files as opened): the vendor holds its
+     * standard input and output and what our own caller gave us, nothing
+     * else (our output stream would not end while it lived) */
     int in[2], out[2];
-    if (pipe(in) != 0 || pipe(out) != 0) die(1, "pipe: %s", strerror(errno));
+    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) die(1, "pipe: %s", strerror(errno));
     pid_t pid = fork();
     if (pid < 0) die(1, "fork: %s", strerror(errno));
     if (pid == 0) {
         signal(SIGPIPE, SIG_DFL); /* ignored here; an ignored signal would stay ignored across exec */
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        close(in[0]), close(in[1]), close(out[0]), close(out[1]);
+        /* dup2 clears close-on-exec on the copy; a pipe end that already is
+         * 0 or 1 (we were started with it closed) is no copy: clear it there */
+        if (in[0] == 0) fcntl(0, F_SETFD, 0);
+        else dup2(in[0], 0);
+        if (out[1] == 1) fcntl(1, F_SETFD, 0);
+        else dup2(out[1], 1);
         execl("/bin/sh", "sh", "-c", R->exec_cmd, (char *)NULL);
         _exit(127);
     }
     close(in[0]), close(out[1]);
-    fcntl(in[1], F_SETFD, FD_CLOEXEC);
-    fcntl(out[0], F_SETFD, FD_CLOEXEC);
     R->vendor = pid, R->vin = in[1], R->vout = out[0];
     sw_init(&R->vw, R->vin);
     /* the vendor gets pixels and query numbers only: no ids, labels or history */
@@ -380,12 +397,21 @@ static void vendor_start(run *R)
     R->vr = sr_open(R->vout, "teacher");
 }
 
-/* How the vendor ended, for messages: "exit status 3", "killed by signal 9". */
-static const char *vendor_status(run *R, char *buf, size_t n)
+/* How the vendor ended, for messages: "exit status 3", "killed by signal 9".
+ * patience: seconds to wait for it, or -1 to wait as long as it runs. A
+ * failure waits a while only: the vendor may be blocked writing answers the
+ * other thread no longer reads, and it ends with us (its pipes close). */
+static const char *vendor_status(run *R, double patience, char *buf, size_t n)
 {
     int st;
     if (R->vendor <= 0) return "not started";
-    if (waitpid(R->vendor, &st, 0) < 0) return strerror(errno);
+    pid_t got;
+    double until = vl_now() + patience;
+    while ((got = waitpid(R->vendor, &st, patience < 0 ? 0 : WNOHANG)) == 0) {
+        if (vl_now() > until) return "still running";
+        usleep(10000);
+    }
+    if (got < 0) return strerror(errno);
     R->vendor = 0;
     if (WIFSIGNALED(st))
         snprintf(buf, n, "killed by signal %d", WTERMSIG(st));
@@ -397,12 +423,15 @@ static const char *vendor_status(run *R, char *buf, size_t n)
 static noreturn void vendor_failed(run *R, const char *what)
 {
     /* both threads may see the failure: the first one reports it and exits,
-     * the other waits here */
+     * the other waits here (and die() lets one thread only report and exit) */
     static pthread_mutex_t once = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_lock(&once);
     char b[64];
-    die(1, "teacher '%s' failed after %llu of %llu answers (%s): %s", R->exec_cmd, (unsigned long long)R->answered,
-        (unsigned long long)R->queries, vendor_status(R, b, sizeof b), what);
+    const char *st = vendor_status(R, 2.0, b, sizeof b);
+    pthread_mutex_lock(&R->mu);
+    unsigned long long answered = R->answered, queries = R->queries;
+    pthread_mutex_unlock(&R->mu);
+    die(1, "teacher '%s' failed after %llu of %llu answers (%s): %s", R->exec_cmd, answered, queries, st, what);
 }
 
 static void vendor_send(run *R, uint64_t qno, const mp_val *item, const uint8_t *pix, int h, int w)
@@ -481,18 +510,19 @@ static int64_t answer_qno(const mp_val *id)
  * oldest unanswered query) or a later one still in the queue (a vendor may
  * answer out of order: ids join them). The answer goes to the cache at once,
  * so nothing paid for is lost if the vendor fails later. A missing, unknown
- * or repeated id, or a stream that ends first, is a failure of the vendor. */
+ * or repeated id, or a stream that ends first, is a failure of the vendor:
+ * the join is broken. An answer that joins but is bad (a vector of another
+ * size, NaN or infinity, a key of the wrong type) drops its item only. */
 static void vendor_answer(run *R, pending *cur, int dim)
 {
     const mp_val *item;
-    char err[VL_ERRLEN], msg[VL_ERRLEN + 128];
+    char err[VL_ERRLEN], msg[2 * VL_ERRLEN];
     int rc = sr_next(R->vr, &item);
     if (rc == 0) {
         snprintf(msg, sizeof msg, "its stream ended before query %llu was answered", (unsigned long long)cur->qno);
         vendor_failed(R, msg);
     }
     if (rc < 0) vendor_failed(R, R->vr->err);
-    if (sr_check_item(R->vr, item, err) != 0) vendor_failed(R, err);
     const mp_val *id = mp_get(item, "id");
     int64_t q = answer_qno(id);
     pending *p = NULL;
@@ -504,16 +534,29 @@ static void vendor_answer(run *R, pending *cur, int dim)
             if (!e->end && !e->hit && e->qno == (uint64_t)q) p = e;
         pthread_mutex_unlock(&R->mu);
     }
-    if (!p || p->vec) {
+    if (!p || p->vec || p->bad) {
+        if (!id || id->type != MP_STR) {
+            sr_where(R->vr, item, err, sizeof err);
+            snprintf(msg, sizeof msg, "%s: an answer without an 'id' string", err);
+            vendor_failed(R, msg);
+        }
         int again = p || (q >= 0 && (uint64_t)q < cur->qno); /* the queries before cur are all answered */
         snprintf(msg, sizeof msg, "it answered id '%.*s' %s", (int)(id->len < 64 ? id->len : 64), id->v.s,
                  again ? "a second time" : "(no query sent to it has that id)");
         vendor_failed(R, msg);
     }
+    pthread_mutex_lock(&R->mu);
+    R->answered++;
+    pthread_mutex_unlock(&R->mu);
+    if (sr_check_item(R->vr, item, err) != 0) {
+        p->bad = 1;
+        snprintf(msg, sizeof msg, "%s: the teacher's answer is bad: %s", p->where, err);
+        drop(R, msg);
+        return;
+    }
     p->vec = xmalloc((size_t)dim * 4);
     memcpy(p->vec, mp_get(item, "vec")->v.p, (size_t)dim * 4);
     p->dim = dim;
-    R->answered++;
     if (R->cache.dir) cache_put(&R->cache, p->key, dim, p->vec);
 }
 
@@ -531,7 +574,7 @@ static void *output_thread(void *arg)
                 if (rc == 1) vendor_failed(R, "it answered more items than it was sent");
                 if (rc < 0) vendor_failed(R, R->vr->err);
                 char b[64];
-                const char *st = vendor_status(R, b, sizeof b);
+                const char *st = vendor_status(R, -1, b, sizeof b);
                 if (strcmp(st, "exit status 0") != 0)
                     die(1, "teacher '%s' ended with %s after answering every query", R->exec_cmd, st);
             }
@@ -547,9 +590,12 @@ static void *output_thread(void *arg)
                 write_header(R, vendor_dim(R));
                 if (R->vendor > 0) {
                     char b[64];
-                    vendor_status(R, b, sizeof b);
+                    vendor_status(R, -1, b, sizeof b);
                 }
             }
+            pthread_mutex_lock(&R->mu);
+            R->out.dropped = R->upstream_dropped + R->dropped;
+            pthread_mutex_unlock(&R->mu);
             write_trailer(R);
             return NULL;
         }
@@ -558,9 +604,11 @@ static void *output_thread(void *arg)
             write_item(&R->out, p, p->vec, p->dim);
         } else {
             int dim = vendor_dim(R);
-            while (!p->vec) vendor_answer(R, p, dim);
-            write_header(R, dim);
-            write_item(&R->out, p, p->vec, dim);
+            while (!p->vec && !p->bad) vendor_answer(R, p, dim);
+            if (!p->bad) {
+                write_header(R, dim);
+                write_item(&R->out, p, p->vec, dim);
+            }
         }
         pending_free(p);
     }
@@ -656,8 +704,8 @@ int main(int argc, char **argv)
     sw_init(&R.out, out.fd);
 
     pthread_t th;
+    pthread_mutex_init(&R.mu, NULL);
     if (R.exec_cmd) {
-        pthread_mutex_init(&R.mu, NULL);
         pthread_cond_init(&R.cv, NULL);
         if (pthread_create(&th, NULL, output_thread, &R) != 0) die(1, "cannot start a thread");
     }
@@ -671,6 +719,7 @@ int main(int argc, char **argv)
     uint8_t *rs = model ? xmalloc((size_t)S * S * 3) : NULL;
     char where[256];
     const char *budget_id = NULL;
+    stream_keys *keys = stream_keys_new();
 
     for (;;) {
         const mp_val *item;
@@ -683,6 +732,9 @@ int main(int argc, char **argv)
                 drop(&R, err);
                 continue;
             }
+            /* a repeated (id, view) would be paid for twice and could not be
+             * joined downstream: the input was put together wrongly */
+            if (stream_keys_add(keys, r, item, err) != 0) die(1, "%s", err);
             int64_t h, w;
             mp_get_i64(item, "h", &h);
             mp_get_i64(item, "w", &w);
@@ -720,6 +772,7 @@ int main(int argc, char **argv)
                     /* queued before it is sent, so its answer always finds it
                      * (and from then on p belongs to the output thread) */
                     p->qno = R.queries;
+                    p->where = xstrdup(where);
                     queue_push(&R, p);
                     vendor_send(&R, R.queries, item, pix, (int)h, (int)w);
                 } else {
@@ -735,7 +788,9 @@ int main(int argc, char **argv)
                     to_input(in + (size_t)nmiss * 3 * S * S, src, S, mean, std);
                     nmiss++;
                 }
+                pthread_mutex_lock(&R.mu);
                 R.queries++;
+                pthread_mutex_unlock(&R.mu);
             }
             if (!at_end) {
                 if (R.exec_cmd) {
@@ -762,8 +817,11 @@ int main(int argc, char **argv)
     }
     progress_done();
     if (!budget_id && sr_finish(r) != 0) die(1, "%s", r->err);
-    uint64_t upstream = budget_id ? 0 : (uint64_t)sr_trailer_dropped(r);
-    R.out.dropped = upstream + R.dropped;
+    stream_keys_free(keys);
+    /* the trailer's count; black-box, the output thread adds its drops at the end */
+    pthread_mutex_lock(&R.mu);
+    R.upstream_dropped = budget_id ? 0 : (uint64_t)sr_trailer_dropped(r);
+    pthread_mutex_unlock(&R.mu);
 
     if (R.exec_cmd) {
         if (R.vr) vendor_finish_input(&R);
@@ -773,6 +831,7 @@ int main(int argc, char **argv)
         queue_push(&R, end);
         pthread_join(th, NULL);
     } else if (!budget_id) {
+        R.out.dropped = R.upstream_dropped + R.dropped;
         write_header(&R, D);
         write_trailer(&R);
     }

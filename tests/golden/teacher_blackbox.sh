@@ -3,7 +3,9 @@
 # --model on a tiny random CLIP): answers equal white-box ones, the cache
 # answers re-runs without queries, a vendor killed mid-stream is a clear
 # error with no complete-looking output, a budget is enforced, a damaged
-# cache entry is detected and queried again, and concurrent writers agree.
+# cache entry is detected and queried again, and concurrent writers agree;
+# a bad answer (NaN, wrong size) drops its item only, the vendor holds no
+# descriptor of ours, and a repeated (id, view) in the input is refused.
 set -u
 : "${VL2V_ROOT:=$(cd "$(dirname "$0")/../.." && pwd)}"
 : "${PYTHON:=/usr/bin/python3}"
@@ -187,6 +189,10 @@ elif mode == "extra":
     items.append(dict(items[0]))
 elif mode == "dim":
     head["dim"] = head["dim"] + 1
+elif mode == "bad":
+    items[2]["vec"] = b"\x00\x00\xc0\x7f" + items[2]["vec"][4:]  # a NaN
+    items[5]["vec"] = items[5]["vec"][:-4]  # one value short
+    items[7]["vec"] = b"\x00\x00\x80\x7f" + items[7]["vec"][4:]  # +inf
 tail["records"] = len(items)
 for x in [head] + items + [tail]:
     sys.stdout.buffer.write(msgpack.packb(x, use_bin_type=True))
@@ -202,6 +208,59 @@ for m in "unknown:no query sent to it has that id" "twice:answered id '1' a seco
     [ $rc = 1 ] && grep -q "${m#*:}" "$tmp/err" && [ "$(summary "$tmp/e.mp" | cut -d' ' -f1)" = incomplete ]
     ok $? "a vendor answering ${m%%:*} ids or sizes is a clear error, no complete output (rc $rc: $(head -c 200 "$tmp/err"))"
 done
+
+# bad answers: each drops its item (named by its input id), counted up to --max-errors
+teacher-embed --exec "$PYTHON $tmp/shuffle.py bad" --model-id x <"$IN" >"$tmp/n1.mp" 2>"$tmp/err"
+rc=$?
+[ $rc = 1 ] && grep -q "record 3 (id '2'): the teacher's answer is bad: teacher: record 3 (id '2'): 'vec' holds NaN or infinity: dropped" "$tmp/err" &&
+    grep -q "more than 0 items dropped" "$tmp/err" && [ "$(summary "$tmp/n1.mp" | cut -d' ' -f1)" = incomplete ]
+ok $? "a NaN answer drops its item; past --max-errors 0 the run fails, no complete output (rc $rc: $(head -c 300 "$tmp/err"))"
+teacher-embed --exec "$PYTHON $tmp/shuffle.py bad" --model-id tiny --max-errors 2 <"$IN" >"$tmp/n2.mp" 2>"$tmp/err"
+[ $? = 1 ] && [ "$(grep -c ': dropped$' "$tmp/err")" = 3 ] && grep -q "more than 2 items dropped" "$tmp/err"
+ok $? "three bad answers are more than --max-errors 2 ($(tail -1 "$tmp/err"))"
+teacher-embed --exec "$PYTHON $tmp/shuffle.py bad" --model-id tiny --cache "$tmp/n" --max-errors 3 <"$IN" >"$tmp/n3.mp" 2>"$tmp/err"
+rc=$?
+$PYTHON - "$tmp/b1.mp" "$tmp/n3.mp" <<'PY'
+import msgpack, sys
+a, b = [list(msgpack.Unpacker(open(p, "rb"), raw=False)) for p in sys.argv[1:]]
+want = [x for x in a[1:-1] if x["id"] not in ("2", "5", "7")]
+t = b[-1]
+sys.exit(0 if b[1:-1] == want and t["end"] and t["records"] == 9 and t["dropped"] == 3 and t["queries"] == 12 else 1)
+PY
+ok $([ $rc = 0 ] && [ $? = 0 ]; echo $?) "--max-errors 3: the 3 items with bad answers dropped and counted, the other 9 as a good vendor's (rc $rc)"
+[ "$(entries "$tmp/n")" = 9 ] &&
+    teacher-embed --exec "$V" --model-id tiny --cache "$tmp/n" <"$IN" >"$tmp/n4.mp" 2>"$tmp/err" &&
+    [ "$(summary "$tmp/n4.mp")" = "complete $N 3 9" ] && same_items "$tmp/b1.mp" "$tmp/n4.mp"
+ok $? "bad answers are not cached: a re-run queries those 3 only ($(summary "$tmp/n4.mp"))"
+
+# the vendor holds its standard input and output and what we were given: not
+# our input file, our output file or the other ends of its pipes
+sh -c "ls /proc/\$\$/fd >$tmp/fds0" <"$IN" >/dev/null
+base=$(sort "$tmp/fds0" | tr '\n' ' ')
+teacher-embed --exec "ls /proc/\$\$/fd >$tmp/fds; exec $V" --model-id x -o "$tmp/f.mp" "$IN" </dev/null 2>"$tmp/err"
+got=$(sort "$tmp/fds" | tr '\n' ' ')
+ok $([ "$got" = "$base" ]; echo $?) "the vendor holds no descriptor of ours: [$got], a plain child [$base] ($(head -c 200 "$tmp/err"))"
+
+# a failed vendor with -o: one message, no output file, no temporary
+teacher-embed --exec "$PYTHON $tmp/shuffle.py unknown" --model-id x -o "$tmp/fo.mp" <"$IN" 2>"$tmp/err"
+rc=$?
+[ $rc = 1 ] && [ "$(wc -l <"$tmp/err")" = 1 ] && [ -z "$(ls "$tmp" | grep '^fo\.mp')" ]
+ok $? "a failed vendor with -o: exit 1, one message, no output file or temporary (rc $rc: $(head -c 300 "$tmp/err"))"
+
+# a repeated (id, view) in the input: refused before it is paid for twice
+$PYTHON - "$IN" "$tmp/dup.mp" <<'PY'
+import msgpack, sys
+o = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False))
+items = [dict(o[1], view=0), dict(o[1], view=1), dict(o[2]), dict(o[1], view=1)]
+with open(sys.argv[2], "wb") as f:
+    for x in [o[0]] + items + [dict(o[-1], records=len(items))]:
+        f.write(msgpack.packb(x, use_bin_type=True))
+PY
+teacher-embed --exec "$V" --model-id x <"$tmp/dup.mp" >"$tmp/d.mp" 2>"$tmp/err"
+rc=$?
+[ $rc = 1 ] && grep -q "record 4 (id '0', view 1): duplicate (id, view), first at <stdin>: record 2" "$tmp/err" &&
+    [ "$(summary "$tmp/d.mp" | cut -d' ' -f1)" = incomplete ]
+ok $? "a repeated (id, view) in the input is an error naming it (rc $rc: $(head -c 300 "$tmp/err"))"
 
 # other failures of the vendor
 teacher-embed --exec "yes | head -1 >/dev/null; exec $V" --model-id x <"$IN" >"$tmp/e.mp" 2>"$tmp/err"
