@@ -11,6 +11,7 @@
 #include "nn/attention.h"
 #include "nn/layernorm.h"
 #include "nn/linear.h"
+#include "nn/par.h"
 #include "util.h"
 
 #include <stdlib.h>
@@ -100,13 +101,51 @@ void tf_acts_free(tf_acts *a)
 
 size_t tf_acts_bytes(const tf_acts *a) { return a->bytes; }
 
+static void act_forward(int act, float *out, const float *inp, size_t n);
+static void act_backward(int act, float *dinp, const float *dout, const float *inp, size_t n);
+
+/* The row-wise passes between the GEMMs, rows side by side on the thread
+ * pool (each row computed the same way on any split). */
+typedef struct {
+    int op, act, C;
+    float *x, *y;
+    const float *a, *w, *b, *mean, *rstd;
+} rows_args;
+
+enum { ROW_BIAS, ROW_BIAS_ACT, ROW_LN, ROW_DACT };
+
+static void rows_range(void *ctx, int i0, int i1)
+{
+    const rows_args *a = ctx;
+    int C = a->C;
+    for (int i = i0; i < i1; i++) {
+        float *r = a->x + (size_t)i * C;
+        switch (a->op) {
+        case ROW_BIAS: /* x += b */
+        case ROW_BIAS_ACT: /* x += b, y = act(x) */
+            for (int j = 0; j < C; j++) r[j] += a->b[j];
+            if (a->op == ROW_BIAS_ACT) act_forward(a->act, a->y + (size_t)i * C, r, C);
+            break;
+        case ROW_LN: { /* x = LayerNorm(a) from the saved statistics */
+            const float *in = a->a + (size_t)i * C, *w = a->w, *b = a->b;
+            float m = a->mean[i], s = a->rstd[i];
+            for (int j = 0; j < C; j++) r[j] = (in[j] - m) * s * w[j] + b[j];
+            break;
+        }
+        case ROW_DACT: /* x = act'(w) * a, into zeros as act_backward adds */
+            memset(r, 0, (size_t)C * sizeof(float));
+            act_backward(a->act, r, a->a + (size_t)i * C, a->w + (size_t)i * C, C);
+            break;
+        }
+    }
+}
+
+static void rows(rows_args a, int N) { par_for(N, (size_t)N * a.C * (a.op == ROW_BIAS ? 1 : 8), rows_range, &a); }
+
 /* x (N,C) += inp (N,K) w^T (w (C,K)) + b (C): a residual linear in place */
 static void residual_linear(float *x, const float *inp, const float *w, const float *b, int N, int K, int C)
 {
-    for (int i = 0; i < N; i++) {
-        float *r = x + (size_t)i * C;
-        for (int j = 0; j < C; j++) r[j] += b[j];
-    }
+    rows((rows_args){.op = ROW_BIAS, .C = C, .x = x, .b = b}, N);
     blas_sgemm(0, 1, N, C, K, 1, inp, K, w, K, 1, x, C);
 }
 
@@ -153,11 +192,7 @@ void tf_forward(const tf_config *c, const tf_block *w, float *x, int B, int T, t
         /* fc1 without its bias, then bias and activation row by row while
          * the row is in cache */
         blas_sgemm(0, 1, N, H, C, 1, ln, C, b->fc1_w, C, 0, hpre, H);
-        for (int i = 0; i < N; i++) {
-            float *r = hpre + (size_t)i * H;
-            for (int j = 0; j < H; j++) r[j] += b->fc1_b[j];
-            act_forward(c->act, h + (size_t)i * H, r, H);
-        }
+        rows((rows_args){.op = ROW_BIAS_ACT, .act = c->act, .C = H, .x = hpre, .y = h, .b = b->fc1_b}, N);
         residual_linear(x, h, b->fc2_w, b->fc2_b, N, H, C);
     }
     free(ln), free(h);
@@ -168,11 +203,7 @@ void tf_forward(const tf_config *c, const tf_block *w, float *x, int B, int T, t
 static void ln_apply(float *out, const float *x, const float *mean, const float *rstd, const float *w, const float *b,
                      int N, int C)
 {
-    for (int i = 0; i < N; i++) {
-        const float *r = x + (size_t)i * C;
-        float *o = out + (size_t)i * C, m = mean[i], s = rstd[i];
-        for (int j = 0; j < C; j++) o[j] = (r[j] - m) * s * w[j] + b[j];
-    }
+    rows((rows_args){.op = ROW_LN, .C = C, .x = out, .a = x, .w = w, .b = b, .mean = mean, .rstd = rstd}, N);
 }
 
 int tf_lowest_trainable(const tf_config *c, const tf_block *g)
@@ -207,8 +238,8 @@ int tf_backward(const tf_config *c, const tf_block *w, tf_block *g, float *dx, c
         linear_backward(NULL, gb ? gb->fc2_w : NULL, gb ? gb->fc2_b : NULL, dx, hb, b->fc2_w, N, H, C);
         memset(dh, 0, nh * sizeof(float));
         linear_backward(dh, NULL, NULL, dx, NULL, b->fc2_w, N, H, C); /* dh = d act output */
-        memset(hb, 0, nh * sizeof(float));
-        act_backward(c->act, hb, dh, a->h[l], nh); /* hb = d fc1 output */
+        /* hb = d fc1 output */
+        rows((rows_args){.op = ROW_DACT, .act = c->act, .C = H, .x = hb, .a = dh, .w = a->h[l]}, N);
         ln_apply(ln, a->x_mid[l], a->mean2[l], a->rstd2[l], b->ln2_w, b->ln2_b, N, C);
         memset(dln, 0, nc * sizeof(float));
         linear_backward(dln, gb ? gb->fc1_w : NULL, gb ? gb->fc1_b : NULL, hb, ln, b->fc1_w, N, C, H);

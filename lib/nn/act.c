@@ -2,6 +2,7 @@
  * (nn/simd.h); in-place use (out == inp) is allowed. */
 #include "nn/act.h"
 
+#include "nn/par.h"
 #include "nn/simd.h"
 
 #define SQRT1_2 0.70710678118654752440f
@@ -37,10 +38,49 @@ static inline vf quick_d(vf x)
         }                                                                                                            \
     } while (0)
 
-void gelu_forward(float *out, const float *inp, size_t n) { MAP(out, inp, n, gelu_v); }
-void gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) { BACK(dinp, dout, inp, n, gelu_d); }
-void quickgelu_forward(float *out, const float *inp, size_t n) { MAP(out, inp, n, quick_v); }
+/* Runs of RUN elements (a multiple of the vector width, so only the
+ * tensor's last run has a tail) side by side on the thread pool: the same
+ * element-wise function on any split. */
+#define RUN 4096
+
+typedef struct {
+    int kind; /* 0 gelu, 1 quickgelu */
+    float *out;
+    const float *inp, *dout;
+    size_t n;
+    int back;
+} act_args;
+
+static void act_range(void *ctx, int r0, int r1)
+{
+    const act_args *a = ctx;
+    size_t i0 = (size_t)r0 * RUN, i1 = (size_t)r1 * RUN < a->n ? (size_t)r1 * RUN : a->n, n = i1 - i0;
+    float *o = a->out + i0;
+    const float *x = a->inp + i0;
+    if (a->back) {
+        const float *d = a->dout + i0;
+        if (a->kind == 0)
+            BACK(o, d, x, n, gelu_d);
+        else
+            BACK(o, d, x, n, quick_d);
+    } else {
+        if (a->kind == 0)
+            MAP(o, x, n, gelu_v);
+        else
+            MAP(o, x, n, quick_v);
+    }
+}
+
+static void act_par(int kind, int back, float *out, const float *dout, const float *inp, size_t n)
+{
+    act_args a = {kind, out, inp, dout, n, back};
+    par_for((int)((n + RUN - 1) / RUN), 8 * n, act_range, &a);
+}
+
+void gelu_forward(float *out, const float *inp, size_t n) { act_par(0, 0, out, NULL, inp, n); }
+void gelu_backward(float *dinp, const float *dout, const float *inp, size_t n) { act_par(0, 1, dinp, dout, inp, n); }
+void quickgelu_forward(float *out, const float *inp, size_t n) { act_par(1, 0, out, NULL, inp, n); }
 void quickgelu_backward(float *dinp, const float *dout, const float *inp, size_t n)
 {
-    BACK(dinp, dout, inp, n, quick_d);
+    act_par(1, 1, dinp, dout, inp, n);
 }

@@ -1,16 +1,30 @@
 /* layernorm: LayerNorm over the last dimension, forward and backward. */
 #include "nn/layernorm.h"
 
+#include "nn/par.h"
 #include "nn/simd.h"
 
 #include <math.h>
 #include <stddef.h>
 
-// out (N,C), mean (N), rstd (N), inp (N,C), w (C), b (C); out == inp allowed
-void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b, int N,
-                       int C, float eps)
+/* Rows are independent: forward and the input gradient run rows side by
+ * side on the thread pool; the weight and bias gradients, which sum over
+ * rows, run column blocks side by side, each summing its rows in order. The
+ * same bytes as one thread. */
+typedef struct {
+    float *out, *mean, *rstd, *dinp, *dw, *db;
+    const float *inp, *w, *b, *dout, *cmean, *crstd;
+    int N, C;
+    float eps;
+} ln_args;
+
+static void fwd_rows(void *ctx, int i0, int i1)
 {
-    for (int i = 0; i < N; i++) {
+    const ln_args *a = ctx;
+    const float *inp = a->inp, *w = a->w, *b = a->b;
+    float *out = a->out, *mean = a->mean, *rstd = a->rstd, eps = a->eps;
+    int C = a->C;
+    for (int i = i0; i < i1; i++) {
         const float *x = inp + (size_t)i * C;
         float *y = out + (size_t)i * C;
         /* two passes: the one-pass E[x^2]-E[x]^2 loses digits on large means */
@@ -38,6 +52,14 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
     }
 }
 
+// out (N,C), mean (N), rstd (N), inp (N,C), w (C), b (C); out == inp allowed
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b, int N,
+                       int C, float eps)
+{
+    ln_args a = {.out = out, .mean = mean, .rstd = rstd, .inp = inp, .w = w, .b = b, .N = N, .C = C, .eps = eps};
+    par_for(N, (size_t)N * C * 3, fwd_rows, &a);
+}
+
 void layernorm_forward_ref(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b,
                            int N, int C, float eps)
 {
@@ -55,32 +77,52 @@ void layernorm_forward_ref(float *out, float *mean, float *rstd, const float *in
     }
 }
 
+static void dinp_rows(void *ctx, int i0, int i1)
+{
+    const ln_args *a = ctx;
+    const float *w = a->w;
+    int C = a->C;
+    for (int i = i0; i < i1; i++) {
+        const float *x = a->inp + (size_t)i * C, *d = a->dout + (size_t)i * C;
+        float m = a->cmean[i], s = a->crstd[i];
+        /* dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * w */
+        float gm = 0, gxm = 0;
+        for (int c = 0; c < C; c++) {
+            float g = d[c] * w[c];
+            gm += g;
+            gxm += g * (x[c] - m) * s;
+        }
+        gm /= C;
+        gxm /= C;
+        float *dx = a->dinp + (size_t)i * C;
+        for (int c = 0; c < C; c++) {
+            float xh = (x[c] - m) * s;
+            dx[c] += s * (d[c] * w[c] - gm - xh * gxm);
+        }
+    }
+}
+
+/* columns [16 k0, 16 k1) of dw and db, rows in order */
+static void dwb_cols(void *ctx, int k0, int k1)
+{
+    const ln_args *a = ctx;
+    int C = a->C, c0 = 16 * k0, c1 = 16 * k1 < C ? 16 * k1 : C;
+    for (int i = 0; i < a->N; i++) {
+        const float *x = a->inp + (size_t)i * C, *d = a->dout + (size_t)i * C;
+        float m = a->cmean[i], s = a->crstd[i];
+        if (a->dw)
+            for (int c = c0; c < c1; c++) a->dw[c] += d[c] * (x[c] - m) * s;
+        if (a->db)
+            for (int c = c0; c < c1; c++) a->db[c] += d[c];
+    }
+}
+
 // dinp (N,C), dw (C), db (C); dout (N,C), inp (N,C), w (C), mean, rstd (N)
 void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
                         const float *mean, const float *rstd, int N, int C)
 {
-    for (int i = 0; i < N; i++) {
-        const float *x = inp + (size_t)i * C, *d = dout + (size_t)i * C;
-        float m = mean[i], s = rstd[i];
-        if (dinp) {
-            /* dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * w */
-            float gm = 0, gxm = 0;
-            for (int c = 0; c < C; c++) {
-                float g = d[c] * w[c];
-                gm += g;
-                gxm += g * (x[c] - m) * s;
-            }
-            gm /= C;
-            gxm /= C;
-            float *dx = dinp + (size_t)i * C;
-            for (int c = 0; c < C; c++) {
-                float xh = (x[c] - m) * s;
-                dx[c] += s * (d[c] * w[c] - gm - xh * gxm);
-            }
-        }
-        if (dw)
-            for (int c = 0; c < C; c++) dw[c] += d[c] * (x[c] - m) * s;
-        if (db)
-            for (int c = 0; c < C; c++) db[c] += d[c];
-    }
+    ln_args a = {.dinp = dinp, .dw = dw, .db = db, .inp = inp, .w = w, .dout = dout, .cmean = mean, .crstd = rstd,
+                 .N = N, .C = C};
+    if (dinp) par_for(N, (size_t)N * C * 4, dinp_rows, &a);
+    if (dw || db) par_for((C + 15) / 16, (size_t)N * C * 3, dwb_cols, &a);
 }

@@ -1,5 +1,7 @@
 /* layernorm: normalisation over the last dimension (PyTorch nn.LayerNorm).
- * Backward accumulates (+=); NULL gradients are skipped. */
+ * Backward accumulates (+=); NULL gradients are skipped. Rows (and for the
+ * weight and bias gradients, column blocks summing the rows in order) go
+ * side by side on the thread pool: the same bytes on any thread count. */
 #ifndef VL_NN_LAYERNORM_H
 #define VL_NN_LAYERNORM_H
 

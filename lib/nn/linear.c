@@ -2,6 +2,8 @@
 #include "nn/linear.h"
 
 #include "blas.h"
+#include "nn/par.h"
+#include "nn/simd.h"
 
 #include <string.h>
 
@@ -27,17 +29,43 @@ void linear_forward_ref(float *out, const float *inp, const float *w, const floa
         }
 }
 
+/* db[o] += dout[i][o] over the rows in order, for columns [16 k0, 16 k1)
+ * side by side on the thread pool (16 lanes at a time): every element sums
+ * the same way on any split */
+typedef struct {
+    float *db;
+    const float *dout;
+    int N, OC;
+} db_args;
+
+static void db_cols(void *ctx, int k0, int k1)
+{
+    const db_args *a = ctx;
+    int o0 = VL_VW * k0, o1 = VL_VW * k1 < a->OC ? VL_VW * k1 : a->OC;
+    for (int o = o0; o < o1; o += VL_VW) {
+        int n = o1 - o < VL_VW ? o1 - o : VL_VW;
+        vf acc = n == VL_VW ? vf_load(a->db + o) : vf_load_part(a->db + o, n, 0.0f);
+        for (int i = 0; i < a->N; i++) {
+            const float *d = a->dout + (size_t)i * a->OC + o;
+            acc += n == VL_VW ? vf_load(d) : vf_load_part(d, n, 0.0f);
+        }
+        if (n == VL_VW)
+            vf_store(a->db + o, acc);
+        else
+            vf_store_part(a->db + o, acc, n);
+    }
+}
+
 // dinp (N,C), dw (OC,C), db (OC); dout (N,OC), inp (N,C), w (OC,C)
 void linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int N,
                      int C, int OC)
 {
     if (dinp) blas_sgemm(0, 0, N, C, OC, 1, dout, OC, w, C, 1, dinp, C);
     if (dw) blas_sgemm(1, 0, OC, C, N, 1, dout, OC, inp, C, 1, dw, C);
-    if (db)
-        for (int i = 0; i < N; i++) {
-            const float *d = dout + (size_t)i * OC;
-            for (int o = 0; o < OC; o++) db[o] += d[o];
-        }
+    if (db) {
+        db_args a = {db, dout, N, OC};
+        par_for((OC + VL_VW - 1) / VL_VW, (size_t)N * OC, db_cols, &a);
+    }
 }
 
 void linear_backward_ref(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,

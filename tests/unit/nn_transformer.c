@@ -186,6 +186,52 @@ static void test_act(int quick)
     free(c.inp), free(c.r), free(c.out), free(di);
 }
 
+/* ---- the row-wise ops on the thread pool ---- */
+/* LayerNorm forward and backward, GELU and QuickGELU forward and backward
+ * and linear's bias gradient on sizes that the pool splits: 2 and 3
+ * threads give one thread's bytes (one thread runs the plain loops) */
+static void test_rows_threads(void)
+{
+    int N = 45, C = 1000, OC = 1030, threads = blas_get_threads(), ok = 1;
+    size_t n = (size_t)N * C, na = 100003;
+    float *x = rnd(n, 2), *w = rnd(C, 1), *b = rnd(C, 1), *r = rnd(n, 1), *ax = rnd(na, 4), *ar = rnd(na, 1);
+    float *dl = rnd((size_t)N * OC, 1);
+    float *out[3], *mean[3], *rstd[3], *di[3], *dw[3], *db[3], *ao[3], *qo[3], *ad[3], *qd[3], *lb[3];
+    for (int t = 0; t < 3; t++) {
+        blas_set_threads(t + 1);
+        out[t] = xmalloc(n * 4), mean[t] = xmalloc(N * 4), rstd[t] = xmalloc(N * 4);
+        di[t] = fill(n, .5f), dw[t] = fill(C, .5f), db[t] = fill(C, .5f);
+        layernorm_forward(out[t], mean[t], rstd[t], x, w, b, N, C, 1e-5f);
+        layernorm_backward(di[t], dw[t], db[t], r, x, w, mean[t], rstd[t], N, C);
+        ao[t] = xmalloc(na * 4), qo[t] = xmalloc(na * 4), ad[t] = fill(na, .5f), qd[t] = fill(na, .5f);
+        gelu_forward(ao[t], ax, na);
+        quickgelu_forward(qo[t], ax, na);
+        gelu_backward(ad[t], ar, ax, na);
+        quickgelu_backward(qd[t], ar, ax, na);
+        lb[t] = fill(OC, .25f);
+        linear_backward(NULL, NULL, lb[t], dl, NULL, NULL, N, C, OC);
+        if (t == 0) continue;
+        ok &= memcmp(out[t], out[0], n * 4) == 0 && memcmp(mean[t], mean[0], N * 4) == 0 &&
+              memcmp(rstd[t], rstd[0], N * 4) == 0 && memcmp(di[t], di[0], n * 4) == 0 &&
+              memcmp(dw[t], dw[0], C * 4) == 0 && memcmp(db[t], db[0], C * 4) == 0;
+        ok &= memcmp(ao[t], ao[0], na * 4) == 0 && memcmp(qo[t], qo[0], na * 4) == 0 &&
+              memcmp(ad[t], ad[0], na * 4) == 0 && memcmp(qd[t], qd[0], na * 4) == 0;
+        ok &= memcmp(lb[t], lb[0], OC * 4) == 0;
+    }
+    blas_set_threads(threads);
+    /* and the bias gradient is the rows' sum in order */
+    float *lr = fill(OC, .25f);
+    for (int i = 0; i < N; i++)
+        for (int o = 0; o < OC; o++) lr[o] += dl[(size_t)i * OC + o];
+    ok &= memcmp(lr, lb[0], OC * 4) == 0;
+    CHECK(ok, "layernorm, gelu, quickgelu, linear bias gradient: 1, 2 and 3 threads give the same bytes");
+    for (int t = 0; t < 3; t++) {
+        free(out[t]), free(mean[t]), free(rstd[t]), free(di[t]), free(dw[t]), free(db[t]);
+        free(ao[t]), free(qo[t]), free(ad[t]), free(qd[t]), free(lb[t]);
+    }
+    free(x), free(w), free(b), free(r), free(ax), free(ar), free(dl), free(lr);
+}
+
 /* ---- attention ---- */
 struct att {
     float *out, *att, *qkv, *r;
@@ -534,5 +580,6 @@ int main(void)
     test_stack_frozen();
     test_vit_frozen();
     test_clip_vision();
+    test_rows_threads();
     CHECK_EXIT();
 }
