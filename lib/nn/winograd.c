@@ -253,21 +253,24 @@ int wino_pays(const conv_shape *s, int B)
 static void input_plane(float *V, size_t es, const float *x, const geom *g, float *P, float *X)
 {
     int TW = g->TW, PWv = g->PWv, pad = g->pad;
+    /* the columns the tiles read, in whole vectors: the row pass reads X
+     * past them (up to PWv) only into lanes it does not store */
+    int QW = (4 * TW + 2 + 7) & ~7;
     for (int y = 0; y < g->PH; y++) {
         float *row = P + (size_t)y * PWv;
         int h = y - pad;
         if (h < 0 || h >= g->H) {
-            memset(row, 0, PWv * sizeof(float));
+            memset(row, 0, QW * sizeof(float));
             continue;
         }
         memset(row, 0, pad * sizeof(float));
         memcpy(row + pad, x + (size_t)h * g->W, g->W * sizeof(float));
-        memset(row + pad + g->W, 0, (PWv - pad - g->W) * sizeof(float));
+        memset(row + pad + g->W, 0, (QW - pad - g->W) * sizeof(float));
     }
     for (int th = 0; th < g->TH; th++) {
         const float *rows = P + (size_t)4 * th * PWv;
         /* columns: X[r] = sum_a BT[r][a] row[4th + a] */
-        for (int q = 0; q < PWv; q += 8) {
+        for (int q = 0; q < QW; q += 8) {
             v8 d[6], o[6];
             for (int a = 0; a < 6; a++) d[a] = ld8(rows + (size_t)a * PWv + q);
             bt(o, d);
