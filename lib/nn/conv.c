@@ -70,45 +70,42 @@ static int gather2(float *d, const float *src, int lo, int hi)
     return ow;
 }
 
-/* col (Cg*KH*KW, OH*OW) with row stride ldc; inp (Cg,H,W): the Cg channels
- * of one group */
-static void im2col(float *col, size_t ldc, const float *inp, int Cg, const conv_shape *s)
+/* the KW rows of col (row stride ldc) of one channel src (H,W) and kernel
+ * row kh */
+static void im2col_kh(float *col, size_t ldc, const float *src, int kh, const conv_shape *s)
 {
-    for (int c = 0; c < Cg; c++)
-        for (int kh = 0; kh < s->KH; kh++)
-            for (int kw = 0; kw < s->KW; kw++) {
-                float *dst = col + ((size_t)(c * s->KH + kh) * s->KW + kw) * ldc;
-                const float *src = inp + (size_t)c * s->H * s->W;
-                int dh = kh * s->dil - s->pad, dw = kw * s->dil - s->pad;
-                for (int oh = 0; oh < s->OH; oh++) {
-                    int ih = oh * s->stride + dh;
-                    float *d = dst + oh * s->OW;
-                    if (ih < 0 || ih >= s->H) {
-                        memset(d, 0, s->OW * sizeof(float));
-                        continue;
-                    }
-                    const float *row = src + (size_t)ih * s->W;
-                    if (s->stride == 1) {
-                        /* contiguous run with zero margins */
-                        int lo = dw < 0 ? -dw : 0, hi = s->W - dw;
-                        if (hi > s->OW) hi = s->OW;
-                        if (lo > s->OW) lo = s->OW;
-                        for (int ow = 0; ow < lo; ow++) d[ow] = 0;
-                        if (hi > lo) memcpy(d + lo, row + lo + dw, (size_t)(hi - lo) * sizeof(float));
-                        for (int ow = hi > lo ? hi : lo; ow < s->OW; ow++) d[ow] = 0;
-                    } else {
-                        /* in-image outputs are [lo, hi): no bounds checks inside */
-                        int st = s->stride, lo = 0, hi = s->OW;
-                        while (lo < hi && lo * st + dw < 0) lo++;
-                        while (hi > lo && (hi - 1) * st + dw >= s->W) hi--;
-                        for (int ow = 0; ow < lo; ow++) d[ow] = 0.0f;
-                        int ow = lo;
-                        if (st == 2) ow = gather2(d, row + dw, lo, hi);
-                        for (; ow < hi; ow++) d[ow] = row[ow * st + dw];
-                        for (int ow = hi; ow < s->OW; ow++) d[ow] = 0.0f;
-                    }
-                }
+    for (int kw = 0; kw < s->KW; kw++) {
+        float *dst = col + (size_t)kw * ldc;
+        int dh = kh * s->dil - s->pad, dw = kw * s->dil - s->pad;
+        for (int oh = 0; oh < s->OH; oh++) {
+            int ih = oh * s->stride + dh;
+            float *d = dst + oh * s->OW;
+            if (ih < 0 || ih >= s->H) {
+                memset(d, 0, s->OW * sizeof(float));
+                continue;
             }
+            const float *row = src + (size_t)ih * s->W;
+            if (s->stride == 1) {
+                /* contiguous run with zero margins */
+                int lo = dw < 0 ? -dw : 0, hi = s->W - dw;
+                if (hi > s->OW) hi = s->OW;
+                if (lo > s->OW) lo = s->OW;
+                for (int ow = 0; ow < lo; ow++) d[ow] = 0;
+                if (hi > lo) memcpy(d + lo, row + lo + dw, (size_t)(hi - lo) * sizeof(float));
+                for (int ow = hi > lo ? hi : lo; ow < s->OW; ow++) d[ow] = 0;
+            } else {
+                /* in-image outputs are [lo, hi): no bounds checks inside */
+                int st = s->stride, lo = 0, hi = s->OW;
+                while (lo < hi && lo * st + dw < 0) lo++;
+                while (hi > lo && (hi - 1) * st + dw >= s->W) hi--;
+                for (int ow = 0; ow < lo; ow++) d[ow] = 0.0f;
+                int ow = lo;
+                if (st == 2) ow = gather2(d, row + dw, lo, hi);
+                for (; ow < hi; ow++) d[ow] = row[ow * st + dw];
+                for (int ow = hi; ow < s->OW; ow++) d[ow] = 0.0f;
+            }
+        }
+    }
 }
 
 /* inp (Cg,H,W) += col2im(col), col rows ldc apart */
@@ -135,7 +132,9 @@ static void col2im_add(float *inp, const float *col, size_t ldc, int Cg, const c
 
 /* im2col / col2im over m images side by side (image i at column i*OHW of
  * rows ld apart; image i's channels at inp + i * img_stride), split over
- * threads by (image, channel): each writes its own rows or its own plane. */
+ * threads by (image, channel, kernel row) and (image, channel): each writes
+ * its own rows or its own plane (a convolution of few channels, the stem's,
+ * still has rows enough to share). */
 typedef struct {
     float *col, *dinp;
     const float *inp, *ccol;
@@ -149,11 +148,11 @@ static void im2col_range(void *ctx, int j0, int j1)
 {
     const cols_args *a = ctx;
     const conv_shape *s = a->s;
-    size_t HW = (size_t)s->H * s->W, rows = (size_t)s->KH * s->KW;
+    size_t HW = (size_t)s->H * s->W;
     for (int j = j0; j < j1; j++) {
-        int i = j / a->Cg, c = j % a->Cg;
-        im2col(a->col + (size_t)i * a->OHW + (size_t)c * rows * a->ld, a->ld, a->inp + i * a->img_stride + c * HW, 1,
-               s);
+        int i = j / (a->Cg * s->KH), c = j / s->KH % a->Cg, kh = j % s->KH;
+        im2col_kh(a->col + (size_t)i * a->OHW + (size_t)(c * s->KH + kh) * s->KW * a->ld, a->ld,
+                  a->inp + i * a->img_stride + c * HW, kh, s);
     }
 }
 
@@ -161,7 +160,7 @@ static void im2col_par(float *col, size_t ld, const float *inp, size_t img_strid
 {
     int OHW = s->OH * s->OW;
     cols_args a = {.col = col, .inp = inp, .ld = ld, .img_stride = img_stride, .Cg = Cg, .OHW = OHW, .s = s};
-    par_for(m * Cg, (size_t)m * Cg * s->KH * s->KW * OHW, im2col_range, &a);
+    par_for(m * Cg * s->KH, (size_t)m * Cg * s->KH * s->KW * OHW, im2col_range, &a);
 }
 
 static void col2im_range(void *ctx, int j0, int j1)
