@@ -236,23 +236,19 @@ int tf_backward(const tf_config *c, const tf_block *w, tf_block *g, float *dx, c
         /* MLP branch: x_out = x_mid + fc2(act(fc1(ln_2(x_mid)))) */
         act_forward(c->act, hb, a->h[l], nh);
         linear_backward(NULL, gb ? gb->fc2_w : NULL, gb ? gb->fc2_b : NULL, dx, hb, b->fc2_w, N, H, C);
-        memset(dh, 0, nh * sizeof(float));
-        linear_backward(dh, NULL, NULL, dx, NULL, b->fc2_w, N, H, C); /* dh = d act output */
+        linear_backward_set(dh, NULL, NULL, dx, NULL, b->fc2_w, N, H, C); /* dh = d act output */
         /* hb = d fc1 output */
         rows((rows_args){.op = ROW_DACT, .act = c->act, .C = H, .x = hb, .a = dh, .w = a->h[l]}, N);
         ln_apply(ln, a->x_mid[l], a->mean2[l], a->rstd2[l], b->ln2_w, b->ln2_b, N, C);
-        memset(dln, 0, nc * sizeof(float));
-        linear_backward(dln, gb ? gb->fc1_w : NULL, gb ? gb->fc1_b : NULL, hb, ln, b->fc1_w, N, C, H);
+        linear_backward_set(dln, gb ? gb->fc1_w : NULL, gb ? gb->fc1_b : NULL, hb, ln, b->fc1_w, N, C, H);
         layernorm_backward(dx, gb ? gb->ln2_w : NULL, gb ? gb->ln2_b : NULL, dln, a->x_mid[l], b->ln2_w, a->mean2[l],
                            a->rstd2[l], N, C);
         /* attention branch: x_mid = x_in + out_proj(attention(qkv(ln_1(x_in)))) */
-        memset(dln, 0, nc * sizeof(float));
-        linear_backward(dln, gb ? gb->proj_w : NULL, gb ? gb->proj_b : NULL, dx, a->atty[l], b->proj_w, N, C, C);
+        linear_backward_set(dln, gb ? gb->proj_w : NULL, gb ? gb->proj_b : NULL, dx, a->atty[l], b->proj_w, N, C, C);
         memset(dqkv, 0, 3 * nc * sizeof(float));
         attention_backward(dqkv, dln, a->qkv[l], a->att[l], B, T, C, c->NH);
         ln_apply(ln, a->x_in[l], a->mean1[l], a->rstd1[l], b->ln1_w, b->ln1_b, N, C);
-        memset(dln, 0, nc * sizeof(float));
-        linear_backward(dln, gb ? gb->qkv_w : NULL, gb ? gb->qkv_b : NULL, dqkv, ln, b->qkv_w, N, C, 3 * C);
+        linear_backward_set(dln, gb ? gb->qkv_w : NULL, gb ? gb->qkv_b : NULL, dqkv, ln, b->qkv_w, N, C, 3 * C);
         layernorm_backward(dx, gb ? gb->ln1_w : NULL, gb ? gb->ln1_b : NULL, dln, a->x_in[l], b->ln1_w, a->mean1[l],
                            a->rstd1[l], N, C);
     }

@@ -56,16 +56,28 @@ static void db_cols(void *ctx, int k0, int k1)
     }
 }
 
-// dinp (N,C), dw (OC,C), db (OC); dout (N,OC), inp (N,C), w (OC,C)
-void linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int N,
-                     int C, int OC)
+static void backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int N,
+                     int C, int OC, float beta)
 {
-    if (dinp) blas_sgemm(0, 0, N, C, OC, 1, dout, OC, w, C, 1, dinp, C);
+    if (dinp) blas_sgemm(0, 0, N, C, OC, 1, dout, OC, w, C, beta, dinp, C);
     if (dw) blas_sgemm(1, 0, OC, C, N, 1, dout, OC, inp, C, 1, dw, C);
     if (db) {
         db_args a = {db, dout, N, OC};
         par_for((OC + VL_VW - 1) / VL_VW, (size_t)N * OC, db_cols, &a);
     }
+}
+
+// dinp (N,C), dw (OC,C), db (OC); dout (N,OC), inp (N,C), w (OC,C)
+void linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int N,
+                     int C, int OC)
+{
+    backward(dinp, dw, db, dout, inp, w, N, C, OC, 1);
+}
+
+void linear_backward_set(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                         int N, int C, int OC)
+{
+    backward(dinp, dw, db, dout, inp, w, N, C, OC, 0);
 }
 
 void linear_backward_ref(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,

@@ -10,6 +10,10 @@ void linear_forward_ref(float *out, const float *inp, const float *w, const floa
 /* dinp (N,C), dw (OC,C), db (OC); dout (N,OC), inp (N,C), w (OC,C) */
 void linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int N,
                      int C, int OC);
+/* The same, but dinp is set (the GEMM's beta 0), not added to: no pass to
+ * zero it first; dw and db still accumulate. */
+void linear_backward_set(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                         int N, int C, int OC);
 void linear_backward_ref(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
                          int N, int C, int OC);
 
