@@ -312,16 +312,11 @@ static void output_plane(float *o, const float *M, size_t es, float bias, const 
             for (int i = 0; i < 4; i++) st8(Y + (size_t)(i * 4 + j) * Tp + p, y[i]);
         }
     /* each map row: its tiles' 4 columns interleaved back, 8 tiles at a time
-     * (one by one on narrow maps) */
+     * (narrow maps too: a row of fewer tiles is one part vector) */
     for (int th = 0; th < g->TH; th++)
         for (int i = 0; i < 4 && 4 * th + i < g->OH; i++) {
             float *orow = o + (size_t)(4 * th + i) * g->OW;
             const float *y = Y + (size_t)i * 4 * Tp + th * TW;
-            if (TW < 8) {
-                for (int t = 0; t < TW; t++)
-                    for (int j = 0; j < 4 && 4 * t + j < g->OW; j++) orow[4 * t + j] = y[(size_t)j * Tp + t] + bias;
-                continue;
-            }
             for (int t = 0; t < TW; t += 8) {
                 int n = TW - t < 8 ? TW - t : 8, left = g->OW - 4 * t;
                 v8 a[4], x[4];
@@ -337,19 +332,12 @@ static void output_plane(float *o, const float *M, size_t es, float bias, const 
 static void zgrad_plane(float *Z, size_t es, const float *dy, const geom *g, float *Gs, float *Hs, float *row)
 {
     int T = g->T, Tp = g->Tp, TW = g->TW;
-    /* each map row (zero past the map) taken 8 tiles apart at a time (one
-     * by one on narrow maps) */
+    /* each map row (zero past the map) taken 8 tiles apart at a time
+     * (narrow maps too) */
     for (int th = 0; th < g->TH; th++)
         for (int i = 0; i < 4; i++) {
             int oh = 4 * th + i;
             float *d = Gs + (size_t)i * 4 * Tp + th * TW;
-            if (TW < 8) {
-                const float *src = dy + (size_t)oh * g->OW;
-                for (int t = 0; t < TW; t++)
-                    for (int j = 0; j < 4; j++)
-                        d[(size_t)j * Tp + t] = oh < g->OH && 4 * t + j < g->OW ? src[4 * t + j] : 0.0f;
-                continue;
-            }
             if (oh < g->OH) {
                 memcpy(row, dy + (size_t)oh * g->OW, g->OW * sizeof(float));
                 memset(row + g->OW, 0, (g->PWv - g->OW) * sizeof(float));
