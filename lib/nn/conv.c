@@ -108,6 +108,33 @@ static void im2col_kh(float *col, size_t ldc, const float *src, int kh, const co
     }
 }
 
+/* d[ow] += src[ow] from ow = lo, 16 at a time while whole vectors fit in
+ * [lo, hi); returns where it stopped */
+static int add1(float *d, const float *src, int lo, int hi)
+{
+    int ow = lo;
+    for (; ow + VL_VW <= hi; ow += VL_VW) vf_store(d + ow, vf_load(d + ow) + vf_load(src + ow));
+    return ow;
+}
+
+/* d[2 ow] += src[ow] from ow = lo, 16 at a time: the values spread to the
+ * even lanes of two vectors, -0 in the odd ones (x + -0 is x for every x,
+ * -0 included), while the 32 floats touched stay inside [lo, hi)'s inputs
+ * (as gather2). Each element still takes its one addition per call. */
+static int scatter_add2(float *d, const float *src, int lo, int hi)
+{
+    int ow = lo;
+    vf nz = -vf_set(0.0f); /* -0 in every lane (vf_set(-0.0f) would add it to +0) */
+    for (; ow + VL_VW < hi; ow += VL_VW) {
+        vf v = vf_load(src + ow);
+        vf e0 = __builtin_shufflevector(v, nz, 0, 16, 1, 16, 2, 16, 3, 16, 4, 16, 5, 16, 6, 16, 7, 16);
+        vf e1 = __builtin_shufflevector(v, nz, 8, 16, 9, 16, 10, 16, 11, 16, 12, 16, 13, 16, 14, 16, 15, 16);
+        vf_store(d + 2 * ow, vf_load(d + 2 * ow) + e0);
+        vf_store(d + 2 * ow + VL_VW, vf_load(d + 2 * ow + VL_VW) + e1);
+    }
+    return ow;
+}
+
 /* inp (Cg,H,W) += col2im(col), col rows ldc apart */
 static void col2im_add(float *inp, const float *col, size_t ldc, int Cg, const conv_shape *s)
 {
@@ -125,7 +152,10 @@ static void col2im_add(float *inp, const float *col, size_t ldc, int Cg, const c
                     int st = s->stride, lo = 0, hi = s->OW;
                     while (lo < hi && lo * st + dw < 0) lo++;
                     while (hi > lo && (hi - 1) * st + dw >= s->W) hi--;
-                    for (int ow = lo; ow < hi; ow++) row[ow * st + dw] += sr[ow];
+                    int ow = lo;
+                    if (st == 1) ow = add1(row + dw, sr, lo, hi);
+                    if (st == 2) ow = scatter_add2(row + dw, sr, lo, hi);
+                    for (; ow < hi; ow++) row[ow * st + dw] += sr[ow];
                 }
             }
 }

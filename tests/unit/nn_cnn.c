@@ -130,6 +130,28 @@ static void test_conv(const char *what, int B, int C, int H, int W, int OC, int 
     free(dx), free(dw), free(db), free(dxr), free(dwr), free(dbr), free(dw2);
 }
 
+/* col2im's vector paths (stride 1, stride 2 spread over even lanes) add one
+ * value per element and nothing else: the elements a 1x1 stride-2
+ * convolution never reaches keep their bytes, -0 included */
+static void test_col2im_untouched(void)
+{
+    conv_shape s;
+    int B = 2, C = 3, H = 6, W = 80, ok = 1;
+    conv_shape_init(&s, C, H, W, 4, 1, 1, 2, 0, 1, 1);
+    size_t nx = (size_t)B * C * H * W, no = (size_t)B * 4 * s.OH * s.OW;
+    float *w = randv(4 * C, 1), *g = randv(no, 1), *dx = zeros(nx), *dxs = zeros(nx);
+    for (size_t i = 0; i < nx; i++) dx[i] = dxs[i] = -0.0f;
+    conv2d_backward(dx, NULL, NULL, g, NULL, w, B, &s);
+    conv2d_backward_set(dxs, NULL, NULL, g, NULL, w, B, &s);
+    for (size_t i = 0; i < nx; i++) {
+        int h = (int)(i / W % H), x = (int)(i % W), reached = h % 2 == 0 && x % 2 == 0;
+        if (!reached) ok &= signbit(dx[i]) && dx[i] == 0 && dxs[i] == 0 && !signbit(dxs[i]);
+        else ok &= dx[i] == dxs[i];
+    }
+    CHECK(ok, "conv 1x1 s2 backward: unreached input-gradient elements keep -0 (accumulating) or are +0 (setting)");
+    free(w), free(g), free(dx), free(dxs);
+}
+
 /* ---------- batchnorm ---------- */
 
 typedef struct {
@@ -1081,6 +1103,7 @@ int main(void)
     test_freezing();
     test_fold();
     test_decisions();
+    test_col2im_untouched();
     conv_release_workspace();
     CHECK_EXIT();
 }
