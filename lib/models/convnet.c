@@ -125,7 +125,17 @@ int cn_down(convnet *m, const char *conv, const char *bn, int cin, int cout, int
     return i;
 }
 
-void cn_block_end(convnet *m, int maxpool_after) { m->b[m->nb - 1].pool = maxpool_after; }
+void cn_block_end(convnet *m, int maxpool_after)
+{
+    block *bk = &m->b[m->nb - 1];
+    /* a join runs in place on the last unit's output, which is then no
+     * longer that unit's activation (its backward mask, cn_decisions) */
+    if (bk->join != CN_PLAIN && bk->nu > 0 && m->u[bk->u0 + bk->nu - 1].act != CN_NONE) {
+        fprintf(stderr, "convnet: a block that joins must end in a unit without activation\n");
+        abort();
+    }
+    bk->pool = maxpool_after;
+}
 
 void cn_extra(convnet *m, const char *name, int ndim, const int64_t *shape)
 {
@@ -360,6 +370,8 @@ static size_t pool_numel(const block *bk, const unit *last, int B)
 
 int cn_forward(convnet *m, float *feat, const float *x, int B, int H, int W, int save, char *err)
 {
+    /* nothing saved survives a failed forward (shapes may have changed) */
+    m->saved = 0;
     if (m->folded && (save || m->bn_train))
         return vl_error(err, "BatchNorm is folded into the convolutions: the model is for inference only");
     if (plan_shapes(m, H, W) != 0) return vl_error(err, "input %dx%d is too small for this network", H, W);

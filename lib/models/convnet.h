@@ -30,6 +30,8 @@ void cn_block_begin(convnet *m, int join);
 int cn_unit(convnet *m, const char *conv, const char *bn, int cin, int cout, int k, int stride, int groups, int act);
 /* the next unit is the block's shortcut (1x1 conv + BN) */
 int cn_down(convnet *m, const char *conv, const char *bn, int cin, int cout, int stride);
+/* A block that joins (CN_ADD, CN_ADD_RELU) must end in a unit without
+ * activation (the join takes its output over); otherwise this aborts. */
 void cn_block_end(convnet *m, int maxpool_after);
 /* Extra tensors not on the feature path (a classifier), registered frozen. */
 void cn_extra(convnet *m, const char *name, int ndim, const int64_t *shape);
@@ -67,7 +69,7 @@ void cn_backward(convnet *m, const float *dfeat);
  * tests hand them to the float64 reference, which takes them where its own
  * values lie within rounding of a threshold or of each other
  * (tests/ref/student_train.c). The pointers stay valid until the next
- * forward, backward or cn_release. */
+ * forward, cn_release or cn_free. */
 typedef struct {
     int act;        /* CN_RELU or CN_RELU6; CN_NONE: a 3x3/2 max pool */
     const float *y; /* the activation's output (B,C,H,W); NULL for a pool */
@@ -75,7 +77,7 @@ typedef struct {
     int B, C, H, W;
 } cn_decision;
 /* The number of decision sites (at most max are written to d), or -1 when
- * the last forward did not save. */
+ * the last forward did not save or failed. */
 int cn_decisions(const convnet *m, cn_decision *d, int max);
 
 size_t cn_buffer_bytes(const convnet *m);
