@@ -215,8 +215,16 @@ static void col2im_par(float *dinp, const float *col, size_t ld, size_t img_stri
     par_for(m * Cg, (size_t)m * Cg * s->KH * s->KW * OHW, col2im_range, &a);
 }
 
+/* o[j] = src[j] + b over whole vectors of n; returns where it stopped */
+static int add1_to(float *o, const float *src, vf b, int n)
+{
+    int j = 0;
+    for (; j + VL_VW <= n; j += VL_VW) vf_store(o + j, vf_load(src + j) + b);
+    return j;
+}
+
 /* Rows of a chunk's (OCg, m*OHW) GEMM result to and from the tensor, split
- * over threads by row. */
+ * over threads by row (the bias added 16 lanes at a time). */
 typedef struct {
     float *dst;
     const float *src, *bias;
@@ -234,7 +242,9 @@ static void rows_range(void *ctx, int r0, int r1)
                 float *o = a->dst + x;
                 const float *src = a->src + t;
                 float bias = a->bias ? a->bias[oc] : 0.0f;
-                for (int j = 0; j < a->OHW; j++) o[j] = src[j] + bias;
+                vf vb = vf_set(bias);
+                int j = add1_to(o, src, vb, a->OHW);
+                for (; j < a->OHW; j++) o[j] = src[j] + bias;
             } else {
                 memcpy(a->dst + t, a->src + x, (size_t)a->OHW * sizeof(float));
             }
