@@ -208,12 +208,16 @@ int main(int argc, char **argv)
 
     const mp_val *item;
     int rc;
+    stream_keys *keys = stream_keys_new();
     for (;;) {
         while ((rc = sr_next(r, &item)) == 1) {
             if (sr_check_item(r, item, err) != 0) {
                 if (drop_item(&dropped, max_errors, "%s: dropped", err)) die_dropped(dropped, max_errors);
                 continue;
             }
+            /* a repeated (id, view) could not be joined downstream: the
+             * input was put together wrongly (vl2v-stream(5)) */
+            if (stream_keys_add(keys, r, item, err) != 0) die(1, "%s", err);
             int64_t h, w;
             mp_get_i64(item, "h", &h);
             mp_get_i64(item, "w", &w);
@@ -255,6 +259,7 @@ int main(int argc, char **argv)
     }
     FLUSH();
 #undef FLUSH
+    stream_keys_free(keys);
     progress_done();
     s.dropped = upstream_dropped + dropped;
     sw_trailer_begin(&s);

@@ -37,7 +37,8 @@ def stream(path, items, dropped):
 good = {"id": "g", "h": 32, "w": 32, "pix": r.integers(0, 256, (32, 32, 3), dtype=np.uint8).tobytes()}
 bad = {"id": "short", "h": 32, "w": 32, "pix": bytes(100)}
 stream(d + "/up2.mp", [good], 2)
-stream(d + "/bad.mp", [good, bad], 0)
+stream(d + "/bad.mp", [dict(good, id="g2"), bad], 0)
+stream(d + "/dup.mp", [good, dict(good, id="h"), good], 0)
 open(d + "/up2bad.mp", "wb").write(open(d + "/up2.mp", "rb").read() + open(d + "/bad.mp", "rb").read())
 PY
 
@@ -74,3 +75,9 @@ ok $? "--max-errors 1: 2 dropped upstream, then one bad item here: exit 0, trail
 student-embed --weights "$d/r18.safetensors" -o "$d/u.mp" <"$d/up2bad.mp" 2>"$d/e"; rc=$?
 [ $rc = 1 ] && [ ! -e "$d/u.mp" ] && grep -q '^student-embed: more than 0 items dropped (--max-errors 0)$' "$d/e"
 ok $? "--max-errors 0: the bad item here fails the run (exit 1, no output)"
+student-embed --weights "$d/r18.safetensors" --max-errors 5 -o "$d/dup_out.mp" <"$d/dup.mp" 2>"$d/e"; rc=$?
+[ $rc = 1 ] && [ ! -e "$d/dup_out.mp" ] && \
+    grep -q "^student-embed: <stdin>: record 3 (id 'g'): duplicate (id, view), first at <stdin>: record 1$" "$d/e"
+ok $? "a repeated (id, view) fails the run naming both records, whatever --max-errors (exit 1, no output)"
+cat "$d/up2.mp" "$d/up2.mp" | student-embed --weights "$d/r18.safetensors" --max-errors 1 >/dev/null 2>"$d/e"
+[ $? = 1 ] && grep -q "duplicate (id, view)" "$d/e"; ok $? "a repeat across the streams of one input is caught too"
