@@ -57,14 +57,16 @@ static int is_pointwise(const conv_shape *s)
 
 static int is_depthwise(const conv_shape *s) { return s->groups == s->C && s->groups == s->OC && s->groups > 1; }
 
-/* d[ow] = src[2 ow] from ow = lo, 16 at a time (even lanes of two vectors)
- * while the 32 floats read stay inside [lo, hi)'s inputs: returns where it
- * stopped, for the scalar loop to finish. GCC vectorises no strided copy. */
-static int gather2(float *d, const float *src, int lo, int hi)
+/* d[ow] = row[2 ow + dw] from ow = lo, 16 at a time (even lanes of two
+ * vectors) while the 32 floats read stay inside [lo, hi)'s inputs: returns
+ * where it stopped, for the scalar loop to finish. GCC vectorises no strided
+ * copy. */
+static int gather2(float *d, const float *row, int dw, int lo, int hi)
 {
     int ow = lo;
     for (; ow + VL_VW < hi; ow += VL_VW) {
-        vf a = vf_load(src + 2 * ow), b = vf_load(src + 2 * ow + VL_VW);
+        const float *src = row + 2 * ow + dw;
+        vf a = vf_load(src), b = vf_load(src + VL_VW);
         vf_store(d + ow, __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
     }
     return ow;
@@ -100,7 +102,7 @@ static void im2col_kh(float *col, size_t ldc, const float *src, int kh, const co
                 while (hi > lo && (hi - 1) * st + dw >= s->W) hi--;
                 for (int ow = 0; ow < lo; ow++) d[ow] = 0.0f;
                 int ow = lo;
-                if (st == 2) ow = gather2(d, row + dw, lo, hi);
+                if (st == 2) ow = gather2(d, row, dw, lo, hi);
                 for (; ow < hi; ow++) d[ow] = row[ow * st + dw];
                 for (int ow = hi; ow < s->OW; ow++) d[ow] = 0.0f;
             }
@@ -108,20 +110,23 @@ static void im2col_kh(float *col, size_t ldc, const float *src, int kh, const co
     }
 }
 
-/* d[ow] += src[ow] from ow = lo, 16 at a time while whole vectors fit in
- * [lo, hi); returns where it stopped */
-static int add1(float *d, const float *src, int lo, int hi)
+/* row[ow + dw] += src[ow] from ow = lo, 16 at a time while whole vectors
+ * fit in [lo, hi); returns where it stopped */
+static int add1(float *row, int dw, const float *src, int lo, int hi)
 {
     int ow = lo;
-    for (; ow + VL_VW <= hi; ow += VL_VW) vf_store(d + ow, vf_load(d + ow) + vf_load(src + ow));
+    for (; ow + VL_VW <= hi; ow += VL_VW) {
+        float *d = row + ow + dw;
+        vf_store(d, vf_load(d) + vf_load(src + ow));
+    }
     return ow;
 }
 
-/* d[2 ow] += src[ow] from ow = lo, 16 at a time: the values spread to the
- * even lanes of two vectors, -0 in the odd ones (x + -0 is x for every x,
- * -0 included), while the 32 floats touched stay inside [lo, hi)'s inputs
- * (as gather2). Each element still takes its one addition per call. */
-static int scatter_add2(float *d, const float *src, int lo, int hi)
+/* row[2 ow + dw] += src[ow] from ow = lo, 16 at a time: the values spread
+ * to the even lanes of two vectors, -0 in the odd ones (x + -0 is x for
+ * every x, -0 included), while the 32 floats touched stay inside [lo, hi)'s
+ * inputs (as gather2). Each element still takes its one addition per call. */
+static int scatter_add2(float *row, int dw, const float *src, int lo, int hi)
 {
     int ow = lo;
     vf nz = -vf_set(0.0f); /* -0 in every lane (vf_set(-0.0f) would add it to +0) */
@@ -129,8 +134,9 @@ static int scatter_add2(float *d, const float *src, int lo, int hi)
         vf v = vf_load(src + ow);
         vf e0 = __builtin_shufflevector(v, nz, 0, 16, 1, 16, 2, 16, 3, 16, 4, 16, 5, 16, 6, 16, 7, 16);
         vf e1 = __builtin_shufflevector(v, nz, 8, 16, 9, 16, 10, 16, 11, 16, 12, 16, 13, 16, 14, 16, 15, 16);
-        vf_store(d + 2 * ow, vf_load(d + 2 * ow) + e0);
-        vf_store(d + 2 * ow + VL_VW, vf_load(d + 2 * ow + VL_VW) + e1);
+        float *d = row + 2 * ow + dw;
+        vf_store(d, vf_load(d) + e0);
+        vf_store(d + VL_VW, vf_load(d + VL_VW) + e1);
     }
     return ow;
 }
@@ -153,8 +159,8 @@ static void col2im_add(float *inp, const float *col, size_t ldc, int Cg, const c
                     while (lo < hi && lo * st + dw < 0) lo++;
                     while (hi > lo && (hi - 1) * st + dw >= s->W) hi--;
                     int ow = lo;
-                    if (st == 1) ow = add1(row + dw, sr, lo, hi);
-                    if (st == 2) ow = scatter_add2(row + dw, sr, lo, hi);
+                    if (st == 1) ow = add1(row, dw, sr, lo, hi);
+                    if (st == 2) ow = scatter_add2(row, dw, sr, lo, hi);
                     for (; ow < hi; ow++) row[ow * st + dw] += sr[ow];
                 }
             }
