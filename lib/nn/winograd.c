@@ -395,15 +395,24 @@ static void dinput_plane(float *dx, const float *dV, size_t es, const geom *g, f
         }
     /* acc[4th+a][4t+b] += D[a][b], 8 tiles at a time: columns 0..3 of each
      * tile, then 4 and 5 (over the next tile's 0 and 1); lanes past the
-     * tile row add zeros (one tile at a time on narrow maps) */
+     * tile row add zeros (acc never holds -0: a sum from +0 of finite terms
+     * is -0 only if every term is). A narrow map (one part vector of tiles
+     * a row) takes 4 and 5 first: each element then gets its terms in the
+     * order of a tile-by-tile loop (tile t's columns 4 and 5 before tile
+     * t+1's 0 and 1), as these maps always have. */
     memset(acc, 0, (size_t)g->PH * PWv * sizeof(float));
     for (int th = 0; th < g->TH; th++)
         for (int a = 0; a < 6; a++) {
             float *arow = acc + (size_t)(4 * th + a) * PWv;
             const float *d = D + (size_t)a * 6 * Tp + th * TW;
             if (TW < 8) {
-                for (int t = 0; t < TW; t++)
-                    for (int b = 0; b < 6; b++) arow[4 * t + b] += d[(size_t)b * Tp + t];
+                v8 b[4], x[4], z = {0};
+                b[0] = ldn(d + (size_t)4 * Tp, TW), b[1] = ldn(d + (size_t)5 * Tp, TW), b[2] = b[3] = z;
+                interleave4(x, b);
+                for (int q = 0; q < 4; q++) st8(arow + 4 + 8 * q, ld8(arow + 4 + 8 * q) + x[q]);
+                for (int j = 0; j < 4; j++) b[j] = ldn(d + (size_t)j * Tp, TW);
+                interleave4(x, b);
+                for (int q = 0; q < 4; q++) st8(arow + 8 * q, ld8(arow + 8 * q) + x[q]);
                 continue;
             }
             for (int t = 0; t < TW; t += 8) {
