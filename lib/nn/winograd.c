@@ -312,11 +312,16 @@ static void output_plane(float *o, const float *M, size_t es, float bias, const 
             for (int i = 0; i < 4; i++) st8(Y + (size_t)(i * 4 + j) * Tp + p, y[i]);
         }
     /* each map row: its tiles' 4 columns interleaved back, 8 tiles at a time
-     * (narrow maps too: a row of fewer tiles is one part vector) */
+     * (one by one on narrow maps) */
     for (int th = 0; th < g->TH; th++)
         for (int i = 0; i < 4 && 4 * th + i < g->OH; i++) {
             float *orow = o + (size_t)(4 * th + i) * g->OW;
             const float *y = Y + (size_t)i * 4 * Tp + th * TW;
+            if (TW < 8) {
+                for (int t = 0; t < TW; t++)
+                    for (int j = 0; j < 4 && 4 * t + j < g->OW; j++) orow[4 * t + j] = y[(size_t)j * Tp + t] + bias;
+                continue;
+            }
             for (int t = 0; t < TW; t += 8) {
                 int n = TW - t < 8 ? TW - t : 8, left = g->OW - 4 * t;
                 v8 a[4], x[4];
@@ -332,12 +337,19 @@ static void output_plane(float *o, const float *M, size_t es, float bias, const 
 static void zgrad_plane(float *Z, size_t es, const float *dy, const geom *g, float *Gs, float *Hs, float *row)
 {
     int T = g->T, Tp = g->Tp, TW = g->TW;
-    /* each map row (zero past the map) taken 8 tiles apart at a time
-     * (narrow maps too) */
+    /* each map row (zero past the map) taken 8 tiles apart at a time (one
+     * by one on narrow maps) */
     for (int th = 0; th < g->TH; th++)
         for (int i = 0; i < 4; i++) {
             int oh = 4 * th + i;
             float *d = Gs + (size_t)i * 4 * Tp + th * TW;
+            if (TW < 8) {
+                const float *src = dy + (size_t)oh * g->OW;
+                for (int t = 0; t < TW; t++)
+                    for (int j = 0; j < 4; j++)
+                        d[(size_t)j * Tp + t] = oh < g->OH && 4 * t + j < g->OW ? src[4 * t + j] : 0.0f;
+                continue;
+            }
             if (oh < g->OH) {
                 memcpy(row, dy + (size_t)oh * g->OW, g->OW * sizeof(float));
                 memset(row + g->OW, 0, (g->PWv - g->OW) * sizeof(float));
@@ -395,24 +407,15 @@ static void dinput_plane(float *dx, const float *dV, size_t es, const geom *g, f
         }
     /* acc[4th+a][4t+b] += D[a][b], 8 tiles at a time: columns 0..3 of each
      * tile, then 4 and 5 (over the next tile's 0 and 1); lanes past the
-     * tile row add zeros (acc never holds -0: a sum from +0 of finite terms
-     * is -0 only if every term is). A narrow map (one part vector of tiles
-     * a row) takes 4 and 5 first: each element then gets its terms in the
-     * order of a tile-by-tile loop (tile t's columns 4 and 5 before tile
-     * t+1's 0 and 1), as these maps always have. */
+     * tile row add zeros (one tile at a time on narrow maps) */
     memset(acc, 0, (size_t)g->PH * PWv * sizeof(float));
     for (int th = 0; th < g->TH; th++)
         for (int a = 0; a < 6; a++) {
             float *arow = acc + (size_t)(4 * th + a) * PWv;
             const float *d = D + (size_t)a * 6 * Tp + th * TW;
             if (TW < 8) {
-                v8 b[4], x[4], z = {0};
-                b[0] = ldn(d + (size_t)4 * Tp, TW), b[1] = ldn(d + (size_t)5 * Tp, TW), b[2] = b[3] = z;
-                interleave4(x, b);
-                for (int q = 0; q < 4; q++) st8(arow + 4 + 8 * q, ld8(arow + 4 + 8 * q) + x[q]);
-                for (int j = 0; j < 4; j++) b[j] = ldn(d + (size_t)j * Tp, TW);
-                interleave4(x, b);
-                for (int q = 0; q < 4; q++) st8(arow + 8 * q, ld8(arow + 8 * q) + x[q]);
+                for (int t = 0; t < TW; t++)
+                    for (int b = 0; b < 6; b++) arow[4 * t + b] += d[(size_t)b * Tp + t];
                 continue;
             }
             for (int t = 0; t < TW; t += 8) {
