@@ -759,7 +759,8 @@ static void fill_convnet(params *p)
  * a saving forward the sites in forward order (ResNet-18: stem ReLU, max
  * pool, two ReLUs per block; ResNet-50: three per block; MobileNetV2: 35
  * ReLU6), each activation's output within its range, and the max pool's
- * argmax that of the naive pool over the stem's output. */
+ * argmax that of the naive pool over the stem's output; none after a
+ * forward that failed. */
 static void test_decisions(void)
 {
     char err[VL_ERRLEN];
@@ -796,6 +797,9 @@ static void test_decisions(void)
             free(o), free(idx);
         }
         CHECK(FWD(0) == 0 && DEC() == -1, "%s: no decisions after an inference forward", name);
+        rc = FWD(1);
+        int small = rn ? resnet_forward(rn, feat, x, B, 0, 0, 1, err) : mobilenet_forward(mb, feat, x, B, 0, 0, 1, err);
+        CHECK(rc == 0 && small == -1 && DEC() == -1, "%s: no decisions after a failed forward (0x0: %s)", name, err);
 #undef DEC
 #undef FWD
         if (rn) resnet_free(rn);
