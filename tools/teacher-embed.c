@@ -500,7 +500,9 @@ static int64_t answer_qno(const mp_val *id)
     int64_t q = 0;
     for (uint32_t i = 0; i < id->len; i++) {
         if (id->v.s[i] < '0' || id->v.s[i] > '9') return -1;
-        q = 10 * q + (id->v.s[i] - '0');
+        int d = id->v.s[i] - '0';
+        if (q > (INT64_MAX - d) / 10) return -1; /* past any query number */
+        q = 10 * q + d;
     }
     snprintf(buf, sizeof buf, "%lld", (long long)q);
     return strlen(buf) == id->len ? q : -1; /* no leading zeros: one spelling per query */
