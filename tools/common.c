@@ -53,11 +53,12 @@ void tool_init(const char *name)
     prog = name;
     /* a closed downstream pipe is reported as a write error, not a silent kill */
     signal(SIGPIPE, SIG_IGN);
-    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
-    for (int i = 0; i < 3; i++) {
+    /* SIGABRT: running out of memory (util's oom) aborts */
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGABRT};
+    for (int i = 0; i < 4; i++) {
         struct sigaction sa = {.sa_handler = on_signal};
         sigemptyset(&sa.sa_mask);
-        for (int k = 0; k < 3; k++) sigaddset(&sa.sa_mask, sigs[k]);
+        for (int k = 0; k < 4; k++) sigaddset(&sa.sa_mask, sigs[k]);
         /* keep an ignored signal ignored (nohup, a shell's background job) */
         struct sigaction old;
         if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN) continue;

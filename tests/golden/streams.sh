@@ -188,4 +188,24 @@ for page in "$root/man/vl2v-stream.5" "$root/man/vl2v.7"; do
     fi
 done
 
+# out of memory (util's oom aborts) leaves no temporary of -o behind: mpcat's
+# key check on 300,000 records under a 60 MB address-space limit
+"$py" - <<'PY' || { echo "FAIL: writing the stream of 300,000 records"; exit 1; }
+import msgpack
+o = list(msgpack.Unpacker(open("emb.mp", "rb"), raw=False))
+with open("many.mp", "wb") as f:
+    f.write(msgpack.packb(o[0], use_bin_type=True))
+    for i in range(300000):
+        f.write(msgpack.packb(dict(o[1], id="photo/dog/pic_%07d.jpg" % i), use_bin_type=True))
+    f.write(msgpack.packb(dict(o[-1], records=300000), use_bin_type=True))
+PY
+mkdir oom
+(ulimit -v 60000; mpcat -o oom/out.mp many.mp) 2>oom.err
+rc=$?
+if [ $rc -ne 0 ] && grep -q "out of memory" oom.err && [ -z "$(ls oom)" ]; then
+    echo "PASS: mpcat out of memory (exit $rc): no temporary of -o left"
+else
+    echo "FAIL: mpcat out of memory: exit $rc, left: $(ls oom), stderr: $(head -c 200 oom.err)"; fails=$((fails + 1))
+fi
+
 [ $fails -eq 0 ]
