@@ -67,7 +67,7 @@ int vl_error(char *err, const char *fmt, ...)
 
 char *vl_read_file(const char *path, size_t max, size_t *len, char *err)
 {
-    int fd = open(path, O_RDONLY);
+    int fd = open(path, O_RDONLY | O_CLOEXEC); /* no child process holds it */
     if (fd < 0) {
         vl_error(err, "%s: %s", path, strerror(errno));
         return NULL;
@@ -114,7 +114,7 @@ int vl_afile_open(vl_afile *a, const char *path, char *err)
     a->path = xstrdup(path);
     a->tmp = xmalloc(n);
     snprintf(a->tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    a->fp = fopen(a->tmp, "wb");
+    a->fp = fopen(a->tmp, "wbe"); /* close-on-exec from the start: no child process holds the unfinished file */
     if (!a->fp) {
         vl_error(err, "%s: %s", a->tmp, strerror(errno));
         free(a->path);

@@ -246,9 +246,7 @@ static void open_out(tool_out *o, const char *path, int binary)
     }
     char err[VL_ERRLEN];
     if (vl_afile_open(&o->af, path, err) != 0) die(1, "%s", err);
-    o->fd = fileno(o->af.fp);
-    /* no child process (teacher-embed's vendor) holds the unfinished file */
-    fcntl(o->fd, F_SETFD, FD_CLOEXEC);
+    o->fd = fileno(o->af.fp); /* close-on-exec (vl_afile_open): teacher-embed's vendor never holds it */
     o->is_file = 1;
     tool_pending(o->af.tmp);
 }
