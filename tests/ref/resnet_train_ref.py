@@ -372,7 +372,8 @@ def prepare(d, group):
     for arch in sorted({c[0] for c in GROUPS[group]}):
         m = make_model(arch)
         st_save(os.path.join(d, "w_%s.safetensors" % arch), dict(m.state_dict()))
-        head = make_head(arch)
+        torch.manual_seed(5)
+        head = torch.nn.Linear(1280 if arch == "mobilenet_v2" else m.fc.in_features, D)
         for case in GROUPS[group]:
             if case[0] == arch:
                 st_save(os.path.join(d, "batch_%s.safetensors" % tag(case)),
@@ -381,25 +382,27 @@ def prepare(d, group):
                          "lr": torch.tensor([case[3]])})
 
 
-def make_head(arch):
-    torch.manual_seed(5)
-    return torch.nn.Linear(1280 if arch == "mobilenet_v2" else {"resnet50": 2048}.get(arch, 512), D)
-
-
 def reference(d, group, case):
     """The case's float64 run and, where asked, the ideal float32 run,
     both taking the engine's decisions at ties, and the float32 PyTorch run
     (VL2V_F32_REF), deciding for itself: name -> (tensors, gradient record,
     Follow)."""
-    x, it, t, y = batch(group)
     arch, ideal = case[0], case[5]
+    # the weights and the batch prepare wrote, as the engine read them
+    sd = {k: torch.from_numpy(v.copy()) for k, v in st_load(os.path.join(d, "w_%s.safetensors" % arch))[0].items()}
+    bt = {k: torch.from_numpy(v.copy()) for k, v in st_load(os.path.join(d, "batch_%s.safetensors" % tag(case)))[0].items()}
+    x, it, t, y = bt["x"], bt["it"], bt["t"], bt["y"].long()
     runs = [("", False, torch.float64)] + ([("_exact32", True, torch.float64)] if ideal else [])
     if os.environ.get("VL2V_F32_REF"):
         runs.append(("_f32", False, torch.float32))
     res = {}
     for suffix, ideal, dtype in runs:
+        m = getattr(torchvision.models, arch)(weights=None)
+        m.load_state_dict(sd)
+        head = torch.nn.Linear(*bt["proj.weight"].shape[::-1])
+        head.load_state_dict({"weight": bt["proj.weight"], "bias": bt["proj.bias"]})
         fol = Follow(os.path.join(d, "dec_%s.safetensors" % tag(case)), take=suffix != "_f32")
-        out, rec = train(make_model(arch), make_head(arch), case, x, it, t, y, fol, ideal, dtype)
+        out, rec = train(m, head, case, x, it, t, y, fol, ideal, dtype)
         res[suffix] = (out, rec, fol)
     return res
 
