@@ -1,6 +1,8 @@
 /* stream: record-stream framing, header/trailer handling and schema checks. */
 #include "stream.h"
 
+#include "rng.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -402,13 +404,6 @@ void stream_keys_free(stream_keys *k)
     free(k->slot), free(k->names), free(k);
 }
 
-static uint64_t fnv1a(const uint8_t *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
-    return h ^ (h >> 29);
-}
-
 static key_slot *keys_find(stream_keys *k, uint64_t hash, const uint8_t *key, size_t len)
 {
     for (size_t i = hash & (k->cap - 1);; i = (i + 1) & (k->cap - 1)) {
@@ -437,7 +432,8 @@ int stream_keys_add(stream_keys *k, sr *r, const mp_val *item, char *err)
             if (old[i].key) *keys_find(k, old[i].hash, old[i].key, old[i].len) = old[i];
         free(old);
     }
-    uint64_t hash = fnv1a(key, len);
+    uint64_t hash = rng_hash(key, len, 0);
+    hash ^= hash >> 29; /* FNV-1a's high bits into the low ones the table indexes by */
     key_slot *s = keys_find(k, hash, key, len);
     if (s->key) {
         free(key);
