@@ -340,6 +340,9 @@ static void write_header(run *R, int dim)
 
 static void write_trailer(run *R)
 {
+    pthread_mutex_lock(&R->mu);
+    R->out.dropped = R->upstream_dropped + R->dropped;
+    pthread_mutex_unlock(&R->mu);
     sw_trailer_begin(&R->out);
     mpw_str(&R->out.w, "queries");
     mpw_uint(&R->out.w, R->queries);
@@ -595,9 +598,6 @@ static void *output_thread(void *arg)
                     vendor_status(R, -1, b, sizeof b);
                 }
             }
-            pthread_mutex_lock(&R->mu);
-            R->out.dropped = R->upstream_dropped + R->dropped;
-            pthread_mutex_unlock(&R->mu);
             write_trailer(R);
             return NULL;
         }
@@ -833,7 +833,6 @@ int main(int argc, char **argv)
         queue_push(&R, end);
         pthread_join(th, NULL);
     } else if (!budget_id) {
-        R.out.dropped = R.upstream_dropped + R.dropped;
         write_header(&R, D);
         write_trailer(&R);
     }
