@@ -55,10 +55,11 @@ void tool_init(const char *name)
     signal(SIGPIPE, SIG_IGN);
     /* SIGABRT: running out of memory (util's oom) aborts */
     static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGABRT};
-    for (int i = 0; i < 4; i++) {
+    const int nsigs = (int)(sizeof sigs / sizeof *sigs);
+    for (int i = 0; i < nsigs; i++) {
         struct sigaction sa = {.sa_handler = on_signal};
         sigemptyset(&sa.sa_mask);
-        for (int k = 0; k < 4; k++) sigaddset(&sa.sa_mask, sigs[k]);
+        for (int k = 0; k < nsigs; k++) sigaddset(&sa.sa_mask, sigs[k]);
         /* keep an ignored signal ignored (nohup, a shell's background job) */
         struct sigaction old;
         if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN) continue;
