@@ -168,22 +168,22 @@ void batchnorm_backward_train(float *dinp, float *dw, float *db, const float *do
 
 /* One plane of the eval backward in one pass: gv = dout masked by the
  * activation, which is read from its output y, or (y NULL) recomputed from
- * the input x as the forward computed it, v = x * scale + shift (the same
+ * the input x as the forward computed it, v = x * k + shift (the same
  * bytes, so the same mask); sums of gv * (x - m) and of gv (16 lanes, then
  * the lanes in order) when wanted; dx = k * gv set or accumulated. */
 static inline __attribute__((always_inline)) void bwd_eval_plane(float *dx, float *sgx, float *sg, const float *g,
                                                                  const float *y, const float *x, int n, float m,
-                                                                 float k, float scale, float shift, int act,
+                                                                 float k, float shift, int act,
                                                                  int from_x, int set)
 {
     vf z = vf_set(0.0f), six = vf_set(6.0f), vm = vf_set(m), vk = vf_set(k), agx = z, ag = z;
-    vf vs = vf_set(scale), vt = vf_set(shift);
+    vf vt = vf_set(shift);
     for (int j = 0; j < n; j += VL_VW) {
         int r = n - j < VL_VW ? n - j : VL_VW, full = r == VL_VW;
         vf gv = full ? vf_load(g + j) : vf_load_part(g + j, r, 0.0f), xv = z;
         if (sgx || from_x) xv = full ? vf_load(x + j) : vf_load_part(x + j, r, m);
         if (act != BN_ACT_NONE) {
-            vf yv = from_x ? xv * vs + vt : full ? vf_load(y + j) : vf_load_part(y + j, r, 0.0f);
+            vf yv = from_x ? xv * vk + vt : full ? vf_load(y + j) : vf_load_part(y + j, r, 0.0f);
             gv = act == BN_ACT_RELU ? vf_select(yv > z, gv, z) : vf_select((yv > z) & (yv < six), gv, z);
         }
         if (sgx) agx += gv * (xv - vm);
@@ -210,9 +210,8 @@ static void bwd_eval_range(void *ctx, int c0, int c1)
     float eps = a->eps;
     for (int c = c0; c < c1; c++) {
         float rs = 1.0f / sqrtf(run_var[c] + eps), m = run_mean[c];
-        float k = (w ? w[c] : 1.0f) * rs;
-        /* the forward's scale and shift (fwd_eval_range) */
-        float scale = w ? w[c] * rs : rs, shift = (a->b ? a->b[c] : 0.0f) - m * scale;
+        /* k and shift: the forward's scale and shift (fwd_eval_range) */
+        float k = (w ? w[c] : 1.0f) * rs, shift = (a->b ? a->b[c] : 0.0f) - m * k;
         double sg = 0, sgx = 0;
         for (int i = 0; i < B; i++) {
             size_t o = ((size_t)i * C + c) * HW;
@@ -221,15 +220,15 @@ static void bwd_eval_range(void *ctx, int c0, int c1)
             float *dx = dinp ? dinp + o : NULL, pgx = 0, pg = 0;
             float *pgxp = dw ? &pgx : NULL, *pgp = db ? &pg : NULL;
             if (act == BN_ACT_RELU && from_x)
-                bwd_eval_plane(dx, pgxp, pgp, g, y, x, HW, m, k, scale, shift, BN_ACT_RELU, 1, a->set);
+                bwd_eval_plane(dx, pgxp, pgp, g, y, x, HW, m, k, shift, BN_ACT_RELU, 1, a->set);
             else if (act == BN_ACT_RELU)
-                bwd_eval_plane(dx, pgxp, pgp, g, y, x, HW, m, k, scale, shift, BN_ACT_RELU, 0, a->set);
+                bwd_eval_plane(dx, pgxp, pgp, g, y, x, HW, m, k, shift, BN_ACT_RELU, 0, a->set);
             else if (act == BN_ACT_RELU6 && from_x)
-                bwd_eval_plane(dx, pgxp, pgp, g, y, x, HW, m, k, scale, shift, BN_ACT_RELU6, 1, a->set);
+                bwd_eval_plane(dx, pgxp, pgp, g, y, x, HW, m, k, shift, BN_ACT_RELU6, 1, a->set);
             else if (act == BN_ACT_RELU6)
-                bwd_eval_plane(dx, pgxp, pgp, g, y, x, HW, m, k, scale, shift, BN_ACT_RELU6, 0, a->set);
+                bwd_eval_plane(dx, pgxp, pgp, g, y, x, HW, m, k, shift, BN_ACT_RELU6, 0, a->set);
             else
-                bwd_eval_plane(dx, pgxp, pgp, g, y, x, HW, m, k, scale, shift, BN_ACT_NONE, 0, a->set);
+                bwd_eval_plane(dx, pgxp, pgp, g, y, x, HW, m, k, shift, BN_ACT_NONE, 0, a->set);
             sgx += pgx;
             sg += pg;
         }
