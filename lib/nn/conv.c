@@ -67,7 +67,7 @@ static int gather2(float *d, const float *row, int dw, int lo, int hi)
     for (; ow + VL_VW < hi; ow += VL_VW) {
         const float *src = row + 2 * ow + dw;
         vf a = vf_load(src), b = vf_load(src + VL_VW);
-        vf_store(d + ow, __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
+        vf_store(d + ow, __builtin_shufflevector(a, b, EVEN16));
     }
     return ow;
 }

@@ -73,8 +73,6 @@ static void maxpool_plane(float *o, int *ix, const float *x, const pool_args *a)
  * the first tap, then any later one that is greater or NaN, row by row and
  * then over the rows' winners picks what the row-major scan picks: the first
  * maximum, or the last NaN. Interior columns go 16 outputs at a time. */
-#define EVEN16 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
-#define ODD16 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
 
 /* one output column of an input row, with bounds */
 static void row_tap3(const float *r, int W, int ow, float *hv, int *hp)
@@ -89,12 +87,12 @@ static void row_tap3(const float *r, int W, int ow, float *hv, int *hp)
     *hv = best, *hp = at;
 }
 
-/* idx: positions wanted (a constant where this is inlined; without them the
+/* 16 outputs of an input row's pass from ow on: reads r[2ow-1 .. 2ow+32].
+ * idx: positions wanted (a constant where this is inlined; without them the
  * values alone are carried) */
-/* 16 outputs of an input row's pass from ow on: reads r[2ow-1 .. 2ow+32] */
 static inline __attribute__((always_inline)) void row_vec(const float *r, int ow, float *v, int *p, int idx)
 {
-    const vi lane = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    const vi lane = {EVEN16};
     const float *b = r + 2 * ow - 1;
     vf a0 = vf_load(b), a1 = vf_load(b + VL_VW), c0 = vf_load(b + 2), c1 = vf_load(b + 2 + VL_VW);
     vf t0 = __builtin_shufflevector(a0, a1, EVEN16), t1 = __builtin_shufflevector(a0, a1, ODD16);

@@ -17,6 +17,10 @@
 #define VL_VW 16
 typedef float vf __attribute__((vector_size(4 * VL_VW)));
 typedef int32_t vi __attribute__((vector_size(4 * VL_VW)));
+/* the even and the odd lanes of two vectors, as __builtin_shufflevector
+ * indices (or a vi of lane numbers) */
+#define EVEN16 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define ODD16 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
 
 static inline vf vf_set(float x) { return (vf){0} + x; }
 static inline vf vf_load(const float *p)
