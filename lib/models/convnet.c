@@ -485,8 +485,8 @@ int cn_forward(convnet *m, float *feat, const float *x, int B, int H, int W, int
 
 /* dy: gradient at the unit's output (post-activation), overwritten. dst:
  * where the gradient at the unit's input is accumulated (NULL: not wanted),
- * or set if zero_dst (dst may be dy). tmp: scratch of the output's size. */
-static void unit_backward(convnet *m, unit *u, float *dy, float *dst, int zero_dst, float *tmp)
+ * or set if set_dst (dst may be dy). tmp: scratch of the output's size. */
+static void unit_backward(convnet *m, unit *u, float *dy, float *dst, int set_dst, float *tmp)
 {
     const params *p = &m->p;
     int B = m->B, OHW = u->s.OH * u->s.OW;
@@ -512,7 +512,7 @@ static void unit_backward(convnet *m, unit *u, float *dy, float *dst, int zero_d
                                     param_data(p, u->bv), B, u->cout, OHW, BN_EPS);
     }
     if (!want_dc) return;
-    (dst && zero_dst ? conv2d_backward_set : conv2d_backward)(dst, dw, NULL, tmp, u->x, param_data(p, u->w), B,
+    (dst && set_dst ? conv2d_backward_set : conv2d_backward)(dst, dw, NULL, tmp, u->x, param_data(p, u->w), B,
                                                               &u->s);
 }
 
