@@ -77,7 +77,7 @@ uninstall:
 
 # Coverage-guided fuzzing of the stream reader and the safetensors parser
 # (libFuzzer, clang). FUZZ_SECONDS per target. The library is compiled for
-# the normal build's ARCH: lib/nn/simd.h sizes its vectors for it, and on
+# the normal build's ARCH: lib/simd.h sizes its vectors for it, and on
 # another target (clang's default, x86-64 without AVX-512) the fuzzers would
 # test other code and clang warns that those vectors change the ABI (-Wpsabi).
 FUZZ_SECONDS ?= 60

@@ -14,7 +14,7 @@
 #include "models/vit.h"
 #include "nn/linear.h"
 #include "nn/loss.h"
-#include "optim.h"
+#include "train/optim.h"
 #include "param.h"
 #include "rng.h"
 #include "util.h"

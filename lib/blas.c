@@ -2,7 +2,7 @@
  *
  * OpenBLAS is told to run single-threaded, once, before its first use: its
  * own worker threads would otherwise busy-yield after every sgemm while the
- * pool in lib/nn/par.c runs the work between GEMMs, each pool stealing the
+ * pool in lib/par.c runs the work between GEMMs, each pool stealing the
  * other's cores. A large GEMM is split here instead, into blocks of C's
  * columns (or rows, when C is taller than wide), each block one
  * single-threaded sgemm on a thread of that pool.
@@ -19,26 +19,18 @@
  * count. tests/unit/blas.c checks the bytes. */
 #include "blas.h"
 
-#include "nn/par.h"
+#include "par.h"
 
 #include <cblas.h>
 #include <pthread.h>
-#include <stdatomic.h>
 
 #define SPLIT_MIN (1LL << 21)
 #define SPLIT_ALIGN 64
 
-static atomic_int threads; /* the library's thread count */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-static void init(void)
-{
-    /* what OpenBLAS would use: OPENBLAS_NUM_THREADS (or its other
-     * variables), else the cores it found */
-    int n = openblas_get_num_threads();
-    atomic_store(&threads, n > 0 ? n : 1);
-    openblas_set_num_threads(1);
-}
+/* the thread count is the pool's (par_threads): OpenBLAS runs on one */
+static void init(void) { openblas_set_num_threads(1); }
 
 void blas_sgemm_serial(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                        int ldb, float beta, float *C, int ldc)
@@ -85,7 +77,7 @@ void blas_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A
      * other operand again, and that one is then the smaller */
     int cols = N >= M, dim = cols ? N : M;
     long long units = (dim + SPLIT_ALIGN - 1) / SPLIT_ALIGN, mnk = (long long)M * N * K;
-    long long pieces = atomic_load(&threads);
+    long long pieces = par_threads();
     if (pieces > units) pieces = units;
     for (; pieces > 1; pieces--) {
         /* the smallest block: a share of whole units, or the last one, which
@@ -117,16 +109,8 @@ void blas_sgemm_ref(int ta, int tb, int M, int N, int K, float alpha, const floa
         }
 }
 
-void blas_set_threads(int n)
-{
-    pthread_once(&once, init);
-    if (n > 0) atomic_store(&threads, n);
-}
+void blas_set_threads(int n) { par_set_threads(n); }
 
-int blas_get_threads(void)
-{
-    pthread_once(&once, init);
-    return atomic_load(&threads);
-}
+int blas_get_threads(void) { return par_threads(); }
 
 const char *blas_config(void) { return openblas_get_config(); }

@@ -6,7 +6,7 @@
 
 /* C (M,N) = alpha * op(A) (M,K) * op(B) (K,N) + beta * C.
  * op(X) is X, or X transposed when tX is nonzero; lda/ldb/ldc are row strides.
- * A large product is split over the thread pool (lib/nn/par.h) in blocks of
+ * A large product is split over the thread pool (lib/par.h) in blocks of
  * C's columns or rows, with the bytes of the unsplit product; a small one,
  * or one called from inside a par_for body, runs on the calling thread. */
 void blas_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,

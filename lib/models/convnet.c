@@ -14,10 +14,10 @@
 
 #include "nn/batchnorm.h"
 #include "nn/conv.h"
-#include "nn/par.h"
+#include "par.h"
 #include "nn/pool.h"
 #include "nn/relu.h"
-#include "nn/simd.h"
+#include "simd.h"
 #include "util.h"
 
 #include <math.h>

@@ -11,7 +11,7 @@
 #include "nn/attention.h"
 #include "nn/layernorm.h"
 #include "nn/linear.h"
-#include "nn/par.h"
+#include "par.h"
 #include "util.h"
 
 #include <stdlib.h>

@@ -1,9 +1,9 @@
 /* act: GELU (exact erf form, PyTorch's default) and QuickGELU, vectorised
- * (nn/simd.h); in-place use (out == inp) is allowed. */
+ * (lib/simd.h); in-place use (out == inp) is allowed. */
 #include "nn/act.h"
 
-#include "nn/par.h"
-#include "nn/simd.h"
+#include "par.h"
+#include "simd.h"
 
 #define SQRT1_2 0.70710678118654752440f
 #define INV_SQRT_2PI 0.39894228040143267794f

@@ -1,7 +1,7 @@
 /* act: elementwise activations of the transformers: GELU (exact, erf) and
  * QuickGELU x*sigmoid(1.702x) (OpenAI CLIP). Backward accumulates:
  * dinp += f'(inp) * dout. Runs of 4096 elements go side by side on the
- * thread pool (nn/par.h): the same bytes on any thread count. */
+ * thread pool (lib/par.h): the same bytes on any thread count. */
 #ifndef VL_NN_ACT_H
 #define VL_NN_ACT_H
 

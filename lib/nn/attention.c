@@ -4,8 +4,8 @@
 #include "nn/attention.h"
 
 #include "blas.h"
-#include "nn/par.h"
-#include "nn/simd.h"
+#include "par.h"
+#include "simd.h"
 #include "util.h"
 
 #include <math.h>

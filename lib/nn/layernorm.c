@@ -1,8 +1,8 @@
 /* layernorm: LayerNorm over the last dimension, forward and backward. */
 #include "nn/layernorm.h"
 
-#include "nn/par.h"
-#include "nn/simd.h"
+#include "par.h"
+#include "simd.h"
 
 #include <math.h>
 #include <stddef.h>

@@ -2,8 +2,8 @@
 #include "nn/linear.h"
 
 #include "blas.h"
-#include "nn/par.h"
-#include "nn/simd.h"
+#include "par.h"
+#include "simd.h"
 
 #include <string.h>
 

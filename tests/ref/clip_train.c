@@ -11,7 +11,7 @@
  * "loss" (STEPS) to OUT. */
 #include "models/clip.h"
 #include "nn/loss.h"
-#include "optim.h"
+#include "train/optim.h"
 #include "param.h"
 #include "st.h"
 #include "util.h"

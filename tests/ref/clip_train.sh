@@ -1,6 +1,6 @@
 #!/bin/bash
 # clip_train.sh: the white-box student of VL2V-SD, the CLIP image tower
-# trained in place (lib/models/clip's clip_vision_forward/backward, lib/optim)
+# trained in place (lib/models/clip's clip_vision_forward/backward, lib/train/optim)
 # with the cosine loss, 3 steps of Adam and of SGD with momentum, against the
 # PyTorch CLIP reference in float64: every tower tensor within 1e-4.
 set -u

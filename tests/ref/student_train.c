@@ -27,7 +27,7 @@
 #include "nn/conv.h"
 #include "nn/linear.h"
 #include "nn/loss.h"
-#include "optim.h"
+#include "train/optim.h"
 #include "param.h"
 #include "st.h"
 #include "util.h"

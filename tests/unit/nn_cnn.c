@@ -13,7 +13,7 @@
 #include "nn/loss.h"
 #include "nn/pool.h"
 #include "nn/relu.h"
-#include "optim.h"
+#include "train/optim.h"
 #include "param.h"
 #include "rng.h"
 #include "st.h"

@@ -1,4 +1,4 @@
-/* Unit tests of lib/nn/par, the thread pool: every index covered once on any
+/* Unit tests of lib/par, the thread pool: every index covered once on any
  * thread count, the work really shared out, thousands of calls in a row (the
  * pool growing as the thread count changes), nested par_for and blas_sgemm
  * run inline on the calling thread, concurrent blas_sgemm_serial from the
@@ -8,7 +8,7 @@
 #include "blas.h"
 #include "check.h"
 #include "nn/attention.h"
-#include "nn/par.h"
+#include "par.h"
 #include "rng.h"
 #include "util.h"
 

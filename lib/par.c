@@ -7,9 +7,11 @@
  * the caller's own work). */
 #include "par.h"
 
-#include "blas.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #define PAR_MIN_WORK 65536
 #define PAR_MAX_THREADS 64
@@ -94,7 +96,7 @@ static int grow(int nt)
 void par_for(int n, size_t work, par_fn fn, void *ctx)
 {
     if (n <= 0) return;
-    int nt = blas_get_threads();
+    int nt = par_threads();
     if (nt > PAR_MAX_THREADS) nt = PAR_MAX_THREADS;
     if (nt > n) nt = n;
     /* no more ranges than halves of the threshold: a range is worth a wake-up */
@@ -127,4 +129,32 @@ void par_for(int n, size_t work, par_fn fn, void *ctx)
     }
     depth--;
     pthread_mutex_unlock(&P.run);
+}
+
+static atomic_int threads;
+static pthread_once_t threads_once = PTHREAD_ONCE_INIT;
+
+static void threads_init(void)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN), n = 0;
+    static const char *const env[] = {"OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"};
+    for (int i = 0; i < 3 && n <= 0; i++) {
+        const char *v = getenv(env[i]);
+        if (v) n = strtol(v, NULL, 10);
+    }
+    if (cores < 1) cores = 1;
+    if (n <= 0 || n > cores) n = cores;
+    atomic_store(&threads, (int)n);
+}
+
+void par_set_threads(int n)
+{
+    pthread_once(&threads_once, threads_init);
+    if (n > 0) atomic_store(&threads, n);
+}
+
+int par_threads(void)
+{
+    pthread_once(&threads_once, threads_init);
+    return atomic_load(&threads);
 }

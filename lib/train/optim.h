@@ -7,8 +7,8 @@
  * Only trainable (non-buffer, unfrozen) tensors are updated, and each keeps
  * its own step count, as PyTorch keeps per-parameter state. The state can be
  * saved to and restored from safetensors, so training resumes exactly. */
-#ifndef VL_OPTIM_H
-#define VL_OPTIM_H
+#ifndef VL_TRAIN_OPTIM_H
+#define VL_TRAIN_OPTIM_H
 
 #include "param.h"
 

@@ -1,8 +1,8 @@
 /* optim: SGD, Adam and AdamW with PyTorch semantics; see optim.h. */
-#include "optim.h"
+#include "train/optim.h"
 
-#include "nn/par.h"
-#include "nn/simd.h"
+#include "par.h"
+#include "simd.h"
 #include "util.h"
 
 #include <math.h>

@@ -5,8 +5,8 @@
  * erf is Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7). Tails
  * shorter than a vector go through the same code in a padded vector, so
  * every element gets the same function. */
-#ifndef VL_NN_SIMD_H
-#define VL_NN_SIMD_H
+#ifndef VL_SIMD_H
+#define VL_SIMD_H
 
 #include <stdint.h>
 #include <string.h>

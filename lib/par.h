@@ -3,12 +3,13 @@
  * GEMMs (blas_sgemm splits them here; OpenBLAS itself runs single-threaded),
  * so no second pool busy-waits beside it. The workers are started on first
  * use and sleep on a condition variable between calls: a call costs a
- * wake-up, not a thread start. The thread count is blas_get_threads().
+ * wake-up, not a thread start. The thread count is par_threads(); the pool
+ * depends on nothing else in the library (blas.c splits GEMMs over it).
  * Work is split on fixed boundaries (channels, images, 4096-element runs,
  * GEMM column blocks) and each element is computed the same way whatever the
  * split, so results do not depend on the thread count. */
-#ifndef VL_NN_PAR_H
-#define VL_NN_PAR_H
+#ifndef VL_PAR_H
+#define VL_PAR_H
 
 #include <stddef.h>
 
@@ -25,5 +26,12 @@ void par_for(int n, size_t work, void (*fn)(void *ctx, int lo, int hi), void *ct
 /* Nonzero while the calling thread runs inside a par_for call (as the caller
  * or as a worker): work started now would run on this thread only. */
 int par_busy(void);
+
+/* The library's thread count (blas_set_threads and blas_get_threads are the
+ * same setting). By default what OpenBLAS itself would take:
+ * OPENBLAS_NUM_THREADS, else GOTO_NUM_THREADS, else OMP_NUM_THREADS, else
+ * the online cores, and never more than those cores. n <= 0 keeps it. */
+void par_set_threads(int n);
+int par_threads(void);
 
 #endif
