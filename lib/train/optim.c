@@ -201,33 +201,33 @@ void optim_step(optim *o, params *p) { step(o, p, 0); }
 
 void optim_step_ref(optim *o, params *p) { step(o, p, 1); }
 
-int optim_save(const optim *o, const params *p, const char *path, char *err)
+void optim_add_to_writer(const optim *o, const params *p, stw *w, const char *prefix)
 {
-    if (p->n != o->n || p->numel != o->numel)
-        return vl_error(err, "%s: the parameters differ from those the optimizer was made for", path);
-    stw *w = stw_new();
     char name[512], val[64];
     for (int i = 0; i < p->n; i++) {
         if (!o->steps[i]) continue;
         const param_tensor *t = &p->t[i];
         int64_t one = 1;
-        snprintf(name, sizeof name, "%s.step", t->name);
+        snprintf(name, sizeof name, "%s%s.step", prefix, t->name);
         stw_add(w, name, ST_I64, 1, &one, &o->steps[i]);
         if (o->kind == OPTIM_SGD) {
             if (o->momentum == 0.0f) continue;
-            snprintf(name, sizeof name, "%s.momentum_buffer", t->name);
+            snprintf(name, sizeof name, "%s%s.momentum_buffer", prefix, t->name);
             stw_add(w, name, ST_F32, t->ndim, t->shape, o->m + t->off);
         } else {
-            snprintf(name, sizeof name, "%s.exp_avg", t->name);
+            snprintf(name, sizeof name, "%s%s.exp_avg", prefix, t->name);
             stw_add(w, name, ST_F32, t->ndim, t->shape, o->m + t->off);
-            snprintf(name, sizeof name, "%s.exp_avg_sq", t->name);
+            snprintf(name, sizeof name, "%s%s.exp_avg_sq", prefix, t->name);
             stw_add(w, name, ST_F32, t->ndim, t->shape, o->v + t->off);
         }
     }
-    stw_meta(w, "optimizer", KIND_NAMES[o->kind]);
-#define META(key, x)                                                                                               \
+    char key[512];
+#define META(k, x)                                                                                                 \
     snprintf(val, sizeof val, "%.9g", (double)(x));                                                                \
+    snprintf(key, sizeof key, "%s%s", prefix, k);                                                                  \
     stw_meta(w, key, val)
+    snprintf(key, sizeof key, "%soptimizer", prefix);
+    stw_meta(w, key, KIND_NAMES[o->kind]);
     META("lr", o->lr);
     META("weight_decay", o->wd);
     if (o->kind == OPTIM_SGD) {
@@ -239,6 +239,14 @@ int optim_save(const optim *o, const params *p, const char *path, char *err)
         META("eps", o->eps);
     }
 #undef META
+}
+
+int optim_save(const optim *o, const params *p, const char *path, char *err)
+{
+    if (p->n != o->n || p->numel != o->numel)
+        return vl_error(err, "%s: the parameters differ from those the optimizer was made for", path);
+    stw *w = stw_new();
+    optim_add_to_writer(o, p, w, "");
     int rc = stw_write(w, path, err);
     stw_free(w);
     return rc;
@@ -263,23 +271,26 @@ static int has_suffix(const char *s, size_t n, const char *suffix)
     return n >= k && memcmp(s + n - k, suffix, k) == 0;
 }
 
-int optim_load(optim *o, const params *p, const char *path, char *err)
+int optim_load_file(optim *o, const params *p, const st_file *f, const char *prefix, char *err)
 {
+    const char *path = f->path;
     if (p->n != o->n || p->numel != o->numel)
         return vl_error(err, "%s: the parameters differ from those the optimizer was made for", path);
-    st_file f;
-    if (st_open(&f, path, err) != 0) return -1;
-    const char *kind = st_meta(&f, "optimizer");
-    if (!kind || strcmp(kind, KIND_NAMES[o->kind]) != 0) {
-        vl_error(err, "%s: optimizer state is for '%s', not '%s'", path, kind ? kind : "?", KIND_NAMES[o->kind]);
-        st_close(&f);
-        return -1;
-    }
-    /* every tensor of the file is state of one of p's tensors: a state saved
-     * for another model is refused, not silently ignored */
+    size_t pl = strlen(prefix);
+    char key[512];
+    snprintf(key, sizeof key, "%soptimizer", prefix);
+    const char *kind = st_meta(f, key);
+    if (!kind || strcmp(kind, KIND_NAMES[o->kind]) != 0)
+        return vl_error(err, "%s: optimizer state is for '%s', not '%s'", path, kind ? kind : "?",
+                        KIND_NAMES[o->kind]);
+    /* every tensor of the file under the prefix is state of one of p's
+     * tensors: a state saved for another model is refused, not silently
+     * ignored */
     static const char *const SUFFIXES[] = {".step", ".exp_avg", ".exp_avg_sq", ".momentum_buffer"};
-    for (int i = 0; i < f.n; i++) {
-        const char *name = f.t[i].name;
+    for (int i = 0; i < f->n; i++) {
+        const char *name = f->t[i].name;
+        if (strncmp(name, prefix, pl) != 0) continue;
+        name += pl;
         size_t len = strlen(name);
         int found = 0;
         for (int k = 0; k < 4 && !found; k++) {
@@ -291,11 +302,7 @@ int optim_load(optim *o, const params *p, const char *path, char *err)
             found = param_find(p, base) >= 0;
             free(base);
         }
-        if (!found) {
-            vl_error(err, "%s: tensor '%s' is not the state of a parameter of this model", path, name);
-            st_close(&f);
-            return -1;
-        }
+        if (!found) return vl_error(err, "%s: tensor '%s' is not the state of a parameter of this model", path, f->t[i].name);
     }
     /* loaded into copies: on any error the optimizer is left as it was */
     size_t bytes = (p->numel ? p->numel : 1) * sizeof(float);
@@ -304,11 +311,12 @@ int optim_load(optim *o, const params *p, const char *path, char *err)
     memcpy(m, o->m, bytes);
     if (v) memcpy(v, o->v, bytes);
     int rc = 0;
-    char name[512];
+    char name[512], tname[512];
     for (int i = 0; i < p->n && rc == 0; i++) {
         const param_tensor *t = &p->t[i];
-        snprintf(name, sizeof name, "%s.step", t->name);
-        const st_tensor *s = st_find(&f, name);
+        snprintf(tname, sizeof tname, "%s%s", prefix, t->name);
+        snprintf(name, sizeof name, "%s.step", tname);
+        const st_tensor *s = st_find(f, name);
         if (!s) continue;
         if (s->dtype != ST_I64 || s->numel != 1) {
             rc = vl_error(err, "%s: tensor '%s' is not one I64", path, name);
@@ -320,13 +328,12 @@ int optim_load(optim *o, const params *p, const char *path, char *err)
             break;
         }
         if (o->kind == OPTIM_SGD) {
-            if (o->momentum != 0.0f) rc = load_state(&f, t->name, "momentum_buffer", t, m + t->off, err);
+            if (o->momentum != 0.0f) rc = load_state(f, tname, "momentum_buffer", t, m + t->off, err);
         } else {
-            rc = load_state(&f, t->name, "exp_avg", t, m + t->off, err);
-            if (rc == 0) rc = load_state(&f, t->name, "exp_avg_sq", t, v + t->off, err);
+            rc = load_state(f, tname, "exp_avg", t, m + t->off, err);
+            if (rc == 0) rc = load_state(f, tname, "exp_avg_sq", t, v + t->off, err);
         }
     }
-    st_close(&f);
     if (rc == 0) {
         float *t = o->m;
         o->m = m, m = t;
@@ -337,5 +344,14 @@ int optim_load(optim *o, const params *p, const char *path, char *err)
     free(m);
     free(v);
     free(steps);
+    return rc;
+}
+
+int optim_load(optim *o, const params *p, const char *path, char *err)
+{
+    st_file f;
+    if (st_open(&f, path, err) != 0) return -1;
+    int rc = optim_load_file(o, p, &f, "", err);
+    st_close(&f);
     return rc;
 }

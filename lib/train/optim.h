@@ -45,8 +45,14 @@ void optim_step_ref(optim *o, params *p);
  * "<tensor>.momentum_buffer" (F32) and "<tensor>.step" (I64) for each tensor
  * that has state, and the hyperparameters as metadata. Atomic. */
 int optim_save(const optim *o, const params *p, const char *path, char *err);
+/* The same state added to a writer (a checkpoint's), every name and
+ * metadata key behind prefix ("" for none); pointers into o. */
+void optim_add_to_writer(const optim *o, const params *p, stw *w, const char *prefix);
 /* Restores a state saved for the same parameter names and shapes; the
  * hyperparameters in o are kept. -1 with err naming the tensor on mismatch. */
 int optim_load(optim *o, const params *p, const char *path, char *err);
+/* The same from an open file, reading the names behind prefix (other
+ * tensors of f are left alone). */
+int optim_load_file(optim *o, const params *p, const st_file *f, const char *prefix, char *err);
 
 #endif

@@ -4,10 +4,13 @@
  * the loss, for the cosine and the cross-entropy objectives), the evaluation
  * (per-domain accuracy, their unweighted mean, the cross-entropy), the
  * sampler (a pure function of seed and step, per-domain counts, with
- * replacement) and the running weight average. */
+ * replacement), the running weight average, and the checkpoint (a run
+ * stopped after 3 steps and resumed from its file ends with the bytes of an
+ * uninterrupted one). */
 #include "check.h"
 #include "nn/loss.h"
 #include "rng.h"
+#include "train/ckpt.h"
 #include "train/head.h"
 #include "train/step.h"
 #include "train/wavg.h"
@@ -225,6 +228,75 @@ static void test_wavg(void)
     wavg_free(&w);
 }
 
+/* steps k0..k1-1 of a small cosine-head run */
+static void run_steps(head *h, optim *o, int k0, int k1)
+{
+    rng r;
+    float F[8 * 10], it[8 * 6];
+    int y[8];
+    train_ws ws = {0};
+    for (int k = k0; k < k1; k++) {
+        rng_seed(&r, 100 + k);
+        fill(F, 80, &r, 1);
+        fill(it, 48, &r, 1);
+        for (int i = 0; i < 8; i++) y[i] = (int)rng_below(&r, 3);
+        train_head_step(h, o, F, it, y, 8, TRAIN_COSINE, 0.5f, NULL, &ws);
+    }
+    train_ws_free(&ws);
+}
+
+static void test_ckpt(void)
+{
+    float T[3 * 6] = {1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0};
+    char err[VL_ERRLEN];
+    head a, b;
+    optim oa, ob;
+    for (int k = 0; k < 2; k++) {
+        head *h = k ? &b : &a;
+        head_init(h, HEAD_COSINE, 10, 6, 3);
+        head_reset(h, 1);
+        head_set_text(h, T, err);
+        optim_init(k ? &ob : &oa, OPTIM_ADAM, 1e-2f, &h->p);
+    }
+    run_steps(&a, &oa, 0, 5);
+    run_steps(&b, &ob, 0, 3);
+    float avg[4] = {1, 2, 3, 4}, avg2[4] = {0};
+    char path[] = "/tmp/vl2v-ckpt-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    ckpt_part part = {&b.p, &ob};
+    ckpt_extra ex = {"swad.avg", avg, 4};
+    const char *keys[] = {"vl2v.step"}, *vals[] = {"3"};
+    int saved = ckpt_save(path, &part, 1, &ex, 1, keys, vals, 1, err) == 0;
+    /* a fresh run loads it and goes on */
+    head c;
+    optim oc;
+    head_init(&c, HEAD_COSINE, 10, 6, 3);
+    head_set_text(&c, T, err);
+    optim_init(&oc, OPTIM_ADAM, 1e-2f, &c.p);
+    ckpt_part pc = {&c.p, &oc};
+    ckpt_extra ec = {"swad.avg", avg2, 4};
+    st_file f;
+    int loaded = saved && ckpt_load(path, &pc, 1, &ec, 1, &f, err) == 0;
+    const char *m = loaded ? st_meta(&f, "vl2v.step") : NULL;
+    char *step = m ? xstrdup(m) : NULL;
+    if (loaded) st_close(&f);
+    run_steps(&c, &oc, 3, 5);
+    CHECK(loaded && step && strcmp(step, "3") == 0 && memcmp(avg, avg2, sizeof avg) == 0 &&
+              memcmp(c.p.data, a.p.data, a.p.numel * 4) == 0 && memcmp(oc.m, oa.m, a.p.numel * 4) == 0,
+          "ckpt: 3 steps, checkpoint, load into a fresh run, 2 more: the bytes of 5 uninterrupted steps (%s)",
+          loaded ? "ok" : err);
+    head d;
+    head_init(&d, HEAD_LINEAR, 10, 0, 3);
+    ckpt_part pd = {&d.p, NULL};
+    CHECK(ckpt_load(path, &pd, 1, NULL, 0, &f, err) != 0 && strstr(err, "fc.weight"),
+          "ckpt: a checkpoint of another model is refused, naming the tensor: %s", err);
+    unlink(path);
+    free(step);
+    head_free(&a), head_free(&b), head_free(&c), head_free(&d);
+    optim_free(&oa), optim_free(&ob), optim_free(&oc);
+}
+
 int main(void)
 {
     test_init();
@@ -234,5 +306,6 @@ int main(void)
     test_evaluate();
     test_sampler();
     test_wavg();
+    test_ckpt();
     CHECK_EXIT();
 }
