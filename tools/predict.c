@@ -1,4 +1,5 @@
-/* predict: class scores and predictions for a stream of embeddings.
+/* predict: class scores and predictions for a stream of embeddings or
+ * images.
  *
  * The classifier is a head file (--model: align-fit's cosine head, whose
  * projection maps student features into the teacher's space where they are
@@ -7,22 +8,25 @@
  * class). The input is an embedding stream in the space the classifier
  * expects: the student's features, the teacher's space for projected
  * features (student-embed --head) and for the teacher's own image
- * embeddings. The output is a prediction stream in input order: per item its
- * logits, the argmax and the input's label, domain, split and view; its
- * header says which run made the classifier (method, seed, source domains,
- * settings) for score. */
+ * embeddings; or, with --weights, an image stream, which the student turns
+ * into features here (the deployed classifier in one process). The output
+ * is a prediction stream in input order: per item its logits, the argmax
+ * and the input's label, domain, split and view; its header says which run
+ * made the classifier (method, seed, source domains, settings) for score. */
 #include "common.h"
 
 #include "blas.h"
 #include "classifier.h"
+#include "embed.h"
 
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 
 static const char USAGE[] =
-    "usage: predict (--model MODEL | --text TEXT.mp) [--method NAME] [--threads N]\n"
-    "               [--max-errors N] [-v] [-o FILE] [FILE]\n";
+    "usage: predict (--model MODEL | --text TEXT.mp) [--weights STUDENT] [--arch ARCH]\n"
+    "               [--batch N] [--method NAME] [--threads N] [--max-errors N] [-v] [-o FILE]\n"
+    "               [FILE]\n";
 
 typedef struct {
     uint64_t dropped;
@@ -70,6 +74,21 @@ static void load_text(clf_head *h, const char *path, char *space, size_t spacele
     stream_matrix_free(&t);
 }
 
+/* What an output item carries over from its input item. */
+typedef struct {
+    const char *id, *domain, *split; /* domain, split NULL when absent */
+    int64_t label, view;             /* STREAM_NONE when absent */
+} item_keys;
+
+typedef struct {
+    const clf_head *h;
+    const char *cname; /* the classifier's file, for messages */
+    sw *s;
+    drops *d;
+    const char *source; /* the input's name */
+    int projected;
+} out_ctx;
+
 static void write_str(mpw *w, const char *key, const char *s)
 {
     if (!s) return;
@@ -84,14 +103,82 @@ static void write_index(mpw *w, const char *key, int64_t x)
     mpw_int(w, x);
 }
 
+/* Writes the prediction of one item from its logits lg (C), unless its
+ * label is no class of the classifier: that item could not be scored, and
+ * is dropped. */
+static void write_prediction(const out_ctx *O, const item_keys *k, const float *lg)
+{
+    const clf_head *h = O->h;
+    if (k->label != STREAM_NONE && k->label >= h->C) {
+        if (drop_item(&O->d->dropped, O->d->max_errors, "%s: id '%.200s': label %lld outside the %d classes of %s: dropped",
+                      O->source, k->id, (long long)k->label, h->C, O->cname))
+            die_dropped(O->d->dropped, O->d->max_errors);
+        return;
+    }
+    sw *s = O->s;
+    sw_item_begin(s);
+    write_str(&s->w, "id", k->id);
+    mpw_str(&s->w, "pred");
+    mpw_int(&s->w, clf_argmax(lg, h->C));
+    mpw_str(&s->w, "logits");
+    mpw_bin(&s->w, lg, (size_t)h->C * sizeof(float));
+    write_index(&s->w, "label", k->label);
+    write_str(&s->w, "domain", k->domain);
+    write_str(&s->w, "split", k->split);
+    write_index(&s->w, "view", k->view);
+    if (sw_item_end(s) != 0) die(1, "write error: %s", strerror(s->w.err));
+}
+
+static char *str_key(const mp_val *m, const char *key)
+{
+    const mp_val *v = mp_get(m, key);
+    return v && v->type == MP_STR ? xstrndup(v->v.s, v->len) : NULL;
+}
+
+static int64_t index_key(const mp_val *m, const char *key)
+{
+    int64_t x;
+    return mp_get_i64(m, key, &x) == 0 ? x : STREAM_NONE;
+}
+
+/* embed_stream's batches: features to logits to predictions */
+static int emit_batch(void *ctx, const mp_val *keys, int B, const float *feat, char *err)
+{
+    const out_ctx *O = ctx;
+    float *lg = xmalloc((size_t)B * O->h->C * sizeof(float));
+    clf_logits(O->h, lg, feat, B, 0);
+    for (int i = 0; i < B; i++) {
+        char *id = str_key(&keys[i], "id"), *dom = str_key(&keys[i], "domain"), *spl = str_key(&keys[i], "split");
+        item_keys k = {id, dom, spl, index_key(&keys[i], "label"), index_key(&keys[i], "view")};
+        write_prediction(O, &k, lg + (size_t)i * O->h->C);
+        free(id), free(dom), free(spl);
+    }
+    free(lg);
+    progress("%llu images", (unsigned long long)O->s->records);
+    return 0;
+}
+
+static void write_header(sw *s, const clf_head *h, const char *method, const mp_val *in_header, int argc, char **argv)
+{
+    stream_prediction_info pi = {.classes = (const char *const *)h->classes, .nclasses = h->C,
+                                 .method = method ? method : h->method, .has_seed = h->has_seed, .seed = h->seed,
+                                 .sources = (const char *const *)h->sources, .nsources = h->nsources,
+                                 .settings = h->settings};
+    sw_header_prediction(s, &pi, in_header, argc, argv);
+    if (sw_header_end(s) != 0) die(1, "write error: %s", strerror(s->w.err));
+}
+
 int main(int argc, char **argv)
 {
     tool_init("predict");
-    const char *model = NULL, *text = NULL, *method = NULL;
-    long long threads = 0;
+    const char *model = NULL, *text = NULL, *method = NULL, *weights = NULL, *arch = "auto";
+    long long threads = 0, batch = 32;
     tool_opts to = {0};
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"text", required_argument, 0, 'T'},
+                                         {"weights", required_argument, 0, 'W'},
+                                         {"arch", required_argument, 0, 'a'},
+                                         {"batch", required_argument, 0, 'b'},
                                          {"method", required_argument, 0, 'M'},
                                          {"threads", required_argument, 0, 't'},
                                          OPT_MAX_ERRORS,
@@ -104,12 +191,19 @@ int main(int argc, char **argv)
         switch (c) {
         case 'm': model = optarg; break;
         case 'T': text = optarg; break;
+        case 'W': weights = optarg; break;
+        case 'a': arch = optarg; break;
+        case 'b': batch = parse_int(USAGE, "--batch", optarg, 1, 4096); break;
         case 'M': method = optarg; break;
         case 't': threads = parse_int(USAGE, "--threads", optarg, 0, 1024); break;
         default: tool_option(c, USAGE, &to);
         }
     }
     if (!model == !text) usage_error(USAGE, "give one of --model and --text");
+    if (weights && !model) usage_error(USAGE, "--weights needs --model: the student's head");
+    int known = strcmp(arch, "auto") == 0;
+    for (int i = 0; STUDENT_ARCHS[i]; i++) known |= strcmp(arch, STUDENT_ARCHS[i]) == 0;
+    if (!known) usage_error(USAGE, "--arch: unknown architecture '%s'", arch);
     if (argc - optind > 1) usage_error(USAGE, "one input at most");
     if (threads > 0) blas_set_threads((int)threads);
 
@@ -124,81 +218,80 @@ int main(int argc, char **argv)
         free(h.method);
         h.method = xstrdup("zeroshot");
     }
-
-    /* the input's space says what its vectors are: student features, or
-     * vectors in the teacher's space (projected features, the teacher's
-     * image embeddings) */
     sr *r = open_stream(optind < argc ? argv[optind] : NULL);
-    if (sr_header(r, "embedding") != 0) die(1, "%s", r->err);
-    const mp_val *sp = mp_get(&r->header, "space");
-    int projected;
-    if (h.student_space && mp_str_eq(sp, h.student_space)) projected = 0;
-    else if (h.kind == CLF_COSINE && mp_str_eq(sp, h.teacher_space)) projected = 1;
-    else if (!model)
-        die(1, "%s: header: space '%.*s', but the text rows of %s are for '%s' (the teacher's image embeddings)",
-            r->name, (int)sp->len, sp->v.s, text, h.teacher_space);
-    else if (h.kind == CLF_COSINE)
-        die(1, "%s: header: space '%.*s', but %s takes '%s' (features) or '%s' (projected features)", r->name,
-            (int)sp->len, sp->v.s, model, h.student_space, h.teacher_space);
-    else
-        die(1, "%s: header: space '%.*s', but %s takes '%s'", r->name, (int)sp->len, sp->v.s, model,
-            h.student_space);
-    int din = projected ? h.D : h.Ds;
-    if (r->dim != din)
-        die(1, "%s: header: dim %lld, but %s takes %d-dimensional %s", r->name, (long long)r->dim, cname, din,
-            !model ? "embeddings (its text rows)" : projected ? "projected features (tensor 'text')" :
-            h.kind == CLF_COSINE ? "features (tensor 'proj.weight')" : "features (tensor 'fc.weight')");
-
-    stream_matrix m;
-    stream_matrix_init(&m);
-    drops d = {0, to.max_errors};
-    if (stream_matrix_read(&m, r, drop_bad, &d, err) != 0) die(1, "%s", err);
-    close_stream(r);
-    /* an item whose label is no class of this classifier could not be scored */
-    char *keep = xcalloc((size_t)(m.n ? m.n : 1), 1);
-    for (int64_t i = 0; i < m.n; i++) {
-        keep[i] = m.label[i] == STREAM_NONE || m.label[i] < h.C;
-        if (!keep[i] && drop_item(&d.dropped, d.max_errors, "%s: id '%.200s': label %lld outside the %d classes of %s: dropped",
-                                  m.source, m.id[i], (long long)m.label[i], h.C, cname))
-            die_dropped(d.dropped, d.max_errors);
-    }
-
-    float *logits = xmalloc((size_t)(m.n ? m.n : 1) * h.C * sizeof(float));
-    clf_logits(&h, logits, m.rows, (int)m.n, projected);
-
     tool_out out;
     sw s;
-    output_open(&out, to.output);
-    sw_init(&s, out.fd);
-    stream_prediction_info pi = {.classes = (const char *const *)h.classes, .nclasses = h.C,
-                                 .method = method ? method : h.method, .has_seed = h.has_seed, .seed = h.seed,
-                                 .sources = (const char *const *)h.sources, .nsources = h.nsources,
-                                 .settings = h.settings};
-    sw_header_prediction(&s, &pi, &m.header, argc, argv);
-    if (sw_header_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
-    for (int64_t i = 0; i < m.n; i++) {
-        if (!keep[i]) continue;
-        const float *lg = logits + (size_t)i * h.C;
-        sw_item_begin(&s);
-        write_str(&s.w, "id", m.id[i]);
-        mpw_str(&s.w, "pred");
-        mpw_int(&s.w, clf_argmax(lg, h.C));
-        mpw_str(&s.w, "logits");
-        mpw_bin(&s.w, lg, (size_t)h.C * sizeof(float));
-        write_index(&s.w, "label", m.label[i]);
-        write_str(&s.w, "domain", m.domain[i]);
-        write_str(&s.w, "split", m.split[i]);
-        write_index(&s.w, "view", m.view[i]);
-        if (sw_item_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
+    drops d = {0, to.max_errors};
+    out_ctx O = {.h = &h, .cname = cname, .s = &s, .d = &d, .source = r->name};
+    uint64_t upstream = 0;
+
+    if (weights) {
+        student *st;
+        char space[64];
+        if (student_open(&st, arch, weights, err) != 0) die(1, "--arch %s: %s", arch, err);
+        student_fold_bn(st); /* inference only: BatchNorm folded into the convolutions */
+        snprintf(space, sizeof space, "student:%s", student_arch(st));
+        if (strcmp(space, h.student_space) != 0)
+            die(1, "%s: a '%s' student, but %s takes '%s'", weights, space, model, h.student_space);
+        if (student_feature_dim(st) != h.Ds)
+            die(1, "%s: %d-dimensional features, but %s takes %d (tensor '%s')", weights, student_feature_dim(st),
+                model, h.Ds, h.kind == CLF_COSINE ? "proj.weight" : "fc.weight");
+        /* ImageNet's normalisation unless the weights declare theirs */
+        embed_opts eo = {.st = st, .mean = {0.485f, 0.456f, 0.406f}, .std = {0.229f, 0.224f, 0.225f},
+                         .batch = (int)batch, .bad = drop_bad, .bad_ctx = &d, .emit = emit_batch, .ctx = &O};
+        student_input_norm(st, eo.mean, eo.std);
+        if (sr_header(r, "image") != 0) die(1, "%s", r->err);
+        output_open(&out, to.output);
+        sw_init(&s, out.fd);
+        write_header(&s, &h, method, &r->header, argc, argv);
+        if (embed_stream(r, &eo, &upstream, err) != 0) die(1, "%s", err);
+        progress_done();
+        student_free(st);
+    } else {
+        /* the input's space says what its vectors are: student features,
+         * or vectors in the teacher's space (projected features, the
+         * teacher's image embeddings) */
+        if (sr_header(r, "embedding") != 0) die(1, "%s", r->err);
+        const mp_val *sp = mp_get(&r->header, "space");
+        if (h.student_space && mp_str_eq(sp, h.student_space)) O.projected = 0;
+        else if (h.kind == CLF_COSINE && mp_str_eq(sp, h.teacher_space)) O.projected = 1;
+        else if (!model)
+            die(1, "%s: header: space '%.*s', but the text rows of %s are for '%s' (the teacher's image embeddings)",
+                r->name, (int)sp->len, sp->v.s, text, h.teacher_space);
+        else if (h.kind == CLF_COSINE)
+            die(1, "%s: header: space '%.*s', but %s takes '%s' (features) or '%s' (projected features)", r->name,
+                (int)sp->len, sp->v.s, model, h.student_space, h.teacher_space);
+        else
+            die(1, "%s: header: space '%.*s', but %s takes '%s'", r->name, (int)sp->len, sp->v.s, model,
+                h.student_space);
+        int din = O.projected ? h.D : h.Ds;
+        if (r->dim != din)
+            die(1, "%s: header: dim %lld, but %s takes %d-dimensional %s", r->name, (long long)r->dim, cname, din,
+                !model ? "embeddings (its text rows)" : O.projected ? "projected features (tensor 'text')" :
+                h.kind == CLF_COSINE ? "features (tensor 'proj.weight')" : "features (tensor 'fc.weight')");
+        stream_matrix m;
+        stream_matrix_init(&m);
+        if (stream_matrix_read(&m, r, drop_bad, &d, err) != 0) die(1, "%s", err);
+        float *logits = xmalloc((size_t)(m.n ? m.n : 1) * h.C * sizeof(float));
+        clf_logits(&h, logits, m.rows, (int)m.n, O.projected);
+        output_open(&out, to.output);
+        sw_init(&s, out.fd);
+        write_header(&s, &h, method, &m.header, argc, argv);
+        for (int64_t i = 0; i < m.n; i++) {
+            item_keys k = {m.id[i], m.domain[i], m.split[i], m.label[i], m.view[i]};
+            write_prediction(&O, &k, logits + (size_t)i * h.C);
+        }
+        upstream = (uint64_t)m.dropped;
+        free(logits);
+        stream_matrix_free(&m);
     }
+    close_stream(r);
     /* the drops upstream and here */
-    s.dropped = (uint64_t)m.dropped + d.dropped;
+    s.dropped = upstream + d.dropped;
     sw_trailer_begin(&s);
     sw_trailer_end(&s);
     output_commit(&out, &s);
     sw_free(&s);
-    free(keep), free(logits);
-    stream_matrix_free(&m);
     clf_free(&h);
     return 0;
 }
