@@ -24,12 +24,12 @@ expect() {
 "$PY" - "$d" <<'PY' || { echo "FAIL: score: making the fixtures"; exit 1; }
 import sys, msgpack
 d = sys.argv[1]
-def stream(path, method, seed, sources, items, settings="{}", mode="wb", classes=("a", "b")):
+def stream(path, method, seed, sources, items, settings="{}", mode="wb", classes=("a", "b"), first=0):
     with open(path, mode) as f:
         f.write(msgpack.packb({"schema": "prediction", "version": 1, "history": [["gen"]], "classes": list(classes),
                                "method": method, "seed": seed, "sources": sources, "settings": settings}))
         for i, (pred, label, dom, split) in enumerate(items):
-            it = {"id": "x%d" % i, "pred": pred, "logits": bytes(4 * len(classes)), "domain": dom, "split": split}
+            it = {"id": "x%d" % (first + i), "pred": pred, "logits": bytes(4 * len(classes)), "domain": dom, "split": split}
             if label is not None:
                 it["label"] = label
             f.write(msgpack.packb(it, use_bin_type=True))
@@ -45,7 +45,7 @@ stream(d + "/lab.mp", "erm", 0, ["q"], [(0, 0, "p", "in"), (0, 5, "p", "in")])
 stream(d + "/join.mp", "erm", 0, ["q"], [(0, 0, "p", "in")])
 stream(d + "/join.mp", "erm", 1, ["q"], [(0, 0, "p", "in")], mode="ab")
 stream(d + "/shards.mp", "erm", 0, ["q"], [(0, 0, "p", "in")])
-stream(d + "/shards.mp", "erm", 0, ["q"], [(1, 0, "p", "in")], mode="ab")
+stream(d + "/shards.mp", "erm", 0, ["q"], [(1, 0, "p", "in")], mode="ab", first=1)
 with open(d + "/emb.mp", "wb") as f:
     f.write(msgpack.packb({"schema": "embedding", "version": 1, "dim": 1, "dtype": "f32le", "space": "x"}))
     f.write(msgpack.packb({"end": True, "records": 0, "dropped": 0}))
