@@ -136,3 +136,28 @@ expect 1 "predict: $d/z6.mp: header: dim 6, but $d/text.mp takes 4-dimensional e
     --text "$d/text.mp" "$d/z6.mp"
 expect 1 "predict: $d/trunc.mp: record 4: truncated: end of input inside it" -- \
     --model "$H" "$d/trunc.mp"
+
+# --weights: the student must be the head's, the input an image stream
+"$PY" - "$d" <<'PY' || { echo "FAIL: predict: making the student"; exit 1; }
+import sys, json, numpy as np, torch, torchvision
+sys.path.insert(0, "tests/ref")
+from st_io import st_save, write_image_stream
+d = sys.argv[1]
+torch.manual_seed(0)
+st_save(d + "/r18.safetensors", dict(torchvision.models.resnet18().state_dict()))
+meta = {"vl2v.head": "linear", "vl2v.classes": json.dumps(["a", "b"]), "vl2v.student_space": "student:resnet18"}
+st_save(d + "/h512.safetensors", {"fc.weight": np.ones((2, 512), np.float32), "fc.bias": np.zeros(2, np.float32)}, meta)
+st_save(d + "/hmb.safetensors", {"fc.weight": np.ones((2, 512), np.float32), "fc.bias": np.zeros(2, np.float32)},
+        dict(meta, **{"vl2v.student_space": "student:mobilenet_v2"}))
+r = np.random.default_rng(0)
+write_image_stream(d + "/img.mp", [("a", r.integers(0, 256, (32, 32, 3), dtype=np.uint8)),
+                                   ("b", r.integers(0, 256, (32, 32, 3), dtype=np.uint8))], labels=[0, 5])
+PY
+predict --weights "$d/r18.safetensors" --text "$d/text.mp" "$d/img.mp" >/dev/null 2>&1; [ $? = 2 ]
+ok $? "--weights with --text: usage error, exit 2"
+expect 1 "predict: $d/r18.safetensors: a 'student:resnet18' student, but $d/hmb.safetensors takes 'student:mobilenet_v2'" -- \
+    --weights "$d/r18.safetensors" --model "$d/hmb.safetensors" "$d/img.mp"
+expect 1 "predict: $d/f.mp: header: schema is 'embedding', expected 'image'" -- \
+    --weights "$d/r18.safetensors" --model "$d/h512.safetensors" "$d/f.mp"
+expect 1 "predict: $d/img.mp: id 'b': label 5 outside the 2 classes of $d/h512.safetensors: dropped
+predict: more than 0 items dropped (--max-errors 0)" -- --weights "$d/r18.safetensors" --model "$d/h512.safetensors" "$d/img.mp"
