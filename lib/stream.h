@@ -173,6 +173,11 @@ int stream_matrix_read(stream_matrix *m, sr *r, stream_bad_fn bad, void *ctx, ch
 /* The row of (id, view) (view STREAM_NONE: an item without one), or -1. */
 int64_t stream_matrix_find(const stream_matrix *m, const char *id, int64_t view);
 
+/* An owned copy of item's string key, or NULL where it is absent, nil or no string. */
+char *stream_get_str(const mp_val *item, const char *key);
+/* item's index key (label, view): its value, or STREAM_NONE where absent or nil. */
+int64_t stream_get_index(const mp_val *item, const char *key);
+
 /* Copies the listed keys that are present in item into the open map. */
 void stream_copy_keys(mpw *w, const mp_val *item, const char *const *keys);
 /* optional keys every schema carries over: label class domain split view path text */

@@ -129,18 +129,6 @@ static void write_prediction(const out_ctx *O, const item_keys *k, const float *
     if (sw_item_end(s) != 0) die(1, "write error: %s", strerror(s->w.err));
 }
 
-static char *str_key(const mp_val *m, const char *key)
-{
-    const mp_val *v = mp_get(m, key);
-    return v && v->type == MP_STR ? xstrndup(v->v.s, v->len) : NULL;
-}
-
-static int64_t index_key(const mp_val *m, const char *key)
-{
-    int64_t x;
-    return mp_get_i64(m, key, &x) == 0 ? x : STREAM_NONE;
-}
-
 /* embed_stream's batches: features to logits to predictions */
 static int emit_batch(void *ctx, const mp_val *keys, int B, const float *feat, char *err)
 {
@@ -148,8 +136,8 @@ static int emit_batch(void *ctx, const mp_val *keys, int B, const float *feat, c
     float *lg = xmalloc((size_t)B * O->h->C * sizeof(float));
     clf_logits(O->h, lg, feat, B, 0);
     for (int i = 0; i < B; i++) {
-        char *id = str_key(&keys[i], "id"), *dom = str_key(&keys[i], "domain"), *spl = str_key(&keys[i], "split");
-        item_keys k = {id, dom, spl, index_key(&keys[i], "label"), index_key(&keys[i], "view")};
+        char *id = stream_get_str(&keys[i], "id"), *dom = stream_get_str(&keys[i], "domain"), *spl = stream_get_str(&keys[i], "split");
+        item_keys k = {id, dom, spl, stream_get_index(&keys[i], "label"), stream_get_index(&keys[i], "view")};
         write_prediction(O, &k, lg + (size_t)i * O->h->C);
         free(id), free(dom), free(spl);
     }

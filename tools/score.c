@@ -141,17 +141,14 @@ static void read_run(run *R, const char *path, long long max_errors, uint64_t *d
                 continue;
             }
             mp_get_i64(item, "pred", &pred);
-            const mp_val *d = mp_get(item, "domain"), *s = mp_get(item, "split");
-            char *dom = d && d->type == MP_STR ? xstrndup(d->v.s, d->len) : xstrdup("");
-            cell *c = cell_of(R, dom, WHOLE);
+            char *dom = stream_get_str(item, "domain"), *spl = stream_get_str(item, "split");
+            cell *c = cell_of(R, dom ? dom : "", WHOLE);
             c->total++, c->correct += pred == label;
-            if (s && s->type == MP_STR && !mp_str_eq(s, WHOLE)) {
-                char *spl = xstrndup(s->v.s, s->len);
-                c = cell_of(R, dom, spl);
+            if (spl && strcmp(spl, WHOLE) != 0) {
+                c = cell_of(R, dom ? dom : "", spl);
                 c->total++, c->correct += pred == label;
-                free(spl);
             }
-            free(dom);
+            free(dom), free(spl);
         }
         if (rc < 0) die(1, "%s", r->err);
         R->upstream_dropped += (uint64_t)sr_trailer_dropped(r);
