@@ -41,8 +41,9 @@ static int drop_bad(void *ctx, const char *msg)
 }
 
 /* The zero-shot classifier: the text stream's rows ordered by label, one
- * for each of 0..C-1, named by their class. */
-static void load_text(clf_head *h, const char *path, char *space, size_t spacelen)
+ * for each of 0..C-1, named by their class. Text space text:M scores image
+ * embeddings of space teacher:M. */
+static void load_text(clf_head *h, const char *path)
 {
     char err[VL_ERRLEN];
     stream_matrix t;
@@ -69,7 +70,10 @@ static void load_text(clf_head *h, const char *path, char *space, size_t spacele
         memcpy(rows + (size_t)l * t.dim, t.rows + (size_t)i * t.dim, (size_t)t.dim * sizeof(float));
     }
     if (clf_from_text(h, rows, C, (int)t.dim, classes, err) != 0) die(1, "%s: %s", t.source, err);
-    snprintf(space, spacelen, "teacher:%s", t.space + 5);
+    h->teacher_space = xmalloc(strlen(t.space) + 4);
+    sprintf(h->teacher_space, "teacher:%s", t.space + 5);
+    free(h->method);
+    h->method = xstrdup("zeroshot");
     free(rows), free(classes);
     stream_matrix_free(&t);
 }
@@ -86,7 +90,8 @@ typedef struct {
     sw *s;
     drops *d;
     const char *source; /* the input's name */
-    int projected;
+    const char *output; /* -o FILE, or NULL */
+    int projected;      /* the input is in the teacher's space (cosine head) */
 } out_ctx;
 
 static void write_str(mpw *w, const char *key, const char *s)
@@ -156,6 +161,80 @@ static void write_header(sw *s, const clf_head *h, const char *method, const mp_
     if (sw_header_end(s) != 0) die(1, "write error: %s", strerror(s->w.err));
 }
 
+/* --weights: the student runs here on the image stream r; its features
+ * must be those the head was trained on. Returns the drops upstream. */
+static uint64_t predict_images(out_ctx *O, const char *weights, const char *arch, int batch, sr *r, tool_out *out,
+                               const char *method, int argc, char **argv)
+{
+    const clf_head *h = O->h;
+    char err[VL_ERRLEN], space[64];
+    student *st;
+    if (student_open(&st, arch, weights, err) != 0) die(1, "--arch %s: %s", arch, err);
+    student_fold_bn(st); /* inference only: BatchNorm folded into the convolutions */
+    snprintf(space, sizeof space, "student:%s", student_arch(st));
+    if (strcmp(space, h->student_space) != 0)
+        die(1, "%s: a '%s' student, but %s takes '%s'", weights, space, O->cname, h->student_space);
+    if (student_feature_dim(st) != h->Ds)
+        die(1, "%s: %d-dimensional features, but %s takes %d (tensor '%s')", weights, student_feature_dim(st),
+            O->cname, h->Ds, h->kind == CLF_COSINE ? "proj.weight" : "fc.weight");
+    /* ImageNet's normalisation unless the weights declare theirs */
+    embed_opts eo = {.st = st, .mean = {0.485f, 0.456f, 0.406f}, .std = {0.229f, 0.224f, 0.225f}, .batch = batch,
+                     .bad = drop_bad, .bad_ctx = O->d, .emit = emit_batch, .ctx = O};
+    student_input_norm(st, eo.mean, eo.std);
+    if (sr_header(r, "image") != 0) die(1, "%s", r->err);
+    output_open(out, O->output);
+    sw_init(O->s, out->fd);
+    write_header(O->s, h, method, &r->header, argc, argv);
+    uint64_t upstream;
+    if (embed_stream(r, &eo, &upstream, err) != 0) die(1, "%s", err);
+    progress_done();
+    student_free(st);
+    return upstream;
+}
+
+/* An embedding stream r: its space says what its vectors are, student
+ * features or vectors in the teacher's space (projected features, the
+ * teacher's image embeddings). Returns the drops upstream. */
+static uint64_t predict_embeddings(out_ctx *O, const char *model, const char *text, sr *r, tool_out *out,
+                                   const char *method, int argc, char **argv)
+{
+    const clf_head *h = O->h;
+    char err[VL_ERRLEN];
+    if (sr_header(r, "embedding") != 0) die(1, "%s", r->err);
+    const mp_val *sp = mp_get(&r->header, "space");
+    if (h->student_space && mp_str_eq(sp, h->student_space)) O->projected = 0;
+    else if (h->kind == CLF_COSINE && mp_str_eq(sp, h->teacher_space)) O->projected = 1;
+    else if (!model)
+        die(1, "%s: header: space '%.*s', but the text rows of %s are for '%s' (the teacher's image embeddings)",
+            r->name, (int)sp->len, sp->v.s, text, h->teacher_space);
+    else if (h->kind == CLF_COSINE)
+        die(1, "%s: header: space '%.*s', but %s takes '%s' (features) or '%s' (projected features)", r->name,
+            (int)sp->len, sp->v.s, model, h->student_space, h->teacher_space);
+    else
+        die(1, "%s: header: space '%.*s', but %s takes '%s'", r->name, (int)sp->len, sp->v.s, model, h->student_space);
+    int din = O->projected ? h->D : h->Ds;
+    if (r->dim != din)
+        die(1, "%s: header: dim %lld, but %s takes %d-dimensional %s", r->name, (long long)r->dim, O->cname, din,
+            !model ? "embeddings (its text rows)" : O->projected ? "projected features (tensor 'text')" :
+            h->kind == CLF_COSINE ? "features (tensor 'proj.weight')" : "features (tensor 'fc.weight')");
+    stream_matrix m;
+    stream_matrix_init(&m);
+    if (stream_matrix_read(&m, r, drop_bad, O->d, err) != 0) die(1, "%s", err);
+    float *logits = xmalloc((size_t)(m.n ? m.n : 1) * h->C * sizeof(float));
+    clf_logits(h, logits, m.rows, (int)m.n, O->projected);
+    output_open(out, O->output);
+    sw_init(O->s, out->fd);
+    write_header(O->s, h, method, &m.header, argc, argv);
+    for (int64_t i = 0; i < m.n; i++) {
+        item_keys k = {m.id[i], m.domain[i], m.split[i], m.label[i], m.view[i]};
+        write_prediction(O, &k, logits + (size_t)i * h->C);
+    }
+    uint64_t upstream = (uint64_t)m.dropped;
+    free(logits);
+    stream_matrix_free(&m);
+    return upstream;
+}
+
 int main(int argc, char **argv)
 {
     tool_init("predict");
@@ -195,84 +274,18 @@ int main(int argc, char **argv)
     if (argc - optind > 1) usage_error(USAGE, "one input at most");
     if (threads > 0) blas_set_threads((int)threads);
 
-    char err[VL_ERRLEN], teacher[512];
+    char err[VL_ERRLEN];
     clf_head h;
-    const char *cname = model ? model : text;
-    if (model) {
-        if (clf_open(&h, model, err) != 0) die(1, "%s", err);
-    } else {
-        load_text(&h, text, teacher, sizeof teacher);
-        h.teacher_space = xstrdup(teacher);
-        free(h.method);
-        h.method = xstrdup("zeroshot");
-    }
+    if (!model) load_text(&h, text);
+    else if (clf_open(&h, model, err) != 0) die(1, "%s", err);
     sr *r = open_stream(optind < argc ? argv[optind] : NULL);
     tool_out out;
     sw s;
     drops d = {0, to.max_errors};
-    out_ctx O = {.h = &h, .cname = cname, .s = &s, .d = &d, .source = r->name};
-    uint64_t upstream = 0;
-
-    if (weights) {
-        student *st;
-        char space[64];
-        if (student_open(&st, arch, weights, err) != 0) die(1, "--arch %s: %s", arch, err);
-        student_fold_bn(st); /* inference only: BatchNorm folded into the convolutions */
-        snprintf(space, sizeof space, "student:%s", student_arch(st));
-        if (strcmp(space, h.student_space) != 0)
-            die(1, "%s: a '%s' student, but %s takes '%s'", weights, space, model, h.student_space);
-        if (student_feature_dim(st) != h.Ds)
-            die(1, "%s: %d-dimensional features, but %s takes %d (tensor '%s')", weights, student_feature_dim(st),
-                model, h.Ds, h.kind == CLF_COSINE ? "proj.weight" : "fc.weight");
-        /* ImageNet's normalisation unless the weights declare theirs */
-        embed_opts eo = {.st = st, .mean = {0.485f, 0.456f, 0.406f}, .std = {0.229f, 0.224f, 0.225f},
-                         .batch = (int)batch, .bad = drop_bad, .bad_ctx = &d, .emit = emit_batch, .ctx = &O};
-        student_input_norm(st, eo.mean, eo.std);
-        if (sr_header(r, "image") != 0) die(1, "%s", r->err);
-        output_open(&out, to.output);
-        sw_init(&s, out.fd);
-        write_header(&s, &h, method, &r->header, argc, argv);
-        if (embed_stream(r, &eo, &upstream, err) != 0) die(1, "%s", err);
-        progress_done();
-        student_free(st);
-    } else {
-        /* the input's space says what its vectors are: student features,
-         * or vectors in the teacher's space (projected features, the
-         * teacher's image embeddings) */
-        if (sr_header(r, "embedding") != 0) die(1, "%s", r->err);
-        const mp_val *sp = mp_get(&r->header, "space");
-        if (h.student_space && mp_str_eq(sp, h.student_space)) O.projected = 0;
-        else if (h.kind == CLF_COSINE && mp_str_eq(sp, h.teacher_space)) O.projected = 1;
-        else if (!model)
-            die(1, "%s: header: space '%.*s', but the text rows of %s are for '%s' (the teacher's image embeddings)",
-                r->name, (int)sp->len, sp->v.s, text, h.teacher_space);
-        else if (h.kind == CLF_COSINE)
-            die(1, "%s: header: space '%.*s', but %s takes '%s' (features) or '%s' (projected features)", r->name,
-                (int)sp->len, sp->v.s, model, h.student_space, h.teacher_space);
-        else
-            die(1, "%s: header: space '%.*s', but %s takes '%s'", r->name, (int)sp->len, sp->v.s, model,
-                h.student_space);
-        int din = O.projected ? h.D : h.Ds;
-        if (r->dim != din)
-            die(1, "%s: header: dim %lld, but %s takes %d-dimensional %s", r->name, (long long)r->dim, cname, din,
-                !model ? "embeddings (its text rows)" : O.projected ? "projected features (tensor 'text')" :
-                h.kind == CLF_COSINE ? "features (tensor 'proj.weight')" : "features (tensor 'fc.weight')");
-        stream_matrix m;
-        stream_matrix_init(&m);
-        if (stream_matrix_read(&m, r, drop_bad, &d, err) != 0) die(1, "%s", err);
-        float *logits = xmalloc((size_t)(m.n ? m.n : 1) * h.C * sizeof(float));
-        clf_logits(&h, logits, m.rows, (int)m.n, O.projected);
-        output_open(&out, to.output);
-        sw_init(&s, out.fd);
-        write_header(&s, &h, method, &m.header, argc, argv);
-        for (int64_t i = 0; i < m.n; i++) {
-            item_keys k = {m.id[i], m.domain[i], m.split[i], m.label[i], m.view[i]};
-            write_prediction(&O, &k, logits + (size_t)i * h.C);
-        }
-        upstream = (uint64_t)m.dropped;
-        free(logits);
-        stream_matrix_free(&m);
-    }
+    out_ctx O = {.h = &h, .cname = model ? model : text, .s = &s, .d = &d, .source = r->name, .output = to.output};
+    uint64_t upstream;
+    if (weights) upstream = predict_images(&O, weights, arch, (int)batch, r, &out, method, argc, argv);
+    else upstream = predict_embeddings(&O, model, text, r, &out, method, argc, argv);
     close_stream(r);
     /* the drops upstream and here */
     s.dropped = upstream + d.dropped;
