@@ -720,7 +720,15 @@ int stream_matrix_read(stream_matrix *m, sr *r, stream_bad_fn bad, void *ctx, ch
         int rc;
         char msg[VL_ERRLEN];
         while ((rc = sr_next(r, &item)) == 1) {
-            if (sr_check_item(r, item, msg) != 0) {
+            const mp_val *id = mp_get(item, "id");
+            int bad_item = sr_check_item(r, item, msg) != 0;
+            if (!bad_item && memchr(id->v.s, 0, id->len)) {
+                /* the rows' ids are C strings */
+                char where[300];
+                snprintf(msg, sizeof msg, "%s: 'id' holds a NUL byte", sr_where(r, item, where, sizeof where));
+                bad_item = 1;
+            }
+            if (bad_item) {
                 m->bad++;
                 if (!bad || bad(ctx, msg)) return vl_error(err, "%s", msg);
                 continue;

@@ -137,7 +137,8 @@ void sw_header_log(sw *s, const mp_val *in_header, int argc, char **argv);
 
 /* A whole embedding stream in memory: one or several streams (back to back
  * in one input, or from several readers) as one matrix. Rows are the items
- * sr_check_item accepted, in input order. */
+ * sr_check_item accepted, in input order; an id holding a NUL byte (it
+ * could not be a C string) makes an item bad too. */
 typedef struct {
     int64_t n, dim;
     float *rows;                 /* n x dim, row-major */

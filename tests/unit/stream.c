@@ -922,6 +922,29 @@ static void test_matrix(void) {
           "stream_matrix_read: a key seen in another reader fails the load: %s", err);
     stream_matrix_free(&m);
 
+    /* an id with a NUL byte could not be a row's C string: a bad item */
+    int fd = memfd_create("nul", 0);
+    sw s;
+    sw_init(&s, fd);
+    sw_header_embedding(&s, 1, "t", NULL, 0, NULL);
+    sw_header_end(&s);
+    key_item(&s, "a\0b", 3, -1);
+    key_item(&s, "a", 1, -1);
+    sw_trailer_begin(&s);
+    sw_trailer_end(&s);
+    sw_free(&s);
+    size_t nn;
+    uint8_t *nul = slurp(fd, &nn);
+    close(fd);
+    stream_matrix_init(&m);
+    r = sr_open_mem(nul, nn, "<nul>");
+    rc = stream_matrix_read(&m, r, NULL, NULL, err);
+    CHECK(rc == -1 && strstr(err, "<nul>: record 1 (id 'a'): 'id' holds a NUL byte"),
+          "stream_matrix_read: an id holding a NUL byte is a bad item: %s", err);
+    sr_close(r);
+    stream_matrix_free(&m);
+    free(nul);
+
     /* a bad item with no callback, or one that says stop, fails the load */
     stream_matrix_init(&m);
     r = sr_open_mem(s2, n2, "<mat>");
