@@ -78,10 +78,25 @@ static void load_text(clf_head *h, const char *path)
     stream_matrix_free(&t);
 }
 
+/* A string of the input, not NUL-terminated (an id may hold a NUL); p is
+ * NULL where the key is absent. */
+typedef struct {
+    const char *p;
+    size_t n;
+} span;
+
+static span span_of(const char *s) { return (span){s, s ? strlen(s) : 0}; }
+
+static span span_key(const mp_val *m, const char *key)
+{
+    const mp_val *v = mp_get(m, key);
+    return v && v->type == MP_STR ? (span){v->v.s, v->len} : (span){NULL, 0};
+}
+
 /* What an output item carries over from its input item. */
 typedef struct {
-    const char *id, *domain, *split; /* domain, split NULL when absent */
-    int64_t label, view;             /* STREAM_NONE when absent */
+    span id, domain, split;
+    int64_t label, view; /* STREAM_NONE when absent */
 } item_keys;
 
 typedef struct {
@@ -94,11 +109,11 @@ typedef struct {
     int projected;      /* the input is in the teacher's space (cosine head) */
 } out_ctx;
 
-static void write_str(mpw *w, const char *key, const char *s)
+static void write_str(mpw *w, const char *key, span s)
 {
-    if (!s) return;
+    if (!s.p) return;
     mpw_str(w, key);
-    mpw_str(w, s);
+    mpw_strn(w, s.p, s.n);
 }
 
 static void write_index(mpw *w, const char *key, int64_t x)
@@ -115,8 +130,8 @@ static void write_prediction(const out_ctx *O, const item_keys *k, const float *
 {
     const clf_head *h = O->h;
     if (k->label != STREAM_NONE && k->label >= h->C) {
-        if (drop_item(&O->d->dropped, O->d->max_errors, "%s: id '%.200s': label %lld outside the %d classes of %s: dropped",
-                      O->source, k->id, (long long)k->label, h->C, O->cname))
+        if (drop_item(&O->d->dropped, O->d->max_errors, "%s: id '%.*s': label %lld outside the %d classes of %s: dropped",
+                      O->source, (int)(k->id.n > 200 ? 200 : k->id.n), k->id.p, (long long)k->label, h->C, O->cname))
             die_dropped(O->d->dropped, O->d->max_errors);
         return;
     }
@@ -141,10 +156,10 @@ static int emit_batch(void *ctx, const mp_val *keys, int B, const float *feat, c
     float *lg = xmalloc((size_t)B * O->h->C * sizeof(float));
     clf_logits(O->h, lg, feat, B, 0);
     for (int i = 0; i < B; i++) {
-        char *id = stream_get_str(&keys[i], "id"), *dom = stream_get_str(&keys[i], "domain"), *spl = stream_get_str(&keys[i], "split");
-        item_keys k = {id, dom, spl, stream_get_index(&keys[i], "label"), stream_get_index(&keys[i], "view")};
+        const mp_val *m = &keys[i];
+        item_keys k = {span_key(m, "id"), span_key(m, "domain"), span_key(m, "split"), stream_get_index(m, "label"),
+                       stream_get_index(m, "view")};
         write_prediction(O, &k, lg + (size_t)i * O->h->C);
-        free(id), free(dom), free(spl);
     }
     free(lg);
     progress("%llu images", (unsigned long long)O->s->records);
@@ -226,7 +241,7 @@ static uint64_t predict_embeddings(out_ctx *O, const char *model, const char *te
     sw_init(O->s, out->fd);
     write_header(O->s, h, method, &m.header, argc, argv);
     for (int64_t i = 0; i < m.n; i++) {
-        item_keys k = {m.id[i], m.domain[i], m.split[i], m.label[i], m.view[i]};
+        item_keys k = {span_of(m.id[i]), span_of(m.domain[i]), span_of(m.split[i]), m.label[i], m.view[i]};
         write_prediction(O, &k, logits + (size_t)i * h->C);
     }
     uint64_t upstream = (uint64_t)m.dropped;
