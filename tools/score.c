@@ -164,6 +164,14 @@ static void read_run(run *R, const char *path, long long max_errors, uint64_t *d
     close_stream(r);
 }
 
+static const char *seed_str(const run *R)
+{
+    static char buf[32];
+    if (!R->has_seed) return "nil";
+    snprintf(buf, sizeof buf, "%" PRId64, R->seed);
+    return buf;
+}
+
 static double pct(const cell *c) { return 100.0 * (double)c->correct / (double)c->total; }
 
 /* ---- output ---- */
@@ -203,8 +211,7 @@ static void single(FILE *f, run *R, int format)
         put_json(f, R->path);
         fprintf(f, ", \"method\": ");
         put_json(f, R->method);
-        if (R->has_seed) fprintf(f, ", \"seed\": %" PRId64, R->seed);
-        else fprintf(f, ", \"seed\": null");
+        fprintf(f, ", \"seed\": %s", R->has_seed ? seed_str(R) : "null");
         fprintf(f, ", \"sources\": [");
         for (int i = 0; i < R->nsources; i++) {
             if (i) fprintf(f, ", ");
@@ -236,10 +243,7 @@ static void single(FILE *f, run *R, int format)
         }
         return;
     }
-    fprintf(f, "%s: method %s, seed ", R->path, *R->method ? R->method : "-");
-    if (R->has_seed) fprintf(f, "%" PRId64, R->seed);
-    else fprintf(f, "-");
-    fprintf(f, ", sources ");
+    fprintf(f, "%s: method %s, seed %s, sources ", R->path, *R->method ? R->method : "-", seed_str(R));
     if (R->nsources) put_sources_text(f, R);
     else fprintf(f, "-");
     fprintf(f, "\n\n| domain | held out | split | correct | total | accuracy |\n| --- | --- | --- | --- | --- | --- |\n");
@@ -274,14 +278,6 @@ static stat mean_se(const double *x, int n)
     for (int i = 0; i < n; i++) v += (x[i] - s.mean) * (x[i] - s.mean);
     s.se = sqrt(v / n) / sqrt((double)n);
     return s;
-}
-
-static const char *seed_str(const run *R)
-{
-    static char buf[32];
-    if (!R->has_seed) return "nil";
-    snprintf(buf, sizeof buf, "%" PRId64, R->seed);
-    return buf;
 }
 
 static int same_seed(const run *a, const run *b) { return a->has_seed == b->has_seed && (!a->has_seed || a->seed == b->seed); }
