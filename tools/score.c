@@ -314,7 +314,10 @@ static void table(FILE *f, run *runs, int nruns, const char *split, int mixed, i
             doms[j] = doms[j - 1], doms[j - 1] = t;
         }
     /* a run held out a domain at most once for its method and seed */
-    for (int i = 0; i < nruns; i++)
+    for (int i = 0; i < nruns; i++) {
+        int any = 0;
+        for (int c = 0; c < runs[i].ncells; c++) any |= held_out(&runs[i], runs[i].cells[c].domain);
+        if (!any) warnx("%s: every domain of its items is among its sources: no column to fill", runs[i].path);
         for (int j = 0; j < i; j++) {
             if (strcmp(runs[i].method, runs[j].method) || !same_seed(&runs[i], &runs[j])) continue;
             for (int d = 0; d < ndoms; d++)
@@ -323,6 +326,7 @@ static void table(FILE *f, run *runs, int nruns, const char *split, int mixed, i
                     die(1, "%s: method '%s', seed %s, held-out domain '%s' again (first in %s): which run counts?",
                         runs[i].path, runs[i].method, seed_str(&runs[i]), shown(doms[d]), runs[j].path);
         }
+    }
 
     const char *figs[2] = {split, WHOLE};
     stat *cells = xcalloc((size_t)2 * nrows * ndoms, sizeof *cells);

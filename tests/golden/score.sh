@@ -41,6 +41,7 @@ stream(d + "/e0q.mp", "erm", 0, ["p"], [(1, 1, "q", "in"), (1, 0, "q", "out")])
 stream(d + "/zs.mp", "zeroshot", None, [], [(0, 0, "p", "in"), (1, 0, "p", "in"), (1, 1, "q", "in"), (0, 0, "q", "out")])
 stream(d + "/e2p.mp", "erm", 2, ["q"], [(0, 0, "p", "in")], settings='{"lr":0.1}')
 stream(d + "/dup.mp", "erm", 0, ["q"], [(0, 0, "p", "in")])
+stream(d + "/src.mp", "erm", 5, ["p", "q"], [(0, 0, "p", "in")])
 stream(d + "/lab.mp", "erm", 0, ["q"], [(0, 0, "p", "in"), (0, 5, "p", "in")])
 stream(d + "/join.mp", "erm", 0, ["q"], [(0, 0, "p", "in")])
 stream(d + "/join.mp", "erm", 1, ["q"], [(0, 0, "p", "in")], mode="ab")
@@ -108,5 +109,8 @@ expect 1 "score: $d/join.mp: stream 2: header: 'seed' is not that of stream 1: t
 expect 1 "score: $d/lab.mp: record 2 (id 'x1'): label 5 is no class (2 classes): dropped
 score: more than 0 items dropped (--max-errors 0)" -- "$d/lab.mp"
 expect 1 "score: $d/emb.mp: header: schema is 'embedding', expected 'prediction'" -- "$d/emb.mp"
+score "$d/e0p.mp" "$d/src.mp" >/dev/null 2>"$d/e"; rc=$?
+[ $rc = 0 ] && [ "$(cat "$d/e")" = "score: $d/src.mp: every domain of its items is among its sources: no column to fill" ]
+ok $? "a run that holds out none of its domains is warned about"
 score --max-errors 1 "$d/lab.mp" 2>/dev/null | grep -q '^| p | yes | in | 1 | 1 | 100.00 |$'
 ok $? "--max-errors 1: the bad item dropped, the rest scored"
