@@ -647,14 +647,13 @@ void stream_matrix_free(stream_matrix *m)
     memset(m, 0, sizeof *m);
 }
 
-/* an owned copy of item's string key, or NULL when absent or nil */
-static char *str_or_null(const mp_val *item, const char *key)
+char *stream_get_str(const mp_val *item, const char *key)
 {
     const mp_val *v = mp_get(item, key);
     return v && v->type == MP_STR ? xstrndup(v->v.s, v->len) : NULL;
 }
 
-static int64_t index_or_none(const mp_val *item, const char *key)
+int64_t stream_get_index(const mp_val *item, const char *key)
 {
     int64_t x;
     return mp_get_i64(item, key, &x) == 0 ? x : STREAM_NONE;
@@ -702,12 +701,12 @@ static void matrix_add(stream_matrix *m, const mp_val *item)
     }
     int64_t i = m->n++;
     memcpy(m->rows + i * m->dim, mp_get(item, "vec")->v.p, (size_t)m->dim * sizeof(float));
-    m->id[i] = str_or_null(item, "id");
-    m->cls[i] = str_or_null(item, "class");
-    m->domain[i] = str_or_null(item, "domain");
-    m->split[i] = str_or_null(item, "split");
-    m->label[i] = index_or_none(item, "label");
-    m->view[i] = index_or_none(item, "view");
+    m->id[i] = stream_get_str(item, "id");
+    m->cls[i] = stream_get_str(item, "class");
+    m->domain[i] = stream_get_str(item, "domain");
+    m->split[i] = stream_get_str(item, "split");
+    m->label[i] = stream_get_index(item, "label");
+    m->view[i] = stream_get_index(item, "view");
 }
 
 int stream_matrix_read(stream_matrix *m, sr *r, stream_bad_fn bad, void *ctx, char *err)
@@ -721,7 +720,15 @@ int stream_matrix_read(stream_matrix *m, sr *r, stream_bad_fn bad, void *ctx, ch
         int rc;
         char msg[VL_ERRLEN];
         while ((rc = sr_next(r, &item)) == 1) {
-            if (sr_check_item(r, item, msg) != 0) {
+            const mp_val *id = mp_get(item, "id");
+            int bad_item = sr_check_item(r, item, msg) != 0;
+            if (!bad_item && memchr(id->v.s, 0, id->len)) {
+                /* the rows' ids are C strings */
+                char where[300];
+                snprintf(msg, sizeof msg, "%s: 'id' holds a NUL byte", sr_where(r, item, where, sizeof where));
+                bad_item = 1;
+            }
+            if (bad_item) {
                 m->bad++;
                 if (!bad || bad(ctx, msg)) return vl_error(err, "%s", msg);
                 continue;

@@ -137,7 +137,8 @@ void sw_header_log(sw *s, const mp_val *in_header, int argc, char **argv);
 
 /* A whole embedding stream in memory: one or several streams (back to back
  * in one input, or from several readers) as one matrix. Rows are the items
- * sr_check_item accepted, in input order. */
+ * sr_check_item accepted, in input order; an id holding a NUL byte (it
+ * could not be a C string) makes an item bad too. */
 typedef struct {
     int64_t n, dim;
     float *rows;                 /* n x dim, row-major */
@@ -172,6 +173,11 @@ void stream_matrix_free(stream_matrix *m);
 int stream_matrix_read(stream_matrix *m, sr *r, stream_bad_fn bad, void *ctx, char *err);
 /* The row of (id, view) (view STREAM_NONE: an item without one), or -1. */
 int64_t stream_matrix_find(const stream_matrix *m, const char *id, int64_t view);
+
+/* An owned copy of item's string key, or NULL where it is absent, nil or no string. */
+char *stream_get_str(const mp_val *item, const char *key);
+/* item's index key (label, view): its value, or STREAM_NONE where absent or nil. */
+int64_t stream_get_index(const mp_val *item, const char *key);
 
 /* Copies the listed keys that are present in item into the open map. */
 void stream_copy_keys(mpw *w, const mp_val *item, const char *const *keys);

@@ -396,46 +396,29 @@ static void test_errors(void) {
     free(good);
 }
 
-static void put_header(mpw *w, const char *schema) {
-    mpw_map(w);
-    mpw_str(w, "schema");
-    mpw_str(w, schema);
-    mpw_str(w, "version");
-    mpw_int(w, 1);
-    if (!strcmp(schema, "embedding")) {
-        mpw_str(w, "dim");
-        mpw_int(w, 2);
-        mpw_str(w, "dtype");
-        mpw_str(w, "f32le");
-        mpw_str(w, "space");
-        mpw_str(w, "t");
-    } else if (!strcmp(schema, "image")) {
-        mpw_str(w, "dtype");
-        mpw_str(w, "u8");
-        mpw_str(w, "layout");
-        mpw_str(w, "hwc");
-        mpw_str(w, "c");
-        mpw_int(w, 3);
-    } else {
-        mpw_str(w, "classes");
-        mpw_array(w);
-        mpw_str(w, "dog");
-        mpw_str(w, "cat");
-        mpw_end(w);
-    }
-    mpw_end(w);
+/* a header of the schema, with the library's writers (no history) */
+static void put_header(sw *s, const char *schema) {
+    static const char *const cls[] = {"dog", "cat"};
+    stream_prediction_info pi = {.classes = cls, .nclasses = 2};
+    if (!strcmp(schema, "embedding"))
+        sw_header_embedding(s, 2, "t", NULL, 0, NULL);
+    else if (!strcmp(schema, "image"))
+        sw_header_image(s, NULL, 0, NULL);
+    else
+        sw_header_prediction(s, &pi, NULL, 0, NULL);
+    mpw_end(&s->w);
 }
 
 /* checks one item (built by fn) against a schema; returns sr_check_item's result and message */
 static int check_one(const char *schema, void (*fn)(mpw *), char *err) {
-    mpw w;
-    mpw_init(&w, -1);
-    put_header(&w, schema);
-    mpw_map(&w);
-    fn(&w);
-    mpw_end(&w);
-    int fd = mem_fd(w.buf, w.len);
-    mpw_free(&w);
+    sw s;
+    sw_init(&s, -1);
+    put_header(&s, schema);
+    mpw_map(&s.w);
+    fn(&s.w);
+    mpw_end(&s.w);
+    int fd = mem_fd(s.w.buf, s.w.len);
+    sw_free(&s);
     sr *r = sr_open(fd, "<in>");
     const mp_val *item;
     int rc = -1;
@@ -939,6 +922,29 @@ static void test_matrix(void) {
           "stream_matrix_read: a key seen in another reader fails the load: %s", err);
     stream_matrix_free(&m);
 
+    /* an id with a NUL byte could not be a row's C string: a bad item */
+    int fd = memfd_create("nul", 0);
+    sw s;
+    sw_init(&s, fd);
+    sw_header_embedding(&s, 1, "t", NULL, 0, NULL);
+    sw_header_end(&s);
+    key_item(&s, "a\0b", 3, -1);
+    key_item(&s, "a", 1, -1);
+    sw_trailer_begin(&s);
+    sw_trailer_end(&s);
+    sw_free(&s);
+    size_t nn;
+    uint8_t *nul = slurp(fd, &nn);
+    close(fd);
+    stream_matrix_init(&m);
+    r = sr_open_mem(nul, nn, "<nul>");
+    rc = stream_matrix_read(&m, r, NULL, NULL, err);
+    CHECK(rc == -1 && strstr(err, "<nul>: record 1 (id 'a'): 'id' holds a NUL byte"),
+          "stream_matrix_read: an id holding a NUL byte is a bad item: %s", err);
+    sr_close(r);
+    stream_matrix_free(&m);
+    free(nul);
+
     /* a bad item with no callback, or one that says stop, fails the load */
     stream_matrix_init(&m);
     r = sr_open_mem(s2, n2, "<mat>");
@@ -975,17 +981,17 @@ static void test_matrix(void) {
     CHECK(rc == -1 && strstr(err, "<empty>: empty input"), "stream_matrix_read: empty input fails: %s", err);
     sr_close(r);
     stream_matrix_free(&m);
-    mpw w;
-    mpw_init(&w, -1);
+    sw w;
+    sw_init(&w, -1);
     put_header(&w, "image");
     stream_matrix_init(&m);
-    r = sr_open_mem(w.buf, w.len, "<img>");
+    r = sr_open_mem(w.w.buf, w.w.len, "<img>");
     rc = stream_matrix_read(&m, r, NULL, NULL, err);
     CHECK(rc == -1 && !strcmp(err, "<img>: header: schema is 'image', expected 'embedding'"),
           "stream_matrix_read: another schema fails: %s", err);
     sr_close(r);
     stream_matrix_free(&m);
-    mpw_free(&w);
+    sw_free(&w);
     free(s1), free(s2), free(s3), free(s4), free(s5), free(both);
 }
 
