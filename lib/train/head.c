@@ -24,13 +24,24 @@ void head_init(head *h, int kind, int Ds, int D, int C)
     param_add(&h->p, NAMES[kind][0], 2, ws, 0);
     param_add(&h->p, NAMES[kind][1], 1, bs, 0);
     param_alloc(&h->p);
-    if (kind == HEAD_COSINE) h->text = xcalloc((size_t)C * D, sizeof(float));
+    clf_head *v = &h->view;
+    v->kind = kind == HEAD_COSINE ? CLF_COSINE : CLF_LINEAR;
+    v->C = C, v->Ds = Ds, v->D = kind == HEAD_COSINE ? D : 0;
+    if (kind == HEAD_COSINE) {
+        h->text = xcalloc((size_t)C * D, sizeof(float));
+        v->proj_w = param_data(&h->p, 0), v->proj_b = param_data(&h->p, 1);
+        v->text = h->text;
+        v->text_norm = xcalloc((size_t)C, sizeof(double));
+    } else {
+        v->fc_w = param_data(&h->p, 0), v->fc_b = param_data(&h->p, 1);
+    }
 }
 
 void head_free(head *h)
 {
     param_free(&h->p);
     free(h->text);
+    free(h->view.text_norm);
     memset(h, 0, sizeof *h);
 }
 
@@ -54,8 +65,13 @@ int head_set_text(head *h, const float *T, char *err)
         double s = 0;
         for (int k = 0; k < h->D; k++) s += (double)t[k] * t[k];
         if (!(s > 0) || !isfinite(s)) return vl_error(err, "text row %d is zero or not finite", c);
-        double inv = 1.0 / sqrt(s);
-        for (int k = 0; k < h->D; k++) h->text[(size_t)c * h->D + k] = (float)(t[k] * inv);
+        double inv = 1.0 / sqrt(s), n = 0;
+        float *row = h->text + (size_t)c * h->D;
+        for (int k = 0; k < h->D; k++) {
+            row[k] = (float)(t[k] * inv);
+            n += (double)row[k] * row[k];
+        }
+        h->view.text_norm[c] = sqrt(n); /* of the rows as stored, as clf_open takes them */
     }
     return 0;
 }
@@ -65,37 +81,14 @@ void head_forward(const head *h, float *out, const float *F, int B)
     linear_forward(out, F, param_data(&h->p, 0), param_data(&h->p, 1), B, h->Ds, h->D);
 }
 
-void head_logits(const head *h, float *logits, const float *out, int B)
+void head_predict(const head *h, float *logits, const float *F, int B, float *ws)
 {
     if (h->kind == HEAD_LINEAR) {
-        memcpy(logits, out, (size_t)B * h->C * sizeof(float));
+        clf_logits(&h->view, logits, F, B, 0);
         return;
     }
-    int D = h->D;
-    float *zn = xmalloc((size_t)B * D * sizeof(float));
-    for (int i = 0; i < B; i++) {
-        const float *z = out + (size_t)i * D;
-        double s = 0;
-        for (int k = 0; k < D; k++) s += (double)z[k] * z[k];
-        double n = sqrt(s);
-        float inv = (float)(1.0 / (n > 1e-12 ? n : 1e-12));
-        for (int k = 0; k < D; k++) zn[(size_t)i * D + k] = z[k] * inv;
-    }
-    /* logits = 100 zn T^T: a linear layer with T as its weight */
-    linear_forward(logits, zn, h->text, NULL, B, D, h->C);
-    for (size_t i = 0; i < (size_t)B * h->C; i++) logits[i] *= HEAD_LOGIT_SCALE;
-    free(zn);
-}
-
-void head_argmax(int *pred, const float *logits, int B, int C)
-{
-    for (int i = 0; i < B; i++) {
-        const float *l = logits + (size_t)i * C;
-        int best = 0;
-        for (int c = 1; c < C; c++)
-            if (l[c] > l[best]) best = c;
-        pred[i] = best;
-    }
+    head_forward(h, ws, F, B);
+    clf_logits(&h->view, logits, ws, B, 1);
 }
 
 static int copy_tensor(const st_file *f, const char *name, int ndim, const int64_t *shape, float *dst, char *err)
@@ -120,43 +113,6 @@ int head_load_weights(head *h, const st_file *f, char *err)
         if (copy_tensor(f, NAMES[h->kind][t], h->p.t[t].ndim, h->p.t[t].shape, param_data(&h->p, t), err) != 0)
             return -1;
     return 0;
-}
-
-int head_load(head *h, const st_file *f, char *err)
-{
-    int kind = st_find(f, "proj.weight") ? HEAD_COSINE : st_find(f, "fc.weight") ? HEAD_LINEAR : -1;
-    if (kind < 0) return vl_error(err, "%s: no head: neither proj.weight nor fc.weight", f->path);
-    const st_tensor *w = st_find(f, NAMES[kind][0]), *t = kind == HEAD_COSINE ? st_find(f, "text") : NULL;
-    if (w->ndim != 2 || w->shape[0] < 1 || w->shape[1] < 1 || w->shape[0] > (1 << 24) || w->shape[1] > (1 << 24))
-        return vl_error(err, "%s: tensor '%s' has shape %s, not [out, features]", f->path, NAMES[kind][0],
-                        st_shape_str(w->ndim, w->shape, (char[96]){0}, 96));
-    int D = (int)w->shape[0], Ds = (int)w->shape[1], C = D;
-    if (kind == HEAD_COSINE) {
-        if (!t) return vl_error(err, "%s: a projection head needs the text matrix 'text'", f->path);
-        if (t->ndim != 2 || t->shape[1] != D || t->shape[0] < 1 || t->shape[0] > (1 << 24))
-            return vl_error(err, "%s: tensor 'text' has shape %s, not [classes, %d]", f->path,
-                            st_shape_str(t->ndim, t->shape, (char[96]){0}, 96), D);
-        C = (int)t->shape[0];
-    }
-    head_init(h, kind, Ds, D, C);
-    if (head_load_weights(h, f, err) != 0) goto fail;
-    if (kind == HEAD_COSINE) {
-        int64_t ts[2] = {C, D};
-        float *T = st_load_f32(f, "text", 2, ts, err);
-        if (!T) goto fail;
-        int rc = head_set_text(h, T, err);
-        free(T);
-        if (rc != 0) {
-            char e[VL_ERRLEN];
-            snprintf(e, sizeof e, "%s: tensor 'text': %s", f->path, err);
-            strcpy(err, e);
-            goto fail;
-        }
-    }
-    return 0;
-fail:
-    head_free(h);
-    return -1;
 }
 
 void head_add_to_writer(const head *h, stw *w)

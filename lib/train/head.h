@@ -7,10 +7,13 @@
  *     fc.bias (C)): the linear probe and ERM.
  * The tensors live in a parameter store under those names, the names of the
  * model file (man align-fit), so the optimiser, the checkpoint and the writer
- * take them as they take a backbone's. */
+ * take them as they take a backbone's. The Predict rule itself is
+ * lib/classifier's (the one predict applies): the head keeps a classifier
+ * view of its own tensors. */
 #ifndef VL_TRAIN_HEAD_H
 #define VL_TRAIN_HEAD_H
 
+#include "classifier.h"
 #include "param.h"
 #include "st.h"
 
@@ -28,6 +31,7 @@ typedef struct {
     int C;       /* classes */
     params p;    /* proj.weight, proj.bias | fc.weight, fc.bias */
     float *text; /* (C,D) unit rows (cosine); owned */
+    clf_head view; /* the classifier over these tensors (pointers into p and text) */
 } head;
 
 /* A head of the kind for Ds features and C classes; D is the teacher's
@@ -42,18 +46,15 @@ void head_reset(head *h, uint64_t seed);
  * is zero or not finite (naming its index). */
 int head_set_text(head *h, const float *T, char *err);
 
-/* out (B,D): z (cosine) or the logits (linear), from F (B,Ds). */
+/* out (B,D): z (cosine) or the logits (linear), from F (B,Ds), in float
+ * through the GEMM (the training path). */
 void head_forward(const head *h, float *out, const float *F, int B);
-/* logits (B,C) from head_forward's out: the Predict rule 100 cos(z, T_c)
- * (z normalised with F.normalize's 1e-12 floor), or a copy for a linear head. */
-void head_logits(const head *h, float *logits, const float *out, int B);
-/* The class of each row: the first largest logit. */
-void head_argmax(int *pred, const float *logits, int B, int C);
+/* logits (B,C) of the Predict rule for features F (B,Ds), as predict
+ * computes them (clf_logits): the cosine head projects here through the
+ * GEMM and takes the classifier's 100 cos(z, T_c); the linear head is the
+ * classifier's. ws: B * D floats (cosine). */
+void head_predict(const head *h, float *logits, const float *F, int B, float *ws);
 
-/* Reads a head from a model file: its kind from the tensors present
- * (proj.* and text, or fc.*), sizes from their shapes; h is initialised
- * here. -1 with err naming the file and the tensor. */
-int head_load(head *h, const st_file *f, char *err);
 /* Loads only the weights (proj.* or fc.*) of f into h, whose sizes must
  * match: --init. */
 int head_load_weights(head *h, const st_file *f, char *err);

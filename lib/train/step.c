@@ -69,20 +69,17 @@ void train_evaluate(const head *h, const float *F, const int *y, const int *dom,
                     double *acc, double *loss)
 {
     enum { CHUNK = 256 };
-    int C = h->C, w = h->D > C ? h->D : C;
-    float *out = xmalloc((size_t)CHUNK * w * sizeof(float)), *logits = xmalloc((size_t)CHUNK * C * sizeof(float));
-    int pred[CHUNK];
+    int C = h->C;
+    float *ws = xmalloc((size_t)CHUNK * h->D * sizeof(float)), *logits = xmalloc((size_t)CHUNK * C * sizeof(float));
     long *right = xcalloc((size_t)ndom, sizeof(long)), *count = xcalloc((size_t)ndom, sizeof(long));
     double total = 0;
     for (int s = 0; s < N; s += CHUNK) {
         int B = N - s < CHUNK ? N - s : CHUNK;
-        head_forward(h, out, F + (size_t)s * h->Ds, B);
-        head_logits(h, logits, out, B);
-        head_argmax(pred, logits, B, C);
+        head_predict(h, logits, F + (size_t)s * h->Ds, B, ws);
         total += (double)crossentropy_forward(NULL, logits, y + s, B, C) * B;
         for (int i = 0; i < B; i++) {
             count[dom[s + i]]++;
-            right[dom[s + i]] += pred[i] == y[s + i];
+            right[dom[s + i]] += clf_argmax(logits + (size_t)i * C, C) == y[s + i];
         }
     }
     double sum = 0;
@@ -93,7 +90,7 @@ void train_evaluate(const head *h, const float *F, const int *y, const int *dom,
     }
     *acc = have ? sum / have : NAN;
     *loss = N ? total / N : NAN;
-    free(out);
+    free(ws);
     free(logits);
     free(right);
     free(count);

@@ -16,6 +16,9 @@ align-fit "${common[@]}" --teacher "$d/teacher.mp" --init "$d/init_cos.safetenso
     -o "$d/model_cos.safetensors" || echo "FAIL: align_fit: align-fit --loss cos exited with $?"
 align-fit "${common[@]}" --loss ce --init "$d/init_ce.safetensors" -o "$d/model_ce.safetensors" \
     || echo "FAIL: align_fit: align-fit --loss ce exited with $?"
+for l in cos ce; do
+    predict --model "$d/model_$l.safetensors" -o "$d/pred_$l.mp" "$d/val.mp" || echo "FAIL: align_fit: predict --loss $l"
+done
 "$PY" tests/ref/align_fit_ref.py check "$d"
 
 # the log: one item per evaluation (steps 0, 6, 12, 18, 24)

@@ -160,6 +160,16 @@ def check(d):
         print(f"{'PASS' if good else 'FAIL'}: align_fit: --loss {loss}: the same selected step ({meta['vl2v.best_step']} "
               f"vs {step}) and source validation accuracy ({float(meta['vl2v.val_acc']):.4f} vs {acc:.4f}); "
               f"evaluations {[(s, round(a, 3)) for s, a in accs]}")
+        _, preds = read(f"{d}/pred_{loss}.mp")
+        per = {}
+        for p in preds:
+            if p["domain"] != "sketch":
+                per.setdefault(p["domain"], []).append(p["pred"] == p["label"])
+        pacc = float(np.mean([np.mean(v) for v in per.values()]))
+        good = abs(pacc - float(meta["vl2v.val_acc"])) < 1e-12
+        ok &= good
+        print(f"{'PASS' if good else 'FAIL'}: align_fit: --loss {loss}: predict on the validation items gives the "
+              f"accuracy align-fit selected with ({pacc:.4f} vs {float(meta['vl2v.val_acc']):.4f})")
         moved = len(set(round(a, 6) for _, a in accs)) > 1
         print(f"{'PASS' if moved else 'FAIL'}: align_fit: --loss {loss}: the validation accuracy moves during training")
         ok &= moved
