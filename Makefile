@@ -11,6 +11,9 @@ TOOLS := $(TOOL_SRC:tools/%.c=bin/%)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
 UNITS := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
 MANS := $(wildcard man/*.[157])
+# Data files the tools read at run time, installed in $(PREFIX)/share/vl2v
+# (tools/common.c: tool_share_file finds them there or in share/ here).
+SHARE := share/bpe_simple_vocab_16e6.txt.gz
 
 # Debian packages the build, the tests and the pipelines need.
 DEPS := build-essential libopenblas-dev libjpeg62-turbo-dev libpng-dev libmsgpack-dev zlib1g-dev \
@@ -66,13 +69,15 @@ demo: deps
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
-		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7
+		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7 $(DESTDIR)$(PREFIX)/share/vl2v
 	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin
+	install -m 644 $(SHARE) $(DESTDIR)$(PREFIX)/share/vl2v
 	install -m 755 tools/pth2safetensors $(DESTDIR)$(PREFIX)/bin
 	for m in $(MANS); do install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$${m##*.}; done
 
 uninstall:
 	rm -f $(TOOLS:bin/%=$(DESTDIR)$(PREFIX)/bin/%) $(DESTDIR)$(PREFIX)/bin/pth2safetensors
+	rm -f $(SHARE:share/%=$(DESTDIR)$(PREFIX)/share/vl2v/%)
 	for m in $(MANS); do rm -f $(DESTDIR)$(PREFIX)/share/man/man$${m##*.}/$${m##*/}; done
 
 # Coverage-guided fuzzing of the stream reader and the safetensors parser

@@ -69,6 +69,13 @@ void close_stream(sr *r);
 int drop_item(uint64_t *dropped, long long max_errors, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 noreturn void die_dropped(uint64_t dropped, long long max_errors);
 
+/* A data file shipped with the tools (share/ in the sources, installed in
+ * $(PREFIX)/share/vl2v): DIR/../share/vl2v/NAME, else DIR/../share/NAME,
+ * where DIR holds this program's executable (/proc/self/exe, links
+ * resolved). Returns the path (malloc'ed) of the first that is a readable
+ * file, or NULL. */
+char *tool_share_file(const char *name);
+
 /* Flushes stdout; a write error there (a full disk, a closed pipe) is fatal. */
 void stdout_done(void);
 

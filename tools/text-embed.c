@@ -150,44 +150,6 @@ static char *make_prompt(const char *tmpl, const char *cls)
     return out;
 }
 
-static int is_dir(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static int readable(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-/* The tokenizer's files: --bpe, else the model directory's vocab.json +
- * merges.txt, else those or bpe_simple_vocab_16e6.txt.gz beside a model file. */
-static char *find_tokenizer(const char *model, const char *bpe)
-{
-    if (bpe) return xstrdup(bpe);
-    if (is_dir(model)) return xstrdup(model);
-    const char *slash = strrchr(model, '/');
-    char *dir = slash ? xstrndup(model, (size_t)(slash - model + 1)) : xstrdup("./");
-    size_t n = strlen(dir) + 64;
-    char *a = xmalloc(n), *b = xmalloc(n);
-    snprintf(a, n, "%svocab.json", dir);
-    snprintf(b, n, "%smerges.txt", dir);
-    char *found = NULL;
-    if (readable(a) && readable(b)) {
-        found = xstrdup(dir);
-    } else {
-        snprintf(a, n, "%sbpe_simple_vocab_16e6.txt.gz", dir);
-        if (readable(a)) found = xstrdup(a);
-    }
-    free(a), free(b), free(dir);
-    if (!found)
-        die(1, "%s: no tokenizer beside the model (vocab.json + merges.txt or bpe_simple_vocab_16e6.txt.gz); "
-               "give --bpe FILE", model);
-    return found;
-}
-
 /* Tokenises template tmpl filled with class cls into row[0..ctx) and returns
  * its length; dies with a message naming the prompt when it is too long
  * (without truncate) or holds an id the model does not have. */
@@ -264,7 +226,9 @@ int main(int argc, char **argv)
                     classes.v[i], j, i);
 
     char err[VL_ERRLEN];
-    char *tok_file = find_tokenizer(model_path, bpe);
+    char *shipped = tool_share_file(TOK_BPE_FILE);
+    char *tok_file = tok_locate(model_path, bpe, shipped, err);
+    if (!tok_file) die(1, "%s", err);
     tok_path = tok_file;
     tok *tk;
     if (tok_load(&tk, tok_path, err) != 0) die(1, "%s", err);
@@ -347,7 +311,7 @@ int main(int argc, char **argv)
 
     for (size_t k = 0; k < K; k++) free(classes.v[k]);
     for (size_t j = 0; j < P; j++) free(templates.v[j]);
-    free(classes.v), free(templates.v), free(emb), free(bt), free(vec), free(acc), free(space), free(tok_file);
+    free(classes.v), free(templates.v), free(emb), free(bt), free(vec), free(acc), free(space), free(tok_file), free(shipped);
     tok_free(tk);
     clip_free(m);
     return 0;
