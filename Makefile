@@ -6,7 +6,7 @@ include config.mk
 CPPFLAGS += -Ilib -Itools
 LIB_SRC := $(sort $(wildcard lib/*.c lib/*/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=build/%.o)
-TOOL_SRC := $(sort $(filter-out tools/common.c,$(wildcard tools/*.c)))
+TOOL_SRC := $(sort $(filter-out tools/common.c tools/query.c,$(wildcard tools/*.c)))
 TOOLS := $(TOOL_SRC:tools/%.c=bin/%)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
 UNITS := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
@@ -46,9 +46,12 @@ build/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
-bin/%: build/tools/%.o build/tools/common.o build/libvl2v.a
+# tools/common.c and tools/query.c (the teacher queries of teacher-embed and
+# text-embed) are linked into every program
+TOOL_SHARED := build/tools/common.o build/tools/query.o
+bin/%: build/tools/%.o $(TOOL_SHARED) build/libvl2v.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $< build/tools/common.o build/libvl2v.a $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(TOOL_SHARED) build/libvl2v.a $(LDFLAGS) $(LDLIBS)
 
 build/tests/%: build/tests/unit/%.o build/libvl2v.a
 	@mkdir -p $(@D)
@@ -103,5 +106,5 @@ bench: all
 clean:
 	rm -rf build bin fuzz/out
 
--include $(LIB_OBJ:.o=.d) $(TOOL_SRC:tools/%.c=build/tools/%.d) build/tools/common.d \
+-include $(LIB_OBJ:.o=.d) $(TOOL_SRC:tools/%.c=build/tools/%.d) build/tools/common.d build/tools/query.d \
 	$(UNIT_SRC:tests/unit/%.c=build/tests/unit/%.d)
