@@ -10,10 +10,7 @@
 #include "common.h"
 
 #include "blas.h"
-#include "models/mobilenet.h"
-#include "models/resnet.h"
-#include "models/vit.h"
-#include "st.h"
+#include "models/student.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -21,20 +18,11 @@
 #include <unistd.h>
 
 static const char USAGE[] =
-    "usage: student-embed [--arch resnet18|resnet34|resnet50|mobilenet_v2|vit_s16|vit_b16|auto]\n"
-    "                     --weights FILE\n"
+    "usage: student-embed [--arch resnet18|resnet34|resnet50|mobilenet_v2|vit_s16|vit_b16|clip_vision|\n"
+    "                             openclip_timm|auto]\n"
+    "                     --weights FILE|DIR\n"
     "                     [--mean R,G,B] [--std R,G,B] [--batch N] [--threads N] [--max-errors N]\n"
     "                     [-v] [-o FILE] [FILE]\n";
-
-static const char *const ARCHS[] = {"resnet18", "resnet34", "resnet50", "mobilenet_v2", "vit_s16", "vit_b16", NULL};
-
-typedef struct {
-    const char *arch;
-    resnet *rn;
-    mobilenet *mb;
-    vit *vt;
-    int dim;
-} student;
 
 static void parse_triple(const char *opt, const char *s, float *v)
 {
@@ -47,70 +35,13 @@ static void parse_triple(const char *opt, const char *s, float *v)
     }
 }
 
-static void load_student(student *st, const char *arch, const char *path)
-{
-    st_file f;
-    char err[VL_ERRLEN];
-    if (st_open(&f, path, err) != 0) die(1, "%s", err);
-    int depth = 0, ncls = 0, k2;
-    if (strcmp(arch, "auto") == 0) {
-        char e1[VL_ERRLEN], e2[VL_ERRLEN], e3[VL_ERRLEN];
-        int vkind;
-        if (resnet_detect(&f, &depth, &ncls, e1) == 0)
-            arch = depth == 18 ? "resnet18" : depth == 34 ? "resnet34" : "resnet50";
-        else if (vit_detect(&f, &vkind, &ncls, e2) == 0)
-            arch = vkind == VIT_B16 ? "vit_b16" : "vit_s16";
-        else if (mobilenet_detect(&f, &ncls, e3) == 0)
-            arch = "mobilenet_v2";
-        else
-            die(1, "--arch auto: %s; and %s; and %s", e1, e2, e3);
-    }
-    st->arch = arch;
-    if (strncmp(arch, "resnet", 6) == 0) {
-        depth = atoi(arch + 6);
-        int d2;
-        if (resnet_detect(&f, &d2, &ncls, err) != 0) ncls = 0;
-        st->rn = resnet_new(depth, ncls);
-        if (resnet_load(st->rn, &f, err) != 0) die(1, "--arch %s: %s", arch, err);
-        resnet_fold_bn(st->rn); /* inference only: BatchNorm folded into the convolutions */
-        st->dim = resnet_feature_dim(st->rn);
-    } else if (strcmp(arch, "mobilenet_v2") == 0) {
-        if (mobilenet_detect(&f, &ncls, err) != 0) ncls = 0;
-        st->mb = mobilenet_new(ncls);
-        if (mobilenet_load(st->mb, &f, err) != 0) die(1, "--arch %s: %s", arch, err);
-        mobilenet_fold_bn(st->mb);
-        st->dim = mobilenet_feature_dim(st->mb);
-    } else {
-        int kind = strcmp(arch, "vit_b16") == 0 ? VIT_B16 : VIT_S16;
-        if (vit_detect(&f, &k2, &ncls, err) != 0) ncls = 0;
-        /* the grid pos_embed was made for; other input sizes resize it */
-        const st_tensor *pe = st_find(&f, "pos_embed");
-        int grid = 14;
-        if (pe && pe->ndim == 3 && pe->shape[1] > 1) {
-            int n = (int)pe->shape[1] - 1;
-            for (grid = 1; grid * grid < n; grid++) {
-            }
-            if (grid * grid != n) die(1, "%s: tensor 'pos_embed' has %d positions: not 1 + a square grid", path, n + 1);
-        }
-        st->vt = vit_new(kind, grid * 16, ncls);
-        if (vit_load(st->vt, &f, err) != 0) die(1, "--arch %s: %s", arch, err);
-        st->dim = vit_feature_dim(st->vt);
-    }
-    st_close(&f);
-}
-
-static int run_student(student *st, float *feat, const float *x, int B, int H, int W, char *err)
-{
-    if (st->rn) return resnet_forward(st->rn, feat, x, B, H, W, 0, err);
-    if (st->mb) return mobilenet_forward(st->mb, feat, x, B, H, W, 0, err);
-    return vit_forward(st->vt, feat, x, B, H, W, 0, err);
-}
-
 int main(int argc, char **argv)
 {
     tool_init("student-embed");
     const char *arch = "auto", *weights = NULL, *outpath = NULL;
+    /* ImageNet's, unless the weights declare theirs or --mean/--std say */
     float mean[3] = {0.485f, 0.456f, 0.406f}, stdv[3] = {0.229f, 0.224f, 0.225f};
+    int given_mean = 0, given_std = 0;
     long long batch = 32, threads = 0, max_errors = 0;
     static const struct option opts[] = {{"arch", required_argument, 0, 'a'},
                                          {"weights", required_argument, 0, 'W'},
@@ -128,9 +59,13 @@ int main(int argc, char **argv)
         switch (c) {
         case 'a': arch = optarg; break;
         case 'W': weights = optarg; break;
-        case 'M': parse_triple("--mean", optarg, mean); break;
+        case 'M':
+            parse_triple("--mean", optarg, mean);
+            given_mean = 1;
+            break;
         case 'S':
             parse_triple("--std", optarg, stdv);
+            given_std = 1;
             for (int i = 0; i < 3; i++)
                 if (!(stdv[i] > 0)) usage_error(USAGE, "--std: values must be positive");
             break;
@@ -145,13 +80,21 @@ int main(int argc, char **argv)
     }
     if (!weights) usage_error(USAGE, "--weights is required");
     int known = strcmp(arch, "auto") == 0;
-    for (int i = 0; ARCHS[i]; i++) known |= strcmp(arch, ARCHS[i]) == 0;
+    for (int i = 0; STUDENT_ARCHS[i]; i++) known |= strcmp(arch, STUDENT_ARCHS[i]) == 0;
     if (!known) usage_error(USAGE, "--arch: unknown architecture '%s'", arch);
     if (argc - optind > 1) usage_error(USAGE, "one input at most");
     if (threads > 0) blas_set_threads((int)threads);
 
-    student st = {0};
-    load_student(&st, arch, weights);
+    student *st;
+    char err[VL_ERRLEN];
+    if (student_open(&st, arch, weights, err) != 0) die(1, "--arch %s: %s", arch, err);
+    student_fold_bn(st); /* inference only: BatchNorm folded into the convolutions */
+    int dim = student_feature_dim(st);
+    float wmean[3], wstd[3];
+    if (student_input_norm(st, wmean, wstd)) {
+        if (!given_mean) memcpy(mean, wmean, sizeof mean);
+        if (!given_std) memcpy(stdv, wstd, sizeof stdv);
+    }
 
     sr *r = open_stream(optind < argc ? argv[optind] : NULL);
     if (sr_header(r, "image") != 0) die(1, "%s", r->err);
@@ -160,10 +103,10 @@ int main(int argc, char **argv)
     output_open(&out, outpath);
     sw_init(&s, out.fd);
     char space[64];
-    snprintf(space, sizeof space, "student:%s", st.arch);
+    snprintf(space, sizeof space, "student:%s", student_arch(st));
     sw_header_begin(&s, "embedding", &r->header, argc, argv);
     mpw_str(&s.w, "dim");
-    mpw_int(&s.w, st.dim);
+    mpw_int(&s.w, dim);
     mpw_str(&s.w, "dtype");
     mpw_str(&s.w, "f32le");
     mpw_str(&s.w, "space");
@@ -172,20 +115,19 @@ int main(int argc, char **argv)
 
     /* the batch: pixels, and each item's id and metadata as an owned map */
     int B = 0, bh = 0, bw = 0;
-    float *x = NULL, *feat = xmalloc((size_t)batch * st.dim * sizeof(float));
+    float *x = NULL, *feat = xmalloc((size_t)batch * dim * sizeof(float));
     size_t xcap = 0;
     mpw *meta = xcalloc((size_t)batch, sizeof *meta);
     mp_arena arena = {0};
     /* dropped here counts against --max-errors; the trailer's total adds the
      * upstream streams' drops, which were never seen here */
     uint64_t dropped = 0, upstream_dropped = 0;
-    char err[VL_ERRLEN];
     static const char *const ID[] = {"id", NULL};
 
 #define FLUSH()                                                                                                    \
     do {                                                                                                           \
         if (!B) break;                                                                                             \
-        if (run_student(&st, feat, x, B, bh, bw, err) != 0) die(1, "%s", err);                                     \
+        if (student_forward(st, feat, x, B, bh, bw, 0, err) != 0) die(1, "%s", err);                                 \
         for (int i = 0; i < B; i++) {                                                                              \
             mp_val m;                                                                                              \
             size_t used;                                                                                           \
@@ -198,7 +140,7 @@ int main(int argc, char **argv)
                 mpw_value(&s.w, &m.v.a[2 * k + 1]);                                                                \
             }                                                                                                      \
             mpw_str(&s.w, "vec");                                                                                  \
-            mpw_bin(&s.w, feat + (size_t)i * st.dim, (size_t)st.dim * sizeof(float));                              \
+            mpw_bin(&s.w, feat + (size_t)i * dim, (size_t)dim * sizeof(float));                              \
             if (sw_item_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));                                \
             mpw_free(&meta[i]);                                                                                    \
         }                                                                                                          \
@@ -221,10 +163,11 @@ int main(int argc, char **argv)
             int64_t h, w;
             mp_get_i64(item, "h", &h);
             mp_get_i64(item, "w", &w);
-            if (st.vt && (h % 16 || w % 16)) {
+            char why[VL_ERRLEN];
+            if (student_check_input(st, (int)h, (int)w, why) != 0) {
                 char where[256];
-                if (drop_item(&dropped, max_errors, "%s: %lldx%lld image: a ViT needs sides that are multiples of 16: dropped",
-                              sr_where(r, item, where, sizeof where), (long long)h, (long long)w))
+                if (drop_item(&dropped, max_errors, "%s: %lldx%lld image: %s: dropped", sr_where(r, item, where, sizeof where),
+                              (long long)h, (long long)w, why))
                     die_dropped(dropped, max_errors);
                 continue;
             }
@@ -271,8 +214,6 @@ int main(int argc, char **argv)
     free(meta);
     free(x);
     free(feat);
-    if (st.rn) resnet_free(st.rn);
-    if (st.vt) vit_free(st.vt);
-    if (st.mb) mobilenet_free(st.mb);
+    student_free(st);
     return 0;
 }

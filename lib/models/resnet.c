@@ -109,3 +109,4 @@ int resnet_forward(resnet *m, float *feat, const float *x, int B, int H, int W, 
 void resnet_backward(resnet *m, const float *dfeat) { cn_backward(m->cn, dfeat); }
 size_t resnet_buffer_bytes(const resnet *m) { return cn_buffer_bytes(m->cn); }
 void resnet_release(resnet *m) { cn_release(m->cn); }
+convnet *resnet_convnet(resnet *m) { return m->cn; }

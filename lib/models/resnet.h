@@ -56,5 +56,7 @@ int resnet_decisions(const resnet *m, cn_decision *d, int max);
 size_t resnet_buffer_bytes(const resnet *m);
 /* Releases the activation buffers (the parameters stay). */
 void resnet_release(resnet *m);
+/* The engine under it, for code that runs every convolutional student alike. */
+convnet *resnet_convnet(resnet *m);
 
 #endif
