@@ -5,6 +5,7 @@
 #include "models/clip.h"
 
 #include "json.h"
+#include "models/student.h"
 #include "nn/layernorm.h"
 #include "nn/linear.h"
 #include "nn/patch.h"
@@ -30,22 +31,31 @@ struct clip_model {
     clip_vision v;
     clip_text t;
     float *vblock, *tblock;
-    int timm;    /* the image tower is timm's (load_openclip_timm): img, not v's tensors */
-    void *img;   /* that tower */
+    int timm;     /* the image tower is timm's (load_openclip_timm): img, not v's tensors */
+    student *img; /* that tower */
     int has_norm; /* the configuration gives the input normalisation */
     float mean[3], std[3];
 };
 
-/* ---- the timm image tower ---- */
+/* ---- the timm image tower: the student face's openclip_timm ---- */
 
+/* The face opens the weights file itself (and the open_clip_config.json
+ * beside it, whose trunk, pool and projection it checks), reading only
+ * visual.*; inference only, so BatchNorm is folded. */
 static int timm_open(clip_model *m, const st_file *f, char *err)
 {
-    return vl_error(err, "%s: the timm image tower is not computed yet", f->path);
+    student *s;
+    if (student_open(&s, "openclip_timm", f->path, err) != 0) return -1;
+    m->img = s;
+    if (student_feature_dim(s) != m->v.D)
+        return vl_error(err, "%s: the image tower gives %d dimensions, visual.head.proj.weight %d", f->path,
+                        student_feature_dim(s), m->v.D);
+    if (student_check_input(s, m->v.S, m->v.S, err) != 0) return -1;
+    student_fold_bn(s);
+    return 0;
 }
 
-static void timm_free(clip_model *m) { (void)m; }
-
-static void timm_forward(clip_model *m, const float *pix, int B, float *out) { (void)m, (void)pix, (void)B, (void)out; }
+static void timm_free(clip_model *m) { student_free(m->img); }
 
 /* ---- parameter layouts ---- */
 
@@ -452,21 +462,12 @@ static int openai_text_get(clip_model *m, const st_file *f, char *err)
 }
 
 /* An OpenCLIP model whose image tower is a timm model (vision_cfg names
- * timm_model_name): timm's mobilenetv2_100 trunk, average pooling and a
- * linear projection without bias, as the student face's openclip_timm
- * computes it; any other trunk, pool or projection is refused by name. */
+ * timm_model_name): the student face's openclip_timm, timm's
+ * mobilenetv2_100 trunk, average pooling and a linear projection (the face
+ * refuses any other trunk, pool or projection, naming it). Only the text
+ * tower, when that alone is asked for, is read whatever the trunk. */
 static int load_openclip_timm(clip_model *m, const st_file *f, const json *vc, const json *tc, int act, char *err)
 {
-    const char *name = json_get_str(vc, "timm_model_name", "");
-    const char *pool = json_get_str(vc, "timm_pool", "avg"), *proj = json_get_str(vc, "timm_proj", "linear");
-    const json *pb = json_get(vc, "timm_proj_bias");
-    if (strcmp(name, "mobilenetv2_100") != 0)
-        return vl_error(err, "%s: open_clip_config.json: timm image tower '%s' is not supported (only "
-                        "mobilenetv2_100)", f->path, name);
-    if (strcmp(pool, "avg") != 0 || strcmp(proj, "linear") != 0 || (pb && pb->type == JSON_BOOL && pb->b))
-        return vl_error(err, "%s: open_clip_config.json: timm_pool '%s', timm_proj '%s'%s: only avg pooling and a "
-                        "linear projection without bias are computed here", f->path, pool, proj,
-                        pb && pb->type == JSON_BOOL && pb->b ? " with bias" : "");
     const json *is = json_get(vc, "image_size");
     if (is && (is->type != JSON_NUM || !is->is_int || is->i < 32 || is->i > 8192))
         return vl_error(err, "%s: open_clip_config.json: vision_cfg.image_size must be one number from 32 to 8192",
@@ -647,6 +648,9 @@ int clip_load_towers(clip_model **out, const char *path, int towers, char *err)
         h = hash_weights(0, &f);
         if (st_find(&f, "visual.conv1.weight"))
             rc = load_openai(m, &f, NULL, err);
+        else if (st_find(&f, "visual.head.proj.weight"))
+            rc = vl_error(err, "%s: an OpenCLIP model with a timm image tower needs its directory (with "
+                          "open_clip_config.json)", path);
         else if (st_find(&f, "vision_model.embeddings.patch_embedding.weight"))
             rc = vl_error(err, "%s: transformers' CLIPModel names need the model directory (with config.json)", path);
         else
@@ -774,10 +778,11 @@ static void vision_embed(const clip_vision *v, float *x, const float *pix, int B
 int clip_encode_image(clip_model *m, const float *pix, int B, float *out, char *err)
 {
     if (!(m->towers & CLIP_VISION)) return vl_error(err, "%s: the image tower was not loaded", m->id);
-    if (m->timm)
-        timm_forward(m, pix, B, out);
-    else
+    if (m->timm) {
+        if (student_forward(m->img, out, pix, B, m->v.S, m->v.S, 0, err) != 0) return -1;
+    } else {
         clip_vision_forward(&m->v, pix, B, out, NULL);
+    }
     l2_normalise(out, B, m->v.D);
     return 0;
 }
