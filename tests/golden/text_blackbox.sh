@@ -155,4 +155,13 @@ ok $? "text --model with --cache is a usage error"
 teacher-embed --exec "$V" --model-id x <"$tmp/sent.mp" >/dev/null 2>"$tmp/err"
 [ $? = 1 ] && grep -q "text stream goes to --model" "$tmp/err"
 ok $? "teacher-embed --exec refuses a text stream, pointing to text-embed --exec ($(head -c 200 "$tmp/err"))"
+
+# teacher-embed's man page: --help's usage is its SYNOPSIS (text-embed's is
+# checked by tests/ref/text_embed.sh); mandoc finds nothing to warn about
+syn=$(mandoc -Tascii -O width=250 man/teacher-embed.1 2>/dev/null | col -bx |
+    awk '/^SYNOPSIS/ {on = 1; next} /^[A-Z]/ {on = 0} on' | tr -s ' \n' '  ' | sed 's/^ //; s/ $//')
+help=$(teacher-embed --help | awk '/^  -/ {exit} 1' | sed 's/^usage: //; s/^       //' | tr -s ' \n' '  ' | sed 's/^ //; s/ $//')
+ok $([ -n "$syn" ] && [ "$syn" = "$help" ]; echo $?) "teacher-embed --help's usage is the SYNOPSIS of man/teacher-embed.1"
+mandoc -Tlint -W warning man/teacher-embed.1 >/dev/null 2>&1
+ok $? "mandoc -Tlint -W warning man/teacher-embed.1"
 exit $fail
