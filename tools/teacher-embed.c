@@ -11,7 +11,12 @@
  * input order, ids and labels; header and items are the same bytes whether a
  * vector came from the cache or from a query. An answer that is not a vector
  * of the teacher's size with finite values drops its item (counted, up to
- * --max-errors); an answer that joins no query fails the run. */
+ * --max-errors); an answer that joins no query fails the run. The cache,
+ * the budget and the vendor process are query.c's, shared with text-embed.
+ *
+ * White-box, the input may also be a text stream (id, text), as
+ * text-embed --exec sends it: each text is tokenised and encoded by the
+ * model's text tower, which makes this program the vendor side of both. */
 #include "common.h"
 #include "query.h"
 
@@ -195,6 +200,39 @@ static char *norm_name(const float mean[3], const float std[3])
     return xstrdup(b);
 }
 
+/* ---- the white-box and black-box loops ---- */
+
+/* The next item of r: 1 with *item and where set, 0 at the end, -1 for a
+ * malformed item (dropped). A repeated (id, view) would be paid for twice
+ * and could not be joined downstream: the input was put together wrongly. */
+static int next_item(run *R, sr *r, stream_keys *keys, const mp_val **item, char *where, size_t n)
+{
+    char err[VL_ERRLEN];
+    int rc = sr_next(r, item);
+    if (rc < 0) die(1, "%s", r->err);
+    if (rc == 0) return 0;
+    sr_where(r, *item, where, n);
+    if (sr_check_item(r, *item, err) != 0) {
+        q_drop(&R->q, err);
+        return -1;
+    }
+    if (stream_keys_add(keys, r, *item, err) != 0) die(1, "%s", err);
+    return 1;
+}
+
+/* White-box: writes the nb items of a batch, the misses' vectors the rows
+ * of emb in turn (and cached), and frees them. */
+static void write_batch(run *R, q_item **batch, int nb, const float *emb, int D)
+{
+    write_header(R, D);
+    for (int i = 0, k = 0; i < nb; i++) {
+        const uint8_t *v = batch[i]->hit ? batch[i]->vec : (const uint8_t *)(emb + (size_t)k++ * D);
+        if (!batch[i]->hit) q_cache_put(&R->q, batch[i]->key, D, v);
+        write_item_of(&R->out, batch[i], v, D);
+        q_item_free(batch[i]);
+    }
+}
+
 /* ---- images ---- */
 
 static void embed_images(run *R, sr *r, clip_model *model, const float mean[3], const float std[3])
@@ -211,18 +249,10 @@ static void embed_images(run *R, sr *r, clip_model *model, const float mean[3], 
     stream_keys *keys = stream_keys_new();
     for (;;) {
         const mp_val *item;
-        int rc = sr_next(r, &item);
-        if (rc < 0) die(1, "%s", r->err);
+        int rc = next_item(R, r, keys, &item, where, sizeof where);
+        if (rc < 0) continue;
         int at_end = rc == 0;
         if (!at_end) {
-            sr_where(r, item, where, sizeof where);
-            if (sr_check_item(r, item, err) != 0) {
-                q_drop(q, err);
-                continue;
-            }
-            /* a repeated (id, view) would be paid for twice and could not be
-             * joined downstream: the input was put together wrongly */
-            if (stream_keys_add(keys, r, item, err) != 0) die(1, "%s", err);
             int64_t h, w;
             mp_get_i64(item, "h", &h);
             mp_get_i64(item, "w", &w);
@@ -271,13 +301,7 @@ static void embed_images(run *R, sr *r, clip_model *model, const float mean[3], 
         }
         if (model && nb > 0 && (nb == R->batch || at_end)) {
             if (nmiss > 0 && clip_encode_image(model, in, nmiss, emb, err) != 0) die(1, "%s", err);
-            write_header(R, D);
-            for (int i = 0, k = 0; i < nb; i++) {
-                const uint8_t *v = batch[i]->hit ? batch[i]->vec : (const uint8_t *)(emb + (size_t)k++ * D);
-                if (!batch[i]->hit) q_cache_put(q, batch[i]->key, D, v);
-                write_item_of(&R->out, batch[i], v, D);
-                q_item_free(batch[i]);
-            }
+            write_batch(R, batch, nb, emb, D);
             nb = nmiss = 0;
         }
         if (at_end) break;
@@ -306,15 +330,10 @@ static void embed_texts(run *R, sr *r, clip_model *model, tok *tk)
     stream_keys *keys = stream_keys_new();
     for (;;) {
         const mp_val *item;
-        int rc = sr_next(r, &item);
-        if (rc < 0) die(1, "%s", r->err);
+        int rc = next_item(R, r, keys, &item, where, sizeof where);
+        if (rc < 0) continue;
         int at_end = rc == 0;
         if (!at_end) {
-            sr_where(r, item, where, sizeof where);
-            if (sr_check_item(r, item, err) != 0) {
-                q_drop(q, err);
-                continue;
-            }
             const mp_val *text = mp_get(item, "text");
             if (!text || text->type != MP_STR) {
                 char msg[300];
@@ -322,7 +341,6 @@ static void embed_texts(run *R, sr *r, clip_model *model, tok *tk)
                 q_drop(q, msg);
                 continue;
             }
-            if (stream_keys_add(keys, r, item, err) != 0) die(1, "%s", err);
             q_item *p = xcalloc(1, sizeof *p);
             int32_t *row = toks + (size_t)nmiss * ctx;
             int n = tok_tokenize(tk, text->v.s, text->len, ctx, 0, row, err);
@@ -355,13 +373,7 @@ static void embed_texts(run *R, sr *r, clip_model *model, tok *tk)
         if (nb > 0 && (nb == R->batch || at_end)) {
             for (int b = 1; b < nmiss; b++) memmove(toks + (size_t)b * T, toks + (size_t)b * ctx, (size_t)T * sizeof *toks);
             if (nmiss > 0 && clip_encode_text(model, toks, nmiss, T, emb, err) != 0) die(1, "%s", err);
-            write_header(R, D);
-            for (int i = 0, k = 0; i < nb; i++) {
-                const uint8_t *v = batch[i]->hit ? batch[i]->vec : (const uint8_t *)(emb + (size_t)k++ * D);
-                if (!batch[i]->hit) q_cache_put(q, batch[i]->key, D, v);
-                write_item_of(&R->out, batch[i], v, D);
-                q_item_free(batch[i]);
-            }
+            write_batch(R, batch, nb, emb, D);
             nb = nmiss = 0, T = 1;
         }
         if (at_end) break;

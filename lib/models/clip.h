@@ -1,8 +1,9 @@
 /* clip: a CLIP model (ViT image tower + causal text transformer, each followed
  * by a linear projection into the joint space) loaded from either a Hugging
  * Face model directory (config.json + model.safetensors, transformers'
- * CLIPModel names) or one safetensors file with the OpenAI / OpenCLIP names
- * (sizes inferred from the shapes). Weights may be F32, F16 or BF16; they are
+ * CLIPModel names), an OpenCLIP hub directory (whose image tower may also be
+ * timm's mobilenetv2_100, computed by the student face) or one safetensors
+ * file with the OpenAI / OpenCLIP names (sizes inferred from the shapes). Weights may be F32, F16 or BF16; they are
  * held as float. Encoders return L2-normalised embeddings. */
 #ifndef VL_MODELS_CLIP_H
 #define VL_MODELS_CLIP_H

@@ -21,19 +21,7 @@ M="$tmp/m/hf"
 IN="$tmp/m/images.mp"
 N=12
 
-# summary FILE: "complete items queries cache_hits" ("incomplete ..." without a trailer)
-summary() {
-    $PYTHON - "$1" <<'PY'
-import msgpack, sys
-try:
-    o = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False))
-except Exception:
-    o = []
-t = o[-1] if o and isinstance(o[-1], dict) and o[-1].get("end") is True else None
-n = len(o) - 2 if t else max(len(o) - 1, 0)
-print("complete" if t else "incomplete", n, t.get("queries") if t else "-", t.get("cache_hits") if t else "-")
-PY
-}
+. tests/golden/blackbox.inc
 # same_items A B: items equal and headers equal but for the history (the
 # command lines differ)
 same_items() {
@@ -45,21 +33,6 @@ for o in (a, b):
 sys.exit(0 if a[:-1] == b[:-1] and len(a) > 2 else 1)
 PY
 }
-# same_bytes A B: byte-identical up to the trailer
-same_bytes() {
-    $PYTHON - "$1" "$2" <<'PY'
-import msgpack, sys
-def head(p):
-    u = msgpack.Unpacker(open(p, "rb"), raw=False)
-    n = sum(1 for _ in u)
-    u = msgpack.Unpacker(open(p, "rb"), raw=False)
-    for _ in range(n - 1):
-        u.skip()
-    return open(p, "rb").read()[:u.tell()]
-sys.exit(0 if head(sys.argv[1]) == head(sys.argv[2]) else 1)
-PY
-}
-entries() { find "$1" -type f ! -name '.tmp*' 2>/dev/null | wc -l; }
 
 # the vendor: any command reading an image stream and writing an embedding stream
 V="teacher-embed --model $M --batch 4"

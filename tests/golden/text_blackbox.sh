@@ -24,19 +24,7 @@ head -n 5 tests/ref/imagenet_templates.txt >"$tmp/t5.txt"
 N=35 # 7 classes x 5 templates
 T=(--classes $CN --templates "$tmp/t5.txt")
 
-# summary FILE: "complete items queries cache_hits" ("incomplete ..." without a trailer)
-summary() {
-    $PYTHON - "$1" <<'PY'
-import msgpack, sys
-try:
-    o = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False))
-except Exception:
-    o = []
-t = o[-1] if o and isinstance(o[-1], dict) and o[-1].get("end") is True else None
-n = len(o) - 2 if t else max(len(o) - 1, 0)
-print("complete" if t else "incomplete", n, t.get("queries") if t else "-", t.get("cache_hits") if t else "-")
-PY
-}
+. tests/golden/blackbox.inc
 # same_items A B: the items (ids, labels, classes, texts) equal, vectors within 1e-6
 same_items() {
     $PYTHON - "$1" "$2" <<'PY'
@@ -49,21 +37,6 @@ ok = len(a) == len(b) > 0 and strip(a) == strip(b) and all(
 sys.exit(0 if ok else 1)
 PY
 }
-# same_bytes A B: byte-identical up to the trailer
-same_bytes() {
-    $PYTHON - "$1" "$2" <<'PY'
-import msgpack, sys
-def head(p):
-    u = msgpack.Unpacker(open(p, "rb"), raw=False)
-    n = sum(1 for _ in u)
-    u = msgpack.Unpacker(open(p, "rb"), raw=False)
-    for _ in range(n - 1):
-        u.skip()
-    return open(p, "rb").read()[:u.tell()]
-sys.exit(0 if head(sys.argv[1]) == head(sys.argv[2]) else 1)
-PY
-}
-entries() { find "$1" -type f ! -name '.tmp*' 2>/dev/null | wc -l; }
 
 V="teacher-embed --model $M"
 text-embed --model "$M" "${T[@]}" -o "$tmp/white.mp" || exit 1
