@@ -22,17 +22,6 @@ IN="$tmp/m/images.mp"
 N=12
 
 . tests/golden/blackbox.inc
-# same_items A B: items equal and headers equal but for the history (the
-# command lines differ)
-same_items() {
-    $PYTHON - "$1" "$2" <<'PY'
-import msgpack, sys
-a, b = [list(msgpack.Unpacker(open(p, "rb"), raw=False)) for p in sys.argv[1:]]
-for o in (a, b):
-    o[0].pop("history", None)
-sys.exit(0 if a[:-1] == b[:-1] and len(a) > 2 else 1)
-PY
-}
 
 # the vendor: any command reading an image stream and writing an embedding stream
 V="teacher-embed --model $M --batch 4"
@@ -42,11 +31,7 @@ teacher-embed --exec "tee $tmp/sent.mp | $V" --model-id tiny --cache "$tmp/c" <"
 ok $? "--exec: runs against a local vendor"
 [ "$(summary "$tmp/b1.mp")" = "complete $N $N 0" ]
 ok $? "--exec: trailer counts $N queries, 0 cache hits ($(summary "$tmp/b1.mp"))"
-$PYTHON - "$tmp/white.mp" "$tmp/b1.mp" <<'PY'
-import msgpack, sys
-a, b = [list(msgpack.Unpacker(open(p, "rb"), raw=False))[1:-1] for p in sys.argv[1:]]
-sys.exit(0 if a == b else 1)
-PY
+same_items "$tmp/white.mp" "$tmp/b1.mp"
 ok $? "--exec: items (ids, labels, vectors) equal the white-box run's"
 $PYTHON - "$tmp/sent.mp" <<'PY'
 import msgpack, sys

@@ -25,18 +25,6 @@ N=35 # 7 classes x 5 templates
 T=(--classes $CN --templates "$tmp/t5.txt")
 
 . tests/golden/blackbox.inc
-# same_items A B: the items (ids, labels, classes, texts) equal, vectors within 1e-6
-same_items() {
-    $PYTHON - "$1" "$2" <<'PY'
-import msgpack, sys, numpy as np
-a, b = [list(msgpack.Unpacker(open(p, "rb"), raw=False))[1:-1] for p in sys.argv[1:]]
-def strip(o):
-    return [{k: v for k, v in x.items() if k != "vec"} for x in o]
-ok = len(a) == len(b) > 0 and strip(a) == strip(b) and all(
-    np.abs(np.frombuffer(x["vec"], "<f4") - np.frombuffer(y["vec"], "<f4")).max() <= 1e-6 for x, y in zip(a, b))
-sys.exit(0 if ok else 1)
-PY
-}
 
 V="teacher-embed --model $M"
 text-embed --model "$M" "${T[@]}" -o "$tmp/white.mp" || exit 1
