@@ -55,16 +55,7 @@ ok $? "--cache: the same command gives the same bytes (header and items) from th
 
 # a vendor killed mid-stream after answering K images
 K=5
-cat >"$tmp/vendor.py" <<PY
-import msgpack, os, signal, subprocess, sys
-p = subprocess.Popen("$V --batch 1".split(), stdout=subprocess.PIPE)
-n = 0
-for obj in msgpack.Unpacker(p.stdout, raw=False):
-    sys.stdout.buffer.write(msgpack.packb(obj, use_bin_type=True)); sys.stdout.flush()
-    n += 1
-    if n == 1 + $K:
-        p.kill(); os.kill(os.getpid(), signal.SIGKILL)
-PY
+killing_vendor "$tmp/vendor.py" "$V --batch 1" $K
 teacher-embed --exec "exec $PYTHON $tmp/vendor.py" --model-id tiny --cache "$tmp/k" <"$IN" >"$tmp/k1.mp" 2>"$tmp/err"
 rc=$?
 [ $rc = 1 ] && grep -q "killed by signal 9" "$tmp/err" && grep -q "failed after $K of $N answers" "$tmp/err"
