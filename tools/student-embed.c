@@ -1,15 +1,17 @@
 /* student-embed: features of a student network for every image of a stream.
  *
  * Reads an `image` stream (u8, hwc, 3 channels), normalises each image with
- * the per-channel mean and standard deviation (ImageNet's by default), runs
- * the student (torchvision ResNet-18/34/50 or MobileNetV2, timm ViT-S/16 or
- * ViT-B/16, with weights from a safetensors file) and writes an `embedding`
- * stream of its features: after global average pooling for the
- * convolutional networks, the class token after the final norm for ViTs. Consecutive images of the same size are run as one
- * batch; the output keeps the input order. */
+ * the per-channel mean and standard deviation (the weights' own when they
+ * declare one, else ImageNet's), runs the student (any architecture of
+ * lib/models/student.h, weights from a safetensors file or a model
+ * directory) and writes an `embedding` stream of its features, or with
+ * --head of their projection into the teacher's space by a cosine head.
+ * Consecutive images of the same size are run as one batch; the output
+ * keeps the input order. */
 #include "common.h"
 
 #include "blas.h"
+#include "classifier.h"
 #include "models/student.h"
 
 #include <getopt.h>
@@ -20,7 +22,7 @@
 static const char USAGE[] =
     "usage: student-embed [--arch resnet18|resnet34|resnet50|mobilenet_v2|vit_s16|vit_b16|clip_vision|\n"
     "                             openclip_timm|auto]\n"
-    "                     --weights FILE|DIR\n"
+    "                     --weights FILE|DIR [--head MODEL]\n"
     "                     [--mean R,G,B] [--std R,G,B] [--batch N] [--threads N] [--max-errors N]\n"
     "                     [-v] [-o FILE] [FILE]\n";
 
@@ -38,13 +40,14 @@ static void parse_triple(const char *opt, const char *s, float *v)
 int main(int argc, char **argv)
 {
     tool_init("student-embed");
-    const char *arch = "auto", *weights = NULL, *outpath = NULL;
+    const char *arch = "auto", *weights = NULL, *headpath = NULL, *outpath = NULL;
     /* ImageNet's, unless the weights declare theirs or --mean/--std say */
     float mean[3] = {0.485f, 0.456f, 0.406f}, stdv[3] = {0.229f, 0.224f, 0.225f};
     int given_mean = 0, given_std = 0;
     long long batch = 32, threads = 0, max_errors = 0;
     static const struct option opts[] = {{"arch", required_argument, 0, 'a'},
                                          {"weights", required_argument, 0, 'W'},
+                                         {"head", required_argument, 0, 'H'},
                                          {"mean", required_argument, 0, 'M'},
                                          {"std", required_argument, 0, 'S'},
                                          {"batch", required_argument, 0, 'b'},
@@ -59,6 +62,7 @@ int main(int argc, char **argv)
         switch (c) {
         case 'a': arch = optarg; break;
         case 'W': weights = optarg; break;
+        case 'H': headpath = optarg; break;
         case 'M':
             parse_triple("--mean", optarg, mean);
             given_mean = 1;
@@ -89,11 +93,31 @@ int main(int argc, char **argv)
     char err[VL_ERRLEN];
     if (student_open(&st, arch, weights, err) != 0) die(1, "--arch %s: %s", arch, err);
     student_fold_bn(st); /* inference only: BatchNorm folded into the convolutions */
-    int dim = student_feature_dim(st);
+    int dim = student_feature_dim(st), odim = dim;
     float wmean[3], wstd[3];
     if (student_input_norm(st, wmean, wstd)) {
         if (!given_mean) memcpy(mean, wmean, sizeof mean);
         if (!given_std) memcpy(stdv, wstd, sizeof stdv);
+    }
+
+    char space[64];
+    snprintf(space, sizeof space, "student:%s", student_arch(st));
+    const char *ospace = space;
+    /* --head: the cosine head's projection into the teacher's space */
+    clf_head head = {0};
+    if (headpath) {
+        if (clf_open(&head, headpath, err) != 0) die(1, "--head: %s", err);
+        if (head.kind != CLF_COSINE)
+            die(1, "--head: %s: a linear head (fc.weight) gives class scores; a cosine head (proj.weight) projects",
+                headpath);
+        if (strcmp(head.student_space, space) != 0)
+            die(1, "--head: %s: made for vl2v.student_space '%s', the student is '%s'", headpath, head.student_space,
+                space);
+        if (head.Ds != dim)
+            die(1, "--head: %s: proj.weight takes %d-dim features, the student %s gives %d", headpath, head.Ds,
+                student_arch(st), dim);
+        odim = head.D;
+        ospace = head.teacher_space;
     }
 
     sr *r = open_stream(optind < argc ? argv[optind] : NULL);
@@ -102,20 +126,13 @@ int main(int argc, char **argv)
     sw s;
     output_open(&out, outpath);
     sw_init(&s, out.fd);
-    char space[64];
-    snprintf(space, sizeof space, "student:%s", student_arch(st));
-    sw_header_begin(&s, "embedding", &r->header, argc, argv);
-    mpw_str(&s.w, "dim");
-    mpw_int(&s.w, dim);
-    mpw_str(&s.w, "dtype");
-    mpw_str(&s.w, "f32le");
-    mpw_str(&s.w, "space");
-    mpw_str(&s.w, space);
+    sw_header_embedding(&s, odim, ospace, &r->header, argc, argv);
     if (sw_header_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
 
     /* the batch: pixels, and each item's id and metadata as an owned map */
     int B = 0, bh = 0, bw = 0;
     float *x = NULL, *feat = xmalloc((size_t)batch * dim * sizeof(float));
+    float *z = headpath ? xmalloc((size_t)batch * odim * sizeof(float)) : feat; /* what is written */
     size_t xcap = 0;
     mpw *meta = xcalloc((size_t)batch, sizeof *meta);
     mp_arena arena = {0};
@@ -127,7 +144,8 @@ int main(int argc, char **argv)
 #define FLUSH()                                                                                                    \
     do {                                                                                                           \
         if (!B) break;                                                                                             \
-        if (student_forward(st, feat, x, B, bh, bw, 0, err) != 0) die(1, "%s", err);                                 \
+        if (student_forward(st, feat, x, B, bh, bw, 0, err) != 0) die(1, "%s", err);                               \
+        if (headpath) clf_project(&head, z, feat, B);                                                              \
         for (int i = 0; i < B; i++) {                                                                              \
             mp_val m;                                                                                              \
             size_t used;                                                                                           \
@@ -140,7 +158,7 @@ int main(int argc, char **argv)
                 mpw_value(&s.w, &m.v.a[2 * k + 1]);                                                                \
             }                                                                                                      \
             mpw_str(&s.w, "vec");                                                                                  \
-            mpw_bin(&s.w, feat + (size_t)i * dim, (size_t)dim * sizeof(float));                              \
+            mpw_bin(&s.w, z + (size_t)i * odim, (size_t)odim * sizeof(float));                              \
             if (sw_item_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));                                \
             mpw_free(&meta[i]);                                                                                    \
         }                                                                                                          \
@@ -213,6 +231,10 @@ int main(int argc, char **argv)
     mp_arena_free(&arena);
     free(meta);
     free(x);
+    if (headpath) {
+        free(z);
+        clf_free(&head);
+    }
     free(feat);
     student_free(st);
     return 0;
