@@ -167,6 +167,13 @@ void die_dropped(uint64_t dropped, long long max_errors)
     die(1, "more than %lld items dropped (--max-errors %lld)", max_errors, max_errors);
 }
 
+int tool_drop_bad(void *drops, const char *msg)
+{
+    tool_drops *d = drops;
+    if (drop_item(&d->dropped, d->max_errors, "%s: dropped", msg)) die_dropped(d->dropped, d->max_errors);
+    return 0;
+}
+
 void stdout_done(void)
 {
     if (fflush(stdout) != 0 || ferror(stdout)) die(1, "write error on stdout: %s", strerror(errno ? errno : EIO));

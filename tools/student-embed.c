@@ -12,6 +12,7 @@
 
 #include "blas.h"
 #include "classifier.h"
+#include "embed.h"
 #include "models/student.h"
 
 #include <getopt.h>
@@ -35,6 +36,38 @@ static void parse_triple(const char *opt, const char *s, float *v)
         if (end == p || (i < 2 && *end != ',') || (i == 2 && *end)) usage_error(USAGE, "%s: expected R,G,B: '%s'", opt, s);
         p = end + 1;
     }
+}
+
+/* the output, and the head whose projection is written (NULL: the
+ * features) */
+typedef struct {
+    sw *s;
+    const clf_head *head;
+    float *z; /* the projections of a batch */
+    int dim;  /* of what is written */
+} out_ctx;
+
+/* embed_stream's batches: each item's keys and its vector */
+static int emit(void *ctx, const mp_val *keys, int B, const float *feat, char *err)
+{
+    out_ctx *o = ctx;
+    const float *v = feat;
+    if (o->head) {
+        clf_project(o->head, o->z, feat, B);
+        v = o->z;
+    }
+    for (int i = 0; i < B; i++) {
+        sw_item_begin(o->s);
+        for (uint32_t k = 0; k < keys[i].len; k++) {
+            mpw_value(&o->s->w, &keys[i].v.a[2 * k]);
+            mpw_value(&o->s->w, &keys[i].v.a[2 * k + 1]);
+        }
+        mpw_str(&o->s->w, "vec");
+        mpw_bin(&o->s->w, v + (size_t)i * o->dim, (size_t)o->dim * sizeof(float));
+        if (sw_item_end(o->s) != 0) die(1, "write error: %s", strerror(o->s->w.err));
+    }
+    progress("%llu images", (unsigned long long)o->s->records);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -129,113 +162,27 @@ int main(int argc, char **argv)
     sw_header_embedding(&s, odim, ospace, &r->header, argc, argv);
     if (sw_header_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
 
-    /* the batch: pixels, and each item's id and metadata as an owned map */
-    int B = 0, bh = 0, bw = 0;
-    float *x = NULL, *feat = xmalloc((size_t)batch * dim * sizeof(float));
-    float *z = headpath ? xmalloc((size_t)batch * odim * sizeof(float)) : feat; /* what is written */
-    size_t xcap = 0;
-    mpw *meta = xcalloc((size_t)batch, sizeof *meta);
-    mp_arena arena = {0};
     /* dropped here counts against --max-errors; the trailer's total adds the
      * upstream streams' drops, which were never seen here */
-    uint64_t dropped = 0, upstream_dropped = 0;
-    static const char *const ID[] = {"id", NULL};
-
-#define FLUSH()                                                                                                    \
-    do {                                                                                                           \
-        if (!B) break;                                                                                             \
-        if (student_forward(st, feat, x, B, bh, bw, 0, err) != 0) die(1, "%s", err);                               \
-        if (headpath) clf_project(&head, z, feat, B);                                                              \
-        for (int i = 0; i < B; i++) {                                                                              \
-            mp_val m;                                                                                              \
-            size_t used;                                                                                           \
-            mp_arena_reset(&arena);                                                                                \
-            if (mp_decode(&arena, meta[i].buf, meta[i].len, STREAM_MAX_RECORD, &m, &used, err) != 1)                \
-                die(1, "internal: %s", err);                                                                       \
-            sw_item_begin(&s);                                                                                     \
-            for (uint32_t k = 0; k < m.len; k++) {                                                                 \
-                mpw_value(&s.w, &m.v.a[2 * k]);                                                                    \
-                mpw_value(&s.w, &m.v.a[2 * k + 1]);                                                                \
-            }                                                                                                      \
-            mpw_str(&s.w, "vec");                                                                                  \
-            mpw_bin(&s.w, z + (size_t)i * odim, (size_t)odim * sizeof(float));                              \
-            if (sw_item_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));                                \
-            mpw_free(&meta[i]);                                                                                    \
-        }                                                                                                          \
-        progress("%llu images", (unsigned long long)s.records);                                                    \
-        B = 0;                                                                                                     \
-    } while (0)
-
-    const mp_val *item;
-    int rc;
-    stream_keys *keys = stream_keys_new();
-    for (;;) {
-        while ((rc = sr_next(r, &item)) == 1) {
-            if (sr_check_item(r, item, err) != 0) {
-                if (drop_item(&dropped, max_errors, "%s: dropped", err)) die_dropped(dropped, max_errors);
-                continue;
-            }
-            /* a repeated (id, view) could not be joined downstream: the
-             * input was put together wrongly (vl2v-stream(5)) */
-            if (stream_keys_add(keys, r, item, err) != 0) die(1, "%s", err);
-            int64_t h, w;
-            mp_get_i64(item, "h", &h);
-            mp_get_i64(item, "w", &w);
-            char why[VL_ERRLEN];
-            if (student_check_input(st, (int)h, (int)w, why) != 0) {
-                char where[256];
-                if (drop_item(&dropped, max_errors, "%s: %lldx%lld image: %s: dropped", sr_where(r, item, where, sizeof where),
-                              (long long)h, (long long)w, why))
-                    die_dropped(dropped, max_errors);
-                continue;
-            }
-            if (B && (h != bh || w != bw || B == batch)) FLUSH();
-            bh = (int)h, bw = (int)w;
-            size_t hw = (size_t)h * w, need = (size_t)batch * 3 * hw;
-            if (need > xcap) {
-                free(x);
-                x = xmalloc_aligned(need * sizeof(float));
-                xcap = need;
-            }
-            /* hwc bytes -> normalised chw floats, as ToTensor + Normalize */
-            const uint8_t *pix = mp_get(item, "pix")->v.p;
-            float *dst = x + (size_t)B * 3 * hw;
-            for (int ch = 0; ch < 3; ch++) {
-                float m = mean[ch], sd = stdv[ch];
-                float *d = dst + ch * hw;
-                for (size_t i = 0; i < hw; i++) d[i] = ((float)pix[3 * i + ch] / 255.0f - m) / sd;
-            }
-            mpw_init(&meta[B], -1);
-            mpw_map(&meta[B]);
-            stream_copy_keys(&meta[B], item, ID);
-            stream_copy_keys(&meta[B], item, STREAM_META_KEYS);
-            mpw_end(&meta[B]);
-            B++;
-        }
-        if (rc < 0) die(1, "%s", r->err);
-        upstream_dropped += (uint64_t)sr_trailer_dropped(r);
-        int more = sr_next_stream(r, "image");
-        if (more < 0) die(1, "%s", r->err);
-        if (!more) break;
-    }
-    FLUSH();
-#undef FLUSH
-    stream_keys_free(keys);
+    tool_drops drops = {0, max_errors};
+    out_ctx o = {&s, headpath ? &head : NULL, NULL, odim};
+    if (headpath) o.z = xmalloc((size_t)batch * odim * sizeof(float));
+    embed_opts eo = {.st = st, .batch = (int)batch, .bad = tool_drop_bad, .bad_ctx = &drops, .emit = emit, .ctx = &o};
+    memcpy(eo.mean, mean, sizeof mean);
+    memcpy(eo.std, stdv, sizeof stdv);
+    uint64_t upstream_dropped;
+    if (embed_stream(r, &eo, &upstream_dropped, err) != 0) die(1, "%s", err);
     progress_done();
-    s.dropped = upstream_dropped + dropped;
+    s.dropped = upstream_dropped + drops.dropped;
     sw_trailer_begin(&s);
     sw_trailer_end(&s);
     output_commit(&out, &s);
     if (r->fd > 0) close(r->fd);
     sr_close(r);
-    mp_arena_free(&arena);
-    free(meta);
-    free(x);
     if (headpath) {
-        free(z);
+        free(o.z);
         clf_free(&head);
     }
-    free(feat);
     student_free(st);
     return 0;
 }
