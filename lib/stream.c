@@ -190,6 +190,19 @@ static int check_header(sr *r)
         for (uint32_t i = 0; i < cl->len; i++)
             if (cl->v.a[i].type != MP_STR) return rerr(r, "header: prediction class %u is not a string", i);
         r->nclasses = cl->len;
+        /* the run's keys (predict writes them; score reads them) */
+        const mp_val *m = mp_get(h, "method"), *seed = mp_get(h, "seed"), *src = mp_get(h, "sources"),
+                     *set = mp_get(h, "settings");
+        int64_t x;
+        if (m && m->type != MP_STR) return rerr(r, "header: prediction 'method' is not a string");
+        if (seed && seed->type != MP_NIL && mp_as_i64(seed, &x) != 0)
+            return rerr(r, "header: prediction 'seed' is not an integer");
+        if (set && set->type != MP_STR) return rerr(r, "header: prediction 'settings' is not a string");
+        if (src && src->type != MP_ARRAY) return rerr(r, "header: prediction 'sources' is not an array");
+        for (uint32_t i = 0; src && i < src->len; i++)
+            if (src->v.a[i].type != MP_STR) return rerr(r, "header: prediction source %u is not a string", i);
+    } else if (str_is(schema, "log")) {
+        r->schema = SCHEMA_LOG;
     }
     return 0;
 }
@@ -325,15 +338,23 @@ static int all_finite(const uint8_t *p, size_t n)
 
 int sr_check_item(sr *r, const mp_val *item, char *err)
 {
+    if (r->schema == SCHEMA_LOG) {
+        /* a log's items are steps, not images: no id */
+        int64_t step;
+        if (mp_get_i64(item, "step", &step) != 0 || step < 0)
+            return item_err(r, item, err, "no 'step' (an integer >= 0)");
+        return 0;
+    }
     const mp_val *id = mp_get(item, "id");
     if (!id || id->type != MP_STR || id->len == 0) return item_err(r, item, err, "no 'id' string");
+    /* indices, never negative: a reader may take -1 (STREAM_NONE) for none */
     static const char *const int_keys[] = {"label", "view", NULL};
     static const char *const str_keys[] = {"class", "domain", "split", "path", "text", NULL};
     for (int i = 0; int_keys[i]; i++) {
         const mp_val *v = mp_get(item, int_keys[i]);
         int64_t x;
-        if (v && v->type != MP_NIL && mp_as_i64(v, &x) != 0)
-            return item_err(r, item, err, "'%s' is not an integer", int_keys[i]);
+        if (v && v->type != MP_NIL && (mp_as_i64(v, &x) != 0 || x < 0))
+            return item_err(r, item, err, "'%s' is not an integer >= 0", int_keys[i]);
     }
     for (int i = 0; str_keys[i]; i++) {
         const mp_val *v = mp_get(item, str_keys[i]);
@@ -380,9 +401,11 @@ int sr_check_item(sr *r, const mp_val *item, char *err)
 
 /* An open-addressing table of the keys' hashes; the key bytes (a view flag,
  * the view, the id) are compared on a hash match. Where each key was first
- * seen is a name (interned: one per reader), a stream and a record number. */
+ * seen is a name (interned: one per reader), a stream and a record number;
+ * idx is its insertion number, the row of a loaded item. */
 typedef struct {
     uint64_t hash, rec, stream;
+    int64_t idx;
     uint8_t *key; /* NULL: empty slot */
     uint32_t len, name;
 } key_slot;
@@ -404,12 +427,36 @@ void stream_keys_free(stream_keys *k)
     free(k->slot), free(k->names), free(k);
 }
 
-static key_slot *keys_find(stream_keys *k, uint64_t hash, const uint8_t *key, size_t len)
+/* The key's bytes (xmalloc'ed, *len of them) and hash. */
+static uint8_t *key_make(const char *id, size_t idlen, int has_view, int64_t view, size_t *len, uint64_t *hash)
+{
+    *len = 9 + idlen;
+    uint8_t *key = xmalloc(*len);
+    key[0] = (uint8_t)has_view;
+    memcpy(key + 1, has_view ? &view : &(int64_t){0}, 8);
+    memcpy(key + 9, id, idlen);
+    uint64_t h = rng_hash(key, *len, 0);
+    *hash = h ^ (h >> 29); /* FNV-1a's high bits into the low ones the table indexes by */
+    return key;
+}
+
+static key_slot *keys_find(const stream_keys *k, uint64_t hash, const uint8_t *key, size_t len)
 {
     for (size_t i = hash & (k->cap - 1);; i = (i + 1) & (k->cap - 1)) {
         key_slot *s = &k->slot[i];
         if (!s->key || (s->hash == hash && s->len == len && memcmp(s->key, key, len) == 0)) return s;
     }
+}
+
+int64_t stream_keys_find(const stream_keys *k, const char *id, size_t idlen, int64_t view)
+{
+    if (k->n == 0) return -1;
+    size_t len;
+    uint64_t hash;
+    uint8_t *key = key_make(id, idlen, view != STREAM_NONE, view, &len, &hash);
+    const key_slot *s = keys_find(k, hash, key, len);
+    free(key);
+    return s->key ? s->idx : -1;
 }
 
 int stream_keys_add(stream_keys *k, sr *r, const mp_val *item, char *err)
@@ -418,11 +465,9 @@ int stream_keys_add(stream_keys *k, sr *r, const mp_val *item, char *err)
     if (!id || id->type != MP_STR) return 0; /* sr_check_item refuses it */
     int64_t view;
     int has_view = mp_get_i64(item, "view", &view) == 0;
-    size_t len = 9 + (size_t)id->len;
-    uint8_t *key = xmalloc(len);
-    key[0] = (uint8_t)has_view;
-    memcpy(key + 1, has_view ? &view : &(int64_t){0}, 8);
-    memcpy(key + 9, id->v.s, id->len);
+    size_t len;
+    uint64_t hash;
+    uint8_t *key = key_make(id->v.s, id->len, has_view, view, &len, &hash);
     if (2 * (k->n + 1) > k->cap) {
         key_slot *old = k->slot;
         size_t ocap = k->cap;
@@ -432,8 +477,6 @@ int stream_keys_add(stream_keys *k, sr *r, const mp_val *item, char *err)
             if (old[i].key) *keys_find(k, old[i].hash, old[i].key, old[i].len) = old[i];
         free(old);
     }
-    uint64_t hash = rng_hash(key, len, 0);
-    hash ^= hash >> 29; /* FNV-1a's high bits into the low ones the table indexes by */
     key_slot *s = keys_find(k, hash, key, len);
     if (s->key) {
         free(key);
@@ -454,8 +497,8 @@ int stream_keys_add(stream_keys *k, sr *r, const mp_val *item, char *err)
         k->names = xrealloc(k->names, (k->nnames + 1) * sizeof *k->names);
         k->names[k->nnames++] = xstrdup(r->name);
     }
-    *s = (key_slot){.hash = hash, .rec = r->items, .stream = r->streams, .key = key, .len = (uint32_t)len,
-                    .name = k->nnames - 1};
+    *s = (key_slot){.hash = hash, .rec = r->items, .stream = r->streams, .idx = (int64_t)k->n, .key = key,
+                    .len = (uint32_t)len, .name = k->nnames - 1};
     k->n++;
     return 0;
 }
@@ -536,4 +579,164 @@ void stream_copy_keys(mpw *w, const mp_val *item, const char *const *keys)
             mpw_value(w, v);
         }
     }
+}
+
+/* ---- one header writer a schema ---- */
+
+void sw_header_image(sw *s, const mp_val *in_header, int argc, char **argv)
+{
+    mpw *w = &s->w;
+    sw_header_begin(s, "image", in_header, argc, argv);
+    mpw_str(w, "dtype");
+    mpw_str(w, "u8");
+    mpw_str(w, "layout");
+    mpw_str(w, "hwc");
+    mpw_str(w, "c");
+    mpw_int(w, 3);
+}
+
+void sw_header_embedding(sw *s, int64_t dim, const char *space, const mp_val *in_header, int argc, char **argv)
+{
+    mpw *w = &s->w;
+    sw_header_begin(s, "embedding", in_header, argc, argv);
+    mpw_str(w, "dim");
+    mpw_int(w, dim);
+    mpw_str(w, "dtype");
+    mpw_str(w, "f32le");
+    mpw_str(w, "space");
+    mpw_str(w, space);
+}
+
+void sw_header_prediction(sw *s, const stream_prediction_info *p, const mp_val *in_header, int argc, char **argv)
+{
+    mpw *w = &s->w;
+    sw_header_begin(s, "prediction", in_header, argc, argv);
+    mpw_str(w, "classes");
+    mpw_array(w);
+    for (int i = 0; i < p->nclasses; i++) mpw_str(w, p->classes[i]);
+    mpw_end(w);
+    mpw_str(w, "method");
+    mpw_str(w, p->method ? p->method : "");
+    mpw_str(w, "seed");
+    if (p->has_seed) mpw_int(w, p->seed);
+    else mpw_nil(w);
+    mpw_str(w, "sources");
+    mpw_array(w);
+    for (int i = 0; i < p->nsources; i++) mpw_str(w, p->sources[i]);
+    mpw_end(w);
+    mpw_str(w, "settings");
+    mpw_str(w, p->settings ? p->settings : "");
+}
+
+void sw_header_log(sw *s, const mp_val *in_header, int argc, char **argv)
+{
+    sw_header_begin(s, "log", in_header, argc, argv);
+}
+
+/* ---- a whole embedding stream in memory ---- */
+
+void stream_matrix_init(stream_matrix *m) { memset(m, 0, sizeof *m); }
+
+void stream_matrix_free(stream_matrix *m)
+{
+    for (int64_t i = 0; i < m->n; i++) free(m->id[i]), free(m->cls[i]), free(m->domain[i]), free(m->split[i]);
+    free(m->rows), free(m->id), free(m->cls), free(m->domain), free(m->split), free(m->label), free(m->view);
+    free(m->space), free(m->source), free(m->hdr_bytes);
+    mp_arena_free(&m->hdr_arena);
+    stream_keys_free(m->keys);
+    memset(m, 0, sizeof *m);
+}
+
+char *stream_get_str(const mp_val *item, const char *key)
+{
+    const mp_val *v = mp_get(item, key);
+    return v && v->type == MP_STR ? xstrndup(v->v.s, v->len) : NULL;
+}
+
+int64_t stream_get_index(const mp_val *item, const char *key)
+{
+    int64_t x;
+    return mp_get_i64(item, key, &x) == 0 ? x : STREAM_NONE;
+}
+
+/* The header just read: the first one sets dim and space, a later one must agree. */
+static int matrix_header(stream_matrix *m, sr *r, char *err)
+{
+    const mp_val *sp = mp_get(&r->header, "space");
+    if (!m->space) {
+        char derr[VL_ERRLEN];
+        size_t used;
+        mpw w;
+        mpw_init(&w, -1);
+        mpw_value(&w, &r->header);
+        m->hdr_bytes = xrealloc(w.buf, w.len); /* the encoder's buffer, taken over */
+        mp_decode(&m->hdr_arena, m->hdr_bytes, w.len, w.len, &m->header, &used, derr);
+        m->dim = r->dim;
+        m->space = xstrndup(sp->v.s, sp->len);
+        m->source = xstrdup(r->name);
+        m->keys = stream_keys_new();
+        return 0;
+    }
+    if (r->dim != m->dim)
+        return vl_error(err, "%s: header: dim %" PRId64 ", but %s has dim %" PRId64 ": the streams do not join",
+                        r->name, r->dim, m->source, m->dim);
+    if (!mp_str_eq(sp, m->space))
+        return vl_error(err, "%s: header: space '%.*s', but %s has space '%s': the streams do not join", r->name,
+                        (int)sp->len, sp->v.s, m->source, m->space);
+    return 0;
+}
+
+static void matrix_add(stream_matrix *m, const mp_val *item)
+{
+    if (m->n == m->cap) {
+        m->cap = m->cap ? 2 * m->cap : 256;
+        size_t c = (size_t)m->cap;
+        m->rows = xrealloc(m->rows, c * (size_t)m->dim * sizeof(float));
+        m->id = xrealloc(m->id, c * sizeof(char *));
+        m->cls = xrealloc(m->cls, c * sizeof(char *));
+        m->domain = xrealloc(m->domain, c * sizeof(char *));
+        m->split = xrealloc(m->split, c * sizeof(char *));
+        m->label = xrealloc(m->label, c * sizeof(int64_t));
+        m->view = xrealloc(m->view, c * sizeof(int64_t));
+    }
+    int64_t i = m->n++;
+    memcpy(m->rows + i * m->dim, mp_get(item, "vec")->v.p, (size_t)m->dim * sizeof(float));
+    m->id[i] = stream_get_str(item, "id");
+    m->cls[i] = stream_get_str(item, "class");
+    m->domain[i] = stream_get_str(item, "domain");
+    m->split[i] = stream_get_str(item, "split");
+    m->label[i] = stream_get_index(item, "label");
+    m->view[i] = stream_get_index(item, "view");
+}
+
+int stream_matrix_read(stream_matrix *m, sr *r, stream_bad_fn bad, void *ctx, char *err)
+{
+    if (r->state == 0 && sr_header(r, "embedding") != 0) return vl_error(err, "%s", r->err);
+    if (r->schema != SCHEMA_EMBEDDING)
+        return vl_error(err, "%s: header: schema is '%s', expected 'embedding'", r->name, r->schema_name);
+    for (;;) {
+        if (matrix_header(m, r, err) != 0) return -1;
+        const mp_val *item;
+        int rc;
+        char msg[VL_ERRLEN];
+        while ((rc = sr_next(r, &item)) == 1) {
+            if (sr_check_item(r, item, msg) != 0) {
+                m->bad++;
+                if (!bad || bad(ctx, msg)) return vl_error(err, "%s", msg);
+                continue;
+            }
+            if (stream_keys_add(m->keys, r, item, msg) != 0) return vl_error(err, "%s", msg);
+            matrix_add(m, item);
+        }
+        if (rc < 0) return vl_error(err, "%s", r->err);
+        m->dropped += sr_trailer_dropped(r);
+        rc = sr_next_stream(r, "embedding");
+        if (rc < 0) return vl_error(err, "%s", r->err);
+        if (rc == 0) return 0;
+    }
+}
+
+int64_t stream_matrix_find(const stream_matrix *m, const char *id, int64_t view)
+{
+    return m->keys ? stream_keys_find(m->keys, id, strlen(id), view) : -1;
 }

@@ -15,7 +15,7 @@
 /* default bound on one record, checked before any allocation */
 #define STREAM_MAX_RECORD ((size_t)1 << 30)
 
-enum stream_schema { SCHEMA_OTHER, SCHEMA_IMAGE, SCHEMA_EMBEDDING, SCHEMA_PREDICTION };
+enum stream_schema { SCHEMA_OTHER, SCHEMA_IMAGE, SCHEMA_EMBEDDING, SCHEMA_PREDICTION, SCHEMA_LOG };
 
 typedef struct sr {
     int fd;
@@ -89,6 +89,11 @@ void stream_keys_free(stream_keys *k);
  * "NAME: record N (id 'x', view V): duplicate (id, view), first at NAME:
  * record M" (also across readers, which may be freed by then). */
 int stream_keys_add(stream_keys *k, sr *r, const mp_val *item, char *err);
+/* The key (id[0..idlen), view) as an index: the number of keys added before
+ * it (0 for the first), or -1 when it was never added. view: the item's view
+ * (>= 0), or STREAM_NONE for an item without one. */
+#define STREAM_NONE (-1)
+int64_t stream_keys_find(const stream_keys *k, const char *id, size_t idlen, int64_t view);
 
 /* Writer: s->w is the encoder, for the caller's own keys between begin and end. */
 typedef struct sw {
@@ -108,6 +113,70 @@ int sw_item_end(sw *s); /* counts the record; flushes in large blocks */
 void sw_trailer_begin(sw *s);
 /* Closes and flushes everything. Returns 0, or -1 with errno-style s->w.err. */
 int sw_trailer_end(sw *s);
+
+/* Header writers, one a schema: each opens the header map with schema,
+ * version and history (as sw_header_begin) and writes the schema's own keys;
+ * a producer's keys may follow before sw_header_end. */
+void sw_header_image(sw *s, const mp_val *in_header, int argc, char **argv);
+/* dim 1..2^24, dtype f32le, and space (what made the vectors) */
+void sw_header_embedding(sw *s, int64_t dim, const char *space, const mp_val *in_header, int argc, char **argv);
+/* A prediction stream's classes and the run that made it (schemas/prediction.md). */
+typedef struct {
+    const char *const *classes; /* nclasses >= 1 names */
+    int nclasses;
+    const char *method;          /* NULL: "" */
+    int has_seed;                /* 0: seed is nil */
+    int64_t seed;
+    const char *const *sources;  /* the source domains trained on; none for zero-shot */
+    int nsources;
+    const char *settings;        /* canonical JSON of the hyperparameters; NULL: "" */
+} stream_prediction_info;
+void sw_header_prediction(sw *s, const stream_prediction_info *p, const mp_val *in_header, int argc, char **argv);
+/* a training log (schemas/log.md): no keys beyond the common ones */
+void sw_header_log(sw *s, const mp_val *in_header, int argc, char **argv);
+
+/* A whole embedding stream in memory: one or several streams (back to back
+ * in one input, or from several readers) as one matrix. Rows are the items
+ * sr_check_item accepted, in input order. */
+typedef struct {
+    int64_t n, dim;
+    float *rows;                 /* n x dim, row-major */
+    char **id;                   /* per row, owned */
+    char **cls, **domain, **split; /* per row, owned; NULL where absent or nil */
+    int64_t *label, *view;       /* per row; STREAM_NONE where absent or nil */
+    char *space;                 /* the header's space */
+    char *source;                /* the first reader's name, for messages */
+    mp_val header;               /* the first stream's header (its history), owned */
+    int64_t dropped;             /* the trailers' dropped counts, summed */
+    int64_t bad;                 /* the items this load dropped */
+    stream_keys *keys;           /* (id, view) -> row: stream_matrix_find */
+    /* private */
+    int64_t cap;
+    uint8_t *hdr_bytes;
+    mp_arena hdr_arena;
+} stream_matrix;
+
+/* Called with the message of each bad item (sr_check_item's, naming the
+ * record and id), which the load drops and counts in m->bad. Returns 0 to go
+ * on, or non-zero to stop: the load then fails with that message. */
+typedef int (*stream_bad_fn)(void *ctx, const char *msg);
+
+void stream_matrix_init(stream_matrix *m);
+void stream_matrix_free(stream_matrix *m);
+/* Reads every stream of r, from its header (read here unless the caller
+ * did) to the end of input, into m. A later call (another reader) appends:
+ * its dim and space must be those of the first. A bad item goes to bad (NULL:
+ * every bad item fails the load); a bad stream, a (id, view) seen before,
+ * another dim or space fail at once. Returns 0, or -1 with err set
+ * ("NAME: where: what"); m is then incomplete, for stream_matrix_free only. */
+int stream_matrix_read(stream_matrix *m, sr *r, stream_bad_fn bad, void *ctx, char *err);
+/* The row of (id, view) (view STREAM_NONE: an item without one), or -1. */
+int64_t stream_matrix_find(const stream_matrix *m, const char *id, int64_t view);
+
+/* An owned copy of item's string key, or NULL where it is absent, nil or no string. */
+char *stream_get_str(const mp_val *item, const char *key);
+/* item's index key (label, view): its value, or STREAM_NONE where absent or nil. */
+int64_t stream_get_index(const mp_val *item, const char *key);
 
 /* Copies the listed keys that are present in item into the open map. */
 void stream_copy_keys(mpw *w, const mp_val *item, const char *const *keys);

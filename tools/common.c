@@ -189,6 +189,13 @@ char *tool_share_file(const char *name)
     return NULL;
 }
 
+int tool_drop_bad(void *drops, const char *msg)
+{
+    tool_drops *d = drops;
+    if (drop_item(&d->dropped, d->max_errors, "%s: dropped", msg)) die_dropped(d->dropped, d->max_errors);
+    return 0;
+}
+
 void stdout_done(void)
 {
     if (fflush(stdout) != 0 || ferror(stdout)) die(1, "write error on stdout: %s", strerror(errno ? errno : EIO));

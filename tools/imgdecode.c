@@ -125,14 +125,8 @@ int main(int argc, char **argv)
     sw s;
     output_open(&out, to.output);
     sw_init(&s, out.fd);
-    sw_header_begin(&s, "image", NULL, argc, argv);
+    sw_header_image(&s, NULL, argc, argv);
     mpw *w = &s.w;
-    mpw_str(w, "dtype");
-    mpw_str(w, "u8");
-    mpw_str(w, "layout");
-    mpw_str(w, "hwc");
-    mpw_str(w, "c");
-    mpw_int(w, 3);
     mpw_str(w, "size");
     mpw_int(w, size);
     mpw_str(w, "transform");

@@ -264,13 +264,7 @@ static int do_import(int argc, char **argv, const char *in, const char *out, con
     output_open(&o, out);
     sw s;
     sw_init(&s, o.fd);
-    sw_header_begin(&s, "embedding", NULL, argc, argv);
-    mpw_str(&s.w, "dim");
-    mpw_int(&s.w, (int64_t)inf.cols);
-    mpw_str(&s.w, "dtype");
-    mpw_str(&s.w, "f32le");
-    mpw_str(&s.w, "space");
-    mpw_str(&s.w, space);
+    sw_header_embedding(&s, (int64_t)inf.cols, space, NULL, argc, argv);
     if (sw_header_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
     const uint8_t *data = buf + inf.data_off;
     float *vec = xmalloc(inf.cols * sizeof(float));

@@ -21,6 +21,7 @@
 #include "query.h"
 
 #include "blas.h"
+#include "embed.h"
 #include "image.h"
 #include "models/clip.h"
 #include "tok.h"
@@ -179,16 +180,6 @@ static void write_image_query(mpw *w, const void *arg)
     mpw_bin(w, q->pix, (size_t)q->h * q->w * 3);
 }
 
-/* ---- pixels to the model's input ---- */
-
-static void to_input(float *dst, const uint8_t *pix, int S, const float mean[3], const float std[3])
-{
-    for (int c = 0; c < 3; c++) {
-        float *o = dst + (size_t)c * S * S;
-        for (int i = 0; i < S * S; i++) o[i] = ((float)pix[3 * i + c] / 255.0f - mean[c]) / std[c];
-    }
-}
-
 /* The name of a normalisation for the header and the cache keys. */
 static char *norm_name(const float mean[3], const float std[3])
 {
@@ -289,7 +280,7 @@ static void embed_images(run *R, sr *r, clip_model *model, const float mean[3], 
                         }
                         src = rs;
                     }
-                    to_input(in + (size_t)nmiss * 3 * S * S, src, S, mean, std);
+                    embed_pixels(in + (size_t)nmiss * 3 * S * S, src, (size_t)S * S, mean, std);
                     nmiss++;
                     q_counted(q);
                 }

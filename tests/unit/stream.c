@@ -38,13 +38,7 @@ static int write_embedding(int n, int dim, int with_trailer) {
     int fd = memfd_create("emb", 0);
     sw s;
     sw_init(&s, fd);
-    sw_header_begin(&s, "embedding", NULL, 3, ARGV1);
-    mpw_str(&s.w, "dim");
-    mpw_int(&s.w, dim);
-    mpw_str(&s.w, "dtype");
-    mpw_str(&s.w, "f32le");
-    mpw_str(&s.w, "space");
-    mpw_str(&s.w, "teacher:test");
+    sw_header_embedding(&s, dim, "teacher:test", NULL, 3, ARGV1);
     sw_header_end(&s);
     float *v = xmalloc(sizeof(float) * (size_t)dim);
     for (int i = 0; i < n; i++) {
@@ -402,46 +396,29 @@ static void test_errors(void) {
     free(good);
 }
 
-static void put_header(mpw *w, const char *schema) {
-    mpw_map(w);
-    mpw_str(w, "schema");
-    mpw_str(w, schema);
-    mpw_str(w, "version");
-    mpw_int(w, 1);
-    if (!strcmp(schema, "embedding")) {
-        mpw_str(w, "dim");
-        mpw_int(w, 2);
-        mpw_str(w, "dtype");
-        mpw_str(w, "f32le");
-        mpw_str(w, "space");
-        mpw_str(w, "t");
-    } else if (!strcmp(schema, "image")) {
-        mpw_str(w, "dtype");
-        mpw_str(w, "u8");
-        mpw_str(w, "layout");
-        mpw_str(w, "hwc");
-        mpw_str(w, "c");
-        mpw_int(w, 3);
-    } else {
-        mpw_str(w, "classes");
-        mpw_array(w);
-        mpw_str(w, "dog");
-        mpw_str(w, "cat");
-        mpw_end(w);
-    }
-    mpw_end(w);
+/* a header of the schema, with the library's writers (no history) */
+static void put_header(sw *s, const char *schema) {
+    static const char *const cls[] = {"dog", "cat"};
+    stream_prediction_info pi = {.classes = cls, .nclasses = 2};
+    if (!strcmp(schema, "embedding"))
+        sw_header_embedding(s, 2, "t", NULL, 0, NULL);
+    else if (!strcmp(schema, "image"))
+        sw_header_image(s, NULL, 0, NULL);
+    else
+        sw_header_prediction(s, &pi, NULL, 0, NULL);
+    mpw_end(&s->w);
 }
 
 /* checks one item (built by fn) against a schema; returns sr_check_item's result and message */
 static int check_one(const char *schema, void (*fn)(mpw *), char *err) {
-    mpw w;
-    mpw_init(&w, -1);
-    put_header(&w, schema);
-    mpw_map(&w);
-    fn(&w);
-    mpw_end(&w);
-    int fd = mem_fd(w.buf, w.len);
-    mpw_free(&w);
+    sw s;
+    sw_init(&s, -1);
+    put_header(&s, schema);
+    mpw_map(&s.w);
+    fn(&s.w);
+    mpw_end(&s.w);
+    int fd = mem_fd(s.w.buf, s.w.len);
+    sw_free(&s);
     sr *r = sr_open(fd, "<in>");
     const mp_val *item;
     int rc = -1;
@@ -670,13 +647,7 @@ static void test_keys(void) {
     sw s;
     sw_init(&s, fd);
     for (int st = 0; st < 2; st++) {
-        sw_header_begin(&s, "embedding", NULL, 3, ARGV1);
-        mpw_str(&s.w, "dim");
-        mpw_int(&s.w, 1);
-        mpw_str(&s.w, "dtype");
-        mpw_str(&s.w, "f32le");
-        mpw_str(&s.w, "space");
-        mpw_str(&s.w, "teacher:test");
+        sw_header_embedding(&s, 1, "teacher:test", NULL, 3, ARGV1);
         sw_header_end(&s);
         if (st == 0) {
             for (int i = 0; i < 3000; i++) {
@@ -728,9 +699,277 @@ static void test_keys(void) {
     rc = stream_keys_add(k, r, item, err);
     CHECK(rc == -1 && strcmp(err, "<again>: record 3003 (id 'a'): duplicate (id, view), first at <keys>: record 3003") == 0,
           "stream_keys: across readers, the first one's name kept: %s", err);
+    CHECK(stream_keys_find(k, "img/00000.jpg", 13, STREAM_NONE) == 0 &&
+              stream_keys_find(k, "img/02999.jpg", 13, STREAM_NONE) == 2999 && stream_keys_find(k, "a", 1, 0) == 3000 &&
+              stream_keys_find(k, "a", 1, 1) == 3001 && stream_keys_find(k, "a", 1, STREAM_NONE) == 3002 &&
+              stream_keys_find(k, "a\0y", 3, 1) == 3004 && stream_keys_find(k, "b", 1, 0) == 3005,
+          "stream_keys_find: each key's insertion number, by id and view (no view its own)");
+    CHECK(stream_keys_find(k, "a", 1, 2) == -1 && stream_keys_find(k, "b", 1, STREAM_NONE) == -1 &&
+              stream_keys_find(k, "a\0z", 3, 1) == -1 && stream_keys_find(k, "img/00000.jpg", 13, 0) == -1,
+          "stream_keys_find: -1 for keys never added (another view, no view, another id)");
     stream_keys_free(k);
     sr_close(r);
     free(all);
+}
+
+
+/* The header writers: what each writes is what the reader checks, with the
+ * input's history followed by argv. */
+static void test_writers(void) {
+    static const char *const classes[] = {"dog", "cat"}, *const sources[] = {"photo", "art"};
+    stream_prediction_info pi = {.classes = classes, .nclasses = 2, .method = "adip-stage1", .has_seed = 1,
+                                 .seed = 7, .sources = sources, .nsources = 2, .settings = "{\"lr\":0.1}"};
+    int fd = memfd_create("hdr", 0);
+    sw s;
+    sw_init(&s, fd);
+    sw_header_image(&s, NULL, 3, ARGV1);
+    sw_header_end(&s);
+    sw_trailer_begin(&s);
+    sw_trailer_end(&s);
+    sw_header_embedding(&s, 5, "student:resnet18", NULL, 3, ARGV1);
+    mpw_str(&s.w, "normalize");
+    mpw_str(&s.w, "l2");
+    sw_header_end(&s);
+    sw_trailer_begin(&s);
+    sw_trailer_end(&s);
+    sw_header_prediction(&s, &pi, NULL, 3, ARGV1);
+    sw_header_end(&s);
+    sw_trailer_begin(&s);
+    sw_trailer_end(&s);
+    pi = (stream_prediction_info){.classes = classes, .nclasses = 1}; /* zero-shot: no seed, sources, settings */
+    sw_header_prediction(&s, &pi, NULL, 3, ARGV1);
+    sw_header_end(&s);
+    sw_trailer_begin(&s);
+    sw_trailer_end(&s);
+    sw_header_log(&s, NULL, 3, ARGV1);
+    sw_header_end(&s);
+    sw_item_begin(&s);
+    mpw_str(&s.w, "step");
+    mpw_int(&s.w, 10);
+    mpw_str(&s.w, "loss");
+    mpw_f64(&s.w, 0.25);
+    sw_item_end(&s);
+    sw_item_begin(&s);
+    mpw_str(&s.w, "loss");
+    mpw_f64(&s.w, 0.25);
+    sw_item_end(&s);
+    sw_trailer_begin(&s);
+    sw_trailer_end(&s);
+    sw_free(&s);
+    size_t n;
+    uint8_t *all = slurp(fd, &n);
+    close(fd);
+    sr *r = sr_open_mem(all, n, "<hdr>");
+    const mp_val *item;
+    char err[VL_ERRLEN] = "";
+    int ok = sr_header(r, "image") == 0 && r->schema == SCHEMA_IMAGE && sr_next(r, &item) == 0;
+    const mp_val *hist = mp_get(&r->header, "history");
+    CHECK(ok && hist && hist->len == 1 && mp_str_eq(&hist->v.a[0].v.a[0], "teacher-embed"),
+          "sw_header_image: read back as image with argv as history %s", r->err);
+    ok = sr_next_stream(r, "embedding") == 1 && r->dim == 5 && mp_str_eq(mp_get(&r->header, "space"), "student:resnet18") &&
+         mp_str_eq(mp_get(&r->header, "normalize"), "l2") && sr_next(r, &item) == 0;
+    CHECK(ok, "sw_header_embedding: dim, space and a producer's key read back %s", r->err);
+    ok = sr_next_stream(r, "prediction") == 1 && r->nclasses == 2;
+    int64_t seed = -1;
+    const mp_val *src = mp_get(&r->header, "sources");
+    ok = ok && mp_str_eq(mp_get(&r->header, "method"), "adip-stage1") && mp_get_i64(&r->header, "seed", &seed) == 0 &&
+         seed == 7 && src && src->len == 2 && mp_str_eq(&src->v.a[1], "art") &&
+         mp_str_eq(mp_get(&r->header, "settings"), "{\"lr\":0.1}") && sr_next(r, &item) == 0;
+    CHECK(ok, "sw_header_prediction: classes, method, seed, sources, settings read back %s", r->err);
+    ok = sr_next_stream(r, "prediction") == 1 && r->nclasses == 1 && mp_get(&r->header, "seed")->type == MP_NIL &&
+         mp_get(&r->header, "sources")->len == 0 && mp_str_eq(mp_get(&r->header, "method"), "") &&
+         mp_str_eq(mp_get(&r->header, "settings"), "") && sr_next(r, &item) == 0;
+    CHECK(ok, "sw_header_prediction: zero-shot defaults: seed nil, no sources, empty method and settings %s", r->err);
+    ok = sr_next_stream(r, "log") == 1 && r->schema == SCHEMA_LOG && sr_next(r, &item) == 1 &&
+         sr_check_item(r, item, err) == 0;
+    CHECK(ok, "sw_header_log: a log stream; an item with step and loss (no id) passes %s%s", r->err, err);
+    ok = sr_next(r, &item) == 1 && sr_check_item(r, item, err) == -1 && strstr(err, "record 2: no 'step'");
+    CHECK(ok, "stream: a log item without step refused: %s", err);
+    sr_close(r);
+    free(all);
+
+    /* the reader checks the run keys' types in a prediction header */
+    mpw w;
+    mpw_init(&w, -1);
+    mpw_map(&w);
+    mpw_str(&w, "schema");
+    mpw_str(&w, "prediction");
+    mpw_str(&w, "version");
+    mpw_int(&w, 1);
+    mpw_str(&w, "classes");
+    mpw_array(&w);
+    mpw_str(&w, "a");
+    mpw_end(&w);
+    mpw_str(&w, "sources");
+    mpw_str(&w, "photo");
+    mpw_end(&w);
+    r = sr_open_mem(w.buf, w.len, "<pred>");
+    CHECK(sr_header(r, NULL) == -1 && strstr(r->err, "'sources' is not an array"),
+          "stream: a prediction header whose sources are no array refused: %s", r->err);
+    sr_close(r);
+    mpw_free(&w);
+}
+
+static void emb_neg_view(mpw *w) {
+    emb_ok(w);
+    mpw_str(w, "view");
+    mpw_int(w, -1);
+}
+
+/* one item of the matrix streams: a 3-vector from x, and its keys */
+static void mat_item(sw *s, const char *id, float x, int64_t label, int64_t view, const char *domain) {
+    float v[3] = {x, x + 0.5f, -x};
+    sw_item_begin(s);
+    mpw_str(&s->w, "id");
+    mpw_str(&s->w, id);
+    mpw_str(&s->w, "vec");
+    mpw_bin(&s->w, v, sizeof v);
+    if (label >= 0) {
+        mpw_str(&s->w, "label");
+        mpw_int(&s->w, label);
+        mpw_str(&s->w, "class");
+        mpw_str(&s->w, label ? "cat" : "dog");
+    }
+    if (view >= 0) {
+        mpw_str(&s->w, "view");
+        mpw_int(&s->w, view);
+    }
+    if (domain) {
+        mpw_str(&s->w, "domain");
+        mpw_str(&s->w, domain);
+        mpw_str(&s->w, "split");
+        mpw_nil(&s->w);
+    }
+    sw_item_end(s);
+}
+
+/* a stream of dim 3 (or dim) in space: kind 0 good items, 1 one with NaN, 2 a repeated key */
+static uint8_t *mat_stream(int64_t dim, const char *space, int kind, size_t *n, int64_t dropped) {
+    int fd = memfd_create("mat", 0);
+    sw s;
+    sw_init(&s, fd);
+    sw_header_embedding(&s, dim, space, NULL, 3, ARGV2);
+    sw_header_end(&s);
+    if (kind == 0) {
+        mat_item(&s, "a", 1, 0, 0, "photo");
+        mat_item(&s, "a", 2, 1, 1, NULL);
+        mat_item(&s, "b", 3, -1, -1, "art");
+    } else if (kind == 1) {
+        mat_item(&s, "c", NAN, 1, -1, NULL);
+        mat_item(&s, "d", 4, 1, -1, NULL);
+    } else {
+        mat_item(&s, "e", 5, 0, -1, NULL);
+        mat_item(&s, "a", 6, 0, 1, NULL);
+    }
+    s.dropped = (uint64_t)dropped;
+    sw_trailer_begin(&s);
+    sw_trailer_end(&s);
+    sw_free(&s);
+    uint8_t *p = slurp(fd, n);
+    close(fd);
+    return p;
+}
+
+static int count_bad(void *ctx, const char *msg) {
+    int *n = ctx;
+    if (++*n == 1) CHECK(strstr(msg, "<mat>: record 1 (id 'c'): 'vec' holds NaN") != NULL, "stream_matrix_read: the bad item's message names it: %s", msg);
+    return 0;
+}
+
+static int stop_bad(void *ctx, const char *msg) { return 1; }
+
+static void test_matrix(void) {
+    char err[VL_ERRLEN] = "";
+    CHECK(check_one("embedding", emb_neg_view, err) == -1 && strstr(err, "'view' is not an integer >= 0"),
+          "stream: a negative view refused: %s", err);
+
+    /* two streams back to back in one input (the second with a NaN item),
+     * then a third stream from another reader */
+    size_t n1, n2, n3;
+    uint8_t *s1 = mat_stream(3, "teacher:m", 0, &n1, 2), *s2 = mat_stream(3, "teacher:m", 1, &n2, 1);
+    uint8_t *both = xmalloc(n1 + n2);
+    memcpy(both, s1, n1);
+    memcpy(both + n1, s2, n2);
+    stream_matrix m;
+    stream_matrix_init(&m);
+    sr *r = sr_open_mem(both, n1 + n2, "<mat>");
+    int nbad = 0;
+    err[0] = 0;
+    int rc = stream_matrix_read(&m, r, count_bad, &nbad, err);
+    sr_close(r);
+    CHECK(rc == 0 && m.n == 4 && m.dim == 3 && nbad == 1 && m.bad == 1 && m.dropped == 3 &&
+              !strcmp(m.space, "teacher:m"),
+          "stream_matrix_read: two streams, 4 rows of 3, one bad item dropped, trailers' dropped 3 (rc %d n %lld %s)",
+          rc, (long long)m.n, err);
+    int ok = rc == 0 && m.rows[0] == 1 && m.rows[1] == 1.5f && m.rows[2] == -1 && m.rows[9] == 4 && m.rows[11] == -4 &&
+             !strcmp(m.id[1], "a") && m.view[1] == 1 && m.label[1] == 1 && !strcmp(m.cls[1], "cat") && !m.domain[1] &&
+             !strcmp(m.domain[2], "art") && !m.split[2] && m.label[2] == STREAM_NONE && m.view[2] == STREAM_NONE &&
+             !m.cls[2] && !strcmp(m.id[3], "d");
+    CHECK(ok, "stream_matrix_read: rows and per-row id, view, label, class, domain, split (absent: NULL, STREAM_NONE)");
+    const mp_val *hist = mp_get(&m.header, "history");
+    CHECK(hist && hist->len == 1 && mp_str_eq(&hist->v.a[0].v.a[0], "mpcat"),
+          "stream_matrix_read: the first header kept, with its history");
+    CHECK(stream_matrix_find(&m, "a", 0) == 0 && stream_matrix_find(&m, "a", 1) == 1 &&
+              stream_matrix_find(&m, "b", STREAM_NONE) == 2 && stream_matrix_find(&m, "d", STREAM_NONE) == 3 &&
+              stream_matrix_find(&m, "c", STREAM_NONE) == -1 && stream_matrix_find(&m, "a", STREAM_NONE) == -1,
+          "stream_matrix_find: rows by (id, view); the dropped item and an absent view not found");
+    size_t n4;
+    uint8_t *s4 = mat_stream(3, "teacher:m", 2, &n4, 0);
+    r = sr_open_mem(s4, n4, "<more>");
+    rc = stream_matrix_read(&m, r, NULL, NULL, err);
+    sr_close(r);
+    CHECK(rc == -1 && !strcmp(err, "<more>: record 2 (id 'a', view 1): duplicate (id, view), first at <mat>: record 2"),
+          "stream_matrix_read: a key seen in another reader fails the load: %s", err);
+    stream_matrix_free(&m);
+
+    /* a bad item with no callback, or one that says stop, fails the load */
+    stream_matrix_init(&m);
+    r = sr_open_mem(s2, n2, "<mat>");
+    rc = stream_matrix_read(&m, r, NULL, NULL, err);
+    CHECK(rc == -1 && strstr(err, "(id 'c'): 'vec' holds NaN"), "stream_matrix_read: no callback: a bad item fails: %s",
+          err);
+    sr_close(r);
+    stream_matrix_free(&m);
+    stream_matrix_init(&m);
+    r = sr_open_mem(s2, n2, "<mat>");
+    rc = stream_matrix_read(&m, r, stop_bad, NULL, err);
+    CHECK(rc == -1 && m.bad == 1 && strstr(err, "(id 'c')"), "stream_matrix_read: a callback that stops fails the load");
+    sr_close(r);
+    stream_matrix_free(&m);
+
+    /* another dim or space in a later stream: the streams do not join */
+    uint8_t *s3 = mat_stream(4, "teacher:m", 1, &n3, 0), *s5 = mat_stream(3, "student:x", 1, &n4, 0);
+    for (int k = 0; k < 2; k++) {
+        stream_matrix_init(&m);
+        r = sr_open_mem(s1, n1, "<mat>");
+        rc = stream_matrix_read(&m, r, NULL, NULL, err);
+        sr_close(r);
+        r = k ? sr_open_mem(s5, n4, "<other>") : sr_open_mem(s3, n3, "<other>");
+        rc = rc == 0 ? stream_matrix_read(&m, r, NULL, NULL, err) : 0;
+        sr_close(r);
+        CHECK(rc == -1 && !strcmp(err, k ? "<other>: header: space 'student:x', but <mat> has space 'teacher:m': the streams do not join"
+                                         : "<other>: header: dim 4, but <mat> has dim 3: the streams do not join"),
+              "stream_matrix_read: another %s refused: %s", k ? "space" : "dim", err);
+        stream_matrix_free(&m);
+    }
+    stream_matrix_init(&m);
+    r = sr_open_mem("", 0, "<empty>");
+    rc = stream_matrix_read(&m, r, NULL, NULL, err);
+    CHECK(rc == -1 && strstr(err, "<empty>: empty input"), "stream_matrix_read: empty input fails: %s", err);
+    sr_close(r);
+    stream_matrix_free(&m);
+    sw w;
+    sw_init(&w, -1);
+    put_header(&w, "image");
+    stream_matrix_init(&m);
+    r = sr_open_mem(w.w.buf, w.w.len, "<img>");
+    rc = stream_matrix_read(&m, r, NULL, NULL, err);
+    CHECK(rc == -1 && !strcmp(err, "<img>: header: schema is 'image', expected 'embedding'"),
+          "stream_matrix_read: another schema fails: %s", err);
+    sr_close(r);
+    stream_matrix_free(&m);
+    sw_free(&w);
+    free(s1), free(s2), free(s3), free(s4), free(s5), free(both);
 }
 
 int main(void) {
@@ -743,5 +982,7 @@ int main(void) {
     test_items();
     test_finite();
     test_keys();
+    test_writers();
+    test_matrix();
     CHECK_EXIT();
 }
