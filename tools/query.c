@@ -272,8 +272,7 @@ static void vendor_start(q_run *R)
     R->vendor = pid, R->vin = in[1], R->vout = out[0];
     sw_init(&R->vw, R->vin);
     /* the vendor gets the queries and their numbers only: no ids, labels or history */
-    sw_header_begin(&R->vw, R->query_schema, NULL, 0, NULL);
-    if (R->query_header) R->query_header(&R->vw.w);
+    R->query_header(&R->vw);
     sw_header_end(&R->vw);
     mpw_flush(&R->vw.w, 0);
     R->vr = sr_open(R->vout, "teacher");

@@ -46,10 +46,9 @@ struct q_run {
     const char *cache_tag;  /* the kind of key ("vl2v teacher cache 1") */
     const char *identity;   /* the teacher's identity, part of every key */
     const char *variant;    /* e.g. the normalisation, part of every key */
-    /* black-box: writes the query stream's header keys after its schema
-     * (the schema is query_schema) */
-    const char *query_schema;
-    void (*query_header)(mpw *w);
+    /* black-box: opens the query stream's header (e.g. sw_header_image,
+     * with no input header and no history: the vendor learns nothing else) */
+    void (*query_header)(sw *s);
     /* black-box, from the output thread: one item's vector (in input order;
      * items whose answer was bad are not passed), then, after the last,
      * finish with the vectors' size (from the teacher's header when no item

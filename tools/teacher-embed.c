@@ -123,13 +123,7 @@ static void write_header(run *R, int dim)
         return;
     }
     R->dim = dim;
-    sw_header_begin(&R->out, "embedding", R->in_header, R->argc, R->argv);
-    mpw_str(&R->out.w, "dim");
-    mpw_int(&R->out.w, dim);
-    mpw_str(&R->out.w, "dtype");
-    mpw_str(&R->out.w, "f32le");
-    mpw_str(&R->out.w, "space");
-    mpw_str(&R->out.w, R->space);
+    sw_header_embedding(&R->out, dim, R->space, R->in_header, R->argc, R->argv);
     if (R->normalize) {
         mpw_str(&R->out.w, "normalize");
         mpw_str(&R->out.w, R->normalize);
@@ -153,15 +147,7 @@ static void finish(q_run *q, int dim)
     q_trailer(q, &R->out);
 }
 
-static void image_query_header(mpw *w)
-{
-    mpw_str(w, "dtype");
-    mpw_str(w, "u8");
-    mpw_str(w, "layout");
-    mpw_str(w, "hwc");
-    mpw_str(w, "c");
-    mpw_int(w, 3);
-}
+static void image_query_header(sw *s) { sw_header_image(s, NULL, 0, NULL); }
 
 typedef struct {
     const uint8_t *pix;
@@ -379,7 +365,7 @@ static void embed_texts(run *R, sr *r, clip_model *model, tok *tk)
 int main(int argc, char **argv)
 {
     tool_init("teacher-embed");
-    run R = {.q = {.max_queries = -1, .what = "images", .query_schema = "image", .query_header = image_query_header,
+    run R = {.q = {.max_queries = -1, .what = "images", .query_header = image_query_header,
                    .emit = emit, .finish = finish},
              .normalize = "model", .batch = 16, .argc = argc, .argv = argv};
     R.q.ctx = &R;

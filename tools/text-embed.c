@@ -208,13 +208,7 @@ static void write_header(ensemble *E, int D)
     E->acc = xcalloc((size_t)D, sizeof *E->acc);
     E->vec = xmalloc((size_t)D * sizeof *E->vec);
     sw *s = &E->s;
-    sw_header_begin(s, "embedding", NULL, E->argc, E->argv);
-    mpw_str(&s->w, "dim");
-    mpw_int(&s->w, D);
-    mpw_str(&s->w, "dtype");
-    mpw_str(&s->w, "f32le");
-    mpw_str(&s->w, "space");
-    mpw_str(&s->w, E->space);
+    sw_header_embedding(s, D, E->space, NULL, E->argc, E->argv);
     mpw_str(&s->w, "templates");
     mpw_array(&s->w);
     for (size_t j = 0; j < E->templates->n; j++) mpw_str(&s->w, E->templates->v[j]);
@@ -324,6 +318,8 @@ static void finish(q_run *R, int dim)
     q_trailer(R, &E->s);
 }
 
+static void text_query_header(sw *s) { sw_header_text(s, NULL, 0, NULL); }
+
 /* the vendor gets the prompt and its query number only */
 static void write_text_query(mpw *w, const void *arg)
 {
@@ -367,7 +363,7 @@ int main(int argc, char **argv)
     const char *model_path = NULL, *classes_path = NULL, *manifest_path = NULL, *bpe = NULL, *outpath = NULL;
     int truncate = 0, batch = 64, threads = 0, batch_set = 0;
     q_run R = {.what = "prompts", .max_queries = -1, .cache_tag = "vl2v text cache 1", .variant = "text",
-               .query_schema = "text", .emit = emit, .finish = finish};
+               .query_header = text_query_header, .emit = emit, .finish = finish};
     strs templates = {0};
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"exec", required_argument, 0, 'X'},
