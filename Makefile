@@ -6,11 +6,14 @@ include config.mk
 CPPFLAGS += -Ilib -Itools
 LIB_SRC := $(sort $(wildcard lib/*.c lib/*/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=build/%.o)
-TOOL_SRC := $(sort $(filter-out tools/common.c,$(wildcard tools/*.c)))
+TOOL_SRC := $(sort $(filter-out tools/common.c tools/query.c,$(wildcard tools/*.c)))
 TOOLS := $(TOOL_SRC:tools/%.c=bin/%)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
 UNITS := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
 MANS := $(wildcard man/*.[157])
+# Data files the tools read at run time, installed in $(PREFIX)/share/vl2v
+# (tools/common.c: tool_share_file finds them there or in share/ here).
+SHARE := share/bpe_simple_vocab_16e6.txt.gz
 
 # Debian packages the build, the tests and the pipelines need.
 DEPS := build-essential libopenblas-dev libjpeg62-turbo-dev libpng-dev libmsgpack-dev zlib1g-dev \
@@ -43,9 +46,12 @@ build/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
-bin/%: build/tools/%.o build/tools/common.o build/libvl2v.a
+# tools/common.c and tools/query.c (the teacher queries of teacher-embed and
+# text-embed) are linked into every program
+TOOL_SHARED := build/tools/common.o build/tools/query.o
+bin/%: build/tools/%.o $(TOOL_SHARED) build/libvl2v.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $< build/tools/common.o build/libvl2v.a $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(TOOL_SHARED) build/libvl2v.a $(LDFLAGS) $(LDLIBS)
 
 build/tests/%: build/tests/unit/%.o build/libvl2v.a
 	@mkdir -p $(@D)
@@ -66,13 +72,15 @@ demo: deps
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
-		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7
+		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7 $(DESTDIR)$(PREFIX)/share/vl2v
 	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin
+	install -m 644 $(SHARE) $(DESTDIR)$(PREFIX)/share/vl2v
 	install -m 755 tools/pth2safetensors $(DESTDIR)$(PREFIX)/bin
 	for m in $(MANS); do install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$${m##*.}; done
 
 uninstall:
 	rm -f $(TOOLS:bin/%=$(DESTDIR)$(PREFIX)/bin/%) $(DESTDIR)$(PREFIX)/bin/pth2safetensors
+	rm -f $(SHARE:share/%=$(DESTDIR)$(PREFIX)/share/vl2v/%)
 	for m in $(MANS); do rm -f $(DESTDIR)$(PREFIX)/share/man/man$${m##*.}/$${m##*/}; done
 
 # Coverage-guided fuzzing of the stream reader and the safetensors parser
@@ -98,5 +106,5 @@ bench: all
 clean:
 	rm -rf build bin fuzz/out
 
--include $(LIB_OBJ:.o=.d) $(TOOL_SRC:tools/%.c=build/tools/%.d) build/tools/common.d \
+-include $(LIB_OBJ:.o=.d) $(TOOL_SRC:tools/%.c=build/tools/%.d) build/tools/common.d build/tools/query.d \
 	$(UNIT_SRC:tests/unit/%.c=build/tests/unit/%.d)

@@ -6,12 +6,14 @@
  * timed steps), "peak_mb N" (peak resident memory) and "best_step_s N" (the
  * fastest timed step: on a busy machine the least disturbed one).
  *
- *   train ARCH(resnet18|resnet50|vit_b16) train|forward|forward-unfolded B SIZE STEPS
+ *   train ARCH train|forward|forward-unfolded B SIZE STEPS
+ *
+ * ARCH: an architecture of lib/models/student.h but clip_vision (resnet18,
+ * resnet50 and vit_b16 are bench/train.sh's).
  *
  * forward-unfolded: the forward pass with BatchNorm as its own pass (what
  * folding saves; not a case of bench/train.sh). */
-#include "models/resnet.h"
-#include "models/vit.h"
+#include "models/student.h"
 #include "nn/linear.h"
 #include "nn/loss.h"
 #include "train/optim.h"
@@ -40,19 +42,14 @@ int main(int argc, char **argv)
     int training = strcmp(argv[2], "train") == 0, B = atoi(argv[3]), S = atoi(argv[4]), steps = atoi(argv[5]);
     rng r;
     rng_seed(&r, 1);
-    resnet *rn = NULL;
-    vit *vt = NULL;
-    params *p;
-    int F;
-    if (strncmp(arch, "resnet", 6) == 0) {
-        rn = resnet_new(atoi(arch + 6), 1000);
-        p = resnet_params(rn);
-        F = resnet_feature_dim(rn);
-    } else {
-        vt = vit_new(VIT_B16, 224, 1000);
-        p = vit_params(vt);
-        F = vit_feature_dim(vt);
+    char err[VL_ERRLEN];
+    student *sm = student_new(arch, 1000, err);
+    if (!sm) {
+        fprintf(stderr, "train: %s\n", err);
+        return 2;
     }
+    params *p = student_params(sm);
+    int F = student_feature_dim(sm);
     for (int i = 0; i < p->n; i++) {
         const char *n = p->t[i].name;
         float *d = param_data(p, i);
@@ -72,7 +69,7 @@ int main(int argc, char **argv)
     param_alloc(&head);
     fill(param_data(&head, 0), (size_t)D * F, &r, 0.02f);
     /* forward-only is what student-embed runs: BatchNorm folded */
-    if (!training && rn && strcmp(argv[2], "forward-unfolded") != 0) resnet_fold_bn(rn);
+    if (!training && strcmp(argv[2], "forward-unfolded") != 0) student_fold_bn(sm);
     float *x = xmalloc_aligned((size_t)B * 3 * S * S * sizeof(float));
     fill(x, (size_t)B * 3 * S * S, &r, 1.0f);
     float *it = xmalloc((size_t)B * D * 4), *t = xmalloc((size_t)NC * D * 4);
@@ -87,7 +84,6 @@ int main(int argc, char **argv)
         optim_init(&o1, OPTIM_ADAM, 5e-5f, p);
         optim_init(&o2, OPTIM_ADAM, 5e-5f, &head);
     }
-    char err[VL_ERRLEN];
     double t0 = 0, ts = 0, best = INFINITY;
     for (int s = 0; s < 1 + steps; s++) {
         if (s >= 1) {
@@ -100,9 +96,7 @@ int main(int argc, char **argv)
             param_zero_grad(p);
             param_zero_grad(&head);
         }
-        int rc = rn ? resnet_forward(rn, feat, x, B, S, S, training, err)
-                    : vit_forward(vt, feat, x, B, S, S, training, err);
-        if (rc != 0) {
+        if (student_forward(sm, feat, x, B, S, S, training, err) != 0) {
             fprintf(stderr, "train: %s\n", err);
             return 1;
         }
@@ -113,10 +107,7 @@ int main(int argc, char **argv)
         memset(dfeat, 0, (size_t)B * F * 4);
         cosloss_backward(dz, z, it, t, y, B, D, 0.5f, 1.0f);
         linear_backward(dfeat, param_grad(&head, 0), param_grad(&head, 1), dz, feat, param_data(&head, 0), B, F, D);
-        if (rn)
-            resnet_backward(rn, dfeat);
-        else
-            vit_backward(vt, dfeat);
+        student_backward(sm, dfeat);
         optim_step(&o1, p);
         optim_step(&o2, &head);
     }

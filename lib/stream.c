@@ -633,6 +633,11 @@ void sw_header_log(sw *s, const mp_val *in_header, int argc, char **argv)
     sw_header_begin(s, "log", in_header, argc, argv);
 }
 
+void sw_header_text(sw *s, const mp_val *in_header, int argc, char **argv)
+{
+    sw_header_begin(s, "text", in_header, argc, argv);
+}
+
 /* ---- a whole embedding stream in memory ---- */
 
 void stream_matrix_init(stream_matrix *m) { memset(m, 0, sizeof *m); }

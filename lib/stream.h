@@ -134,6 +134,8 @@ typedef struct {
 void sw_header_prediction(sw *s, const stream_prediction_info *p, const mp_val *in_header, int argc, char **argv);
 /* a training log (schemas/log.md): no keys beyond the common ones */
 void sw_header_log(sw *s, const mp_val *in_header, int argc, char **argv);
+/* texts to embed (schemas/text.md): no keys beyond the common ones */
+void sw_header_text(sw *s, const mp_val *in_header, int argc, char **argv);
 
 /* A whole embedding stream in memory: one or several streams (back to back
  * in one input, or from several readers) as one matrix. Rows are the items

@@ -304,6 +304,41 @@ static int load_vocab_json(tok *t, const char *path, char *err)
     return 0;
 }
 
+static int is_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+char *tok_locate(const char *model, const char *bpe, const char *fallback, char *err)
+{
+    if (bpe) return xstrdup(bpe);
+    struct stat st;
+    char *dir;
+    if (stat(model, &st) == 0 && S_ISDIR(st.st_mode)) {
+        dir = xstrdup(model);
+    } else {
+        const char *slash = strrchr(model, '/');
+        dir = slash ? xstrndup(model, (size_t)(slash - model)) : xstrdup(".");
+    }
+    size_t n = strlen(dir) + 64;
+    char *a = xmalloc(n), *b = xmalloc(n), *found = NULL;
+    snprintf(a, n, "%s/vocab.json", dir);
+    snprintf(b, n, "%s/merges.txt", dir);
+    if (is_file(a) && is_file(b)) {
+        found = xstrdup(dir);
+    } else {
+        snprintf(a, n, "%s/" TOK_BPE_FILE, dir);
+        if (is_file(a)) found = xstrdup(a);
+        else if (fallback) found = xstrdup(fallback);
+    }
+    if (!found)
+        vl_error(err, "%s: no tokenizer in %s (vocab.json + merges.txt or " TOK_BPE_FILE
+                 ") and none installed; give --bpe FILE", model, dir);
+    free(a), free(b), free(dir);
+    return found;
+}
+
 int tok_load(tok **out, const char *path, char *err)
 {
     struct stat st;

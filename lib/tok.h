@@ -44,6 +44,17 @@ typedef struct tok tok;
 int tok_load(tok **out, const char *path, char *err);
 void tok_free(tok *t);
 
+/* The name of CLIP's merges file, as OpenAI ships it. */
+#define TOK_BPE_FILE "bpe_simple_vocab_16e6.txt.gz"
+
+/* Where the tokenizer of a model is, for tok_load, in this order: bpe when
+ * given; else, in the model's directory (model itself when it is one, else
+ * the directory of the model file), vocab.json with merges.txt (the
+ * directory is returned), else TOK_BPE_FILE there; else fallback (the
+ * merges file shipped with the programs; may be NULL). Returns a malloc'ed
+ * path, or NULL with err naming the model and what was looked for. */
+char *tok_locate(const char *model, const char *bpe, const char *fallback, char *err);
+
 int32_t tok_sot(const tok *t);        /* <|startoftext|>, 49406 in CLIP */
 int32_t tok_eot(const tok *t);        /* <|endoftext|>, 49407 in CLIP */
 int32_t tok_vocab_size(const tok *t); /* largest id + 1 */

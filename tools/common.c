@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 const char *prog = "vl2v";
@@ -165,6 +166,34 @@ void die_dropped(uint64_t dropped, long long max_errors)
 {
     (void)dropped;
     die(1, "more than %lld items dropped (--max-errors %lld)", max_errors, max_errors);
+}
+
+char *tool_share_file(const char *name)
+{
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return NULL;
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (!slash) return NULL;
+    *slash = 0;
+    static const char *const under[] = {"share/vl2v", "share"};
+    for (int i = 0; i < 2; i++) {
+        size_t len = strlen(exe) + strlen(under[i]) + strlen(name) + 8;
+        char *p = xmalloc(len);
+        snprintf(p, len, "%s/../%s/%s", exe, under[i], name);
+        struct stat st;
+        if (stat(p, &st) == 0 && S_ISREG(st.st_mode) && access(p, R_OK) == 0) return p;
+        free(p);
+    }
+    return NULL;
+}
+
+int tool_drop_bad(void *drops, const char *msg)
+{
+    tool_drops *d = drops;
+    if (drop_item(&d->dropped, d->max_errors, "%s: dropped", msg)) die_dropped(d->dropped, d->max_errors);
+    return 0;
 }
 
 void stdout_done(void)

@@ -68,6 +68,21 @@ void close_stream(sr *r);
  * so that nothing downstream takes the stream for complete. */
 int drop_item(uint64_t *dropped, long long max_errors, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 noreturn void die_dropped(uint64_t dropped, long long max_errors);
+/* The two as a bad-item callback (stream_bad_fn: embed_stream,
+ * stream_matrix_read) over a count and its limit: each message is warned
+ * with ": dropped" and counted; one too many is die_dropped. */
+typedef struct {
+    uint64_t dropped;
+    long long max_errors;
+} tool_drops;
+int tool_drop_bad(void *drops, const char *msg);
+
+/* A data file shipped with the tools (share/ in the sources, installed in
+ * $(PREFIX)/share/vl2v): DIR/../share/vl2v/NAME, else DIR/../share/NAME,
+ * where DIR holds this program's executable (/proc/self/exe, links
+ * resolved). Returns the path (malloc'ed) of the first that is a readable
+ * file, or NULL. */
+char *tool_share_file(const char *name);
 
 /* Flushes stdout; a write error there (a full disk, a closed pipe) is fatal. */
 void stdout_done(void);

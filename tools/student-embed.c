@@ -1,15 +1,18 @@
 /* student-embed: features of a student network for every image of a stream.
  *
  * Reads an `image` stream (u8, hwc, 3 channels), normalises each image with
- * the per-channel mean and standard deviation (ImageNet's by default), runs
- * the student (torchvision ResNet-18/34/50 or MobileNetV2, timm ViT-S/16 or
- * ViT-B/16, with weights from a safetensors file) and writes an `embedding`
- * stream of its features: after global average pooling for the
- * convolutional networks, the class token after the final norm for ViTs. Consecutive images of the same size are run as one
- * batch; the output keeps the input order. */
+ * the per-channel mean and standard deviation (the weights' own when they
+ * declare one, else ImageNet's), runs the student (any architecture of
+ * lib/models/student.h, weights from a safetensors file or a model
+ * directory) and writes an `embedding` stream of its features, or with
+ * --head of their projection into the teacher's space by a cosine head.
+ * Consecutive images of the same size are run as one batch; the output
+ * keeps the input order. */
 #include "common.h"
 
 #include "blas.h"
+#include "classifier.h"
+#include "embed.h"
 #include "models/student.h"
 
 #include <getopt.h>
@@ -20,7 +23,7 @@
 static const char USAGE[] =
     "usage: student-embed [--arch resnet18|resnet34|resnet50|mobilenet_v2|vit_s16|vit_b16|clip_vision|\n"
     "                             openclip_timm|auto]\n"
-    "                     --weights FILE|DIR\n"
+    "                     --weights FILE|DIR [--head MODEL]\n"
     "                     [--mean R,G,B] [--std R,G,B] [--batch N] [--threads N] [--max-errors N]\n"
     "                     [-v] [-o FILE] [FILE]\n";
 
@@ -35,16 +38,49 @@ static void parse_triple(const char *opt, const char *s, float *v)
     }
 }
 
+/* the output, and the head whose projection is written (NULL: the
+ * features) */
+typedef struct {
+    sw *s;
+    const clf_head *head;
+    float *z; /* the projections of a batch */
+    int dim;  /* of what is written */
+} out_ctx;
+
+/* embed_stream's batches: each item's keys and its vector */
+static int emit(void *ctx, const mp_val *keys, int B, const float *feat, char *err)
+{
+    out_ctx *o = ctx;
+    const float *v = feat;
+    if (o->head) {
+        clf_project(o->head, o->z, feat, B);
+        v = o->z;
+    }
+    for (int i = 0; i < B; i++) {
+        sw_item_begin(o->s);
+        for (uint32_t k = 0; k < keys[i].len; k++) {
+            mpw_value(&o->s->w, &keys[i].v.a[2 * k]);
+            mpw_value(&o->s->w, &keys[i].v.a[2 * k + 1]);
+        }
+        mpw_str(&o->s->w, "vec");
+        mpw_bin(&o->s->w, v + (size_t)i * o->dim, (size_t)o->dim * sizeof(float));
+        if (sw_item_end(o->s) != 0) die(1, "write error: %s", strerror(o->s->w.err));
+    }
+    progress("%llu images", (unsigned long long)o->s->records);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     tool_init("student-embed");
-    const char *arch = "auto", *weights = NULL, *outpath = NULL;
+    const char *arch = "auto", *weights = NULL, *headpath = NULL, *outpath = NULL;
     /* ImageNet's, unless the weights declare theirs or --mean/--std say */
     float mean[3] = {0.485f, 0.456f, 0.406f}, stdv[3] = {0.229f, 0.224f, 0.225f};
     int given_mean = 0, given_std = 0;
     long long batch = 32, threads = 0, max_errors = 0;
     static const struct option opts[] = {{"arch", required_argument, 0, 'a'},
                                          {"weights", required_argument, 0, 'W'},
+                                         {"head", required_argument, 0, 'H'},
                                          {"mean", required_argument, 0, 'M'},
                                          {"std", required_argument, 0, 'S'},
                                          {"batch", required_argument, 0, 'b'},
@@ -59,6 +95,7 @@ int main(int argc, char **argv)
         switch (c) {
         case 'a': arch = optarg; break;
         case 'W': weights = optarg; break;
+        case 'H': headpath = optarg; break;
         case 'M':
             parse_triple("--mean", optarg, mean);
             given_mean = 1;
@@ -89,11 +126,31 @@ int main(int argc, char **argv)
     char err[VL_ERRLEN];
     if (student_open(&st, arch, weights, err) != 0) die(1, "--arch %s: %s", arch, err);
     student_fold_bn(st); /* inference only: BatchNorm folded into the convolutions */
-    int dim = student_feature_dim(st);
+    int dim = student_feature_dim(st), odim = dim;
     float wmean[3], wstd[3];
     if (student_input_norm(st, wmean, wstd)) {
         if (!given_mean) memcpy(mean, wmean, sizeof mean);
         if (!given_std) memcpy(stdv, wstd, sizeof stdv);
+    }
+
+    char space[64];
+    snprintf(space, sizeof space, "student:%s", student_arch(st));
+    const char *ospace = space;
+    /* --head: the cosine head's projection into the teacher's space */
+    clf_head head = {0};
+    if (headpath) {
+        if (clf_open(&head, headpath, err) != 0) die(1, "--head: %s", err);
+        if (head.kind != CLF_COSINE)
+            die(1, "--head: %s: a linear head (fc.weight) gives class scores; a cosine head (proj.weight) projects",
+                headpath);
+        if (strcmp(head.student_space, space) != 0)
+            die(1, "--head: %s: made for vl2v.student_space '%s', the student is '%s'", headpath, head.student_space,
+                space);
+        if (head.Ds != dim)
+            die(1, "--head: %s: proj.weight takes %d-dim features, the student %s gives %d", headpath, head.Ds,
+                student_arch(st), dim);
+        odim = head.D;
+        ospace = head.teacher_space;
     }
 
     sr *r = open_stream(optind < argc ? argv[optind] : NULL);
@@ -102,118 +159,30 @@ int main(int argc, char **argv)
     sw s;
     output_open(&out, outpath);
     sw_init(&s, out.fd);
-    char space[64];
-    snprintf(space, sizeof space, "student:%s", student_arch(st));
-    sw_header_begin(&s, "embedding", &r->header, argc, argv);
-    mpw_str(&s.w, "dim");
-    mpw_int(&s.w, dim);
-    mpw_str(&s.w, "dtype");
-    mpw_str(&s.w, "f32le");
-    mpw_str(&s.w, "space");
-    mpw_str(&s.w, space);
+    sw_header_embedding(&s, odim, ospace, &r->header, argc, argv);
     if (sw_header_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
 
-    /* the batch: pixels, and each item's id and metadata as an owned map */
-    int B = 0, bh = 0, bw = 0;
-    float *x = NULL, *feat = xmalloc((size_t)batch * dim * sizeof(float));
-    size_t xcap = 0;
-    mpw *meta = xcalloc((size_t)batch, sizeof *meta);
-    mp_arena arena = {0};
     /* dropped here counts against --max-errors; the trailer's total adds the
      * upstream streams' drops, which were never seen here */
-    uint64_t dropped = 0, upstream_dropped = 0;
-    static const char *const ID[] = {"id", NULL};
-
-#define FLUSH()                                                                                                    \
-    do {                                                                                                           \
-        if (!B) break;                                                                                             \
-        if (student_forward(st, feat, x, B, bh, bw, 0, err) != 0) die(1, "%s", err);                                 \
-        for (int i = 0; i < B; i++) {                                                                              \
-            mp_val m;                                                                                              \
-            size_t used;                                                                                           \
-            mp_arena_reset(&arena);                                                                                \
-            if (mp_decode(&arena, meta[i].buf, meta[i].len, STREAM_MAX_RECORD, &m, &used, err) != 1)                \
-                die(1, "internal: %s", err);                                                                       \
-            sw_item_begin(&s);                                                                                     \
-            for (uint32_t k = 0; k < m.len; k++) {                                                                 \
-                mpw_value(&s.w, &m.v.a[2 * k]);                                                                    \
-                mpw_value(&s.w, &m.v.a[2 * k + 1]);                                                                \
-            }                                                                                                      \
-            mpw_str(&s.w, "vec");                                                                                  \
-            mpw_bin(&s.w, feat + (size_t)i * dim, (size_t)dim * sizeof(float));                              \
-            if (sw_item_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));                                \
-            mpw_free(&meta[i]);                                                                                    \
-        }                                                                                                          \
-        progress("%llu images", (unsigned long long)s.records);                                                    \
-        B = 0;                                                                                                     \
-    } while (0)
-
-    const mp_val *item;
-    int rc;
-    stream_keys *keys = stream_keys_new();
-    for (;;) {
-        while ((rc = sr_next(r, &item)) == 1) {
-            if (sr_check_item(r, item, err) != 0) {
-                if (drop_item(&dropped, max_errors, "%s: dropped", err)) die_dropped(dropped, max_errors);
-                continue;
-            }
-            /* a repeated (id, view) could not be joined downstream: the
-             * input was put together wrongly (vl2v-stream(5)) */
-            if (stream_keys_add(keys, r, item, err) != 0) die(1, "%s", err);
-            int64_t h, w;
-            mp_get_i64(item, "h", &h);
-            mp_get_i64(item, "w", &w);
-            char why[VL_ERRLEN];
-            if (student_check_input(st, (int)h, (int)w, why) != 0) {
-                char where[256];
-                if (drop_item(&dropped, max_errors, "%s: %lldx%lld image: %s: dropped", sr_where(r, item, where, sizeof where),
-                              (long long)h, (long long)w, why))
-                    die_dropped(dropped, max_errors);
-                continue;
-            }
-            if (B && (h != bh || w != bw || B == batch)) FLUSH();
-            bh = (int)h, bw = (int)w;
-            size_t hw = (size_t)h * w, need = (size_t)batch * 3 * hw;
-            if (need > xcap) {
-                free(x);
-                x = xmalloc_aligned(need * sizeof(float));
-                xcap = need;
-            }
-            /* hwc bytes -> normalised chw floats, as ToTensor + Normalize */
-            const uint8_t *pix = mp_get(item, "pix")->v.p;
-            float *dst = x + (size_t)B * 3 * hw;
-            for (int ch = 0; ch < 3; ch++) {
-                float m = mean[ch], sd = stdv[ch];
-                float *d = dst + ch * hw;
-                for (size_t i = 0; i < hw; i++) d[i] = ((float)pix[3 * i + ch] / 255.0f - m) / sd;
-            }
-            mpw_init(&meta[B], -1);
-            mpw_map(&meta[B]);
-            stream_copy_keys(&meta[B], item, ID);
-            stream_copy_keys(&meta[B], item, STREAM_META_KEYS);
-            mpw_end(&meta[B]);
-            B++;
-        }
-        if (rc < 0) die(1, "%s", r->err);
-        upstream_dropped += (uint64_t)sr_trailer_dropped(r);
-        int more = sr_next_stream(r, "image");
-        if (more < 0) die(1, "%s", r->err);
-        if (!more) break;
-    }
-    FLUSH();
-#undef FLUSH
-    stream_keys_free(keys);
+    tool_drops drops = {0, max_errors};
+    out_ctx o = {&s, headpath ? &head : NULL, NULL, odim};
+    if (headpath) o.z = xmalloc((size_t)batch * odim * sizeof(float));
+    embed_opts eo = {.st = st, .batch = (int)batch, .bad = tool_drop_bad, .bad_ctx = &drops, .emit = emit, .ctx = &o};
+    memcpy(eo.mean, mean, sizeof mean);
+    memcpy(eo.std, stdv, sizeof stdv);
+    uint64_t upstream_dropped;
+    if (embed_stream(r, &eo, &upstream_dropped, err) != 0) die(1, "%s", err);
     progress_done();
-    s.dropped = upstream_dropped + dropped;
+    s.dropped = upstream_dropped + drops.dropped;
     sw_trailer_begin(&s);
     sw_trailer_end(&s);
     output_commit(&out, &s);
     if (r->fd > 0) close(r->fd);
     sr_close(r);
-    mp_arena_free(&arena);
-    free(meta);
-    free(x);
-    free(feat);
+    if (headpath) {
+        free(o.z);
+        clf_free(&head);
+    }
     student_free(st);
     return 0;
 }

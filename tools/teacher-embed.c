@@ -11,12 +11,20 @@
  * input order, ids and labels; header and items are the same bytes whether a
  * vector came from the cache or from a query. An answer that is not a vector
  * of the teacher's size with finite values drops its item (counted, up to
- * --max-errors); an answer that joins no query fails the run. */
+ * --max-errors); an answer that joins no query fails the run. The cache,
+ * the budget and the vendor process are query.c's, shared with text-embed.
+ *
+ * White-box, the input may also be a text stream (id, text), as
+ * text-embed --exec sends it: each text is tokenised and encoded by the
+ * model's text tower, which makes this program the vendor side of both. */
 #include "common.h"
+#include "query.h"
 
 #include "blas.h"
+#include "embed.h"
 #include "image.h"
 #include "models/clip.h"
+#include "tok.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,17 +38,19 @@
 #include <unistd.h>
 
 static const char USAGE[] =
-    "usage: teacher-embed --model DIR|FILE [--normalize clip|imagenet] [--resize] [--batch N]\n"
-    "                     [--threads N] [--cache DIR] [--max-queries N] [--max-errors N] [-o FILE]\n"
-    "                     [-v] [FILE]\n"
-    "       teacher-embed --exec CMD [--model-id ID] [--normalize clip|imagenet] [--cache DIR]\n"
+    "usage: teacher-embed --model DIR|FILE [--normalize model|clip|imagenet] [--resize] [--bpe FILE]\n"
+    "                     [--batch N] [--threads N] [--cache DIR] [--max-queries N] [--max-errors N]\n"
+    "                     [-o FILE] [-v] [FILE]\n"
+    "       teacher-embed --exec CMD [--model-id ID] [--normalize model|clip|imagenet] [--cache DIR]\n"
     "                     [--max-queries N] [--max-errors N] [-o FILE] [-v] [FILE]\n"
-    "  --model DIR|FILE   white-box: a Hugging Face CLIP directory or an OpenAI/OpenCLIP .safetensors\n"
+    "  --model DIR|FILE   white-box: a Hugging Face CLIP directory, an OpenCLIP directory or an\n"
+    "                     OpenAI/OpenCLIP .safetensors\n"
     "  --exec CMD         black-box: CMD reads an image stream and writes an embedding stream\n"
     "  --model-id ID      the black-box teacher's identity for the cache and the space (default: CMD)\n"
-    "  --normalize N      clip (CLIP's mean/std, default) or imagenet (the published release)\n"
+    "  --normalize N      model (the model's own, else CLIP's; default), clip or imagenet\n"
     "  --resize           resize other sizes to the model's (PIL bilinear) instead of dropping them\n"
-    "  --batch N          images per forward pass (default 16)\n"
+    "  --bpe FILE         a text stream's tokenizer merges instead of the model's or the shipped one\n"
+    "  --batch N          images or prompts per forward pass (default 16)\n"
     "  --threads N        threads (default: OPENBLAS_NUM_THREADS, else the cores)\n"
     "  --cache DIR        content-addressed cache of answers, shared by runs and processes\n"
     "  --max-queries N    fail once N images have been sent to the teacher (default: no limit)\n"
@@ -50,203 +60,7 @@ static const char USAGE[] =
 static const float IMAGENET_MEAN[3] = {0.485f, 0.456f, 0.406f};
 static const float IMAGENET_STD[3] = {0.229f, 0.224f, 0.225f};
 
-/* ---- SHA-256 (FIPS 180-4), for cache keys and entry checksums ---- */
-
-typedef struct {
-    uint32_t h[8];
-    uint8_t buf[64];
-    uint64_t len;
-} sha256;
-
-static const uint32_t K256[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
-    0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
-    0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8,
-    0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
-    0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819,
-    0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
-    0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-    0xc67178f2};
-
-#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
-
-static void sha256_block(sha256 *s, const uint8_t *p)
-{
-    uint32_t w[64], a[8];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    memcpy(a, s->h, sizeof a);
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = a[7] + (ROR(a[4], 6) ^ ROR(a[4], 11) ^ ROR(a[4], 25)) + ((a[4] & a[5]) ^ (~a[4] & a[6])) +
-                      K256[i] + w[i];
-        uint32_t t2 = (ROR(a[0], 2) ^ ROR(a[0], 13) ^ ROR(a[0], 22)) + ((a[0] & a[1]) ^ (a[0] & a[2]) ^ (a[1] & a[2]));
-        memmove(a + 1, a, 7 * sizeof *a);
-        a[4] += t1;
-        a[0] = t1 + t2;
-    }
-    for (int i = 0; i < 8; i++) s->h[i] += a[i];
-}
-
-static void sha256_init(sha256 *s)
-{
-    static const uint32_t H0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    memcpy(s->h, H0, sizeof H0);
-    s->len = 0;
-}
-
-static void sha256_update(sha256 *s, const void *data, size_t n)
-{
-    const uint8_t *p = data;
-    size_t fill = s->len % 64;
-    s->len += n;
-    if (fill) {
-        size_t k = 64 - fill < n ? 64 - fill : n;
-        memcpy(s->buf + fill, p, k);
-        p += k, n -= k;
-        if (fill + k < 64) return;
-        sha256_block(s, s->buf);
-    }
-    for (; n >= 64; p += 64, n -= 64) sha256_block(s, p);
-    memcpy(s->buf, p, n);
-}
-
-static void sha256_final(sha256 *s, uint8_t out[32])
-{
-    uint64_t bits = s->len * 8;
-    uint8_t pad[72] = {0x80};
-    size_t fill = s->len % 64, np = fill < 56 ? 56 - fill : 120 - fill;
-    for (int i = 0; i < 8; i++) pad[np + i] = (uint8_t)(bits >> (56 - 8 * i));
-    sha256_update(s, pad, np + 8);
-    for (int i = 0; i < 8; i++)
-        for (int j = 0; j < 4; j++) out[4 * i + j] = (uint8_t)(s->h[i] >> (24 - 8 * j));
-}
-
-/* ---- the cache ---- */
-
-/* An entry file: magic, key, dim (u32 le), dim f32le values, then the
- * SHA-256 of everything before it, so a torn or damaged file is detected. */
-static const char CACHE_MAGIC[8] = "VL2VTC1";
-
-typedef struct {
-    const char *dir; /* NULL: no cache */
-    const char *identity, *normalize;
-    unsigned long counter;
-} cache;
-
-static void cache_key(const cache *c, const uint8_t *pix, int h, int w, uint8_t key[32])
-{
-    sha256 s;
-    uint8_t hw[8];
-    for (int i = 0; i < 4; i++) hw[i] = (uint8_t)((uint32_t)h >> 8 * i), hw[4 + i] = (uint8_t)((uint32_t)w >> 8 * i);
-    sha256_init(&s);
-    sha256_update(&s, "vl2v teacher cache 1", 21);
-    sha256_update(&s, c->identity, strlen(c->identity) + 1);
-    sha256_update(&s, c->normalize, strlen(c->normalize) + 1);
-    sha256_update(&s, hw, 8);
-    sha256_update(&s, pix, (size_t)h * w * 3);
-    sha256_final(&s, key);
-}
-
-static void cache_path(const cache *c, const uint8_t key[32], char *path, size_t n, int dir_only)
-{
-    char hex[65];
-    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", key[i]);
-    if (dir_only)
-        snprintf(path, n, "%s/%.2s", c->dir, hex);
-    else
-        snprintf(path, n, "%s/%.2s/%s", c->dir, hex, hex + 2);
-}
-
-/* 1: found, vec (dim floats, malloc'ed) set; 0: absent; -1: damaged (warned). */
-static int cache_get(const cache *c, const uint8_t key[32], int *dim, uint8_t **vec)
-{
-    char path[4096], err[VL_ERRLEN];
-    cache_path(c, key, path, sizeof path, 0);
-    if (access(path, F_OK) != 0) return 0;
-    size_t len;
-    char *data = vl_read_file(path, (size_t)1 << 26, &len, err);
-    if (!data) {
-        warnx("cache: %s: unreadable, querying again", path);
-        return -1;
-    }
-    uint32_t d = 0;
-    int ok = len >= 8 + 32 + 4 + 32 && memcmp(data, CACHE_MAGIC, 8) == 0 && memcmp(data + 8, key, 32) == 0;
-    if (ok) {
-        memcpy(&d, data + 40, 4);
-        ok = d > 0 && d <= (1u << 20) && len == 8 + 32 + 4 + (size_t)d * 4 + 32;
-    }
-    if (ok) {
-        sha256 s;
-        uint8_t sum[32];
-        sha256_init(&s);
-        sha256_update(&s, data, len - 32);
-        sha256_final(&s, sum);
-        ok = memcmp(sum, data + len - 32, 32) == 0;
-    }
-    if (!ok) {
-        warnx("cache: %s: damaged entry, querying again", path);
-        free(data);
-        return -1;
-    }
-    *dim = (int)d;
-    *vec = xmalloc((size_t)d * 4);
-    memcpy(*vec, data + 44, (size_t)d * 4);
-    free(data);
-    return 1;
-}
-
-/* Writes an entry atomically (temporary file + rename), so readers in other
- * processes see the whole entry or none. Failures only warn: the result is
- * still good, it is just not kept. */
-static void cache_put(cache *c, const uint8_t key[32], int dim, const uint8_t *vec)
-{
-    char dir[4096], path[4096], tmp[4200];
-    cache_path(c, key, dir, sizeof dir, 1);
-    cache_path(c, key, path, sizeof path, 0);
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
-        warnx("cache: %s: %s", dir, strerror(errno));
-        return;
-    }
-    snprintf(tmp, sizeof tmp, "%s/.tmp.%ld.%lu", dir, (long)getpid(), c->counter++);
-    size_t len = 8 + 32 + 4 + (size_t)dim * 4 + 32;
-    uint8_t *buf = xmalloc(len);
-    uint32_t d = (uint32_t)dim;
-    memcpy(buf, CACHE_MAGIC, 8);
-    memcpy(buf + 8, key, 32);
-    memcpy(buf + 40, &d, 4);
-    memcpy(buf + 44, vec, (size_t)dim * 4);
-    sha256 s;
-    sha256_init(&s);
-    sha256_update(&s, buf, len - 32);
-    sha256_final(&s, buf + len - 32);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    if (fd < 0 || vl_write_all(fd, buf, len) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
-        warnx("cache: %s: %s", path, strerror(errno));
-        unlink(tmp);
-    }
-    free(buf);
-}
-
-/* ---- items waiting for their vector ---- */
-
-typedef struct pending {
-    struct pending *next;
-    uint8_t *meta; /* the output keys other than vec: an encoded map (id and carried keys) */
-    size_t meta_len;
-    uint8_t key[32];
-    int hit, dim;
-    uint64_t qno; /* a miss sent to the vendor: its query number */
-    uint8_t *vec; /* hit: the cached vector; a miss: the answer, once read */
-    int bad;      /* a miss whose answer was dropped */
-    char *where;  /* a miss sent to the vendor: the input item, for messages */
-    int end, abort; /* end marker; abort: stop without a trailer */
-} pending;
+/* ---- output items ---- */
 
 static uint8_t *encode_meta(const mp_val *item, size_t *len)
 {
@@ -262,13 +76,13 @@ static uint8_t *encode_meta(const mp_val *item, size_t *len)
 }
 
 /* Writes one output item: the saved keys in their order, then vec. */
-static void write_item(sw *s, const pending *p, const uint8_t *vec, int dim)
+static void write_item(sw *s, const uint8_t *meta, size_t meta_len, const uint8_t *vec, int dim)
 {
     mp_arena a = {0};
     mp_val m;
     size_t used;
     char err[VL_ERRLEN];
-    if (mp_decode(&a, p->meta, p->meta_len, p->meta_len, &m, &used, err) != 1) die(1, "internal: %s", err);
+    if (mp_decode(&a, meta, meta_len, meta_len, &m, &used, err) != 1) die(1, "internal: %s", err);
     sw_item_begin(s);
     for (uint32_t i = 0; i < m.len; i++) {
         mpw_value(&s->w, &m.v.a[2 * i]);
@@ -283,39 +97,23 @@ static void write_item(sw *s, const pending *p, const uint8_t *vec, int dim)
     mp_arena_free(&a);
 }
 
-static void pending_free(pending *p)
+static void write_item_of(sw *s, const q_item *p, const uint8_t *vec, int dim)
 {
-    free(p->meta), free(p->vec), free(p->where), free(p);
+    write_item(s, p->data, p->data_len, vec, dim);
 }
 
-/* ---- shared state ---- */
+/* ---- the run ---- */
 
 typedef struct {
-    /* options */
-    const char *model_path, *exec_cmd, *model_id, *normalize;
+    q_run q;
     int resize, batch, threads;
-    long long max_queries, max_errors;
-    /* run */
-    cache cache;
+    const char *normalize; /* its name in the header and the cache keys; NULL for text */
+    const char *space;
     sw out;
     int header_done, dim;
-    const char *space;
     const mp_val *in_header;
     int argc;
     char **argv;
-    /* queries, answered and dropped change in both threads (black-box): mu
-     * guards them; hits and upstream_dropped are the input thread's, read by
-     * the output thread only after the end marker (through mu) */
-    uint64_t queries, hits, dropped, upstream_dropped;
-    /* black-box: the vendor and the queue between the two threads */
-    pid_t vendor;
-    int vin, vout;
-    sw vw;
-    sr *vr;
-    pending *head, *tail;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    uint64_t answered;
 } run;
 
 static void write_header(run *R, int dim)
@@ -325,305 +123,241 @@ static void write_header(run *R, int dim)
         return;
     }
     R->dim = dim;
-    sw_header_begin(&R->out, "embedding", R->in_header, R->argc, R->argv);
-    mpw_str(&R->out.w, "dim");
-    mpw_int(&R->out.w, dim);
-    mpw_str(&R->out.w, "dtype");
-    mpw_str(&R->out.w, "f32le");
-    mpw_str(&R->out.w, "space");
-    mpw_str(&R->out.w, R->space);
-    mpw_str(&R->out.w, "normalize");
-    mpw_str(&R->out.w, R->normalize);
+    sw_header_embedding(&R->out, dim, R->space, R->in_header, R->argc, R->argv);
+    if (R->normalize) {
+        mpw_str(&R->out.w, "normalize");
+        mpw_str(&R->out.w, R->normalize);
+    }
     if (sw_header_end(&R->out) != 0) die(1, "write error: %s", strerror(R->out.w.err));
     R->header_done = 1;
 }
 
-static void write_trailer(run *R)
+/* black-box: the output thread's callbacks */
+static void emit(q_run *q, const q_item *p, const uint8_t *vec, int dim)
 {
-    pthread_mutex_lock(&R->mu);
-    R->out.dropped = R->upstream_dropped + R->dropped;
-    pthread_mutex_unlock(&R->mu);
-    sw_trailer_begin(&R->out);
-    mpw_str(&R->out.w, "queries");
-    mpw_uint(&R->out.w, R->queries);
-    mpw_str(&R->out.w, "cache_hits");
-    mpw_uint(&R->out.w, R->hits);
-    sw_trailer_end(&R->out);
+    run *R = q->ctx;
+    write_header(R, dim);
+    write_item_of(&R->out, p, vec, dim);
 }
 
-/* Either thread: warns, counts, and fails past --max-errors. */
-static void drop(run *R, const char *what)
+static void finish(q_run *q, int dim)
 {
-    pthread_mutex_lock(&R->mu);
-    int over = drop_item(&R->dropped, R->max_errors, "%s: dropped", what);
-    uint64_t n = R->dropped;
-    pthread_mutex_unlock(&R->mu);
-    if (over) die_dropped(n, R->max_errors);
+    run *R = q->ctx;
+    write_header(R, dim);
+    q_trailer(q, &R->out);
 }
 
-/* ---- black-box: the vendor process ---- */
+static void image_query_header(sw *s) { sw_header_image(s, NULL, 0, NULL); }
 
-static void vendor_start(run *R)
+typedef struct {
+    const uint8_t *pix;
+    int h, w;
+} image_query;
+
+/* the vendor gets pixels and query numbers only: no ids, labels or history */
+static void write_image_query(mpw *w, const void *arg)
 {
-    /* every descriptor of ours is close-on-exec (the pipes from birth, the
-     * input, the output and cache files as opened): the vendor holds its
-     * standard input and output and what our own caller gave us, nothing
-     * else (our output stream would not end while it lived) */
-    int in[2], out[2];
-    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) die(1, "pipe: %s", strerror(errno));
-    pid_t pid = fork();
-    if (pid < 0) die(1, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        signal(SIGPIPE, SIG_DFL); /* ignored here; an ignored signal would stay ignored across exec */
-        /* dup2 clears close-on-exec on the copy; a pipe end that already is
-         * 0 or 1 (we were started with it closed) is no copy: clear it there */
-        if (in[0] == 0) fcntl(0, F_SETFD, 0);
-        else dup2(in[0], 0);
-        if (out[1] == 1) fcntl(1, F_SETFD, 0);
-        else dup2(out[1], 1);
-        execl("/bin/sh", "sh", "-c", R->exec_cmd, (char *)NULL);
-        _exit(127);
+    const image_query *q = arg;
+    mpw_str(w, "h");
+    mpw_int(w, q->h);
+    mpw_str(w, "w");
+    mpw_int(w, q->w);
+    mpw_str(w, "pix");
+    mpw_bin(w, q->pix, (size_t)q->h * q->w * 3);
+}
+
+/* The name of a normalisation for the header and the cache keys. */
+static char *norm_name(const float mean[3], const float std[3])
+{
+    if (!memcmp(mean, CLIP_MEAN, sizeof CLIP_MEAN) && !memcmp(std, CLIP_STD, sizeof CLIP_STD)) return xstrdup("clip");
+    if (!memcmp(mean, IMAGENET_MEAN, sizeof IMAGENET_MEAN) && !memcmp(std, IMAGENET_STD, sizeof IMAGENET_STD))
+        return xstrdup("imagenet");
+    char b[160];
+    snprintf(b, sizeof b, "mean %.9g %.9g %.9g std %.9g %.9g %.9g", mean[0], mean[1], mean[2], std[0], std[1], std[2]);
+    return xstrdup(b);
+}
+
+/* ---- the white-box and black-box loops ---- */
+
+/* The next item of r: 1 with *item and where set, 0 at the end, -1 for a
+ * malformed item (dropped). A repeated (id, view) would be paid for twice
+ * and could not be joined downstream: the input was put together wrongly. */
+static int next_item(run *R, sr *r, stream_keys *keys, const mp_val **item, char *where, size_t n)
+{
+    char err[VL_ERRLEN];
+    int rc = sr_next(r, item);
+    if (rc < 0) die(1, "%s", r->err);
+    if (rc == 0) return 0;
+    sr_where(r, *item, where, n);
+    if (sr_check_item(r, *item, err) != 0) {
+        q_drop(&R->q, err);
+        return -1;
     }
-    close(in[0]), close(out[1]);
-    R->vendor = pid, R->vin = in[1], R->vout = out[0];
-    sw_init(&R->vw, R->vin);
-    /* the vendor gets pixels and query numbers only: no ids, labels or history */
-    sw_header_begin(&R->vw, "image", NULL, 0, NULL);
-    mpw_str(&R->vw.w, "dtype");
-    mpw_str(&R->vw.w, "u8");
-    mpw_str(&R->vw.w, "layout");
-    mpw_str(&R->vw.w, "hwc");
-    mpw_str(&R->vw.w, "c");
-    mpw_int(&R->vw.w, 3);
-    sw_header_end(&R->vw);
-    mpw_flush(&R->vw.w, 0);
-    R->vr = sr_open(R->vout, "teacher");
+    if (stream_keys_add(keys, r, *item, err) != 0) die(1, "%s", err);
+    return 1;
 }
 
-/* How the vendor ended, for messages: "exit status 3", "killed by signal 9".
- * patience: seconds to wait for it, or -1 to wait as long as it runs. A
- * failure waits a while only: the vendor may be blocked writing answers the
- * other thread no longer reads, and it ends with us (its pipes close). */
-static const char *vendor_status(run *R, double patience, char *buf, size_t n)
+/* White-box: writes the nb items of a batch, the misses' vectors the rows
+ * of emb in turn (and cached), and frees them. */
+static void write_batch(run *R, q_item **batch, int nb, const float *emb, int D)
 {
-    int st;
-    if (R->vendor <= 0) return "not started";
-    pid_t got;
-    double until = vl_now() + patience;
-    while ((got = waitpid(R->vendor, &st, patience < 0 ? 0 : WNOHANG)) == 0) {
-        if (vl_now() > until) return "still running";
-        usleep(10000);
+    write_header(R, D);
+    for (int i = 0, k = 0; i < nb; i++) {
+        const uint8_t *v = batch[i]->hit ? batch[i]->vec : (const uint8_t *)(emb + (size_t)k++ * D);
+        if (!batch[i]->hit) q_cache_put(&R->q, batch[i]->key, D, v);
+        write_item_of(&R->out, batch[i], v, D);
+        q_item_free(batch[i]);
     }
-    if (got < 0) return strerror(errno);
-    R->vendor = 0;
-    if (WIFSIGNALED(st))
-        snprintf(buf, n, "killed by signal %d", WTERMSIG(st));
-    else
-        snprintf(buf, n, "exit status %d", WEXITSTATUS(st));
-    return buf;
 }
 
-static noreturn void vendor_failed(run *R, const char *what)
-{
-    /* both threads may see the failure: the first one reports it and exits,
-     * the other waits here (and die() lets one thread only report and exit) */
-    static pthread_mutex_t once = PTHREAD_MUTEX_INITIALIZER;
-    pthread_mutex_lock(&once);
-    char b[64];
-    const char *st = vendor_status(R, 2.0, b, sizeof b);
-    pthread_mutex_lock(&R->mu);
-    unsigned long long answered = R->answered, queries = R->queries;
-    pthread_mutex_unlock(&R->mu);
-    die(1, "teacher '%s' failed after %llu of %llu answers (%s): %s", R->exec_cmd, answered, queries, st, what);
-}
+/* ---- images ---- */
 
-static void vendor_send(run *R, uint64_t qno, const mp_val *item, const uint8_t *pix, int h, int w)
+static void embed_images(run *R, sr *r, clip_model *model, const float mean[3], const float std[3])
 {
-    char id[32];
-    snprintf(id, sizeof id, "%llu", (unsigned long long)qno);
-    sw_item_begin(&R->vw);
-    mpw_str(&R->vw.w, "id");
-    mpw_str(&R->vw.w, id);
-    mpw_str(&R->vw.w, "h");
-    mpw_int(&R->vw.w, h);
-    mpw_str(&R->vw.w, "w");
-    mpw_int(&R->vw.w, w);
-    mpw_str(&R->vw.w, "pix");
-    mpw_bin(&R->vw.w, pix, (size_t)h * w * 3);
-    if (sw_item_end(&R->vw) != 0) vendor_failed(R, "it stopped reading images");
-    (void)item;
-}
-
-static void vendor_finish_input(run *R)
-{
-    sw_trailer_begin(&R->vw);
-    if (sw_trailer_end(&R->vw) != 0) vendor_failed(R, "it stopped reading images");
-    close(R->vin);
-    R->vin = -1;
-}
-
-/* Reads the vendor's header once: its dim. */
-static int vendor_dim(run *R)
-{
-    if (R->vr->state == 0) {
-        if (sr_header(R->vr, "embedding") != 0) vendor_failed(R, R->vr->err);
-        if (R->vr->dim <= 0 || R->vr->dim > (1 << 20)) vendor_failed(R, "bad dim in its header");
-    }
-    return (int)R->vr->dim;
-}
-
-static void queue_push(run *R, pending *p)
-{
-    pthread_mutex_lock(&R->mu);
-    if (R->tail)
-        R->tail->next = p;
-    else
-        R->head = p;
-    R->tail = p;
-    pthread_cond_signal(&R->cv);
-    pthread_mutex_unlock(&R->mu);
-}
-
-static pending *queue_pop(run *R)
-{
-    pthread_mutex_lock(&R->mu);
-    while (!R->head) pthread_cond_wait(&R->cv, &R->mu);
-    pending *p = R->head;
-    R->head = p->next;
-    if (!R->head) R->tail = NULL;
-    pthread_mutex_unlock(&R->mu);
-    return p;
-}
-
-/* The query number an answer's id names, or -1 when it names none. */
-static int64_t answer_qno(const mp_val *id)
-{
-    char buf[24];
-    if (!id || id->type != MP_STR || id->len == 0 || id->len > 19) return -1;
-    int64_t q = 0;
-    for (uint32_t i = 0; i < id->len; i++) {
-        if (id->v.s[i] < '0' || id->v.s[i] > '9') return -1;
-        int d = id->v.s[i] - '0';
-        if (q > (INT64_MAX - d) / 10) return -1; /* past any query number */
-        q = 10 * q + d;
-    }
-    snprintf(buf, sizeof buf, "%lld", (long long)q);
-    return strlen(buf) == id->len ? q : -1; /* no leading zeros: one spelling per query */
-}
-
-/* Reads one answer of the vendor into the pending item it answers: cur (the
- * oldest unanswered query) or a later one still in the queue (a vendor may
- * answer out of order: ids join them). The answer goes to the cache at once,
- * so nothing paid for is lost if the vendor fails later. A missing, unknown
- * or repeated id, or a stream that ends first, is a failure of the vendor:
- * the join is broken. An answer that joins but is bad (a vector of another
- * size, NaN or infinity, a key of the wrong type) drops its item only. */
-static void vendor_answer(run *R, pending *cur, int dim)
-{
-    const mp_val *item;
-    char err[VL_ERRLEN], msg[2 * VL_ERRLEN];
-    int rc = sr_next(R->vr, &item);
-    if (rc == 0) {
-        snprintf(msg, sizeof msg, "its stream ended before query %llu was answered", (unsigned long long)cur->qno);
-        vendor_failed(R, msg);
-    }
-    if (rc < 0) vendor_failed(R, R->vr->err);
-    const mp_val *id = mp_get(item, "id");
-    int64_t q = answer_qno(id);
-    pending *p = NULL;
-    if (q >= 0 && (uint64_t)q == cur->qno) {
-        p = cur;
-    } else if (q >= 0) {
-        pthread_mutex_lock(&R->mu);
-        for (pending *e = R->head; e && !p; e = e->next)
-            if (!e->end && !e->hit && e->qno == (uint64_t)q) p = e;
-        pthread_mutex_unlock(&R->mu);
-    }
-    if (!p || p->vec || p->bad) {
-        if (!id || id->type != MP_STR) {
-            sr_where(R->vr, item, err, sizeof err);
-            snprintf(msg, sizeof msg, "%s: an answer without an 'id' string", err);
-            vendor_failed(R, msg);
-        }
-        int again = p || (q >= 0 && (uint64_t)q < cur->qno); /* the queries before cur are all answered */
-        snprintf(msg, sizeof msg, "it answered id '%.*s' %s", (int)(id->len < 64 ? id->len : 64), id->v.s,
-                 again ? "a second time" : "(no query sent to it has that id)");
-        vendor_failed(R, msg);
-    }
-    pthread_mutex_lock(&R->mu);
-    R->answered++;
-    pthread_mutex_unlock(&R->mu);
-    if (sr_check_item(R->vr, item, err) != 0) {
-        p->bad = 1;
-        snprintf(msg, sizeof msg, "%s: the teacher's answer is bad: %s", p->where, err);
-        drop(R, msg);
-        return;
-    }
-    p->vec = xmalloc((size_t)dim * 4);
-    memcpy(p->vec, mp_get(item, "vec")->v.p, (size_t)dim * 4);
-    p->dim = dim;
-    if (R->cache.dir) cache_put(&R->cache, p->key, dim, p->vec);
-}
-
-/* The output thread: items in input order, vectors from the cache or, in
- * turn, from the vendor's answers. */
-static void *output_thread(void *arg)
-{
-    run *R = arg;
+    q_run *q = &R->q;
+    char err[VL_ERRLEN], where[256];
+    int S = model ? clip_image_size(model) : 0, D = model ? clip_embed_dim(model) : 0;
+    float *in = model ? xmalloc_aligned((size_t)R->batch * 3 * S * S * sizeof(float)) : NULL;
+    float *emb = model ? xmalloc_aligned((size_t)R->batch * D * sizeof(float)) : NULL;
+    q_item **batch = xcalloc(R->batch, sizeof *batch);
+    int nb = 0, nmiss = 0;
+    uint8_t *rs = model ? xmalloc((size_t)S * S * 3) : NULL;
+    char *budget_where = NULL;
+    stream_keys *keys = stream_keys_new();
     for (;;) {
-        pending *p = queue_pop(R);
-        if (p->end) {
-            if (R->vr) {
-                const mp_val *item;
-                int rc = sr_next(R->vr, &item);
-                if (rc == 1) vendor_failed(R, "it answered more items than it was sent");
-                if (rc < 0) vendor_failed(R, R->vr->err);
-                char b[64];
-                const char *st = vendor_status(R, -1, b, sizeof b);
-                if (strcmp(st, "exit status 0") != 0)
-                    die(1, "teacher '%s' ended with %s after answering every query", R->exec_cmd, st);
+        const mp_val *item;
+        int rc = next_item(R, r, keys, &item, where, sizeof where);
+        if (rc < 0) continue;
+        int at_end = rc == 0;
+        if (!at_end) {
+            int64_t h, w;
+            mp_get_i64(item, "h", &h);
+            mp_get_i64(item, "w", &w);
+            const uint8_t *pix = mp_get(item, "pix")->v.p;
+            if (model && (h != S || w != S) && !R->resize) {
+                char msg[400];
+                snprintf(msg, sizeof msg, "%s: %lldx%lld image, the model takes %dx%d (see --resize)", where,
+                         (long long)w, (long long)h, S, S);
+                q_drop(q, msg);
+                continue;
             }
-            int abort = p->abort;
-            pending_free(p);
-            if (abort) return NULL;
-            if (!R->header_done) {
-                /* no items at all: the vendor's header still gives dim, at no query */
-                if (!R->vr) {
-                    vendor_start(R);
-                    vendor_finish_input(R);
+            q_item *p = xcalloc(1, sizeof *p);
+            p->data = encode_meta(item, &p->data_len);
+            uint8_t hw[8];
+            for (int i = 0; i < 4; i++)
+                hw[i] = (uint8_t)((uint32_t)h >> 8 * i), hw[4 + i] = (uint8_t)((uint32_t)w >> 8 * i);
+            int hit = q_lookup(q, p, hw, 8, pix, (size_t)h * w * 3, where, D); /* p is the output thread's once queued */
+            if (!hit && q_over_budget(q)) {
+                budget_where = xstrdup(where);
+                q_item_free(p);
+                at_end = 1;
+            } else if (!hit && q->exec_cmd) {
+                q_send(q, p, where, write_image_query, &(image_query){pix, (int)h, (int)w});
+            } else if (hit && q->exec_cmd) {
+                q_push(q, p);
+            } else {
+                if (!hit) {
+                    const uint8_t *src = pix;
+                    if (h != S || w != S) {
+                        if (img_resize(rs, S, S, pix, (int)w, (int)h, (size_t)w * 3, NULL) != 0) {
+                            q_drop(q, where);
+                            q_item_free(p);
+                            continue;
+                        }
+                        src = rs;
+                    }
+                    embed_pixels(in + (size_t)nmiss * 3 * S * S, src, (size_t)S * S, mean, std);
+                    nmiss++;
+                    q_counted(q);
                 }
-                write_header(R, vendor_dim(R));
-                if (R->vendor > 0) {
-                    char b[64];
-                    vendor_status(R, -1, b, sizeof b);
-                }
+                batch[nb++] = p;
             }
-            write_trailer(R);
-            return NULL;
+            if (!at_end)
+                progress("%llu images, %llu queries, %llu from the cache", (unsigned long long)(q->queries + q->hits),
+                         (unsigned long long)q->queries, (unsigned long long)q->hits);
         }
-        if (p->hit) {
-            write_header(R, p->dim);
-            write_item(&R->out, p, p->vec, p->dim);
-        } else {
-            int dim = vendor_dim(R);
-            while (!p->vec && !p->bad) vendor_answer(R, p, dim);
-            if (!p->bad) {
-                write_header(R, dim);
-                write_item(&R->out, p, p->vec, dim);
-            }
+        if (model && nb > 0 && (nb == R->batch || at_end)) {
+            if (nmiss > 0 && clip_encode_image(model, in, nmiss, emb, err) != 0) die(1, "%s", err);
+            write_batch(R, batch, nb, emb, D);
+            nb = nmiss = 0;
         }
-        pending_free(p);
+        if (at_end) break;
+    }
+    progress_done();
+    stream_keys_free(keys);
+    free(in), free(emb), free(batch), free(rs);
+    if (budget_where) {
+        if (q->exec_cmd) q_end(q, 1);
+        q_budget_failed(q, budget_where);
     }
 }
 
-/* ---- pixels to the model's input ---- */
+/* ---- prompts (the text tower, answering text-embed --exec) ---- */
 
-static void to_input(float *dst, const uint8_t *pix, int S, const float mean[3], const float std[3])
+static void embed_texts(run *R, sr *r, clip_model *model, tok *tk)
 {
-    for (int c = 0; c < 3; c++) {
-        float *o = dst + (size_t)c * S * S;
-        for (int i = 0; i < S * S; i++) o[i] = ((float)pix[3 * i + c] / 255.0f - mean[c]) / std[c];
+    q_run *q = &R->q;
+    char err[VL_ERRLEN], where[256];
+    int D = clip_embed_dim(model), ctx = clip_context_length(model), V = clip_vocab_size(model);
+    int32_t *toks = xmalloc((size_t)R->batch * ctx * sizeof *toks);
+    float *emb = xmalloc_aligned((size_t)R->batch * D * sizeof(float));
+    q_item **batch = xcalloc(R->batch, sizeof *batch);
+    int nb = 0, nmiss = 0, T = 1;
+    char *budget_where = NULL;
+    stream_keys *keys = stream_keys_new();
+    for (;;) {
+        const mp_val *item;
+        int rc = next_item(R, r, keys, &item, where, sizeof where);
+        if (rc < 0) continue;
+        int at_end = rc == 0;
+        if (!at_end) {
+            const mp_val *text = mp_get(item, "text");
+            if (!text || text->type != MP_STR) {
+                char msg[300];
+                snprintf(msg, sizeof msg, "%s: no 'text' string", where);
+                q_drop(q, msg);
+                continue;
+            }
+            q_item *p = xcalloc(1, sizeof *p);
+            int32_t *row = toks + (size_t)nmiss * ctx;
+            int n = tok_tokenize(tk, text->v.s, text->len, ctx, 0, row, err);
+            for (int i = 0; n > 0 && i < n; i++)
+                if (row[i] >= V) {
+                    snprintf(err, VL_ERRLEN, "token id %d is outside the model's vocabulary of %d", row[i], V);
+                    n = -1;
+                }
+            if (n < 0) {
+                char msg[2 * VL_ERRLEN];
+                snprintf(msg, sizeof msg, "%s: %s", where, err);
+                q_drop(q, msg);
+                free(p);
+                continue;
+            }
+            p->data = encode_meta(item, &p->data_len);
+            if (!q_lookup(q, p, text->v.s, text->len, NULL, 0, where, D)) {
+                if (q_over_budget(q)) {
+                    budget_where = xstrdup(where);
+                    q_item_free(p);
+                    at_end = 1;
+                } else {
+                    if (n > T) T = n;
+                    nmiss++;
+                    q_counted(q);
+                }
+            }
+            if (!at_end) batch[nb++] = p;
+        }
+        if (nb > 0 && (nb == R->batch || at_end)) {
+            for (int b = 1; b < nmiss; b++) memmove(toks + (size_t)b * T, toks + (size_t)b * ctx, (size_t)T * sizeof *toks);
+            if (nmiss > 0 && clip_encode_text(model, toks, nmiss, T, emb, err) != 0) die(1, "%s", err);
+            write_batch(R, batch, nb, emb, D);
+            nb = nmiss = 0, T = 1;
+        }
+        if (at_end) break;
     }
+    stream_keys_free(keys);
+    free(toks), free(emb), free(batch);
+    if (budget_where) q_budget_failed(q, budget_where);
 }
 
 /* ---- main ---- */
@@ -631,14 +365,18 @@ static void to_input(float *dst, const uint8_t *pix, int S, const float mean[3],
 int main(int argc, char **argv)
 {
     tool_init("teacher-embed");
-    run R = {.normalize = "clip", .batch = 16, .max_queries = -1, .argc = argc, .argv = argv, .vin = -1};
-    const char *outpath = NULL, *cache_dir = NULL;
+    run R = {.q = {.max_queries = -1, .what = "images", .query_header = image_query_header,
+                   .emit = emit, .finish = finish},
+             .normalize = "model", .batch = 16, .argc = argc, .argv = argv};
+    R.q.ctx = &R;
+    const char *outpath = NULL, *model_path = NULL, *bpe = NULL;
     int batch_set = 0;
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"exec", required_argument, 0, 'x'},
                                          {"model-id", required_argument, 0, 'I'},
                                          {"normalize", required_argument, 0, 'n'},
                                          {"resize", no_argument, 0, 'r'},
+                                         {"bpe", required_argument, 0, 'B'},
                                          {"batch", required_argument, 0, 'b'},
                                          {"threads", required_argument, 0, 't'},
                                          {"cache", required_argument, 0, 'C'},
@@ -649,199 +387,96 @@ int main(int argc, char **argv)
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "m:x:I:n:rb:t:C:Q:E:o:vh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:x:I:n:rB:b:t:C:Q:E:o:vh", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': R.model_path = optarg; break;
-        case 'x': R.exec_cmd = optarg; break;
-        case 'I': R.model_id = optarg; break;
+        case 'm': model_path = optarg; break;
+        case 'x': R.q.exec_cmd = optarg; break;
+        case 'I': R.q.identity = optarg; break;
         case 'n': R.normalize = optarg; break;
         case 'r': R.resize = 1; break;
+        case 'B': bpe = optarg; break;
         case 'b':
             R.batch = (int)parse_int(USAGE, "--batch", optarg, 1, 4096);
             batch_set = 1;
             break;
         case 't': R.threads = (int)parse_int(USAGE, "--threads", optarg, 1, 1024); break;
-        case 'C': cache_dir = optarg; break;
-        case 'Q': R.max_queries = parse_int(USAGE, "--max-queries", optarg, 0, INT64_MAX); break;
-        case 'E': R.max_errors = parse_int(USAGE, "--max-errors", optarg, 0, INT64_MAX); break;
+        case 'C': R.q.cache_dir = optarg; break;
+        case 'Q': R.q.max_queries = parse_int(USAGE, "--max-queries", optarg, 0, INT64_MAX); break;
+        case 'E': R.q.max_errors = parse_int(USAGE, "--max-errors", optarg, 0, INT64_MAX); break;
         case 'o': outpath = optarg; break;
         case 'v': tool_verbose = 1; break;
         case 'h': usage_help(USAGE);
         default: usage_bad(USAGE);
         }
     }
-    if (!R.model_path == !R.exec_cmd) usage_error(USAGE, "give one of --model and --exec");
-    if (R.model_id && !R.exec_cmd) usage_error(USAGE, "--model-id goes with --exec");
-    if (R.exec_cmd && (R.resize || batch_set || R.threads))
-        usage_error(USAGE, "--resize, --batch and --threads go with --model (the vendor decides them)");
-    if (strcmp(R.normalize, "clip") != 0 && strcmp(R.normalize, "imagenet") != 0)
-        usage_error(USAGE, "--normalize must be clip or imagenet, not '%s'", R.normalize);
+    if (!model_path == !R.q.exec_cmd) usage_error(USAGE, "give one of --model and --exec");
+    if (R.q.identity && !R.q.exec_cmd) usage_error(USAGE, "--model-id goes with --exec");
+    if (R.q.exec_cmd && (R.resize || batch_set || R.threads || bpe))
+        usage_error(USAGE, "--resize, --bpe, --batch and --threads go with --model (the vendor decides them)");
+    if (strcmp(R.normalize, "model") != 0 && strcmp(R.normalize, "clip") != 0 && strcmp(R.normalize, "imagenet") != 0)
+        usage_error(USAGE, "--normalize must be model, clip or imagenet, not '%s'", R.normalize);
     if (argc - optind > 1) usage_error(USAGE, "at most one input file");
-    const float *mean = strcmp(R.normalize, "clip") == 0 ? CLIP_MEAN : IMAGENET_MEAN;
-    const float *std = strcmp(R.normalize, "clip") == 0 ? CLIP_STD : IMAGENET_STD;
     blas_set_threads(R.threads);
     signal(SIGPIPE, SIG_IGN);
 
+    sr *r = open_stream(argc > optind ? argv[optind] : NULL);
+    if (sr_header(r, NULL) != 0) die(1, "%s", r->err);
+    int text = strcmp(r->schema_name, "text") == 0;
+    if (!text && strcmp(r->schema_name, "image") != 0)
+        die(1, "%s: header: schema is '%s', expected 'image' or 'text'", r->name, r->schema_name);
+    if (text && R.q.exec_cmd) die(1, "%s: a text stream goes to --model (text-embed --exec queries a vendor's text tower)", r->name);
+    R.in_header = &r->header;
+
     char err[VL_ERRLEN];
     clip_model *model = NULL;
-    int S = 0;
-    if (R.model_path) {
-        if (clip_load_towers(&model, R.model_path, CLIP_VISION, err) != 0) die(1, "%s", err);
-        S = clip_image_size(model);
-        R.model_id = clip_model_id(model);
-    } else if (!R.model_id) {
-        R.model_id = R.exec_cmd;
+    tok *tk = NULL;
+    float mean[3], std[3];
+    char *norm = NULL;
+    if (model_path) {
+        if (clip_load_towers(&model, model_path, text ? CLIP_TEXT : CLIP_VISION, err) != 0) die(1, "%s", err);
+        R.q.identity = clip_model_id(model);
+        clip_normalisation(model, mean, std);
+        if (strcmp(R.normalize, "clip") == 0) memcpy(mean, CLIP_MEAN, sizeof mean), memcpy(std, CLIP_STD, sizeof std);
+        if (strcmp(R.normalize, "imagenet") == 0)
+            memcpy(mean, IMAGENET_MEAN, sizeof mean), memcpy(std, IMAGENET_STD, sizeof std);
+        R.normalize = norm = norm_name(mean, std);
+        if (text) {
+            char *shipped = tool_share_file(TOK_BPE_FILE);
+            char *path = tok_locate(model_path, bpe, shipped, err);
+            if (!path || tok_load(&tk, path, err) != 0) die(1, "%s", err);
+            free(shipped), free(path);
+        }
+    } else if (!R.q.identity) {
+        R.q.identity = R.q.exec_cmd;
     }
-    char *space = xmalloc(strlen(R.model_id) + 16);
-    sprintf(space, "teacher:%s", R.model_id);
+    char *space = xmalloc(strlen(R.q.identity) + 16);
+    sprintf(space, "%s:%s", text ? "text" : "teacher", R.q.identity);
     R.space = space;
-    R.cache = (cache){.dir = cache_dir, .identity = R.model_id, .normalize = R.normalize};
-    if (cache_dir && mkdir(cache_dir, 0777) != 0 && errno != EEXIST) die(1, "%s: %s", cache_dir, strerror(errno));
-
-    sr *r = open_stream(argc > optind ? argv[optind] : NULL);
-    if (sr_header(r, "image") != 0) die(1, "%s", r->err);
-    R.in_header = &r->header;
+    R.q.cache_tag = text ? "vl2v text cache 1" : "vl2v teacher cache 1";
+    R.q.variant = text ? "text" : R.normalize;
+    if (text) R.normalize = NULL;
     tool_out out;
     output_open(&out, outpath);
     sw_init(&R.out, out.fd);
-
-    pthread_t th;
-    pthread_mutex_init(&R.mu, NULL);
-    if (R.exec_cmd) {
-        pthread_cond_init(&R.cv, NULL);
-        if (pthread_create(&th, NULL, output_thread, &R) != 0) die(1, "cannot start a thread");
-    }
-
-    /* white-box batch */
-    int D = model ? clip_embed_dim(model) : 0;
-    float *in = model ? xmalloc_aligned((size_t)R.batch * 3 * S * S * sizeof(float)) : NULL;
-    float *emb = model ? xmalloc_aligned((size_t)R.batch * D * sizeof(float)) : NULL;
-    pending **batch = xcalloc(R.batch, sizeof *batch);
-    int nb = 0, nmiss = 0;
-    uint8_t *rs = model ? xmalloc((size_t)S * S * 3) : NULL;
-    char where[256];
-    const char *budget_id = NULL;
-    stream_keys *keys = stream_keys_new();
-
-    for (;;) {
-        const mp_val *item;
-        int rc = sr_next(r, &item);
-        if (rc < 0) die(1, "%s", r->err);
-        int at_end = rc == 0;
-        if (!at_end) {
-            sr_where(r, item, where, sizeof where);
-            if (sr_check_item(r, item, err) != 0) {
-                drop(&R, err);
-                continue;
-            }
-            /* a repeated (id, view) would be paid for twice and could not be
-             * joined downstream: the input was put together wrongly */
-            if (stream_keys_add(keys, r, item, err) != 0) die(1, "%s", err);
-            int64_t h, w;
-            mp_get_i64(item, "h", &h);
-            mp_get_i64(item, "w", &w);
-            const uint8_t *pix = mp_get(item, "pix")->v.p;
-            if (model && (h != S || w != S) && !R.resize) {
-                char msg[400];
-                snprintf(msg, sizeof msg, "%s: %lldx%lld image, the model takes %dx%d (see --resize)", where,
-                         (long long)w, (long long)h, S, S);
-                drop(&R, msg);
-                continue;
-            }
-            pending *p = xcalloc(1, sizeof *p);
-            p->meta = encode_meta(item, &p->meta_len);
-            if (cache_dir) {
-                cache_key(&R.cache, pix, (int)h, (int)w, p->key);
-                p->hit = cache_get(&R.cache, p->key, &p->dim, &p->vec) == 1;
-                if (p->hit && model && p->dim != D) {
-                    warnx("cache: entry for %s has %d dimensions, the model %d: computing again", where, p->dim, D);
-                    free(p->vec), p->vec = NULL, p->hit = 0;
-                }
-            }
-            int hit = p->hit; /* p is the output thread's once queued */
-            if (hit) {
-                R.hits++;
-            } else {
-                if (R.max_queries >= 0 && (long long)R.queries >= R.max_queries) {
-                    budget_id = xstrdup(where);
-                    pending_free(p);
-                    at_end = 1;
-                }
-            }
-            if (!at_end && !hit) {
-                if (R.exec_cmd) {
-                    if (!R.vr) vendor_start(&R);
-                    /* queued before it is sent, so its answer always finds it
-                     * (and from then on p belongs to the output thread) */
-                    p->qno = R.queries;
-                    p->where = xstrdup(where);
-                    queue_push(&R, p);
-                    vendor_send(&R, R.queries, item, pix, (int)h, (int)w);
-                } else {
-                    const uint8_t *src = pix;
-                    if (h != S || w != S) {
-                        if (img_resize(rs, S, S, pix, (int)w, (int)h, (size_t)w * 3, NULL) != 0) {
-                            drop(&R, where);
-                            pending_free(p);
-                            continue;
-                        }
-                        src = rs;
-                    }
-                    to_input(in + (size_t)nmiss * 3 * S * S, src, S, mean, std);
-                    nmiss++;
-                }
-                pthread_mutex_lock(&R.mu);
-                R.queries++;
-                pthread_mutex_unlock(&R.mu);
-            }
-            if (!at_end) {
-                if (R.exec_cmd) {
-                    if (hit) queue_push(&R, p);
-                } else
-                    batch[nb++] = p;
-                progress("%llu images, %llu queries, %llu from the cache",
-                         (unsigned long long)(R.queries + R.hits), (unsigned long long)R.queries,
-                         (unsigned long long)R.hits);
-            }
-        }
-        if (model && nb > 0 && (nb == R.batch || at_end)) {
-            if (nmiss > 0 && clip_encode_image(model, in, nmiss, emb, err) != 0) die(1, "%s", err);
-            write_header(&R, D);
-            for (int i = 0, k = 0; i < nb; i++) {
-                const uint8_t *v = batch[i]->hit ? batch[i]->vec : (const uint8_t *)(emb + (size_t)k++ * D);
-                if (!batch[i]->hit && cache_dir) cache_put(&R.cache, batch[i]->key, D, v);
-                write_item(&R.out, batch[i], v, D);
-                pending_free(batch[i]);
-            }
-            nb = nmiss = 0;
-        }
-        if (at_end) break;
-    }
-    progress_done();
-    if (!budget_id && sr_finish(r) != 0) die(1, "%s", r->err);
-    stream_keys_free(keys);
+    q_init(&R.q);
+    if (text)
+        embed_texts(&R, r, model, tk);
+    else
+        embed_images(&R, r, model, mean, std);
+    if (sr_finish(r) != 0) die(1, "%s", r->err);
     /* the trailer's count; black-box, the output thread adds its drops at the end */
-    pthread_mutex_lock(&R.mu);
-    R.upstream_dropped = budget_id ? 0 : (uint64_t)sr_trailer_dropped(r);
-    pthread_mutex_unlock(&R.mu);
-
-    if (R.exec_cmd) {
-        if (R.vr) vendor_finish_input(&R);
-        pending *end = xcalloc(1, sizeof *end);
-        end->end = 1;
-        end->abort = budget_id != NULL;
-        queue_push(&R, end);
-        pthread_join(th, NULL);
-    } else if (!budget_id) {
-        write_header(&R, D);
-        write_trailer(&R);
+    pthread_mutex_lock(&R.q.mu);
+    R.q.upstream_dropped = (uint64_t)sr_trailer_dropped(r);
+    pthread_mutex_unlock(&R.q.mu);
+    if (R.q.exec_cmd) {
+        q_end(&R.q, 0);
+    } else {
+        write_header(&R, clip_embed_dim(model));
+        q_trailer(&R.q, &R.out);
     }
-    if (budget_id)
-        die(1, "%s: query budget of %lld exceeded (%llu answered from the cache, %s)", budget_id, R.max_queries,
-            (unsigned long long)R.hits,
-            cache_dir ? "every answer so far kept in the cache" : "the answers so far are not kept: there is no --cache");
     output_commit(&out, &R.out);
     clip_free(model);
-    free(in), free(emb), free(batch), free(rs), free(space);
+    tok_free(tk);
+    free(space), free(norm);
     return 0;
 }

@@ -5,6 +5,7 @@
 #include "models/clip.h"
 
 #include "json.h"
+#include "models/student.h"
 #include "nn/layernorm.h"
 #include "nn/linear.h"
 #include "nn/patch.h"
@@ -30,7 +31,31 @@ struct clip_model {
     clip_vision v;
     clip_text t;
     float *vblock, *tblock;
+    int timm;     /* the image tower is timm's (load_openclip_timm): img, not v's tensors */
+    student *img; /* that tower */
+    int has_norm; /* the configuration gives the input normalisation */
+    float mean[3], std[3];
 };
+
+/* ---- the timm image tower: the student face's openclip_timm ---- */
+
+/* The face opens the weights file itself (and the open_clip_config.json
+ * beside it, whose trunk, pool and projection it checks), reading only
+ * visual.*; inference only, so BatchNorm is folded. */
+static int timm_open(clip_model *m, const st_file *f, char *err)
+{
+    student *s;
+    if (student_open(&s, "openclip_timm", f->path, err) != 0) return -1;
+    m->img = s;
+    if (student_feature_dim(s) != m->v.D)
+        return vl_error(err, "%s: the image tower gives %d dimensions, visual.head.proj.weight %d", f->path,
+                        student_feature_dim(s), m->v.D);
+    if (student_check_input(s, m->v.S, m->v.S, err) != 0) return -1;
+    student_fold_bn(s);
+    return 0;
+}
+
+static void timm_free(clip_model *m) { student_free(m->img); }
 
 /* ---- parameter layouts ---- */
 
@@ -209,7 +234,7 @@ static int check_names(const clip_model *m, const st_file *f, int hf, const char
         int vis = hf ? strncmp(n, "vision_model.", 13) == 0 || strncmp(n, "visual_projection", 17) == 0
                      : strncmp(n, "visual.", 7) == 0;
         if (in_list(n, COMMON)) continue;
-        if (vis ? !(m->towers & CLIP_VISION) : !(m->towers & CLIP_TEXT)) continue;
+        if (vis ? !(m->towers & CLIP_VISION) || m->timm : !(m->towers & CLIP_TEXT)) continue;
         if (hf ? (vis ? in_list(n, HF_VISION) || block_name(n, "vision_model.encoder.layers.", m->v.tf.L, HF_BLOCK)
                       : in_list(n, HF_TEXT) || block_name(n, "text_model.encoder.layers.", m->t.tf.L, HF_BLOCK))
                : (vis ? in_list(n, OA_VISION) || block_name(n, "visual.transformer.resblocks.", m->v.tf.L, OA_BLOCK)
@@ -319,12 +344,13 @@ static uint64_t hash_weights(uint64_t h, const st_file *f)
 static int alloc_towers(clip_model *m, const st_file *f, const char *cfg, char *err)
 {
     size_t need = 0;
-    if (m->towers & CLIP_VISION) need += clip_vision_nparams(&m->v);
+    int vit = m->towers & CLIP_VISION && !m->timm;
+    if (vit) need += clip_vision_nparams(&m->v);
     if (m->towers & CLIP_TEXT) need += clip_text_nparams(&m->t);
     if (need > f->size / 2)
         return vl_error(err, "%s: its sizes need %zu parameters, more than %s holds (%zu bytes)", cfg, need, f->path,
                         f->size);
-    if (m->towers & CLIP_VISION) {
+    if (vit) {
         m->vblock = xmalloc_aligned(clip_vision_nparams(&m->v) * sizeof(float));
         clip_vision_layout(&m->v, m->vblock);
     }
@@ -386,34 +412,98 @@ static int load_hf(clip_model *m, const st_file *f, const json *cfg, const char 
     return check_names(m, f, 1, cpath, err);
 }
 
+/* The text tower's sizes from the OpenAI / OpenCLIP shapes; heads from the
+ * file's metadata text_heads, else OpenCLIP's text_cfg.heads (tc), else
+ * width/64. The sizes tc states (width, layers, context_length,
+ * vocab_size) must be those of the tensors. D: the image tower's output. */
+static int openai_text_sizes(clip_model *m, const st_file *f, const json *tc, int act, int64_t D, char *err)
+{
+    clip_text *t = &m->t;
+    int64_t TC, TV, TX, TD, TH;
+    if ((TC = dim_of(f, "ln_final.weight", 1, 0, err)) < 0 || (TV = dim_of(f, "token_embedding.weight", 2, 0, err)) < 0 ||
+        (TX = dim_of(f, "positional_embedding", 2, 0, err)) < 0 || (TD = dim_of(f, "text_projection", 2, 1, err)) < 0 ||
+        (TH = dim_of(f, "transformer.resblocks.0.mlp.c_fc.weight", 2, 0, err)) < 0)
+        return -1;
+    const char *th = st_meta(f, "text_heads");
+    int tnh = tc ? (int)json_get_int(tc, "heads", 8) : (int)(TC / 64);
+    t->tf = (tf_config){.C = (int)TC, .NH = th ? atoi(th) : tnh, .L = count_blocks(f, "transformer.resblocks.%d.ln_1.weight"),
+                        .hidden = (int)TH, .act = act, .causal = 1, .eps = 1e-5f};
+    t->V = (int)TV, t->ctx = (int)TX, t->D = (int)TD;
+    if (tc) {
+        static const char *const key[] = {"width", "layers", "context_length", "vocab_size"};
+        const int64_t have[] = {TC, t->tf.L, TX, TV};
+        for (int i = 0; i < 4; i++) {
+            const json *j = json_get(tc, key[i]);
+            if (j && (j->type != JSON_NUM || !j->is_int || j->i != have[i]))
+                return vl_error(err, "%s: open_clip_config.json's text_cfg.%s is not the tensors' %lld", f->path,
+                                key[i], (long long)have[i]);
+        }
+    }
+    if (TD != D) return vl_error(err, "%s: text_projection gives dimension %lld, the image tower %lld", f->path, (long long)TD, (long long)D);
+    if (t->tf.NH <= 0 || TC % t->tf.NH)
+        return vl_error(err, "%s: text width %lld does not split into %d heads", f->path, (long long)TC, t->tf.NH);
+    return 0;
+}
+
+static int openai_text_get(clip_model *m, const st_file *f, char *err)
+{
+    clip_text *t = &m->t;
+    int64_t C = t->tf.C;
+    char pre[128];
+    if (GET2("token_embedding.weight", t->tok, t->V, C) || GET2("positional_embedding", t->pos, t->ctx, C) ||
+        GET1("ln_final.weight", t->ln_w, C) || GET1("ln_final.bias", t->ln_b, C) ||
+        get_t(f, "text_projection", t->proj, C, t->D, err))
+        return -1;
+    for (int l = 0; l < t->tf.L; l++) {
+        snprintf(pre, sizeof pre, "transformer.resblocks.%d.", l);
+        if (get_block(f, 0, pre, &t->tf, &t->blocks[l], err)) return -1;
+    }
+    return 0;
+}
+
+/* An OpenCLIP model whose image tower is a timm model (vision_cfg names
+ * timm_model_name): the student face's openclip_timm, timm's
+ * mobilenetv2_100 trunk, average pooling and a linear projection (the face
+ * refuses any other trunk, pool or projection, naming it). Only the text
+ * tower, when that alone is asked for, is read whatever the trunk. */
+static int load_openclip_timm(clip_model *m, const st_file *f, const json *vc, const json *tc, int act, char *err)
+{
+    const json *is = json_get(vc, "image_size");
+    if (is && (is->type != JSON_NUM || !is->is_int || is->i < 32 || is->i > 8192))
+        return vl_error(err, "%s: open_clip_config.json: vision_cfg.image_size must be one number from 32 to 8192",
+                        f->path);
+    int64_t D = dim_of(f, "visual.head.proj.weight", 2, 0, err);
+    if (D < 0) return -1;
+    m->timm = 1;
+    m->v.S = is ? (int)is->i : 224;
+    m->v.D = (int)D;
+    if (openai_text_sizes(m, f, tc, act, D, err) < 0) return -1;
+    if (m->towers & CLIP_VISION && timm_open(m, f, err) < 0) return -1;
+    if (alloc_towers(m, f, f->path, err) < 0) return -1;
+    if (get(f, "logit_scale", &m->logit_scale, 0, NULL, err)) return -1;
+    if (m->towers & CLIP_TEXT && openai_text_get(m, f, err) < 0) return -1;
+    return check_names(m, f, 0, "the OpenCLIP names", err);
+}
+
 /* OpenAI / OpenCLIP names; sizes from the shapes. Heads are width/64 (both
  * projects' convention) and the activation QuickGELU (OpenAI's), unless an
  * OpenCLIP model_cfg (oc, from open_clip_config.json) says otherwise
  * (vision_cfg.head_width, text_cfg.heads, quick_gelu: OpenCLIP's own
  * default is GELU), or the file's metadata gives vision_heads, text_heads
- * or hidden_act ("gelu" / "quick_gelu"), which take precedence. */
+ * or hidden_act ("gelu" / "quick_gelu"), which take precedence. An image
+ * tower from timm (vision_cfg.timm_model_name) is load_openclip_timm's. */
 static int load_openai(clip_model *m, const st_file *f, const json *oc, char *err)
 {
     clip_vision *v = &m->v;
-    clip_text *t = &m->t;
-    int64_t C, P, T, D, H;
-    if ((C = dim_of(f, "visual.conv1.weight", 4, 0, err)) < 0 || (P = dim_of(f, "visual.conv1.weight", 4, 2, err)) < 0 ||
-        (T = dim_of(f, "visual.positional_embedding", 2, 0, err)) < 0 ||
-        (D = dim_of(f, "visual.proj", 2, 1, err)) < 0 ||
-        (H = dim_of(f, "visual.transformer.resblocks.0.mlp.c_fc.weight", 2, 0, err)) < 0)
-        return -1;
-    int64_t g = (int64_t)llround(sqrt((double)(T - 1)));
-    if (T < 2 || g * g + 1 != T || C <= 0 || P <= 0)
-        return vl_error(err, "%s: tensor 'visual.positional_embedding' has %lld positions, not a square grid + 1",
-                        f->path, (long long)T);
     const char *act = st_meta(f, "hidden_act");
-    int a = TF_QUICKGELU, vnh = (int)(C / 64), tnh = -1;
+    int a = TF_QUICKGELU;
+    const json *vc = NULL, *tc = NULL;
     if (oc) {
-        const json *qg = json_get(oc, "quick_gelu"), *vc = json_get(oc, "vision_cfg"), *tc = json_get(oc, "text_cfg");
+        const json *qg = json_get(oc, "quick_gelu");
+        vc = json_get(oc, "vision_cfg"), tc = json_get(oc, "text_cfg");
+        if (vc && vc->type != JSON_OBJ) vc = NULL;
+        if (tc && tc->type != JSON_OBJ) tc = NULL;
         a = qg && qg->type == JSON_BOOL && qg->b ? TF_QUICKGELU : TF_GELU;
-        int64_t hw = vc ? json_get_int(vc, "head_width", 64) : 64;
-        if (hw > 0) vnh = (int)(C / hw);
-        if (tc) tnh = (int)json_get_int(tc, "heads", 8);
         /* OpenCLIP options that change the computation without tensors of their own */
         const char *vp = vc ? json_get_str(vc, "pool_type", "tok") : "tok";
         const char *tp = tc ? json_get_str(tc, "pool_type", "argmax") : "argmax";
@@ -424,21 +514,27 @@ static int load_openai(clip_model *m, const st_file *f, const json *oc, char *er
                             "'%s', text pool_type '%s', no_causal_mask or norm_kwargs)", f->path, vp, tp);
     }
     if (act && parse_act(act, &a) < 0) return vl_error(err, "%s: metadata hidden_act '%s' is not supported", f->path, act);
-    const char *vh = st_meta(f, "vision_heads"), *th = st_meta(f, "text_heads");
+    if (vc && json_get(vc, "timm_model_name")) return load_openclip_timm(m, f, vc, tc, a, err);
+    int64_t C, P, T, D, H;
+    if ((C = dim_of(f, "visual.conv1.weight", 4, 0, err)) < 0 || (P = dim_of(f, "visual.conv1.weight", 4, 2, err)) < 0 ||
+        (T = dim_of(f, "visual.positional_embedding", 2, 0, err)) < 0 ||
+        (D = dim_of(f, "visual.proj", 2, 1, err)) < 0 ||
+        (H = dim_of(f, "visual.transformer.resblocks.0.mlp.c_fc.weight", 2, 0, err)) < 0)
+        return -1;
+    int64_t g = (int64_t)llround(sqrt((double)(T - 1)));
+    if (T < 2 || g * g + 1 != T || C <= 0 || P <= 0)
+        return vl_error(err, "%s: tensor 'visual.positional_embedding' has %lld positions, not a square grid + 1",
+                        f->path, (long long)T);
+    int vnh = (int)(C / 64);
+    int64_t hw = vc ? json_get_int(vc, "head_width", 64) : 64;
+    if (hw > 0) vnh = (int)(C / hw);
+    const char *vh = st_meta(f, "vision_heads");
     v->tf = (tf_config){.C = (int)C, .NH = vh ? atoi(vh) : vnh, .L = count_blocks(f, "visual.transformer.resblocks.%d.ln_1.weight"),
                         .hidden = (int)H, .act = a, .causal = 0, .eps = 1e-5f};
     v->S = (int)(g * P), v->P = (int)P, v->D = (int)D;
-    int64_t TC, TV, TX, TD, TH;
-    if ((TC = dim_of(f, "ln_final.weight", 1, 0, err)) < 0 || (TV = dim_of(f, "token_embedding.weight", 2, 0, err)) < 0 ||
-        (TX = dim_of(f, "positional_embedding", 2, 0, err)) < 0 || (TD = dim_of(f, "text_projection", 2, 1, err)) < 0 ||
-        (TH = dim_of(f, "transformer.resblocks.0.mlp.c_fc.weight", 2, 0, err)) < 0)
-        return -1;
-    t->tf = (tf_config){.C = (int)TC, .NH = th ? atoi(th) : tnh > 0 ? tnh : (int)(TC / 64), .L = count_blocks(f, "transformer.resblocks.%d.ln_1.weight"),
-                        .hidden = (int)TH, .act = a, .causal = 1, .eps = 1e-5f};
-    t->V = (int)TV, t->ctx = (int)TX, t->D = (int)TD;
-    if (TD != D) return vl_error(err, "%s: text_projection gives dimension %lld, visual.proj %lld", f->path, (long long)TD, (long long)D);
-    if (v->tf.NH <= 0 || C % v->tf.NH || t->tf.NH <= 0 || TC % t->tf.NH)
-        return vl_error(err, "%s: widths %lld (vision) and %lld (text) do not split into heads", f->path, (long long)C, (long long)TC);
+    if (v->tf.NH <= 0 || C % v->tf.NH)
+        return vl_error(err, "%s: vision width %lld does not split into %d heads", f->path, (long long)C, v->tf.NH);
+    if (openai_text_sizes(m, f, tc, a, D, err) < 0) return -1;
     if (alloc_towers(m, f, f->path, err) < 0) return -1;
     char pre[128];
     if (get(f, "logit_scale", &m->logit_scale, 0, NULL, err)) return -1;
@@ -454,17 +550,31 @@ static int load_openai(clip_model *m, const st_file *f, const json *oc, char *er
             if (get_block(f, 0, pre, &v->tf, &v->blocks[l], err)) return -1;
         }
     }
-    if (!(m->towers & CLIP_TEXT)) return check_names(m, f, 0, "the OpenAI names", err);
-    C = TC;
-    if (GET2("token_embedding.weight", t->tok, TV, C) || GET2("positional_embedding", t->pos, TX, C) ||
-        GET1("ln_final.weight", t->ln_w, C) || GET1("ln_final.bias", t->ln_b, C) ||
-        get_t(f, "text_projection", t->proj, C, D, err))
-        return -1;
-    for (int l = 0; l < t->tf.L; l++) {
-        snprintf(pre, sizeof pre, "transformer.resblocks.%d.", l);
-        if (get_block(f, 0, pre, &t->tf, &t->blocks[l], err)) return -1;
-    }
+    if (m->towers & CLIP_TEXT && openai_text_get(m, f, err) < 0) return -1;
     return check_names(m, f, 0, "the OpenAI names", err);
+}
+
+/* OpenCLIP's preprocess_cfg: mean and std, three numbers each, when given. */
+static int read_preprocess(clip_model *m, const json *cfg, const char *cpath, char *err)
+{
+    const json *pc = json_get(cfg, "preprocess_cfg");
+    if (!pc || pc->type != JSON_OBJ) return 0;
+    const json *mj = json_get(pc, "mean"), *sj = json_get(pc, "std");
+    if (!mj && !sj) return 0;
+    for (int k = 0; k < 2; k++) {
+        const json *j = k ? sj : mj;
+        float *dst = k ? m->std : m->mean;
+        int ok = j && j->type == JSON_ARR && j->n == 3;
+        for (size_t i = 0; ok && i < 3; i++) {
+            ok = j->items[i].type == JSON_NUM && isfinite(j->items[i].num) && (!k || j->items[i].num > 0);
+            if (ok) dst[i] = (float)j->items[i].num;
+        }
+        if (!ok)
+            return vl_error(err, "%s: preprocess_cfg.%s must be three numbers%s", cpath, k ? "std" : "mean",
+                            k ? " above 0" : "");
+    }
+    m->has_norm = 1;
+    return 0;
 }
 
 static char *base_name(const char *path)
@@ -522,6 +632,7 @@ int clip_load_towers(clip_model **out, const char *path, int towers, char *err)
                 goto done;
             }
         }
+        if (cfg && !hf && read_preprocess(m, cfg, cpath, err) < 0) goto done;
         if (st_open(&f, wpath, err) < 0) goto done;
         opened = 1;
         h = hash_weights(hash_bytes(0, ctext ? ctext : "", clen), &f);
@@ -537,6 +648,9 @@ int clip_load_towers(clip_model **out, const char *path, int towers, char *err)
         h = hash_weights(0, &f);
         if (st_find(&f, "visual.conv1.weight"))
             rc = load_openai(m, &f, NULL, err);
+        else if (st_find(&f, "visual.head.proj.weight"))
+            rc = vl_error(err, "%s: an OpenCLIP model with a timm image tower needs its directory (with "
+                          "open_clip_config.json)", path);
         else if (st_find(&f, "vision_model.embeddings.patch_embedding.weight"))
             rc = vl_error(err, "%s: transformers' CLIPModel names need the model directory (with config.json)", path);
         else
@@ -567,11 +681,21 @@ done:
 void clip_free(clip_model *m)
 {
     if (!m) return;
+    timm_free(m);
     free(m->id), free(m->vblock), free(m->tblock), free(m->v.blocks), free(m->t.blocks);
     free(m);
 }
 
 int clip_image_size(const clip_model *m) { return m->v.S; }
+int clip_normalisation(const clip_model *m, float mean[3], float std[3])
+{
+    for (int c = 0; c < 3; c++) {
+        mean[c] = m->has_norm ? m->mean[c] : CLIP_MEAN[c];
+        std[c] = m->has_norm ? m->std[c] : CLIP_STD[c];
+    }
+    return m->has_norm;
+}
+int clip_image_tower_is_vit(const clip_model *m) { return !m->timm; }
 int clip_embed_dim(const clip_model *m) { return m->v.D; }
 int clip_context_length(const clip_model *m) { return m->t.ctx; }
 int clip_vocab_size(const clip_model *m) { return m->t.V; }
@@ -654,7 +778,11 @@ static void vision_embed(const clip_vision *v, float *x, const float *pix, int B
 int clip_encode_image(clip_model *m, const float *pix, int B, float *out, char *err)
 {
     if (!(m->towers & CLIP_VISION)) return vl_error(err, "%s: the image tower was not loaded", m->id);
-    clip_vision_forward(&m->v, pix, B, out, NULL);
+    if (m->timm) {
+        if (student_forward(m->img, out, pix, B, m->v.S, m->v.S, 0, err) != 0) return -1;
+    } else {
+        clip_vision_forward(&m->v, pix, B, out, NULL);
+    }
     l2_normalise(out, B, m->v.D);
     return 0;
 }
@@ -674,6 +802,7 @@ struct clip_vision_acts {
 
 float *clip_vision_params(clip_model *m, size_t *n)
 {
+    if (m->timm) return *n = 0, NULL;
     *n = clip_vision_nparams(&m->v);
     return m->vblock;
 }

@@ -1,8 +1,9 @@
 /* clip: a CLIP model (ViT image tower + causal text transformer, each followed
  * by a linear projection into the joint space) loaded from either a Hugging
  * Face model directory (config.json + model.safetensors, transformers'
- * CLIPModel names) or one safetensors file with the OpenAI / OpenCLIP names
- * (sizes inferred from the shapes). Weights may be F32, F16 or BF16; they are
+ * CLIPModel names), an OpenCLIP hub directory (whose image tower may also be
+ * timm's mobilenetv2_100, computed by the student face) or one safetensors
+ * file with the OpenAI / OpenCLIP names (sizes inferred from the shapes). Weights may be F32, F16 or BF16; they are
  * held as float. Encoders return L2-normalised embeddings. */
 #ifndef VL_MODELS_CLIP_H
 #define VL_MODELS_CLIP_H
@@ -16,7 +17,9 @@ typedef struct clip_model clip_model;
 
 /* path: a Hugging Face directory (config.json and model.safetensors), an
  * OpenCLIP hub directory (open_clip_model.safetensors, optionally
- * open_clip_config.json), or a .safetensors file with OpenAI / OpenCLIP
+ * open_clip_config.json; its image tower CLIP's ViT or, when vision_cfg
+ * names timm_model_name, timm's mobilenetv2_100 with average pooling and a
+ * linear projection, any other timm model an error naming it), or a .safetensors file with OpenAI / OpenCLIP
  * names. Returns 0 with *out set, or -1 with err naming the file and the
  * missing tensor / wrong shape / bad config key. */
 int clip_load(clip_model **out, const char *path, char *err);
@@ -28,6 +31,14 @@ int clip_load_towers(clip_model **out, const char *path, int towers, char *err);
 void clip_free(clip_model *m);
 
 int clip_image_size(const clip_model *m);     /* S of the (3,S,S) input */
+/* The per-channel mean and std the model's input is normalised with (on
+ * [0,1] pixels): those of its configuration (OpenCLIP's preprocess_cfg)
+ * when it gives them (returns 1), else CLIP's (returns 0). */
+int clip_normalisation(const clip_model *m, float mean[3], float std[3]);
+/* 1 when the image tower is CLIP's ViT (clip_vision_tower and the training
+ * calls below apply), 0 for an OpenCLIP model with a timm image tower, which
+ * is the student face's openclip_timm (models/student.h). */
+int clip_image_tower_is_vit(const clip_model *m);
 int clip_embed_dim(const clip_model *m);      /* D, the joint space */
 int clip_context_length(const clip_model *m); /* text positions, 77 for CLIP */
 int clip_vocab_size(const clip_model *m);
@@ -77,7 +88,7 @@ const clip_vision *clip_vision_tower(const clip_model *m);
 const clip_text *clip_text_tower(const clip_model *m);
 
 /* The loaded image tower's parameter block (clip_vision_nparams floats),
- * for training it in place. */
+ * for training it in place; NULL (*n 0) when the tower is not a ViT. */
 float *clip_vision_params(clip_model *m, size_t *n);
 /* dst gets src's sizes and a layout over base (e.g. a gradient block of
  * clip_vision_nparams(src) floats); dst->blocks is allocated: free it. */

@@ -21,45 +21,7 @@ M="$tmp/m/hf"
 IN="$tmp/m/images.mp"
 N=12
 
-# summary FILE: "complete items queries cache_hits" ("incomplete ..." without a trailer)
-summary() {
-    $PYTHON - "$1" <<'PY'
-import msgpack, sys
-try:
-    o = list(msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False))
-except Exception:
-    o = []
-t = o[-1] if o and isinstance(o[-1], dict) and o[-1].get("end") is True else None
-n = len(o) - 2 if t else max(len(o) - 1, 0)
-print("complete" if t else "incomplete", n, t.get("queries") if t else "-", t.get("cache_hits") if t else "-")
-PY
-}
-# same_items A B: items equal and headers equal but for the history (the
-# command lines differ)
-same_items() {
-    $PYTHON - "$1" "$2" <<'PY'
-import msgpack, sys
-a, b = [list(msgpack.Unpacker(open(p, "rb"), raw=False)) for p in sys.argv[1:]]
-for o in (a, b):
-    o[0].pop("history", None)
-sys.exit(0 if a[:-1] == b[:-1] and len(a) > 2 else 1)
-PY
-}
-# same_bytes A B: byte-identical up to the trailer
-same_bytes() {
-    $PYTHON - "$1" "$2" <<'PY'
-import msgpack, sys
-def head(p):
-    u = msgpack.Unpacker(open(p, "rb"), raw=False)
-    n = sum(1 for _ in u)
-    u = msgpack.Unpacker(open(p, "rb"), raw=False)
-    for _ in range(n - 1):
-        u.skip()
-    return open(p, "rb").read()[:u.tell()]
-sys.exit(0 if head(sys.argv[1]) == head(sys.argv[2]) else 1)
-PY
-}
-entries() { find "$1" -type f ! -name '.tmp*' 2>/dev/null | wc -l; }
+. tests/golden/blackbox.inc
 
 # the vendor: any command reading an image stream and writing an embedding stream
 V="teacher-embed --model $M --batch 4"
@@ -69,11 +31,7 @@ teacher-embed --exec "tee $tmp/sent.mp | $V" --model-id tiny --cache "$tmp/c" <"
 ok $? "--exec: runs against a local vendor"
 [ "$(summary "$tmp/b1.mp")" = "complete $N $N 0" ]
 ok $? "--exec: trailer counts $N queries, 0 cache hits ($(summary "$tmp/b1.mp"))"
-$PYTHON - "$tmp/white.mp" "$tmp/b1.mp" <<'PY'
-import msgpack, sys
-a, b = [list(msgpack.Unpacker(open(p, "rb"), raw=False))[1:-1] for p in sys.argv[1:]]
-sys.exit(0 if a == b else 1)
-PY
+same_items "$tmp/white.mp" "$tmp/b1.mp"
 ok $? "--exec: items (ids, labels, vectors) equal the white-box run's"
 $PYTHON - "$tmp/sent.mp" <<'PY'
 import msgpack, sys
@@ -97,16 +55,7 @@ ok $? "--cache: the same command gives the same bytes (header and items) from th
 
 # a vendor killed mid-stream after answering K images
 K=5
-cat >"$tmp/vendor.py" <<PY
-import msgpack, os, signal, subprocess, sys
-p = subprocess.Popen("$V --batch 1".split(), stdout=subprocess.PIPE)
-n = 0
-for obj in msgpack.Unpacker(p.stdout, raw=False):
-    sys.stdout.buffer.write(msgpack.packb(obj, use_bin_type=True)); sys.stdout.flush()
-    n += 1
-    if n == 1 + $K:
-        p.kill(); os.kill(os.getpid(), signal.SIGKILL)
-PY
+killing_vendor "$tmp/vendor.py" "$V --batch 1" $K
 teacher-embed --exec "exec $PYTHON $tmp/vendor.py" --model-id tiny --cache "$tmp/k" <"$IN" >"$tmp/k1.mp" 2>"$tmp/err"
 rc=$?
 [ $rc = 1 ] && grep -q "killed by signal 9" "$tmp/err" && grep -q "failed after $K of $N answers" "$tmp/err"

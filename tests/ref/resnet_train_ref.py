@@ -1,6 +1,6 @@
 """resnet_train_ref: PyTorch side of the convolutional students' training
 parity tests (tests/ref/resnet_train.sh, resnet50_train.sh,
-mobilenet_train.sh, through tests/ref/cnn_train).
+mobilenet_train.sh, openclip_timm_train.sh, through tests/ref/cnn_train).
 
   resnet_train_ref.py prepare DIR GROUP   weights and a batch for each case
                                           of GROUP; DIR/cases lists them
@@ -33,7 +33,15 @@ dead); ResNet-50's residual branches end in small BatchNorm weights (see
 make_model). MobileNetV2: the real pretrained weights of $SHARED on PACS
 images, BatchNorm frozen (the weights have it folded in, and in training
 mode the last unit's output lies below 0 everywhere, so nothing would
-train). Learning rates are those used with these networks: Adam at the
+train). openclip_timm: the image tower of the vendor model of $SHARED (a
+timm mobilenetv2_100 trunk with real BatchNorm, and its projection to 512,
+rebuilt in openclip_timm_ref.py) on the same PACS images, BatchNorm frozen;
+the feature is the projection. (In training mode these 8 images of 64x64
+give the deep layers batch statistics over 2x2 maps: the engine's
+decisions part from float64's away from any tie, 512 of them in 3 steps of
+SGD at 1e-3, and the biases of BatchNorms followed by a training-mode
+BatchNorm, whose exact gradient is 0, get rounding only. The training-mode
+path is the ResNets' cases'.) Learning rates are those used with these networks: Adam at the
 method's 5e-5 and at 1e-3, with PyTorch's default eps 1e-8; SGD with
 momentum 0.9 at 0.01 with BatchNorm frozen and 1e-3 in training mode (at
 0.01 an untrained network's training-mode gradients move its first layers
@@ -74,6 +82,7 @@ import torch.nn.functional as Fn
 import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import openclip_timm_ref  # noqa: E402
 from resnet_ref import features  # noqa: E402
 from st_io import rel_err, st_load, st_save  # noqa: E402
 from train_check import GMIN, TOL, GradRecord, compare as compare_tensors, cosine_loss, exact_f32  # noqa: E402
@@ -97,10 +106,26 @@ GROUPS = {
                  ("resnet50", "adam", "train", 5e-5, 3, False, False)],
     "mobilenet_v2": [("mobilenet_v2", "sgd", "frozen", 0.01, 3, False, False),
                      ("mobilenet_v2", "adam", "frozen", 5e-5, 3, False, False)],
+    "openclip_timm": [("openclip_timm", "sgd", "frozen", 0.01, 3, False, False),
+                      ("openclip_timm", "adam", "frozen", 5e-5, 3, False, False)],
 }
 # MobileNetV2 trains from the real pretrained weights of $SHARED on PACS images
 PRETRAINED = os.path.join(os.environ.get("SHARED", "../shared"), "data", "pretrained",
                           "mobilenet_v2_imagenet.safetensors")
+# openclip_timm: the image tower of the vendor model of $SHARED (real
+# BatchNorm), rebuilt in openclip_timm_ref.py
+VENDOR = os.path.join(os.path.dirname(os.path.dirname(PRETRAINED)), "vendor", "pacs-mnv2",
+                      "open_clip_model.safetensors")
+
+
+def new_model(arch):
+    return openclip_timm_ref.Tower() if arch == "openclip_timm" else getattr(torchvision.models, arch)(weights=None)
+
+
+def feats(m, x):
+    """The student's feature: the pool (torchvision), the projection
+    (openclip_timm)."""
+    return m(x) if isinstance(m, openclip_timm_ref.Tower) else features(m, x)
 ADAM_EPS = 1e-8
 
 
@@ -111,7 +136,9 @@ def tag(case):
 
 def make_model(arch):
     torch.manual_seed(200 + sorted(GROUPS).index(arch))
-    m = getattr(torchvision.models, arch)(weights=None)
+    if arch == "openclip_timm":
+        return openclip_timm_ref.load(VENDOR)
+    m = new_model(arch)
     if arch == "mobilenet_v2":
         sd, _ = st_load(PRETRAINED)
         m.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in sd.items()})
@@ -160,7 +187,7 @@ def pacs_images():
 def batch(group):
     g = torch.Generator().manual_seed(11)
     x = torch.randn(B, 3, SIDE, SIDE, generator=g)
-    if group == "mobilenet_v2":
+    if group in ("mobilenet_v2", "openclip_timm"):
         x = pacs_images()
     it = Fn.normalize(torch.randn(B, D, generator=g), dim=1)
     t = Fn.normalize(torch.randn(NC, D, generator=g), dim=1)
@@ -307,6 +334,12 @@ class FollowPool(torch.nn.Module):
 def follow(m, fol):
     """Puts the engine's decisions into m's activations and max pool (the
     same calls, in forward order, as the engine's sites)."""
+    if isinstance(m, openclip_timm_ref.Tower):
+        for mod in m.modules():
+            for name, ch in mod.named_children():
+                if isinstance(ch, torch.nn.ReLU6):
+                    setattr(mod, name, FollowAct(fol, True))
+        return
     if isinstance(m, torchvision.models.MobileNetV2):
         for mod in m.modules():
             if type(mod).__name__ == "Conv2dNormActivation" and isinstance(mod[2], torch.nn.ReLU6):
@@ -335,7 +368,7 @@ def train(m, head, case, x, it, t, y, fol, ideal=False, dtype=torch.float64):
     for s in range(steps):
         o.zero_grad()
         fol.begin(s)
-        f = features(m, x)
+        f = feats(m, x)
         fol.end()
         if s == 0:
             feat0 = f.detach().float()
@@ -373,7 +406,8 @@ def prepare(d, group):
         m = make_model(arch)
         st_save(os.path.join(d, "w_%s.safetensors" % arch), dict(m.state_dict()))
         torch.manual_seed(5)
-        head = torch.nn.Linear(1280 if arch == "mobilenet_v2" else m.fc.in_features, D)
+        fdim = 1280 if arch == "mobilenet_v2" else 512 if arch == "openclip_timm" else m.fc.in_features
+        head = torch.nn.Linear(fdim, D)
         for case in GROUPS[group]:
             if case[0] == arch:
                 st_save(os.path.join(d, "batch_%s.safetensors" % tag(case)),
@@ -397,7 +431,7 @@ def reference(d, group, case):
         runs.append(("_f32", False, torch.float32))
     res = {}
     for suffix, ideal, dtype in runs:
-        m = getattr(torchvision.models, arch)(weights=None)
+        m = new_model(arch)
         m.load_state_dict(sd)
         head = torch.nn.Linear(*bt["proj.weight"].shape[::-1])
         head.load_state_dict({"weight": bt["proj.weight"], "bias": bt["proj.bias"]})

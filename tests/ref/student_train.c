@@ -3,10 +3,10 @@
  *
  *   student_train ARCH WEIGHTS BATCH OPT BN STEPS OUT [DECISIONS]
  *
- * ARCH resnet18|resnet34|resnet50|mobilenet_v2|vit_s16|vit_b16; WEIGHTS the student's
- * safetensors; BATCH a safetensors file with x (B,3,H,W), it (B,D), t (NC,D),
+ * ARCH one of student.h's architectures (or auto); WEIGHTS the student's
+ * safetensors (or directory); BATCH a safetensors file with x (B,3,H,W), it (B,D), t (NC,D),
  * y (B) (float), proj.weight (D,F), proj.bias (D), lambda (1); OPT
- * adam|sgd|adamw; BN train|frozen (ResNets). Runs STEPS steps of
+ * adam|sgd|adamw; BN train|frozen (the convolutional students). Runs STEPS steps of
  * Z = F(x) Wp^T + bp, the cosine loss, backward and the optimiser on the
  * backbone and the head, then writes every tensor (backbone, proj.*), the
  * losses ("loss", STEPS) and the first step's features ("feat0") to OUT.
@@ -14,16 +14,13 @@
  * pays); with STUDENT_TRAIN_IM2COL set (non-empty) in the environment, every
  * convolution runs as im2col.
  *
- * DECISIONS (ResNets, MobileNetV2): every step's discrete decisions
+ * DECISIONS (the convolutional students): every step's discrete decisions
  * (cn_decisions in convnet.h), in forward order, for the float64 reference
  * to take where its own values lie within rounding of a tie: "d.S.K" for
  * step S and site K, uint8 per element for an activation (0: at or below
  * 0, 1: passes, 2: at or above 6, ReLU6) and int32 argmax for a max pool;
  * "dkind.S.K" (1) is 1 (ReLU), 2 (ReLU6) or 0 (max pool). */
-#include "models/convnet.h"
-#include "models/mobilenet.h"
-#include "models/resnet.h"
-#include "models/vit.h"
+#include "models/student.h"
 #include "nn/conv.h"
 #include "nn/linear.h"
 #include "nn/loss.h"
@@ -83,46 +80,18 @@ int main(int argc, char **argv)
     const char *arch = argv[1], *opt = argv[4];
     int bn_train = strcmp(argv[5], "train") == 0, steps = atoi(argv[6]);
     char err[VL_ERRLEN];
-    st_file wf, bf;
+    st_file bf;
     const char *im2col = getenv("STUDENT_TRAIN_IM2COL");
     if (im2col && *im2col) conv_set_winograd(0);
-    if (st_open(&wf, argv[2], err) != 0 || st_open(&bf, argv[3], err) != 0) {
+    if (st_open(&bf, argv[3], err) != 0) {
         fprintf(stderr, "student_train: %s\n", err);
         return 1;
     }
-    resnet *rn = NULL;
-    mobilenet *mb = NULL;
-    vit *vt = NULL;
-    params *p;
-    int F;
-    if (strncmp(arch, "resnet", 6) == 0) {
-        int depth, ncls;
-        if (resnet_detect(&wf, &depth, &ncls, err) != 0) goto fail;
-        rn = resnet_new(atoi(arch + 6), ncls);
-        if (resnet_load(rn, &wf, err) != 0) goto fail;
-        resnet_set_bn_train(rn, bn_train);
-        p = resnet_params(rn);
-        F = resnet_feature_dim(rn);
-    } else if (strcmp(arch, "mobilenet_v2") == 0) {
-        int ncls;
-        if (mobilenet_detect(&wf, &ncls, err) != 0) goto fail;
-        mb = mobilenet_new(ncls);
-        if (mobilenet_load(mb, &wf, err) != 0) goto fail;
-        mobilenet_set_bn_train(mb, bn_train);
-        p = mobilenet_params(mb);
-        F = mobilenet_feature_dim(mb);
-    } else {
-        int kind, ncls;
-        if (vit_detect(&wf, &kind, &ncls, err) != 0) goto fail;
-        const st_tensor *pe = st_find(&wf, "pos_embed");
-        int n = (int)pe->shape[1] - 1, g = 1;
-        while (g * g < n) g++;
-        vt = vit_new(strcmp(arch, "vit_b16") == 0 ? VIT_B16 : strcmp(arch, "vit_s16") == 0 ? VIT_S16 : kind,
-                     g * 16, ncls);
-        if (vit_load(vt, &wf, err) != 0) goto fail;
-        p = vit_params(vt);
-        F = vit_feature_dim(vt);
-    }
+    student *sm;
+    if (student_open(&sm, arch, argv[2], err) != 0) goto fail;
+    student_set_bn_train(sm, bn_train);
+    params *p = student_params(sm);
+    int F = student_feature_dim(sm);
     const st_tensor *xt = st_find(&bf, "x"), *tt = st_find(&bf, "t"), *wt = st_find(&bf, "proj.weight");
     if (!xt || !tt || !wt) {
         fprintf(stderr, "student_train: batch file lacks x, t or proj.weight\n");
@@ -166,13 +135,10 @@ int main(int argc, char **argv)
     for (int s = 0; s < steps; s++) {
         param_zero_grad(p);
         param_zero_grad(&head);
-        int rc = rn   ? resnet_forward(rn, feat, x, B, H, W, 1, err)
-                 : mb ? mobilenet_forward(mb, feat, x, B, H, W, 1, err)
-                      : vit_forward(vt, feat, x, B, H, W, 1, err);
-        if (rc != 0) goto fail;
+        if (student_forward(sm, feat, x, B, H, W, 1, err) != 0) goto fail;
         if (s == 0) memcpy(feat0, feat, (size_t)B * F * sizeof(float));
-        if (dw && (rn || mb)) {
-            int nd = rn ? resnet_decisions(rn, dec, 256) : mobilenet_decisions(mb, dec, 256);
+        if (dw) {
+            int nd = student_decisions(sm, dec, 256);
             if (nd < 0 || nd > 256) {
                 fprintf(stderr, "student_train: %d decision sites\n", nd);
                 return 1;
@@ -185,12 +151,7 @@ int main(int argc, char **argv)
         memset(dfeat, 0, (size_t)B * F * sizeof(float));
         cosloss_backward(dz, z, it, t, y, B, D, lam[0], 1.0f);
         linear_backward(dfeat, param_grad(&head, 0), param_grad(&head, 1), dz, feat, param_data(&head, 0), B, F, D);
-        if (rn)
-            resnet_backward(rn, dfeat);
-        else if (mb)
-            mobilenet_backward(mb, dfeat);
-        else
-            vit_backward(vt, dfeat);
+        student_backward(sm, dfeat);
         optim_step(&o1, p);
         optim_step(&o2, &head);
     }

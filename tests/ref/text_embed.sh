@@ -135,8 +135,21 @@ expect "a repeated class name is an error" 1 "appears twice" --model "$d/hf" --c
 expect "a manifest with a label gap is an error" 1 "no row has label 1" --model "$d/hf" --manifest "$tmp/gap.tsv"
 expect "a manifest with two names for one label is an error" 1 "label 0 is class 'cat' here but 'dog'" \
     --model "$d/hf" --manifest "$tmp/conflict.tsv"
-expect "a model file without a tokenizer asks for --bpe" 1 "give --bpe" --model "$tmp/bare/openai.safetensors" \
-    --classes $CN/pacs.txt
+# no tokenizer files with the model: the merges file shipped with the
+# programs (share/), found from the executable; a copy of the program with
+# nothing beside it asks for --bpe
+run "no tokenizer with the model: the shipped merges file" --classes $CN/pacs.txt -- \
+    --model "$tmp/bare/openai.safetensors" --classes $CN/pacs.txt
+mkdir -p "$tmp/alone/bin" && cp bin/text-embed "$tmp/alone/bin/"
+"$tmp/alone/bin/text-embed" --model "$tmp/bare/openai.safetensors" --classes $CN/pacs.txt >"$tmp/out" 2>"$tmp/err"
+rc=$?
+[ $rc = 1 ] && grep -q "none installed; give --bpe" "$tmp/err" &&
+    pass "text-embed: no tokenizer anywhere asks for --bpe ($(head -n 1 "$tmp/err"))" ||
+    failed "text-embed: no tokenizer anywhere: status $rc, $(head -c 300 "$tmp/err")"
+make -s install PREFIX="$tmp/inst" >/dev/null 2>"$tmp/err" &&
+    "$tmp/inst/bin/text-embed" --model "$tmp/bare/openai.safetensors" --classes $CN/pacs.txt -o "$tmp/inst.mp" 2>>"$tmp/err" &&
+    $ref compare "$d" "$tmp/inst.mp" "text-embed: installed, the merges file from PREFIX/share/vl2v = PyTorch" --bpe "$BPE" --classes $CN/pacs.txt ||
+    failed "text-embed: installed in a prefix ($(head -c 300 "$tmp/err"))"
 expect "a missing model is named" 1 "nomodel" --model "$tmp/nomodel" --bpe "$BPE" --classes $CN/pacs.txt
 
 # class names on standard input

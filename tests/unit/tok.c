@@ -182,6 +182,40 @@ int main(int argc, char **argv)
     unlink(path2);
     snprintf(path, sizeof path, "%s/m.txt", dir);
     unlink(path);
+
+    /* tok_locate's order: --bpe, the model's directory (vocab.json with
+     * merges.txt, then the merges file), then the fallback */
+    char model[300], *got;
+    snprintf(model, sizeof model, "%s/w.safetensors", dir);
+    write_file(model, "x");
+    got = tok_locate(model, "given.gz", "shipped.gz", err);
+    CHECK(got && strcmp(got, "given.gz") == 0, "tok_locate: --bpe first (%s)", got ? got : err);
+    free(got);
+    got = tok_locate(model, NULL, "shipped.gz", err);
+    CHECK(got && strcmp(got, "shipped.gz") == 0, "tok_locate: nothing beside the model: the fallback (%s)",
+          got ? got : err);
+    free(got);
+    got = tok_locate(model, NULL, NULL, err);
+    CHECK(!got && strstr(err, "w.safetensors") && strstr(err, "give --bpe"),
+          "tok_locate: nothing anywhere is an error naming the model (%s)", err);
+    snprintf(path, sizeof path, "%s/" TOK_BPE_FILE, dir);
+    write_file(path, "#version: 0.2\n");
+    got = tok_locate(model, NULL, "shipped.gz", err);
+    CHECK(got && strcmp(got, path) == 0, "tok_locate: the merges file beside a model file (%s)", got ? got : err);
+    free(got);
+    got = tok_locate(dir, NULL, "shipped.gz", err);
+    CHECK(got && strcmp(got, path) == 0, "tok_locate: the merges file in a model directory (%s)", got ? got : err);
+    free(got);
+    snprintf(path2, sizeof path2, "%s/vocab.json", dir);
+    write_file(path2, "{}");
+    char merges[300];
+    snprintf(merges, sizeof merges, "%s/merges.txt", dir);
+    write_file(merges, "#version: 0.2\n");
+    got = tok_locate(dir, NULL, "shipped.gz", err);
+    CHECK(got && strcmp(got, dir) == 0, "tok_locate: vocab.json + merges.txt before the merges file (%s)",
+          got ? got : err);
+    free(got);
+    unlink(path), unlink(path2), unlink(merges), unlink(model);
     rmdir(dir);
 
     tok_free(t);
