@@ -318,3 +318,13 @@ int aug_view(img *out, img_src *src, const aug_params *p, int size, int exact, c
     aug_apply_color(out, p);
     return 0;
 }
+
+int aug_view_keyed(img *out, img_src *src, uint64_t seed, const char *id, size_t idlen, int64_t view, int size,
+                   int exact, char *err)
+{
+    rng r;
+    aug_params p;
+    rng_for_key(&r, seed, id, idlen, (uint64_t)view);
+    aug_sample(&p, &AUG_DOMAINBED, &r, src->w, src->h);
+    return aug_view(out, src, &p, size, exact, err);
+}

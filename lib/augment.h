@@ -66,5 +66,11 @@ void aug_apply_color(img *im, const aug_params *p);
  * img_dct_denom), crops, resizes to size x size and applies aug_apply_color.
  * Returns 0, or -1 with err. */
 int aug_view(img *out, img_src *src, const aug_params *p, int size, int exact, char *err);
+/* View `view` of the image id[0..idlen) as imgdecode --augment --seed seed
+ * makes it: DomainBed's parameters drawn from rng_for_key(seed, id, view),
+ * then aug_view. The pixels a training view is made of, wherever it is
+ * made. 0, or -1 with err. */
+int aug_view_keyed(img *out, img_src *src, uint64_t seed, const char *id, size_t idlen, int64_t view, int size,
+                   int exact, char *err);
 
 #endif

@@ -168,11 +168,7 @@ int main(int argc, char **argv)
         if (ok && augment) {
             /* all views first, so that an image is either complete or dropped */
             for (long long v = 0; ok && v < views; v++) {
-                rng r;
-                aug_params p;
-                rng_for_key(&r, seed, row.id, strlen(row.id), (uint64_t)v);
-                aug_sample(&p, &AUG_DOMAINBED, &r, src.w, src.h);
-                ok = aug_view(&pics[v], &src, &p, (int)size, exact, err) == 0;
+                ok = aug_view_keyed(&pics[v], &src, seed, row.id, strlen(row.id), v, (int)size, exact, err) == 0;
             }
             for (long long v = 0; ok && v < views; v++) {
                 size_t n = (size_t)pics[v].w * pics[v].h * 3;
