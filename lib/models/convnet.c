@@ -170,7 +170,10 @@ int cn_feature_dim(const convnet *m) { return m->featdim; }
 int cn_load(convnet *m, const st_file *f, char *err)
 {
     static const char *const ignore[] = {"num_batches_tracked", NULL};
-    if (param_load(&m->p, f, ignore, err) != 0) return -1;
+    /* a model file (distill-train's) holds its head beside the backbone */
+    static const char *const ignore_head[] = {"num_batches_tracked", "proj.weight", "proj.bias", "text",
+                                              "fc.weight", "fc.bias", NULL};
+    if (param_load(&m->p, f, st_meta(f, "vl2v.head") ? ignore_head : ignore, err) != 0) return -1;
     if (m->folded) cn_fold_bn(m);
     return 0;
 }
