@@ -26,6 +26,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from st_io import rel_err, st_load, st_save  # noqa: E402
+from resnet_ref import features  # noqa: E402
+import swad_ref  # noqa: E402
 
 DOMS, C, D, K, SEED, S = ["a", "b", "c"], 3, 16, 2, 5, 32
 CLASSES = ["dog", "elephant", "giraffe"]
@@ -91,6 +93,78 @@ def make(d):
             {"vl2v.head": "cosine", "vl2v.classes": json.dumps(CLASSES), "vl2v.method": "adip-stage1"})
 
 
+def read(path):
+    return list(msgpack.Unpacker(open(path, "rb"), raw=False))[1:-1]
+
+
+def pixels(items):
+    x = np.stack([np.frombuffer(it["pix"], np.uint8).reshape(it["h"], it["w"], 3) for it in items])
+    x = torch.from_numpy(x.astype(np.float64) / 255).permute(0, 3, 1, 2)
+    return (x - 0.5) / 0.5
+
+
+def check(d, steps, lr, lam, every):
+    """ADiP stage 2, full batch, BatchNorm frozen, Adam, in float64: the
+    iterates, the validation loss at each evaluation, SWAD's window by the
+    reference rule and the average over it, against distill-train's model
+    (d/adip_ref.safetensors) and its window."""
+    torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)
+    m = student().double()
+    sd, _ = st_load(f"{d}/student.safetensors")
+    m.load_state_dict({k: torch.from_numpy(v.astype(np.float64)) for k, v in sd.items()}, strict=False)
+    m.eval()
+    views = [x for x in read(f"{d}/views.mp") if x["domain"] != "c"]
+    x = pixels(views)
+    teach = {(t["id"], t["view"]): np.frombuffer(t["vec"], np.float32) for t in read(f"{d}/teacher.mp")}
+    it = torch.tensor(np.stack([teach[(v["id"], v["view"])] for v in views]), dtype=torch.float64)
+    y = torch.tensor([v["label"] for v in views])
+    val = [v for v in read(f"{d}/val.mp") if v["domain"] != "c"]
+    xv, yv = pixels(val), torch.tensor([v["label"] for v in val])
+    h, _ = st_load(f"{d}/stage1.safetensors")
+    W, b = torch.tensor(h["proj.weight"], dtype=torch.float64), torch.tensor(h["proj.bias"], dtype=torch.float64)
+    T = torch.tensor(h["text"], dtype=torch.float64)
+    T = T / T.norm(dim=1, keepdim=True)
+    names = [k for k, _ in m.named_parameters() if k.startswith("features.")]
+    params = [p for k, p in m.named_parameters() if k.startswith("features.")]
+    opt = torch.optim.Adam(params, lr=lr)
+    iters, losses, ends = [], [], []
+    for step in range(steps):
+        opt.zero_grad()
+        z = features(m, x) @ W.T + b
+        loss = -(lam * Fn.cosine_similarity(z, it, dim=1) + (1 - lam) * Fn.cosine_similarity(z, T[y], dim=1)).mean()
+        loss.backward()
+        opt.step()
+        iters.append([p.detach().clone() for p in params])
+        if step % every == 0 or step == steps - 1:
+            with torch.no_grad():
+                zv = features(m, xv) @ W.T + b
+                logits = 100 * Fn.normalize(zv, dim=1) @ T.T
+                losses.append(float(Fn.cross_entropy(logits, yv)))
+                ends.append(step)
+    t_s, t_e, conv, stop = swad_ref.rule(losses, 3, 6, 0.3)
+    if t_s is None:
+        t_s = t_e = len(losses) - 1
+    lo = ends[t_s - 1] + 1 if t_s > 0 else 0
+    hi = ends[t_e]
+    got, meta = st_load(f"{d}/adip_ref.safetensors")
+    w = json.loads(meta["vl2v.steps_averaged"])
+    print("%s: distill_train parity: SWAD's window on the real run is the reference's (steps %d..%d; got %d..%d)" % (
+        "PASS" if (w["from"], w["to"]) == (lo, hi) else "FAIL", lo, hi, w["from"], w["to"]))
+    worst, which = 0, ""
+    for k, name in enumerate(names):
+        want = torch.stack([iters[s][k] for s in range(lo, hi + 1)]).mean(0).numpy()
+        e = rel_err(got[name], want)
+        if e > worst:
+            worst, which = e, name
+    moved = max(rel_err(iters[-1][k].numpy(), sd[n]) for k, n in enumerate(names))
+    print("%s: distill_train parity: ADiP stage 2, %d full-batch Adam steps: the averaged backbone is within 1e-4 "
+          "of float64 torch (worst %.2g at %s; the weights moved %.2g)" % (
+              "PASS" if worst < 1e-4 and moved > 1e-6 else "FAIL", steps, worst, which, moved))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(sys.argv[2])
+    elif sys.argv[1] == "check":
+        check(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]))

@@ -125,4 +125,5 @@ def main():
         "PASS" if bad == 0 else "FAIL", len(checks) - len(CASES)))
 
 
-main()
+if __name__ == "__main__":
+    main()
