@@ -44,7 +44,7 @@ static const char USAGE[] =
     "                     [--train-split S] [--val-split S] [--lambda X] [--tau X] [--lr X] [--steps N]\n"
     "                     [--batch-per-domain N] [--eval-every N] [--full-batch] [--bn frozen|train]\n"
     "                     [--no-swad] [--checkpoint FILE] [--checkpoint-every N] [--restart]\n"
-    "                     [--method NAME] [--log FILE] [--threads N] [-v]\n"
+    "                     [--init FILE] [--method NAME] [--log FILE] [--threads N] [-v]\n"
     "  --weights STUDENT     the student's weights (safetensors or a model directory)\n"
     "  --arch A              its architecture (default auto)\n"
     "  --manifest FILE       the training images (imgdecode's manifest)\n"
@@ -73,6 +73,7 @@ static const char USAGE[] =
     "  --checkpoint FILE     resume from FILE when it exists; write it every --checkpoint-every steps\n"
     "  --checkpoint-every N  steps between checkpoints (default 200)\n"
     "  --restart             ignore a checkpoint made with other settings (overwrite it)\n"
+    "  --init FILE           start the linear head (erm, kd) from FILE's fc.weight and fc.bias\n"
     "  --method NAME         the run's method name (default adip-stage2, erm, kd or sd)\n"
     "  --log FILE            write a log stream, one item per evaluation\n"
     "  --threads N           threads (default OPENBLAS_NUM_THREADS or the cores)\n"
@@ -81,7 +82,7 @@ static const char USAGE[] =
 enum {
     O_WEIGHTS = 0x200, O_ARCH, O_MANIFEST, O_VIEWS, O_SEED, O_SIZE, O_EXACT, O_ROOT, O_TEACHER, O_MODEL, O_TEXT,
     O_VAL, O_OBJECTIVE, O_TEST, O_TRAIN_SPLIT, O_VAL_SPLIT, O_LAMBDA, O_TAU, O_LR, O_STEPS, O_BPD, O_EVAL, O_FULL,
-    O_BN, O_NO_SWAD, O_CKPT, O_CKPT_EVERY, O_RESTART, O_METHOD, O_LOG, O_THREADS
+    O_BN, O_NO_SWAD, O_CKPT, O_CKPT_EVERY, O_RESTART, O_INIT, O_METHOD, O_LOG, O_THREADS
 };
 
 static const char *const OBJECTIVES[] = {"adip", "erm", "kd", "sd"};
@@ -164,7 +165,7 @@ int main(int argc, char **argv)
 {
     tool_init("distill-train");
     const char *weights = NULL, *arch = "auto", *mpath = NULL, *root = NULL, *tpath = NULL, *model = NULL,
-               *xpath = NULL, *vpath = NULL, *ckpt = NULL, *method = NULL, *logpath = NULL, *train_split = "in",
+               *xpath = NULL, *vpath = NULL, *ckpt = NULL, *method = NULL, *logpath = NULL, *init = NULL, *train_split = "in",
                *val_split = "out";
     char *test[64];
     int ntest = 0, full = 0, exact = 0, objective = TRAIN_ADIP, bn_train = 0, use_swad = 1, restart = 0;
@@ -199,6 +200,7 @@ int main(int argc, char **argv)
                                          {"checkpoint", required_argument, 0, O_CKPT},
                                          {"checkpoint-every", required_argument, 0, O_CKPT_EVERY},
                                          {"restart", no_argument, 0, O_RESTART},
+                                         {"init", required_argument, 0, O_INIT},
                                          {"method", required_argument, 0, O_METHOD},
                                          {"log", required_argument, 0, O_LOG},
                                          {"threads", required_argument, 0, O_THREADS},
@@ -251,6 +253,7 @@ int main(int argc, char **argv)
         case O_CKPT: ckpt = optarg; break;
         case O_CKPT_EVERY: ckpt_every = parse_int(USAGE, "--checkpoint-every", optarg, 1, 1LL << 40); break;
         case O_RESTART: restart = 1; break;
+        case O_INIT: init = optarg; break;
         case O_METHOD: method = optarg; break;
         case O_LOG: logpath = optarg; break;
         case O_THREADS: threads = parse_int(USAGE, "--threads", optarg, 0, 1024); break;
@@ -266,6 +269,8 @@ int main(int argc, char **argv)
     if (objective == TRAIN_ADIP && !model) usage_error(USAGE, "--model is required for --objective adip");
     if (objective != TRAIN_ADIP && !xpath) usage_error(USAGE, "--text is required for --objective %s",
                                                        OBJECTIVES[objective]);
+    if (init && objective != TRAIN_ERM && objective != TRAIN_KD)
+        usage_error(USAGE, "--init: only a linear head (erm, kd) trains from an initialisation");
     if (!method) method = METHODS[objective];
     if (threads > 0) blas_set_threads((int)threads);
     double t0 = vl_now();
@@ -346,7 +351,13 @@ int main(int argc, char **argv)
             memcpy(T, h.text, (size_t)C * D * sizeof(float));
         } else {
             head_init(&h, HEAD_LINEAR, Ds, 0, C);
-            head_reset(&h, (uint64_t)seed);
+            if (init) {
+                st_file f;
+                if (st_open(&f, init, err) != 0 || head_load_weights(&h, &f, err) != 0) die(1, "--init: %s", err);
+                st_close(&f);
+            } else {
+                head_reset(&h, (uint64_t)seed);
+            }
             head hn; /* KD's T with unit rows */
             head_init(&hn, HEAD_COSINE, 1, D, C);
             if (head_set_text(&hn, T, err) != 0) die(1, "%s: %s", xpath, err);
@@ -521,11 +532,12 @@ int main(int argc, char **argv)
     meta_set_str(&ms, "train_split", train_split);
     meta_set_str(&ms, "val_split", val_split);
     meta_set_str(&ms, "arch", student_arch(st));
+    if (objective == TRAIN_ERM || objective == TRAIN_KD) meta_set_str(&ms, "init", init ? "file" : "linear-default");
     char *settings = meta_settings_json(&ms);
     json_buf inputs = {0};
     json_buf_puts(&inputs, "[");
-    const char *inp[5] = {weights, mpath, tpath, objective == TRAIN_ADIP ? model : xpath, vpath};
-    for (int k = 0, first = 1; k < 5; k++) {
+    const char *inp[6] = {weights, mpath, tpath, objective == TRAIN_ADIP ? model : xpath, vpath, init};
+    for (int k = 0, first = 1; k < 6; k++) {
         if (!inp[k]) continue;
         if (!first) json_buf_puts(&inputs, ",");
         first = 0;
