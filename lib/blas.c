@@ -19,11 +19,11 @@
  *     summed in another order than the others (whatever the K, the
  *     transposes or the addresses: tests/unit/blas.c shows it), so a block
  *     keeps its bytes only when its columns are whole panels of the unsplit
- *     product: cuts at multiples of P, the last block holding the final
- *     1..2 panels whole.
+ *     product: cuts at multiples of P, and in the final 1..2P columns only
+ *     where OpenBLAS halves them.
  *   - C's rows are the kernel's n side, done in register tiles (12 wide on
  *     Haswell/Zen, 8/4/2/1 for the rest at the end) from the start of each
- *     GEMM_R block: a cut must fall on a tile boundary, a multiple of 48 here
+ *     GEMM_R block: a cut must fall on a tile boundary, a multiple of 12 here
  *     (and of GEMM_R when there are more rows than that).
  *   - Every block has at least SPLIT_MIN multiply-adds: below that OpenBLAS
  *     (0.3.21, SkylakeX) takes its direct or small-matrix kernels, which sum
@@ -50,7 +50,7 @@
 
 #define SPLIT_MIN (1LL << 21)
 #define MAX_PIECES 64
-#define PACK 24 /* packing an element of A or B against a multiply-add, in time */
+#define PACK 12 /* packing an element of A or B, in multiply-adds of time (8..15 measured on Zen) */
 
 /* how products may be cut for the kernel in use */
 static struct {
@@ -59,30 +59,38 @@ static struct {
     int rows;   /* row cuts at multiples of this */
     int rblock; /* GEMM_R: with more rows than this, cuts only at its multiples (0: no limit) */
     int tile, tail; /* column cuts: a last row tile of tail..tile-1 rows is done apart (tile 0: none) */
+    int unroll;     /* GEMM_UNROLL_M: the last columns are halved rounding to it (0: no cut there) */
     int split;  /* the self-check passed */
     int measured; /* from known[] */
-} rule = {"", 64, 64, 0, 0, 0, 0, 0};
+} rule = {"", 64, 64, 0, 0, 0, 0, 0, 0};
 
 static const struct {
     const char *core;
-    int panel, rows, rblock, tile, tail;
+    int panel, rows, rblock, tile, tail, unroll;
 } known[] = {
-    /* OpenBLAS 0.3.21 sgemm: GEMM_P = GEMM_Q = 320, GEMM_R = 104512, 12-row tiles */
-    {"Haswell", 320, 48, 104512, 12, 8},
-    {"Zen", 320, 48, 104512, 12, 8},
+    /* OpenBLAS 0.3.21 sgemm: GEMM_P = GEMM_Q = 320, GEMM_R = 104512,
+     * GEMM_UNROLL_M 8, 12-row tiles */
+    {"Haswell", 320, 12, 104512, 12, 8, 8},
+    {"Zen", 320, 12, 104512, 12, 8, 8},
 };
 
-/* the valid cuts of a side of length dim, 1..n: cut(j) is increasing */
+/* The valid cuts of a side of length dim: step, 2 step, ..., n step, and
+ * for columns maybe one more, half, in the last panels: OpenBLAS halves the
+ * last 1..2P columns (those past n P) at half, so a block may end there
+ * when it starts at n P, and start there when it runs to the end. */
 typedef struct {
-    int step, n;
+    int step, n, half;
 } cuts;
 
 static cuts side_cuts(int cols, int dim)
 {
-    cuts c = {0, 0};
+    cuts c = {0, 0, 0};
     if (cols) {
         c.step = rule.panel;
         c.n = dim / rule.panel - 1; /* P-panels are taken while 2P are left */
+        if (c.n < 0) c.n = 0;
+        int last = dim - c.n * rule.panel, u = rule.unroll;
+        if (u > 0 && last > rule.panel) c.half = c.n * rule.panel + (last / 2 + u - 1) / u * u;
     } else if (rule.rblock > 0 && dim > rule.rblock) {
         c.step = rule.rblock;
         c.n = (dim - 1) / rule.rblock;
@@ -100,7 +108,7 @@ typedef struct {
     const float *A, *B;
     float *C;
     int cols;                  /* split C's columns (else its rows) */
-    int tail;                  /* cols: C's last `tail` rows are done apart, whole, with block 0 */
+    int tail;                  /* cols: C's last `tail` rows are done apart, whole, with the last block */
     int pieces;                /* blocks [at[i], at[i+1]) */
     int at[MAX_PIECES + 1];
 } gemm_split;
@@ -127,7 +135,7 @@ static void gemm_pieces(void *p, int lo, int hi)
     gemm_split *g = p;
     for (int i = lo; i < hi; i++) {
         block(g, g->at[i], g->at[i + 1]);
-        if (i == 0 && g->tail) {
+        if (i == g->pieces - 1 && g->tail) {
             int s = g->M - g->tail;
             sgemm1(g->ta, g->tb, g->tail, g->N, g->K, g->alpha, g->A + (g->ta ? (size_t)s : (size_t)s * g->lda),
                    g->lda, g->B, g->ldb, g->beta, g->C + (size_t)s * g->ldc, g->ldc);
@@ -145,29 +153,33 @@ static int tail_rows(int M)
 }
 
 /* The best cut of one side into at most `most` blocks of at least `least`
- * (rows or columns): the widest block as narrow as can be, then the fewest
+ * (rows or columns), the last one also doing work worth `extra` of them:
+ * the widest block (with that work) as narrow as can be, then the fewest
  * blocks. Fills at[] and returns the count of blocks and the widest one. */
-static int plan(int cols, int dim, long long least, int most, int *at, int *widest)
+static int plan(int cols, int dim, long long extra, long long least, int most, int *at, int *widest)
 {
     cuts c = side_cuts(cols, dim);
     int best = 1, bw = dim;
     at[0] = 0, at[1] = dim;
-    if (most > c.n + 1) most = c.n + 1;
+    if (most > c.n + 1 + (c.half > 0)) most = c.n + 1 + (c.half > 0);
     if (most > MAX_PIECES) most = MAX_PIECES;
     for (int p = 2; p <= most; p++) {
         int try[MAX_PIECES + 1], w = 0, ok = 1;
         try[0] = 0, try[p] = dim;
         for (int i = 1; i < p && ok; i++) {
-            long long j = ((long long)dim * i / p + c.step / 2) / c.step;
+            /* the valid cut nearest to an even share */
+            long long x = (dim + extra) * i / p, j = (x + c.step / 2) / c.step;
             if (j < 1) j = 1;
             if (j > c.n) j = c.n;
-            try[i] = (int)(j * c.step);
+            long long at_j = c.n > 0 ? j * c.step : -(long long)dim;
+            try[i] = (int)(c.half && llabs(x - c.half) < llabs(x - at_j) ? c.half : at_j);
             ok = try[i] > try[i - 1];
         }
         for (int i = 0; i < p && ok; i++) {
-            int wi = try[i + 1] - try[i];
-            ok = wi >= least;
-            if (wi > w) w = wi;
+            long long wi = try[i + 1] - try[i];
+            ok = wi >= least && (try[i + 1] != c.half || try[i] == c.n * c.step);
+            if (i == p - 1) wi += extra;
+            if (wi > w) w = (int)wi;
         }
         if (ok && w < bw) {
             best = p, bw = w;
@@ -195,7 +207,7 @@ static int same_split(int ta, int tb, int cols, int M, int N, int K)
     sgemm1(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C0, N);
     gemm_split g = {ta, tb, M, N, K, lda, ldb, N, 1.0f, 0.0f, A, B, C1, cols, cols ? tail_rows(M) : 0, 0, {0}};
     int w;
-    g.pieces = plan(cols, cols ? N : M, 1, MAX_PIECES, g.at, &w);
+    g.pieces = plan(cols, cols ? N : M, 0, 1, MAX_PIECES, g.at, &w);
     gemm_pieces(&g, 0, g.pieces);
     int same = g.pieces >= 3 && memcmp(C0, C1, nc * sizeof(float)) == 0;
     free(A), free(B), free(C0), free(C1);
@@ -217,6 +229,7 @@ static void init(void)
             rule.rblock = known[i].rblock;
             rule.tile = known[i].tile;
             rule.tail = known[i].tail;
+            rule.unroll = known[i].unroll;
             rule.measured = 1;
         }
     /* each kind of cut once, blocks of SPLIT_MIN or more: C's columns cut
@@ -252,10 +265,12 @@ void blas_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A
     int tail = tail_rows(M), Mc = M - tail;
     gemm_split g = {ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C, 1, tail, 1, {0}};
     int at[MAX_PIECES + 1], wc = N, wr = M, pc = 1;
-    if (Mc > 0) pc = plan(1, N, (SPLIT_MIN + (long long)Mc * K - 1) / ((long long)Mc * K), threads, g.at, &wc);
-    int pr = plan(0, M, (SPLIT_MIN + (long long)N * K - 1) / ((long long)N * K), threads, at, &wr);
-    /* by columns, block 0 also does the tail rows */
-    long long c_cost = (long long)wc * Mc + PACK * ((long long)wc + Mc) + (tail ? (long long)tail * N + PACK * ((long long)tail + N) : 0);
+    if (Mc > 0)
+        pc = plan(1, N, (long long)tail * N / Mc, (SPLIT_MIN + (long long)Mc * K - 1) / ((long long)Mc * K), threads,
+                  g.at, &wc);
+    int pr = plan(0, M, 0, (SPLIT_MIN + (long long)N * K - 1) / ((long long)N * K), threads, at, &wr);
+    /* by columns, the last block also does the tail rows (in wc) */
+    long long c_cost = (long long)wc * Mc + PACK * ((long long)wc + Mc) + (tail ? PACK * ((long long)tail + N) : 0);
     long long r_cost = (long long)wr * N + PACK * ((long long)wr + N);
     if (pr > 1 && (pc < 2 || r_cost < c_cost)) {
         g.cols = 0, g.tail = 0, g.pieces = pr;
@@ -293,6 +308,7 @@ const char *blas_config(void) { return openblas_get_config(); }
 blas_split_rule blas_split(void)
 {
     pthread_once(&once, init);
-    blas_split_rule r = {rule.core, rule.panel, rule.rows, rule.rblock, rule.tile, rule.tail, rule.split, rule.measured};
+    blas_split_rule r = {rule.core,      rule.panel, rule.rows,  rule.rblock, rule.tile,
+                         rule.tail,      rule.unroll, rule.split, rule.measured};
     return r;
 }

@@ -32,7 +32,9 @@ const char *blas_config(void);
 
 /* Where blas_sgemm cuts a product for the kernel in use (the header of
  * lib/blas.c says why): C's columns at multiples of `panel`, never inside
- * the last 2 * panel of them; its rows at multiples of `rows`, or of
+ * the last 1..2 panels of them but where OpenBLAS halves those (at half
+ * their width rounded up to `unroll`; 0: not there); its rows at multiples
+ * of `rows`, or of
  * `rblock` when there are more rows than that (0: no such limit); cut by
  * columns, a last row tile (of `tile`) of `tail` rows or more is done
  * apart, over all the columns, as a block of its own (tile 0: never). `split`
@@ -42,7 +44,7 @@ const char *blas_config(void);
  * the rule taken for any other. */
 typedef struct {
     const char *core;
-    int panel, rows, rblock, tile, tail, split, measured;
+    int panel, rows, rblock, tile, tail, unroll, split, measured;
 } blas_split_rule;
 blas_split_rule blas_split(void);
 

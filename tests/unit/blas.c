@@ -108,7 +108,7 @@ int main(void) {
     CHECK(rule.split, "blas: core '%s': products cut by the rule (columns at %d, rows at %d, GEMM_R %d) keep their bytes",
           rule.core, rule.panel, rule.rows, rule.rblock);
     if (rule.measured) {
-        int P = rule.panel, R = rule.rows, o[7], d[7];
+        int P = rule.panel, R = rule.rows, o[8], d[8], h = (210 + rule.unroll - 1) / rule.unroll * rule.unroll;
         d[0] = cut_differs(1, 36, 4 * P + 100, 300, P, 2 * P, P, &o[0], &r);           /* a panel */
         d[1] = cut_differs(1, 36, 4 * P + 100, 300, 2 * P, 4 * P + 100, P, &o[1], &r); /* the last ones */
         d[2] = cut_differs(0, 4 * R + 7, 40, 300, R, 4 * R + 7, P, &o[2], &r);         /* row tiles */
@@ -116,9 +116,10 @@ int main(void) {
         d[4] = cut_differs(1, 36, 3 * P + 100, 300, P, 3 * P, P, &o[4], &r);           /* into the last 2 */
         d[5] = cut_differs(0, 300, 40, 300, 64, 128, P, &o[5], &r);                    /* across a tile */
         d[6] = cut_differs(1, 20, 4 * P + 100, 300, P, 2 * P, P, &o[6], &r); /* a last tile of 8 rows */
-        CHECK(d[0] == 0 && d[1] == 0 && d[2] == 0,
-              "blas: '%s': blocks of whole panels (%d columns) or row tiles (%d rows) have the whole product's bytes",
-              rule.core, P, R);
+        d[7] = cut_differs(1, 36, 4 * P + 100, 300, 3 * P, 3 * P + h, P, &o[7], &r); /* half the last 420 */
+        CHECK(d[0] == 0 && d[1] == 0 && d[2] == 0 && d[7] == 0,
+              "blas: '%s': blocks of whole panels (%d columns, the last ones halved) or row tiles (%d rows) have "
+              "the whole product's bytes", rule.core, P, R);
         CHECK(d[3] > 0 && d[4] > 0 && d[5] > 0 && o[3] == 0 && o[4] == 0 && o[5] == 0,
               "blas: '%s': blocks cut across panels or row tiles differ (%d, %d, %d elements), only within 8 columns "
               "of a panel end or in the last row tile", rule.core, d[3], d[4], d[5]);
