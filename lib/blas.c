@@ -9,35 +9,42 @@
  *
  * Why the split keeps the bytes. OpenBLAS sums each element of C over the
  * full K in an order fixed by the K blocking (GEMM_Q: it depends on K only,
- * so a block has the same) and by where the element falls in the blocking of
- * the other two sides, and that part depends on the kernel:
+ * so a block has the same) and, on some kernels, by where the element falls
+ * in the blocking of the other two sides, which a block computed alone
+ * redoes from its own start. Measured on 0.3.21's Haswell/Zen kernel (the
+ * same whatever the K, the transposes or the addresses; tests/unit/blas.c
+ * pins it):
  *   - C's columns are the m side of OpenBLAS's column-major product (row-major
- *     C is its transpose). The driver packs m in panels of GEMM_P, taking P
- *     while 2P or more are left and then halving the rest (rounded up to the
- *     unroll), and restarts them in each call. With 0.3.21's Haswell/Zen
- *     kernel (P = 320) the first and the last 8 columns of every panel are
- *     summed in another order than the others (whatever the K, the
- *     transposes or the addresses: tests/unit/blas.c shows it), so a block
- *     keeps its bytes only when its columns are whole panels of the unsplit
- *     product: cuts at multiples of P, and in the final 1..2P columns only
- *     where OpenBLAS halves them.
- *   - C's rows are the kernel's n side, done in register tiles (12 wide on
- *     Haswell/Zen, 8/4/2/1 for the rest at the end) from the start of each
- *     GEMM_R block: a cut must fall on a tile boundary, a multiple of 12 here
- *     (and of GEMM_R when there are more rows than that).
- *   - Every block has at least SPLIT_MIN multiply-adds: below that OpenBLAS
- *     (0.3.21, SkylakeX) takes its direct or small-matrix kernels, which sum
- *     in another order, and a block must never take them when the unsplit
- *     product would not.
- * The cut rule comes from a table of the kernels measured (chosen by
- * openblas_get_corename()); any other kernel gets the rule that held on the
- * SkylakeX kernel (columns and rows cut at multiples of 64: its kernel sums
- * in the same order wherever the tile falls). At start-up a self-check runs
- * a product of each kind cut by the rule and compares the bytes with the
- * unsplit one; if either differs, no product is split (the thread count
- * then changes the speed of GEMMs, never their bytes). A product too small
- * for two blocks runs unsplit on the calling thread, whatever the thread
- * count. tests/unit/blas.c checks the bytes. */
+ *     C is its transpose). The driver takes m in panels of GEMM_P = 320,
+ *     P while 2P or more are left, then the rest halved (rounded up to
+ *     GEMM_UNROLL_M = 8), afresh in each call; the first and the last 8
+ *     columns of every panel are summed in another order than the others.
+ *     So a block keeps its bytes only when it is whole panels of the
+ *     unsplit product: cuts at multiples of P, and in the last 1..2P
+ *     columns only where OpenBLAS halves them.
+ *   - C's rows are the kernel's n side, in tiles of 12 rows (8/4/2/1 for a
+ *     rest at the end) from the start of each GEMM_R block (104512 rows), an
+ *     element's order depending on its place in its tile: row cuts at
+ *     multiples of 12 (of GEMM_R past it).
+ *   - In the first panel of a call (computed while B is packed, 12 rows at a
+ *     time and then 4) a last tile of 8..11 rows is summed in another order
+ *     than in the other panels; a block of columns other than the first has
+ *     another first panel, so when cutting columns such rows are done apart,
+ *     over all the columns, in one sgemm of their own.
+ * Every block also has at least SPLIT_MIN = 2^21 multiply-adds: below that
+ * OpenBLAS 0.3.21 on SkylakeX takes its direct or small-matrix kernels
+ * (sgemm_direct_performant, small_matrix_permit), which sum in another
+ * order, and a block must never take them when the unsplit product would
+ * not. The rule for the kernel in use comes from a table of those measured
+ * (by openblas_get_corename()); any other kernel gets the rule the unit
+ * tests passed with on the SkylakeX kernel (rows and columns cut at
+ * multiples of 64). At start-up a self-check computes a product of each
+ * kind cut by the rule and compares its bytes with the unsplit one; if
+ * either differs, no product is split (the thread count then changes the
+ * speed of GEMMs, never their bytes). A product too small for two blocks
+ * runs unsplit on the calling thread, whatever the thread count. The
+ * blocks are chosen to even out each one's multiply-adds and packing;
+ * tests/unit/blas.c checks the bytes. */
 #include "blas.h"
 
 #include "par.h"
@@ -55,7 +62,7 @@
 /* how products may be cut for the kernel in use */
 static struct {
     const char *core;
-    int panel;  /* column cuts at multiples of this (GEMM_P), the last 2P kept whole */
+    int panel;  /* column cuts at multiples of this (GEMM_P), in the last 1..2P only at their half */
     int rows;   /* row cuts at multiples of this */
     int rblock; /* GEMM_R: with more rows than this, cuts only at its multiples (0: no limit) */
     int tile, tail; /* column cuts: a last row tile of tail..tile-1 rows is done apart (tile 0: none) */
@@ -232,12 +239,13 @@ static void init(void)
             rule.unroll = known[i].unroll;
             rule.measured = 1;
         }
-    /* each kind of cut once, blocks of SPLIT_MIN or more: C's columns cut
-     * at panels with a last block of 1.5 panels (halved by OpenBLAS), the
-     * rows not a multiple of any tile; K over two GEMM_Q on the rows */
+    /* each kind of cut, blocks of SPLIT_MIN or more: 32 rows (2 tiles of
+     * 12 and 8) cut by columns at panels and at the half of a last 1.5
+     * panels, K between GEMM_Q and twice that on Haswell/Zen; a count of
+     * rows no multiple of any tile, cut by rows, K over twice GEMM_Q */
     int P = rule.panel, R = rule.rows;
     int kc = (int)(SPLIT_MIN / (20LL * P)) + 13, kr = (int)(SPLIT_MIN / (20LL * R)) + 7;
-    rule.split = same_split(0, 0, 1, 20, 3 * P + P / 2 + 4, kc) && same_split(1, 1, 0, 2 * R + R / 2 + 5, 20, kr);
+    rule.split = same_split(0, 0, 1, 32, 3 * P + P / 2 + 4, kc) && same_split(1, 1, 0, 2 * R + R / 2 + 5, 20, kr);
 }
 
 void blas_sgemm_serial(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
