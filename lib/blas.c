@@ -57,7 +57,7 @@
 
 #define SPLIT_MIN (1LL << 21)
 #define MAX_PIECES 64
-#define PACK 12 /* packing an element of A or B, in multiply-adds of time (8..15 measured on Zen) */
+#define PACK 4 /* packing an element of A or B, in multiply-adds of time (chosen by timing splits on Zen) */
 
 /* how products may be cut for the kernel in use */
 static struct {
