@@ -38,7 +38,8 @@
  * not. The rule for the kernel in use comes from a table of those measured
  * (by openblas_get_corename()); any other kernel gets the rule the unit
  * tests passed with on the SkylakeX kernel (rows and columns cut at
- * multiples of 64). At start-up a self-check computes a product of each
+ * multiples of 64; the Sandybridge and Nehalem kernels, whose order does
+ * not depend on the place, pass with it too). At start-up a self-check computes a product of each
  * kind cut by the rule and compares its bytes with the unsplit one; if
  * either differs, no product is split (the thread count then changes the
  * speed of GEMMs, never their bytes). A product too small for two blocks

@@ -34,12 +34,11 @@ const char *blas_config(void);
  * lib/blas.c says why): C's columns at multiples of `panel`, never inside
  * the last 1..2 panels of them but where OpenBLAS halves those (at half
  * their width rounded up to `unroll`; 0: not there); its rows at multiples
- * of `rows`, or of
- * `rblock` when there are more rows than that (0: no such limit); cut by
- * columns, a last row tile (of `tile`) of `tail` rows or more is done
- * apart, over all the columns, as a block of its own (tile 0: never). `split`
- * is 0 when the start-up self-check found a cut by this rule changing the
- * bytes: no product is then split. `core` is openblas_get_corename();
+ * of `rows`, or of `rblock` when there are more rows than that (0: no such
+ * limit). Cut by columns, a last row tile (of `tile` rows) of `tail` rows
+ * or more is done apart, over all the columns, with the last block (tile 0:
+ * never). `split` is 0 when the start-up self-check found a cut by this
+ * rule changing the bytes: no product is then split. `core` is openblas_get_corename();
  * `measured` is 1 when the rule is the one measured for that kernel, 0 for
  * the rule taken for any other. */
 typedef struct {
