@@ -90,7 +90,7 @@ static const char *const METHODS[] = {"adip-stage2", "erm", "kd", "sd"};
 
 /* a training image: the manifest row's path and keys */
 typedef struct {
-    char *id, *path;
+    char *id, *path, *domain;
     int label, dom;
 } image_row;
 
@@ -151,6 +151,41 @@ done:
     json_free(ja);
     json_free(jb);
     return buf;
+}
+
+/* the validation images and what evaluates on them */
+typedef struct {
+    student *st;
+    head *h;
+    const uint8_t *pix; /* (N, S, S, 3) */
+    const int *y, *dom;
+    int64_t N;
+    int ndom, size, bn_train;
+    float mean[3], std[3];
+} val_set;
+
+/* The Predict rule on the validation images, BatchNorm in eval mode: each
+ * domain's accuracy, their mean and the mean cross-entropy (train_evaluate). */
+static void evaluate(const val_set *v, double *dacc, double *acc, double *loss, int64_t step)
+{
+    enum { CHUNK = 32 };
+    size_t hw = (size_t)v->size * v->size;
+    int Ds = student_feature_dim(v->st);
+    float *x = xmalloc_aligned((size_t)CHUNK * 3 * hw * sizeof(float));
+    float *f = xmalloc_aligned(((size_t)v->N + 1) * Ds * sizeof(float));
+    char err[VL_ERRLEN];
+    if (v->bn_train) student_set_bn_train(v->st, 0);
+    for (int64_t s = 0; s < v->N; s += CHUNK) {
+        int nb = v->N - s < CHUNK ? (int)(v->N - s) : CHUNK;
+        for (int i = 0; i < nb; i++) embed_pixels(x + (size_t)i * 3 * hw, v->pix + (size_t)(s + i) * hw * 3, hw, v->mean, v->std);
+        if (student_forward(v->st, f + (size_t)s * Ds, x, nb, v->size, v->size, 0, err) != 0)
+            die(1, "step %lld: validation: %s", (long long)step, err);
+    }
+    if (v->bn_train) student_set_bn_train(v->st, 1);
+    train_evaluate(v->h, f, v->y, v->dom, (int)v->N, v->ndom, dacc, acc, loss);
+    if (!isfinite(*loss)) die(1, "step %lld: the validation loss is %g", (long long)step, *loss);
+    free(x);
+    free(f);
 }
 
 /* one evaluation, as the log writes it */
@@ -292,8 +327,6 @@ int main(int argc, char **argv)
     int C, D = 0;
     char **classes = NULL;
     float *T = NULL; /* (C, D) the text matrix (kd, sd) */
-    mp_val *teacher_hist = NULL;
-    (void)teacher_hist;
     if (objective == TRAIN_ADIP) {
         st_file f;
         if (st_open(&f, model, err) != 0) die(1, "--model: %s", err);
@@ -407,34 +440,20 @@ int main(int argc, char **argv)
             r->path = xstrdup(row.path);
         }
         r->label = (int)row.label;
+        r->domain = xstrdup(row.domain);
         r->dom = -1;
     }
     mf_close(&m);
     fclose(mf);
     if (nimg == 0) die(1, "%s: no training image (split '%s', test domains left out)", mpath, train_split);
     /* the source domains sorted by name, as align-fit's */
-    {
-        FILE *again = fopen(mpath, "r");
-        mf_open(&m, again, mpath);
-        for (int i = 0; (rc = mf_next(&m, &row, err)) > 0;) {
-            if (i < nimg && strcmp(row.id, img_rows[i].id) == 0) dom_index(&dom, &ndom, row.domain), i++;
-        }
-        mf_close(&m);
-        fclose(again);
-    }
+    for (int i = 0; i < nimg; i++) dom_index(&dom, &ndom, img_rows[i].domain);
     for (int a = 1; a < ndom; a++)
         for (int b = a; b > 0 && strcmp(dom[b - 1], dom[b]) > 0; b--) {
             char *t = dom[b];
             dom[b] = dom[b - 1], dom[b - 1] = t;
         }
-    {
-        FILE *again = fopen(mpath, "r");
-        mf_open(&m, again, mpath);
-        for (int i = 0; (rc = mf_next(&m, &row, err)) > 0;)
-            if (i < nimg && strcmp(row.id, img_rows[i].id) == 0) img_rows[i++].dom = dom_index(&dom, &ndom, row.domain);
-        mf_close(&m);
-        fclose(again);
-    }
+    for (int i = 0; i < nimg; i++) img_rows[i].dom = dom_index(&dom, &ndom, img_rows[i].domain);
     if (ndom < 2)
         die(1, "%s: one source domain only ('%s'): leave-one-domain-out needs at least two (is --test-domain right?)",
             mpath, dom[0]);
@@ -624,9 +643,8 @@ int main(int argc, char **argv)
     train_objective ob = {.objective = objective, .lambda = (float)lambda, .tau = (float)tau, .h = &h, .text = T,
                           .C = C, .D = D};
     train_ws ws = {0};
-    enum { VCHUNK = 32 };
-    float *vx = xmalloc_aligned((size_t)VCHUNK * 3 * hw * sizeof(float));
-    float *fv = xmalloc_aligned(((size_t)NV + 1) * Ds * sizeof(float));
+    val_set vs = {st, &h, vpix, yv, dv, NV, ndom, (int)size, bn_train, {mean[0], mean[1], mean[2]},
+                  {stdv[0], stdv[1], stdv[2]}};
     int dead = use_swad && sw_.dead;
     for (int64_t step = start; step < steps && !dead; step++) {
         for (int j = 0; j < B; j++) idx[j] = j;
@@ -649,21 +667,10 @@ int main(int argc, char **argv)
         if (trains_head) memcpy(cur + sp->numel, h.p.data, h.p.numel * sizeof(float));
         if (use_swad) swad_update(&sw_, cur);
         if (step % every == 0 || step == steps - 1) {
-            /* the Predict rule on the validation images, BatchNorm in eval mode */
-            if (bn_train) student_set_bn_train(st, 0);
-            for (int64_t s = 0; s < NV; s += VCHUNK) {
-                int nb = NV - s < VCHUNK ? (int)(NV - s) : VCHUNK;
-                for (int i = 0; i < nb; i++)
-                    embed_pixels(vx + (size_t)i * 3 * hw, vpix + (size_t)(s + i) * hw * 3, hw, mean, stdv);
-                if (student_forward(st, fv + (size_t)s * Ds, vx, nb, (int)size, (int)size, 0, err) != 0)
-                    die(1, "step %lld: validation: %s", (long long)step, err);
-            }
-            if (bn_train) student_set_bn_train(st, 1);
             ev = xrealloc(ev, (size_t)(nev + 1) * sizeof *ev);
             eval_rec *r = &ev[nev++];
             r->dacc = xmalloc((size_t)ndom * sizeof(double));
-            train_evaluate(&h, fv, yv, dv, (int)NV, ndom, r->dacc, &r->acc, &r->vloss);
-            if (!isfinite(r->vloss)) die(1, "step %lld: the validation loss is %g", (long long)step, r->vloss);
+            evaluate(&vs, r->dacc, &r->acc, &r->vloss, step);
             r->step = step;
             r->loss = sums[0] / nsum, r->cos_image = sums[1] / nsum, r->cos_text = sums[2] / nsum;
             r->ce = sums[3] / nsum, r->kl = sums[4] / nsum;
@@ -738,6 +745,8 @@ int main(int argc, char **argv)
     if (trains_head) memcpy(h.p.data, cur + sp->numel, h.p.numel * sizeof(float));
     if (memcmp(w0, sp->data, sp->numel * sizeof(float)) == 0)
         die(1, "the backbone's weights did not move in %lld steps (is --lr 0?)", steps);
+    double final_acc, final_loss, *final_dacc = xmalloc((size_t)ndom * sizeof(double));
+    evaluate(&vs, final_dacc, &final_acc, &final_loss, steps);
 
     /* the model file */
     stw *w = stw_new();
@@ -767,7 +776,7 @@ int main(int argc, char **argv)
     stw_meta(w, "vl2v.std", num);
     snprintf(num, sizeof num, "%lld", (long long)(use_swad ? to_step : best_step));
     stw_meta(w, "vl2v.best_step", num);
-    snprintf(num, sizeof num, "%.17g", use_swad ? (nev ? ev[nev - 1].acc : NAN) : best_acc);
+    snprintf(num, sizeof num, "%.17g", final_acc);
     stw_meta(w, "vl2v.val_acc", num);
     snprintf(num, sizeof num, "{\"from\":%lld,\"to\":%lld,\"iterates\":%lld,\"swad\":%s}", (long long)from,
              (long long)to_step, (long long)averaged, use_swad ? (swad_converged(&sw_) ? "true" : "\"not converged\"")
@@ -822,6 +831,10 @@ int main(int argc, char **argv)
         mpw_int(&ls.w, from);
         mpw_str(&ls.w, "steps_to");
         mpw_int(&ls.w, to_step);
+        mpw_str(&ls.w, "val_acc");
+        mpw_f64(&ls.w, final_acc);
+        mpw_str(&ls.w, "val_loss");
+        mpw_f64(&ls.w, final_loss);
         sw_trailer_end(&ls);
         output_commit(&lo, &ls);
     }
