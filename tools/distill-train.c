@@ -430,6 +430,9 @@ int main(int argc, char **argv)
         if (row.label < 0 || row.label >= C)
             die(1, "%s:%llu: id '%s': label %lld is not one of the %d classes", mpath, (unsigned long long)row.line,
                 row.id, (long long)row.label, C);
+        for (int i = 0; i < nimg; i++) /* (id, view) is the join key: an id once */
+            if (strcmp(img_rows[i].id, row.id) == 0)
+                die(1, "%s:%llu: id '%s' repeats an earlier row", mpath, (unsigned long long)row.line, row.id);
         img_rows = xrealloc(img_rows, (size_t)(nimg + 1) * sizeof *img_rows);
         image_row *r = &img_rows[nimg++];
         r->id = xstrdup(row.id);

@@ -6,7 +6,7 @@
 # runs; SIGKILL at random points then the same command gives the same
 # bytes as an uninterrupted run; a changed setting is refused unless
 # --restart; a missing teacher embedding and weights that do not move are
-# errors.
+# errors
 set -u
 cd "${VL2V_ROOT:-$(dirname "$0")/../..}" || exit 2
 PY=${PYTHON:-/usr/bin/python3}
@@ -71,6 +71,13 @@ sys.exit(not (w['swad'] is False and w['from'] == w['to'] == int(m['vl2v.best_st
     echo "PASS: distill_train: --no-swad keeps one step's weights, the best validation accuracy's" ||
     echo "FAIL: distill_train: --no-swad"
 
+# the same bytes on 1 and 2 threads
+for t in 1 2; do
+    distill-train "${adip[@]}" --steps 4 --eval-every 2 --batch-per-domain 2 --threads $t -o "$d/t$t.safetensors"
+done
+cmp -s "$d/t1.safetensors" "$d/t2.safetensors" && echo "PASS: distill_train: the same model file on 1 and 2 threads" ||
+    echo "FAIL: distill_train: the model files of 1 and 2 threads differ"
+
 # exact resume: SIGKILL at random points, then the same command again
 run=("${adip[@]}" --steps 12 --eval-every 2 --batch-per-domain 2 --checkpoint "$d/ck" --checkpoint-every 2
     -o "$d/resumed.safetensors")
@@ -130,6 +137,22 @@ fails() { # NAME PATTERN ARGS...
 fails "a view without its teacher embedding" "id 'b/1' view 1 has no teacher embedding" "${adip[@]}" --steps 2 \
     --teacher "$d/teacher_missing.mp"
 fails "weights that do not move" "did not move" "${adip[@]}" --steps 2 --lr 0
+"$PY" - "$d" <<'PY'
+import sys
+import numpy as np
+sys.path.insert(0, "tests/ref")
+from st_io import st_load, st_save
+d = sys.argv[1]
+t, m = st_load(f"{d}/stage1.safetensors")
+t = {k: v.copy() for k, v in t.items()}
+t["proj.weight"][3, :] = 3e38  # z overflows: cos is inf / inf
+st_save(f"{d}/stage1_nan.safetensors", t, m)
+rows = open(f"{d}/train.tsv").read().splitlines(True)
+open(f"{d}/train_dup.tsv", "w").write("".join(rows + rows[1:2]))
+PY
+fails "a NaN loss, named with its step" "step 0: the loss is nan" "${adip[@]}" --steps 2 \
+    --model "$d/stage1_nan.safetensors"
+fails "a repeated id in the manifest" "id 'a/0' repeats" "${adip[@]}" --steps 2 --manifest "$d/train_dup.tsv"
 fails "no --model for adip" "--model is required" "${base[@]}" --steps 2
 
 # the man page names every option of --help
