@@ -3,10 +3,10 @@
 # (tests/ref/distill_train_ref.py make): the views it trains on are
 # imgdecode's bytes; the model file is deployable (predict reads it) and
 # carries the steps averaged; a log item per evaluation; every objective
-# runs; SIGKILL at random points then the same command gives the same
-# bytes as an uninterrupted run; a changed setting is refused unless
-# --restart; a missing teacher embedding and weights that do not move are
-# errors
+# runs; the same bytes on 1 and 2 threads; SIGKILL at random points then
+# the same command gives the same bytes as an uninterrupted run; a changed
+# setting is refused unless --restart; a missing teacher embedding, weights
+# that do not move, a NaN loss and a repeated id are errors.
 set -u
 cd "${VL2V_ROOT:-$(dirname "$0")/../..}" || exit 2
 PY=${PYTHON:-/usr/bin/python3}
