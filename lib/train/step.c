@@ -26,7 +26,10 @@ void train_ws_free(train_ws *ws)
 /* the head step's buffers for B rows of width w (outputs) and C (classes) */
 static void ws_reserve_rows(train_ws *ws, int B, int w, int C)
 {
-    if (B <= ws->cap) return;
+    if (B <= ws->cap && w <= ws->wcap && C <= ws->ccap) return;
+    if (B < ws->cap) B = ws->cap;
+    if (w < ws->wcap) w = ws->wcap;
+    if (C < ws->ccap) C = ws->ccap;
     free(ws->out);
     free(ws->dout);
     free(ws->probs);
@@ -38,6 +41,8 @@ static void ws_reserve_rows(train_ws *ws, int B, int w, int C)
     ws->c1 = xmalloc((size_t)B * sizeof(float));
     ws->c2 = xmalloc((size_t)B * sizeof(float));
     ws->cap = B;
+    ws->wcap = w;
+    ws->ccap = C;
 }
 
 static void ws_reserve(train_ws *ws, const head *h, int B)

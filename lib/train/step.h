@@ -26,7 +26,7 @@ typedef struct {
 /* Buffers for batches of up to cap rows, grown on demand. */
 typedef struct {
     float *out, *dout, *probs, *c1, *c2;
-    int cap;
+    int cap, wcap, ccap; /* rows, output width and classes reserved */
     /* the backbone step's: features, their gradient, KD's logits */
     float *feat, *dfeat, *tlog;
     size_t fcap, lcap;
