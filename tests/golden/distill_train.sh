@@ -71,6 +71,16 @@ sys.exit(not (w['swad'] is False and w['from'] == w['to'] == int(m['vl2v.best_st
     echo "PASS: distill_train: --no-swad keeps one step's weights, the best validation accuracy's" ||
     echo "FAIL: distill_train: --no-swad"
 
+# --bn train: BatchNorm on batch statistics moves the running statistics
+distill-train "${adip[@]}" --bn train --steps 4 --eval-every 2 --batch-per-domain 2 -o "$d/bn.safetensors" 2>/dev/null &&
+    "$PY" -c "
+import sys; sys.path.insert(0, 'tests/ref'); from st_io import st_load
+a, b = st_load('$d/student.safetensors')[0], st_load('$d/bn.safetensors')[0]
+f, t = st_load('$d/adip.safetensors')[0], 'features.18.1.running_var'
+sys.exit(not ((a[t] != b[t]).any() and (a[t] == f[t]).all()))" &&
+    echo "PASS: distill_train: --bn train moves BatchNorm's running statistics; frozen (the default) keeps them" ||
+    echo "FAIL: distill_train: --bn train"
+
 # the same bytes on 1 and 2 threads
 for t in 1 2; do
     distill-train "${adip[@]}" --steps 4 --eval-every 2 --batch-per-domain 2 --threads $t -o "$d/t$t.safetensors"
@@ -83,7 +93,7 @@ run=("${adip[@]}" --steps 12 --eval-every 2 --batch-per-domain 2 --checkpoint "$
     -o "$d/resumed.safetensors")
 distill-train "${adip[@]}" --steps 12 --eval-every 2 --batch-per-domain 2 -o "$d/whole.safetensors"
 kills=0
-for delay in 0.5 0.9 1.2; do
+for delay in 0.4 0.9; do
     distill-train "${run[@]}" 2>/dev/null &
     pid=$!
     sleep $delay
