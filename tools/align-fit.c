@@ -356,6 +356,7 @@ int main(int argc, char **argv)
     long long best_step = -1;
     double sum_loss = 0, sum_c1 = 0, sum_c2 = 0;
     long long nsum = 0;
+    progress_start("steps", (uint64_t)steps);
     for (long long step = 0; step < steps; step++) {
         if (!full) {
             int n = train_sampler_batch(&smp, (uint64_t)seed, step, (int)bpd, idx);
@@ -401,11 +402,13 @@ int main(int argc, char **argv)
             }
             if (sw_item_end(&ls) != 0) die(1, "%s: write error: %s", logpath, strerror(ls.w.err));
         }
-        progress("step %lld/%lld: loss %.5f, source validation accuracy %.4f (best %.4f at step %lld)", step + 1,
-                 steps, sum_loss / nsum, acc, best_acc, best_step);
+        progress_count((uint64_t)step + 1, PROGRESS_NO_DROPS,
+                       "loss %.5f, source validation accuracy %.4f (best %.4f at step %lld)", sum_loss / nsum, acc,
+                       best_acc, best_step);
         sum_loss = sum_c1 = sum_c2 = 0, nsum = 0;
     }
-    progress_done();
+    progress_end((uint64_t)steps, PROGRESS_NO_DROPS, "best source validation accuracy %.4f at step %lld", best_acc,
+                 best_step);
     memcpy(h.p.data, bestw, h.p.numel * sizeof(float));
 
     /* the model file and its provenance */

@@ -52,9 +52,22 @@ char **input_list(int argc, char **argv, int *n);
 long long parse_int(const char *usage, const char *opt, const char *s, long long lo, long long hi);
 double parse_double(const char *usage, const char *opt, const char *s, double lo, double hi);
 
-/* Progress on stderr when it is a terminal or -v was given; rate-limited. */
-void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void progress_done(void);
+/* Progress on stderr, shown when it is a terminal or -v was given: a run
+ * that handles DONE items of a kind (UNIT: "images", "records") calls
+ * progress_start once (TOTAL: how many there will be, 0 when unknown),
+ * progress_count after each batch (DONE kept and DROPPED dropped so far; the first line at once, then at most one
+ * a second; with the rate, and the fraction done and an ETA where the total
+ * or the input file's size (progress_input) tells them) and progress_end
+ * once at the end, which always prints the totals: records, dropped, rate,
+ * elapsed. fmt (or NULL) adds a tool's own figures after a ';'. dropped
+ * PROGRESS_NO_DROPS leaves the dropped count out (training steps). */
+#define PROGRESS_NO_DROPS UINT64_MAX
+void progress_start(const char *unit, uint64_t total);
+/* The input is read from fd: when it is a regular file, its offset over its
+ * size gives the fraction done where no total was given. */
+void progress_input(int fd);
+void progress_count(uint64_t done, uint64_t dropped, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void progress_end(uint64_t done, uint64_t dropped, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Opens path for reading ("-" or NULL: stdin) and returns a stream reader
  * named after it, or dies. close_stream closes the file and frees r. */

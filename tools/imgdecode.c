@@ -20,6 +20,7 @@
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const char USAGE[] =
     "usage: imgdecode [-v] [--size S] [--augment] [--views K] [--seed N] [--exact]\n"
@@ -69,6 +70,25 @@ static void item_end(sw *s, const mf_row *row, long long view)
     mpw_str(w, "path");
     mpw_str(w, row->path);
     if (sw_item_end(s) != 0) die(1, "write error: %s", strerror(s->w.err));
+}
+
+/* The rows of a manifest file (its lines less the header and comments),
+ * read ahead for the progress line; 0 (unknown) for a pipe. */
+static uint64_t manifest_rows(FILE *f)
+{
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+    long at = ftell(f);
+    if (at < 0) return 0;
+    uint64_t lines = 0;
+    int c, bol = 1;
+    while ((c = getc(f)) != EOF) {
+        if (bol && c != '#' && c != '\n') lines++;
+        bol = c == '\n';
+    }
+    clearerr(f);
+    if (fseek(f, at, SEEK_SET) != 0) return 0;
+    return lines > 0 ? lines - 1 : 0;
 }
 
 int main(int argc, char **argv)
@@ -147,7 +167,7 @@ int main(int argc, char **argv)
     img_idx_cache cache = {0};
     img *pics = xcalloc((size_t)views, sizeof(img));
     uint64_t images = 0;
-    double t0 = vl_now();
+    progress_start("images", manifest_rows(mf));
     mf_row row;
     int rc;
     while ((rc = mf_next(&m, &row, err)) != 0) {
@@ -211,13 +231,9 @@ int main(int argc, char **argv)
                       (unsigned long long)row.line, row.id, err);
             if (src.data) img_src_free(&src);
         }
-        progress("%llu images, %llu dropped, %.1f images/s", (unsigned long long)images,
-                 (unsigned long long)s.dropped, images / (vl_now() - t0 + 1e-9));
+        progress_count(images, s.dropped, NULL);
     }
-    progress_done();
-    if (tool_verbose)
-        warnx("%llu images, %llu records, %llu dropped in %.2f s", (unsigned long long)images,
-              (unsigned long long)s.records, (unsigned long long)s.dropped, vl_now() - t0);
+    progress_end(images, s.dropped, "%llu records", (unsigned long long)s.records);
     if ((long long)s.dropped > to.max_errors) {
         /* the good items go out, the trailer does not: the stream is incomplete */
         if (!out.is_file) mpw_flush(&s.w, 0);

@@ -96,9 +96,11 @@ int main(int argc, char **argv)
     uint64_t upstream_dropped = 0, dropped_here = 0, nstreams = 0;
     char err[VL_ERRLEN];
     stream_keys *keys = stream_keys_new();
+    progress_start("records", 0);
 
     for (int i = 0; i < nin; i++) {
         sr *r = open_stream(inputs[i]);
+        if (nin == 1) progress_input(r->fd);
         if (sr_header(r, NULL) != 0) die(1, "%s", r->err);
         int more;
         do {
@@ -142,7 +144,7 @@ int main(int argc, char **argv)
                     mpw_raw(&s.w, r->raw, r->raw_len); /* items pass through byte for byte */
                     if (mpw_flush(&s.w, 1 << 20) != 0) die(1, "write error: %s", strerror(s.w.err));
                 }
-                progress("%llu records", (unsigned long long)s.records);
+                progress_count(s.records, dropped_here, NULL);
             }
             if (rc < 0) die(1, "%s", r->err);
             upstream_dropped += (uint64_t)sr_trailer_dropped(r);
@@ -151,7 +153,7 @@ int main(int argc, char **argv)
         } while (more == 1);
         close_stream(r);
     }
-    progress_done();
+    progress_end(s.records, dropped_here, NULL);
     stream_keys_free(keys);
     s.dropped = upstream_dropped + dropped_here;
     if (check_only) {

@@ -69,6 +69,8 @@ static int do_export(const char *in, const char *out, const char *idpath, const 
                     "export: -o FILE.npy is needed (the array's shape is written at the end)");
     char err[VL_ERRLEN];
     sr *r = open_stream(in);
+    progress_start("vectors", 0);
+    progress_input(r->fd);
     if (sr_header(r, "embedding") != 0) die(1, "%s", r->err);
     int64_t dim = r->dim;
     vl_afile npy, ids, labs;
@@ -109,13 +111,13 @@ static int do_export(const char *in, const char *out, const char *idpath, const 
                 die(1, "%s: write: %s", labpath, strerror(errno));
         }
         rows++;
-        progress("%" PRIu64 " vectors", rows);
+        progress_count(rows, 0, NULL);
     }
     if (rc < 0) die(1, "%s", r->err);
     if (sr_finish(r) != 0) die(1, "%s", r->err);
     int64_t up = sr_trailer_dropped(r);
     if (up > 0) warnx("%s: %" PRId64 " items were dropped upstream", r->name, up);
-    progress_done();
+    progress_end(rows, 0, NULL);
     npy_header(hdr, rows, dim);
     if (fseek(npy.fp, 0, SEEK_SET) != 0) die(1, "%s: seek: %s", out, strerror(errno));
     put_or_die(&npy, hdr, NPY_HDR, out);
@@ -323,9 +325,9 @@ static int do_import(int argc, char **argv, const char *in, const char *out, con
             mpw_int(&s.w, label);
         }
         if (sw_item_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
-        progress("%" PRIu64 " vectors", s.records);
+        progress_count(s.records, s.dropped, NULL);
     }
-    progress_done();
+    progress_end(s.records, s.dropped, NULL);
     sw_trailer_begin(&s);
     sw_trailer_end(&s);
     output_commit(&o, &s);

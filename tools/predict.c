@@ -162,7 +162,7 @@ static int emit_batch(void *ctx, const mp_val *keys, int B, const float *feat, c
         write_prediction(O, &k, lg + (size_t)i * O->h->C);
     }
     free(lg);
-    progress("%llu images", (unsigned long long)O->s->records);
+    progress_count(O->s->records, O->d->dropped, NULL);
     return 0;
 }
 
@@ -201,8 +201,10 @@ static uint64_t predict_images(out_ctx *O, const char *weights, const char *arch
     sw_init(O->s, out->fd);
     write_header(O->s, h, method, &r->header, argc, argv);
     uint64_t upstream;
+    progress_start("images", 0);
+    progress_input(r->fd);
     if (embed_stream(r, &eo, &upstream, err) != 0) die(1, "%s", err);
-    progress_done();
+    progress_end(O->s->records, O->d->dropped, NULL);
     student_free(st);
     return upstream;
 }

@@ -162,6 +162,19 @@ void q_trailer(q_run *R, sw *out)
     sw_trailer_end(out);
 }
 
+void q_progress(q_run *R, int final, uint64_t done)
+{
+    pthread_mutex_lock(&R->mu);
+    uint64_t queries = R->queries, hits = R->hits, dropped = R->dropped + R->upstream_dropped;
+    pthread_mutex_unlock(&R->mu);
+    if (final)
+        progress_end(done, dropped, "%llu queries, %llu from the cache", (unsigned long long)queries,
+                     (unsigned long long)hits);
+    else
+        progress_count(queries + hits, dropped, "%llu queries, %llu from the cache", (unsigned long long)queries,
+                       (unsigned long long)hits);
+}
+
 void q_budget_failed(q_run *R, const char *where)
 {
     die(1, "%s: query budget of %lld exceeded (%llu answered from the cache, %s)", where, R->max_queries,

@@ -100,6 +100,10 @@ void q_drop(q_run *R, const char *what);
 /* Writes the trailer of out: the records, dropped (upstream and ours),
  * queries and cache_hits. */
 void q_trailer(q_run *R, sw *out);
+/* Progress (common.h): the items taken so far (queries and cache hits),
+ * dropped, and the queries and hits; final: the line of the totals, with
+ * done the records written. */
+void q_progress(q_run *R, int final, uint64_t done);
 /* The budget's failure, at the input item where. */
 noreturn void q_budget_failed(q_run *R, const char *where);
 void q_item_free(q_item *p);

@@ -45,6 +45,7 @@ typedef struct {
     const clf_head *head;
     float *z; /* the projections of a batch */
     int dim;  /* of what is written */
+    const tool_drops *drops;
 } out_ctx;
 
 /* embed_stream's batches: each item's keys and its vector */
@@ -66,7 +67,7 @@ static int emit(void *ctx, const mp_val *keys, int B, const float *feat, char *e
         mpw_bin(&o->s->w, v + (size_t)i * o->dim, (size_t)o->dim * sizeof(float));
         if (sw_item_end(o->s) != 0) die(1, "write error: %s", strerror(o->s->w.err));
     }
-    progress("%llu images", (unsigned long long)o->s->records);
+    progress_count(o->s->records, o->drops->dropped, NULL);
     return 0;
 }
 
@@ -165,14 +166,16 @@ int main(int argc, char **argv)
     /* dropped here counts against --max-errors; the trailer's total adds the
      * upstream streams' drops, which were never seen here */
     tool_drops drops = {0, max_errors};
-    out_ctx o = {&s, headpath ? &head : NULL, NULL, odim};
+    out_ctx o = {&s, headpath ? &head : NULL, NULL, odim, &drops};
     if (headpath) o.z = xmalloc((size_t)batch * odim * sizeof(float));
     embed_opts eo = {.st = st, .batch = (int)batch, .bad = tool_drop_bad, .bad_ctx = &drops, .emit = emit, .ctx = &o};
     memcpy(eo.mean, mean, sizeof mean);
     memcpy(eo.std, stdv, sizeof stdv);
     uint64_t upstream_dropped;
+    progress_start("images", 0);
+    progress_input(r->fd);
     if (embed_stream(r, &eo, &upstream_dropped, err) != 0) die(1, "%s", err);
-    progress_done();
+    progress_end(s.records, drops.dropped, NULL);
     s.dropped = upstream_dropped + drops.dropped;
     sw_trailer_begin(&s);
     sw_trailer_end(&s);

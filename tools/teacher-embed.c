@@ -272,9 +272,7 @@ static void embed_images(run *R, sr *r, clip_model *model, const float mean[3], 
                 }
                 batch[nb++] = p;
             }
-            if (!at_end)
-                progress("%llu images, %llu queries, %llu from the cache", (unsigned long long)(q->queries + q->hits),
-                         (unsigned long long)q->queries, (unsigned long long)q->hits);
+            if (!at_end) q_progress(q, 0, 0);
         }
         if (model && nb > 0 && (nb == R->batch || at_end)) {
             if (nmiss > 0 && clip_encode_image(model, in, nmiss, emb, err) != 0) die(1, "%s", err);
@@ -283,7 +281,6 @@ static void embed_images(run *R, sr *r, clip_model *model, const float mean[3], 
         }
         if (at_end) break;
     }
-    progress_done();
     stream_keys_free(keys);
     free(in), free(emb), free(batch), free(rs);
     if (budget_where) {
@@ -346,6 +343,7 @@ static void embed_texts(run *R, sr *r, clip_model *model, tok *tk)
                 }
             }
             if (!at_end) batch[nb++] = p;
+            q_progress(q, 0, 0);
         }
         if (nb > 0 && (nb == R->batch || at_end)) {
             for (int b = 1; b < nmiss; b++) memmove(toks + (size_t)b * T, toks + (size_t)b * ctx, (size_t)T * sizeof *toks);
@@ -459,6 +457,8 @@ int main(int argc, char **argv)
     output_open(&out, outpath);
     sw_init(&R.out, out.fd);
     q_init(&R.q);
+    progress_start(text ? "texts" : "images", 0);
+    progress_input(r->fd);
     if (text)
         embed_texts(&R, r, model, tk);
     else
@@ -474,6 +474,7 @@ int main(int argc, char **argv)
         write_header(&R, clip_embed_dim(model));
         q_trailer(&R.q, &R.out);
     }
+    q_progress(&R.q, 1, R.out.records);
     output_commit(&out, &R.out);
     clip_free(model);
     tok_free(tk);

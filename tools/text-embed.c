@@ -280,6 +280,7 @@ static void embed_here(ensemble *E, const char *model_path, const char *bpe, int
      * its longest prompt, as the causal mask makes the positions after the
      * end token irrelevant */
     float *emb = xmalloc((size_t)batch * D * sizeof *emb);
+    progress_start("prompts", N);
     for (size_t q0 = 0; q0 < N; q0 += (size_t)batch) {
         int B = (int)(N - q0 < (size_t)batch ? N - q0 : (size_t)batch), T = 1;
         for (int b = 0; b < B; b++) {
@@ -290,9 +291,9 @@ static void embed_here(ensemble *E, const char *model_path, const char *bpe, int
         for (int b = 1; b < B; b++) memmove(bt + (size_t)b * T, bt + (size_t)b * ctx, (size_t)T * sizeof *bt);
         if (clip_encode_text(m, bt, B, T, emb, err) != 0) die(1, "%s", err);
         for (int b = 0; b < B; b++) ensemble_add(E, q0 + (size_t)b, emb + (size_t)b * D, D);
-        progress("%zu/%zu prompts", q0 + (size_t)B, N);
+        progress_count(q0 + (size_t)B, 0, NULL);
     }
-    progress_done();
+    progress_end(N, 0, "%zu classes", C->n);
     sw_trailer_begin(&E->s);
     sw_trailer_end(&E->s);
     clip_free(m);
@@ -335,6 +336,7 @@ static void embed_remote(ensemble *E, q_run *R)
     sprintf(space, "text:%s", R->identity);
     E->space = space;
     q_init(R);
+    progress_start("prompts", N);
     for (size_t q = 0; q < N; q++) {
         char *prompt = make_prompt(Tm->v[q % P], C->v[q / P]), where[512];
         snprintf(where, sizeof where, "class '%s', prompt '%s'", C->v[q / P], prompt);
@@ -350,11 +352,10 @@ static void embed_remote(ensemble *E, q_run *R)
             q_send(R, p, where, write_text_query, prompt);
         }
         free(prompt);
-        progress("%zu/%zu prompts, %llu queries, %llu from the cache", q + 1, N, (unsigned long long)R->queries,
-                 (unsigned long long)R->hits);
+        q_progress(R, 0, 0);
     }
-    progress_done();
     q_end(R, 0);
+    q_progress(R, 1, N);
 }
 
 int main(int argc, char **argv)

@@ -37,8 +37,11 @@ golden() {
     else
         cp "$tmp/$name.raw" "$tmp/$name.out"
     fi
-    # paths and timings vary from run to run
-    sed -i -E "/ images\/s$/d; s|$w/||g; s/[0-9]+\.[0-9]+ (images\/s|s$)/N \1/g" "$tmp/$name.err"
+    # paths and timings vary from run to run; of the progress lines before
+    # the final one, the first stays (how many follow depends on the time)
+    sed -i -E "s|$w/||g; s/[0-9]+\.[0-9]+ (images\/s|s elapsed|s$)/N \1/g; s/ETA [0-9]+ s/ETA N s/" "$tmp/$name.err"
+    awk '/^imgdecode: [0-9]+\/[0-9]+ images/ { if (seen++) next } { print }' "$tmp/$name.err" >"$tmp/$name.err2" &&
+        mv "$tmp/$name.err2" "$tmp/$name.err"
     if [ "${UPDATE:-0}" = 1 ]; then
         cp "$tmp/$name.out" "$tmp/$name.err" "$tmp/$name.rc" "$exp/"
     fi

@@ -53,6 +53,13 @@ teacher-embed --exec "tee $tmp/sent.mp | $V" --model-id tiny --cache "$tmp/c" <"
 [ "$(summary "$tmp/b3.mp")" = "complete $N 0 $N" ] && same_bytes "$tmp/b1.mp" "$tmp/b3.mp"
 ok $? "--cache: the same command gives the same bytes (header and items) from the cache as from queries"
 
+# -v: the last line gives the totals of the run (the records written), not a
+# count from the middle of it
+teacher-embed -v --exec "$V" --model-id tiny <"$IN" 2>"$tmp/err" >/dev/null
+tail -n 1 "$tmp/err" | grep -Eq "^teacher-embed: done: $N images, 0 dropped, [0-9.]+ images/s, [0-9.]+ s elapsed; $N queries, 0 from the cache$" &&
+    head -n 1 "$tmp/err" | grep -q "^teacher-embed: 1 images"
+ok $? "-v: a first progress line and a final line with the totals ($(tail -n 1 "$tmp/err"))"
+
 # a vendor killed mid-stream after answering K images
 K=5
 killing_vendor "$tmp/vendor.py" "$V --batch 1" $K
