@@ -46,6 +46,7 @@ struct q_run {
     const char *cache_tag;  /* the kind of key ("vl2v teacher cache 1") */
     const char *identity;   /* the teacher's identity, part of every key */
     const char *variant;    /* e.g. the normalisation, part of every key */
+    double timeout;         /* black-box: seconds without an answer before the vendor is killed; 0: none */
     /* black-box: opens the query stream's header (e.g. sw_header_image,
      * with no input header and no history: the vendor learns nothing else) */
     void (*query_header)(sw *s);
@@ -69,9 +70,18 @@ struct q_run {
     pthread_cond_t cv;
     pthread_t th;
     unsigned long counter;
+    int cache_failed; /* a write to the cache failed (warned once) */
+    /* the watchdog (timeout): what the output thread waits for (under mu) */
+    pthread_t dog;
+    int waiting, timed_out, done;
+    char wait_what[600]; /* "query 3 (<stdin>: record 4 (id 'x'))", "its header" */
+    double wait_since;
 };
 
-/* Creates the cache directory; black-box, starts the output thread. */
+/* The default of --timeout, in seconds. */
+#define Q_TIMEOUT_DEFAULT 300
+/* Creates the cache directory; black-box, starts the output thread (and,
+ * with a timeout, the watchdog that kills a vendor which stops answering). */
 void q_init(q_run *R);
 /* The item's cache key from the bytes a[0..na) and b[0..nb) (with the tag,
  * identity and variant); when there is a cache and it holds an answer (of

@@ -42,7 +42,7 @@ static const char USAGE[] =
     "                     [--batch N] [--threads N] [--cache DIR] [--max-queries N] [--max-errors N]\n"
     "                     [-o FILE] [-v] [FILE]\n"
     "       teacher-embed --exec CMD [--model-id ID] [--normalize model|clip|imagenet] [--cache DIR]\n"
-    "                     [--max-queries N] [--max-errors N] [-o FILE] [-v] [FILE]\n"
+    "                     [--max-queries N] [--timeout S] [--max-errors N] [-o FILE] [-v] [FILE]\n"
     "  --model DIR|FILE   white-box: a Hugging Face CLIP directory, an OpenCLIP directory or an\n"
     "                     OpenAI/OpenCLIP .safetensors\n"
     "  --exec CMD         black-box: CMD reads an image stream and writes an embedding stream\n"
@@ -54,6 +54,8 @@ static const char USAGE[] =
     "  --threads N        threads (default: OPENBLAS_NUM_THREADS, else the cores)\n"
     "  --cache DIR        content-addressed cache of answers, shared by runs and processes\n"
     "  --max-queries N    fail once N images have been sent to the teacher (default: no limit)\n"
+    "  --timeout S        black-box: kill the teacher and fail when no answer came for S seconds\n"
+    "                     (default 300; 0: wait for ever)\n"
     "  --max-errors N     fail once more than N items have been dropped (default 0)\n"
     "  -o FILE            write FILE atomically instead of standard output\n";
 
@@ -368,7 +370,7 @@ int main(int argc, char **argv)
              .normalize = "model", .batch = 16, .argc = argc, .argv = argv};
     R.q.ctx = &R;
     const char *outpath = NULL, *model_path = NULL, *bpe = NULL;
-    int batch_set = 0;
+    int batch_set = 0, timeout_set = 0;
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"exec", required_argument, 0, 'x'},
                                          {"model-id", required_argument, 0, 'I'},
@@ -379,6 +381,7 @@ int main(int argc, char **argv)
                                          {"threads", required_argument, 0, 't'},
                                          {"cache", required_argument, 0, 'C'},
                                          {"max-queries", required_argument, 0, 'Q'},
+                                         {"timeout", required_argument, 0, 'T'},
                                          {"max-errors", required_argument, 0, 'E'},
                                          {"output", required_argument, 0, 'o'},
                                          {"verbose", no_argument, 0, 'v'},
@@ -399,6 +402,10 @@ int main(int argc, char **argv)
             break;
         case 't': R.threads = (int)parse_int(USAGE, "--threads", optarg, 1, 1024); break;
         case 'C': R.q.cache_dir = optarg; break;
+        case 'T':
+            R.q.timeout = parse_double(USAGE, "--timeout", optarg, 0, 1e9);
+            timeout_set = 1;
+            break;
         case 'Q': R.q.max_queries = parse_int(USAGE, "--max-queries", optarg, 0, INT64_MAX); break;
         case 'E': R.q.max_errors = parse_int(USAGE, "--max-errors", optarg, 0, INT64_MAX); break;
         case 'o': outpath = optarg; break;
@@ -409,6 +416,8 @@ int main(int argc, char **argv)
     }
     if (!model_path == !R.q.exec_cmd) usage_error(USAGE, "give one of --model and --exec");
     if (R.q.identity && !R.q.exec_cmd) usage_error(USAGE, "--model-id goes with --exec");
+    if (timeout_set && !R.q.exec_cmd) usage_error(USAGE, "--timeout goes with --exec");
+    if (!timeout_set) R.q.timeout = Q_TIMEOUT_DEFAULT;
     if (R.q.exec_cmd && (R.resize || batch_set || R.threads || bpe))
         usage_error(USAGE, "--resize, --bpe, --batch and --threads go with --model (the vendor decides them)");
     if (strcmp(R.normalize, "model") != 0 && strcmp(R.normalize, "clip") != 0 && strcmp(R.normalize, "imagenet") != 0)

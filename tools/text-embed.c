@@ -35,7 +35,7 @@ static const char USAGE[] =
     "                  [-o FILE] [-v]\n"
     "       text-embed --exec CMD [--model-id ID] (--classes FILE | --manifest FILE)\n"
     "                  [--template T ...] [--templates FILE] [--cache DIR] [--max-queries N]\n"
-    "                  [-o FILE] [-v]\n"
+    "                  [--timeout S] [-o FILE] [-v]\n"
     "  --model DIR|FILE   white-box: a Hugging Face or OpenCLIP directory, or an OpenAI-named\n"
     "                     .safetensors\n"
     "  --exec CMD         black-box: CMD reads a text stream and writes an embedding stream\n"
@@ -53,6 +53,8 @@ static const char USAGE[] =
     "  --threads N        threads (default: OPENBLAS_NUM_THREADS, else the cores)\n"
     "  --cache DIR        content-addressed cache of the vendor's answers\n"
     "  --max-queries N    fail once N prompts have been sent to the vendor (default: no limit)\n"
+    "  --timeout S        kill the vendor and fail when no answer came for S seconds (default 300;\n"
+    "                     0: wait for ever)\n"
     "  -o FILE            write FILE atomically instead of standard output\n";
 
 static const char DEFAULT_TEMPLATE[] = "a photo of a {}";
@@ -362,7 +364,7 @@ int main(int argc, char **argv)
 {
     tool_init("text-embed");
     const char *model_path = NULL, *classes_path = NULL, *manifest_path = NULL, *bpe = NULL, *outpath = NULL;
-    int truncate = 0, batch = 64, threads = 0, batch_set = 0;
+    int truncate = 0, batch = 64, threads = 0, batch_set = 0, timeout_set = 0;
     q_run R = {.what = "prompts", .max_queries = -1, .cache_tag = "vl2v text cache 1", .variant = "text",
                .query_header = text_query_header, .emit = emit, .finish = finish};
     strs templates = {0};
@@ -379,6 +381,7 @@ int main(int argc, char **argv)
                                          {"threads", required_argument, 0, 't'},
                                          {"cache", required_argument, 0, 'C'},
                                          {"max-queries", required_argument, 0, 'Q'},
+                                         {"timeout", required_argument, 0, 'W'},
                                          {"output", required_argument, 0, 'o'},
                                          {"verbose", no_argument, 0, 'v'},
                                          {"help", no_argument, 0, 'h'},
@@ -401,6 +404,10 @@ int main(int argc, char **argv)
             break;
         case 't': threads = (int)parse_int(USAGE, "--threads", optarg, 1, 1024); break;
         case 'C': R.cache_dir = optarg; break;
+        case 'W':
+            R.timeout = parse_double(USAGE, "--timeout", optarg, 0, 1e9);
+            timeout_set = 1;
+            break;
         case 'Q': R.max_queries = parse_int(USAGE, "--max-queries", optarg, 0, INT64_MAX); break;
         case 'o': outpath = optarg; break;
         case 'v': tool_verbose = 1; break;
@@ -411,6 +418,8 @@ int main(int argc, char **argv)
     if (optind < argc) usage_error(USAGE, "unexpected argument '%s'", argv[optind]);
     if (!model_path == !R.exec_cmd) usage_error(USAGE, "give one of --model and --exec");
     if (R.identity && !R.exec_cmd) usage_error(USAGE, "--model-id goes with --exec");
+    if (timeout_set && !R.exec_cmd) usage_error(USAGE, "--timeout goes with --exec");
+    if (!timeout_set) R.timeout = Q_TIMEOUT_DEFAULT;
     if (R.exec_cmd && (bpe || truncate || batch_set || threads))
         usage_error(USAGE, "--bpe, --truncate, --batch and --threads go with --model (the vendor decides them)");
     if (model_path && (R.cache_dir || R.max_queries >= 0)) usage_error(USAGE, "--cache and --max-queries go with --exec");
