@@ -84,12 +84,17 @@ golden views-without-augment cat imgdecode --views 2 m.tsv
 golden views-too-many cat imgdecode --augment --views 100000 --size 224 m.tsv
 golden bad-size cat imgdecode --size 0 m.tsv
 golden missing-manifest cat imgdecode no-such-manifest.tsv
+# a manifest written in another directory: its relative paths are not found
+# here; said once, with the fix, and the run stops after --max-errors
+# instead of reporting every row
+golden root-hint cat bash -c "cd sub && imgdecode --size 4 --max-errors 2 ../m.tsv >/dev/null"
+{ printf 'id\tpath\n'; for i in $(seq 20); do printf 'x%d\tnowhere/x%d.jpg\n' $i $i; done; } >"$w/missing.tsv"
+golden missing-stops cat bash -c "imgdecode --size 4 --max-errors 3 missing.tsv >/dev/null"
 golden help cat imgdecode --help
 golden imglist-help cat imglist --help
 
 # -o writes atomically: a run that fails leaves no file behind, also when it
-# fails at the end for too many dropped files (every row is still decoded
-# and reported first)
+# stops for too many dropped files
 (cd "$w" && imgdecode --size 8 -o "$tmp/out.mp" m.tsv 2>"$tmp/out.err")
 rc=$?
 if [ $rc = 1 ] && [ ! -e "$tmp/out.mp" ] && ! ls "$tmp"/out.mp.* >/dev/null 2>&1 && grep -q 'more than 0 items dropped' "$tmp/out.err"; then
