@@ -1,5 +1,6 @@
 /* common: messages, option parsing, progress and stream set-up for the tools. */
 #include "common.h"
+#include "version.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -140,8 +141,16 @@ void tool_option(int c, const char *usage, tool_opts *o)
     case OPT_MAX_ERRORS_VAL: o->max_errors = parse_int(usage, "--max-errors", optarg, 0, INT64_MAX); break;
     case 'v': tool_verbose = 1; break;
     case 'h': usage_help(usage);
+    case OPT_VERSION_VAL: version_exit();
     default: usage_bad(usage);
     }
+}
+
+void version_exit(void)
+{
+    printf("%s (vl2v) %s\n", prog, VL2V_VERSION);
+    stdout_done();
+    exit(0);
 }
 
 char **input_list(int argc, char **argv, int *n)
@@ -314,12 +323,47 @@ void progress_end(uint64_t done, uint64_t dropped, const char *fmt, ...)
     va_end(ap);
 }
 
+uint8_t *read_stdin(size_t *len)
+{
+    char err[VL_ERRLEN];
+    /* fd 0 as it is (a pipe, a file at any offset): /dev/fd/0 would reopen a file from its start */
+    size_t cap = 1 << 16, n = 0;
+    uint8_t *buf = xmalloc(cap);
+    for (;;) {
+        if (n == cap) buf = xrealloc(buf, cap *= 2);
+        ssize_t r = read(0, buf + n, cap - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            snprintf(err, sizeof err, "<stdin>: %s", strerror(errno));
+            die(1, "%s", err);
+        }
+        if (r == 0) break;
+        n += (size_t)r;
+    }
+    *len = n;
+    return buf;
+}
+
 sr *open_stream(const char *path)
 {
     if (!path || strcmp(path, "-") == 0) return sr_open(0, "<stdin>");
     int fd = open(path, O_RDONLY | O_CLOEXEC); /* no child process (teacher-embed's vendor) holds it */
     if (fd < 0) die(1, "%s: %s", path, strerror(errno));
     return sr_open(fd, path);
+}
+
+void header_pass_on(sw *s, sr *r, int argc, char **argv)
+{
+    sw_header_begin(s, r->schema_name, &r->header, argc, argv);
+    for (uint32_t k = 0; k < r->header.len; k++) {
+        const mp_val *key = &r->header.v.a[2 * k];
+        if (mp_str_eq(key, "schema") || mp_str_eq(key, "version") || mp_str_eq(key, "history") ||
+            mp_str_eq(key, "history_versions"))
+            continue;
+        mpw_value(&s->w, key);
+        mpw_value(&s->w, &r->header.v.a[2 * k + 1]);
+    }
+    if (sw_header_end(s) != 0) die(1, "write error: %s", strerror(s->w.err));
 }
 
 void close_stream(sr *r)

@@ -26,17 +26,20 @@ noreturn void usage_error(const char *usage, const char *fmt, ...) __attribute__
 noreturn void usage_bad(const char *usage);
 /* --help: the usage text on stdout, exit 0. */
 noreturn void usage_help(const char *usage);
+/* --version: "PROG (vl2v) VERSION" on stdout, exit 0. */
+noreturn void version_exit(void);
 
 /* Options several tools share. A tool lists those it takes in its
  * getopt_long table (OPT_OUTPUT, OPT_MAX_ERRORS, OPT_VERBOSE, OPT_HELP, then
- * OPT_END) and passes every option its own switch does not handle to
- * tool_option, which fills o, prints --help (exit 0) or rejects the option
- * (exit 2). Only -o, -v and -h have short forms. */
-enum { OPT_MAX_ERRORS_VAL = 0x100 };
+ * OPT_VERSION, then OPT_END) and passes every option its own switch does not
+ * handle to tool_option, which fills o, prints --help or --version (exit 0)
+ * or rejects the option (exit 2). Only -o, -v and -h have short forms. */
+enum { OPT_MAX_ERRORS_VAL = 0x100, OPT_VERSION_VAL };
 #define OPT_OUTPUT {"output", required_argument, 0, 'o'}
 #define OPT_MAX_ERRORS {"max-errors", required_argument, 0, OPT_MAX_ERRORS_VAL}
 #define OPT_VERBOSE {"verbose", no_argument, 0, 'v'}
 #define OPT_HELP {"help", no_argument, 0, 'h'}
+#define OPT_VERSION {"version", no_argument, 0, OPT_VERSION_VAL}
 #define OPT_END {0, 0, 0, 0}
 typedef struct {
     const char *output;   /* -o FILE; NULL: stdout */
@@ -69,10 +72,19 @@ void progress_input(int fd);
 void progress_count(uint64_t done, uint64_t dropped, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void progress_end(uint64_t done, uint64_t dropped, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Standard input read whole (for the inputs that are read whole, a .npy or
+ * a safetensors file: "-" as the others); *len set. Dies on a read error. */
+uint8_t *read_stdin(size_t *len);
+
 /* Opens path for reading ("-" or NULL: stdin) and returns a stream reader
  * named after it, or dies. close_stream closes the file and frees r. */
 sr *open_stream(const char *path);
 void close_stream(sr *r);
+
+/* Writes r's header to s as it is, its history extended by argv: for the
+ * tools that pass items through untouched (mpcat, mpselect). Dies on a
+ * write error. */
+void header_pass_on(sw *s, sr *r, int argc, char **argv);
 
 /* Dropped items. drop_item warns with the message (which names the item and
  * says it was dropped), counts it in *dropped and returns 1 once more than

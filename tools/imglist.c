@@ -212,6 +212,7 @@ int main(int argc, char **argv)
                                          OPT_OUTPUT,
                                          OPT_VERBOSE,
                                          OPT_HELP,
+                                         OPT_VERSION,
                                          OPT_END};
     int c;
     while ((c = getopt_long(argc, argv, "o:vh", opts, NULL)) != -1) {

@@ -60,7 +60,7 @@ static const char *header_difference(const mp_val *a, const mp_val *b)
         const mp_val *x = pass ? b : a, *y = pass ? a : b;
         for (uint32_t k = 0; k < x->len; k++) {
             const mp_val *key = &x->v.a[2 * k];
-            if (key->type != MP_STR || mp_str_eq(key, "history")) continue;
+            if (key->type != MP_STR || mp_str_eq(key, "history") || mp_str_eq(key, "history_versions")) continue;
             snprintf(name, sizeof name, "%.*s", (int)(key->len < 100 ? key->len : 100), key->v.s);
             if (key->len >= 100 || !same_val(&x->v.a[2 * k + 1], mp_get(y, name))) return name;
         }
@@ -74,7 +74,7 @@ int main(int argc, char **argv)
     int check_only = 0;
     tool_opts to = {0};
     static const struct option opts[] = {{"check", no_argument, 0, 'c'}, OPT_MAX_ERRORS, OPT_OUTPUT,
-                                         OPT_VERBOSE, OPT_HELP, OPT_END};
+                                         OPT_VERBOSE, OPT_HELP, OPT_VERSION, OPT_END};
     int c;
     while ((c = getopt_long(argc, argv, "co:vh", opts, NULL)) != -1) {
         if (c == 'c') check_only = 1;
@@ -114,15 +114,7 @@ int main(int argc, char **argv)
                 first_bytes = tmp.buf;
                 mp_decode(&first_arena, first_bytes, tmp.len, STREAM_MAX_RECORD, &first, &used, err);
                 if (!check_only) {
-                    sw_header_begin(&s, r->schema_name, &r->header, argc, argv);
-                    for (uint32_t k = 0; k < r->header.len; k++) {
-                        const mp_val *key = &r->header.v.a[2 * k];
-                        if (mp_str_eq(key, "schema") || mp_str_eq(key, "version") || mp_str_eq(key, "history"))
-                            continue;
-                        mpw_value(&s.w, key);
-                        mpw_value(&s.w, &r->header.v.a[2 * k + 1]);
-                    }
-                    if (sw_header_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
+                    header_pass_on(&s, r, argc, argv);
                 }
             } else {
                 const char *key = header_difference(&first, &r->header);

@@ -287,6 +287,7 @@ int main(int argc, char **argv) {
                                          {"quiet", no_argument, 0, 'q'},
                                          {"max-report", required_argument, 0, 'm'},
                                          OPT_HELP,
+                                         OPT_VERSION,
                                          OPT_END};
     int c;
     while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {

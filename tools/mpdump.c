@@ -171,6 +171,7 @@ int main(int argc, char **argv) {
     static const struct option opts[] = {{"full", no_argument, 0, 'f'},
                                          {"head", required_argument, 0, 'n'},
                                          OPT_HELP,
+                                         OPT_VERSION,
                                          OPT_END};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {

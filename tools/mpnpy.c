@@ -24,7 +24,7 @@
 static const char USAGE[] =
     "usage: mpnpy export -o FILE.npy [--ids FILE] [--labels FILE] [--max-errors N] [-v] [STREAM]\n"
     "       mpnpy import [--ids FILE] [--labels FILE] [--space S] [--max-errors N] [-o STREAM] "
-    "[-v] FILE.npy\n";
+    "[-v] [FILE.npy]\n";
 
 /* the .npy header is padded to this size so its shape can be patched in place */
 #define NPY_HDR 128
@@ -237,15 +237,22 @@ static char **read_lines(const char *path, size_t *n, char **store) {
 
 static int do_import(int argc, char **argv, const char *in, const char *out, const char *idpath,
                      const char *labpath, const char *space, long long max_errors) {
-    if (!in || strcmp(in, "-") == 0) usage_error(USAGE, "import: a .npy file is needed");
-    int fd = open(in, O_RDONLY);
-    struct stat sb;
-    if (fd < 0 || fstat(fd, &sb) != 0) die(1, "%s: %s", in, strerror(errno));
-    if (!S_ISREG(sb.st_mode)) die(1, "%s: not a regular file", in);
-    size_t size = (size_t)sb.st_size;
-    uint8_t *buf = size ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
-    if (size && buf == MAP_FAILED) die(1, "%s: mmap: %s", in, strerror(errno));
-    close(fd);
+    int from_stdin = !in || strcmp(in, "-") == 0;
+    size_t size;
+    uint8_t *buf;
+    if (from_stdin) {
+        in = "<stdin>";
+        buf = read_stdin(&size);
+    } else {
+        int fd = open(in, O_RDONLY);
+        struct stat sb;
+        if (fd < 0 || fstat(fd, &sb) != 0) die(1, "%s: %s", in, strerror(errno));
+        if (!S_ISREG(sb.st_mode)) die(1, "%s: not a regular file", in);
+        size = (size_t)sb.st_size;
+        buf = size ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+        if (size && buf == MAP_FAILED) die(1, "%s: mmap: %s", in, strerror(errno));
+        close(fd);
+    }
     npy_info inf;
     parse_npy(buf, size, in, &inf);
     char *idstore = NULL, *labstore = NULL, **idl = NULL, **labl = NULL;
@@ -332,7 +339,8 @@ static int do_import(int argc, char **argv, const char *in, const char *out, con
     sw_trailer_end(&s);
     output_commit(&o, &s);
     sw_free(&s);
-    munmap(buf, size);
+    if (from_stdin) free(buf);
+    else if (size) munmap(buf, size);
     free(vec);
     free(idl);
     free(labl);
@@ -352,8 +360,10 @@ int main(int argc, char **argv) {
                                          OPT_OUTPUT,
                                          OPT_VERBOSE,
                                          OPT_HELP,
+                                         OPT_VERSION,
                                          OPT_END};
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) usage_help(USAGE);
+    if (argc >= 2 && !strcmp(argv[1], "--version")) version_exit();
     if (argc < 2) usage_error(USAGE, "export or import?");
     const char *cmd = argv[1];
     int is_export = !strcmp(cmd, "export"), is_import = !strcmp(cmd, "import");

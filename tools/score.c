@@ -423,6 +423,7 @@ int main(int argc, char **argv)
                                          OPT_MAX_ERRORS,
                                          OPT_OUTPUT,
                                          OPT_HELP,
+                                         OPT_VERSION,
                                          OPT_END};
     int c, formats = 0;
     while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {

@@ -35,6 +35,7 @@ int main(int argc, char **argv) {
     static const struct option opts[] = {{"metadata", no_argument, 0, 'm'},
                                          {"quiet", no_argument, 0, 'q'},
                                          OPT_HELP,
+                                         OPT_VERSION,
                                          OPT_END};
     int c;
     while ((c = getopt_long(argc, argv, "mqh", opts, NULL)) != -1) {
@@ -54,7 +55,11 @@ int main(int argc, char **argv) {
     for (int i = optind; i < argc; i++) {
         st_file f;
         char err[VL_ERRLEN];
-        if (st_open(&f, argv[i], err) != 0) {
+        uint8_t *in = NULL; /* "-": standard input, read whole */
+        size_t inlen = 0;
+        if (strcmp(argv[i], "-") == 0) in = read_stdin(&inlen);
+        if (in ? st_parse(&f, in, inlen, "<stdin>", err) != 0 : st_open(&f, argv[i], err) != 0) {
+            free(in);
             warnx("%s", err);
             status = 1;
             continue;
@@ -95,10 +100,11 @@ int main(int argc, char **argv) {
         if (!meta_only)
             printf("%d tensors, %" PRIu64 " parameters, %" PRIu64
                    " bytes of data, %zu bytes in all\n",
-                   f.n, params, bytes, f.size);
+                   f.n, params, bytes, in ? inlen : f.size);
         for (int k = 0; k < f.n; k++) free(names[k]);
         free(names);
         st_close(&f);
+        free(in);
     }
     stdout_done();
     return status;

@@ -386,6 +386,7 @@ int main(int argc, char **argv)
                                          {"output", required_argument, 0, 'o'},
                                          {"verbose", no_argument, 0, 'v'},
                                          {"help", no_argument, 0, 'h'},
+                                         OPT_VERSION,
                                          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "m:x:I:n:rB:b:t:C:Q:E:o:vh", opts, NULL)) != -1) {
@@ -410,6 +411,7 @@ int main(int argc, char **argv)
         case 'E': R.q.max_errors = parse_int(USAGE, "--max-errors", optarg, 0, INT64_MAX); break;
         case 'o': outpath = optarg; break;
         case 'v': tool_verbose = 1; break;
+        case OPT_VERSION_VAL: version_exit();
         case 'h': usage_help(USAGE);
         default: usage_bad(USAGE);
         }

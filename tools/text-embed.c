@@ -385,6 +385,7 @@ int main(int argc, char **argv)
                                          {"output", required_argument, 0, 'o'},
                                          {"verbose", no_argument, 0, 'v'},
                                          {"help", no_argument, 0, 'h'},
+                                         OPT_VERSION,
                                          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "m:o:vh", opts, NULL)) != -1) {
@@ -411,6 +412,7 @@ int main(int argc, char **argv)
         case 'Q': R.max_queries = parse_int(USAGE, "--max-queries", optarg, 0, INT64_MAX); break;
         case 'o': outpath = optarg; break;
         case 'v': tool_verbose = 1; break;
+        case OPT_VERSION_VAL: version_exit();
         case 'h': usage_help(USAGE);
         default: usage_bad(USAGE);
         }

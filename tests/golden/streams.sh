@@ -56,7 +56,7 @@ case_() {
     fi
 }
 
-for t in mpdump mpcat mpcmp mpnpy stinfo; do
+for t in mpdump mpcat mpcmp mpnpy stinfo mpselect; do
     case_ "$t-help" "$t --help"
     case_ "$t-badopt" "$t --no-such-option"
 done
@@ -83,6 +83,28 @@ case_ mpdump-oversized "mpdump oversized.mp"
 case_ mpdump-empty "mpdump < /dev/null"
 case_ mpdump-missing "mpdump no-such-file.mp"
 case_ mpdump-badhead "mpdump --head -1 emb.mp"
+
+# mpselect: items by domain, split, label, view or id list, and the
+# complement; any schema; header history extended, trailer counted
+printf 'art_painting/horse/pic_001.jpg\nnot-there\n\n3/sketch/person/pic_002.jpg\r\n' >sel.ids
+case_ mpselect-domain "mpselect --domain photo,sketch emb.mp | mpdump"
+case_ mpselect-exclude "mpselect --domain photo --exclude emb.mp | mpdump"
+case_ mpselect-and "mpselect --domain sketch --split train --label 6 e12.mp | mpdump --head 0 && mpselect --domain sketch --label 5 e12.mp | mpcat --check"
+case_ mpselect-complement "for a in '' --exclude; do mpselect --label 0,4 \$a e12.mp | mpcat --check; done"
+case_ mpselect-ids "mpselect --ids sel.ids e12.mp | mpdump && mpselect --ids sel.ids --exclude e12.mp | mpcat --check"
+case_ mpselect-view "mpselect --view 1 views.mp | mpdump --head 9 | cut -c1-60"
+case_ mpselect-pred "mpselect --domain cartoon pred.mp | mpdump"
+case_ mpselect-image "mpselect --split nowhere image.mp | mpdump"
+case_ mpselect-bad "mpselect --max-errors 3 --split train emb_bad.mp | mpdump"
+case_ mpselect-bad-fail "mpselect --split train emb_bad.mp | mpcat --check"
+case_ mpselect-stdin "mpselect --label 4 < emb.mp | mpdump"
+case_ mpselect-none "mpselect emb.mp"
+case_ mpselect-badlabel "mpselect --label 1,,2 emb.mp"
+case_ mpselect-noids "mpselect --ids no-such.ids emb.mp"
+case_ mpselect-two "mpselect --label 0 two.mp | mpcat --check"
+case_ mpselect-trunc "mpselect --label 0 trunc_item.mp | mpcat --check"
+# --version: one version string, the same for every program
+case_ version "for t in mpdump mpcat mpcmp mpnpy stinfo mpselect; do \$t --version; done"
 
 # mpcat
 case_ mpcat-two-files "mpcat emb.mp emb_b.mp | mpdump"
@@ -131,6 +153,7 @@ case_ mpnpy-round-trip "mpnpy import --ids vecs.ids --labels vecs.labels vecs.np
 case_ mpnpy-loses-meta "mpnpy export -o x.npy --ids x.ids --labels x.labels emb.mp && mpnpy import --ids x.ids --labels x.labels --space teacher:test-clip x.npy | mpcmp --max-report 3 --atol 0 --rtol 0 emb.mp -"
 case_ mpnpy-import "mpnpy import --ids vecs.ids --labels vecs.labels --space text:test vecs.npy | mpdump"
 case_ mpnpy-import-f64 "mpnpy import vecs64.npy | mpdump"
+case_ mpnpy-import-stdin "cat vecs.npy | mpnpy import --ids vecs.ids - | mpdump && mpnpy import < vecs64.npy | mpcat --check"
 case_ mpnpy-import-output "mpnpy import -o v.mp vecs.npy && mpcat --check v.mp"
 case_ mpnpy-nan "mpnpy import vecs_nan.npy > /dev/null"
 case_ mpnpy-nan-allowed "mpnpy import --max-errors 1 vecs_nan.npy | mpdump"
@@ -149,6 +172,8 @@ case_ mpnpy-badcmd "mpnpy convert x.npy"
 
 # stinfo
 case_ stinfo-model "stinfo model.safetensors"
+# '-' is standard input, a pipe or a file
+case_ stinfo-stdin "cat model.safetensors | stinfo - && stinfo -q - < model.safetensors"
 case_ stinfo-meta "stinfo -m model.safetensors"
 case_ stinfo-quiet "stinfo -q model.safetensors model.safetensors"
 case_ stinfo-bad-len "stinfo bad_len.safetensors"
