@@ -51,7 +51,9 @@ static const char USAGE[] =
     "  --log FILE            write a log stream, one item per evaluation\n"
     "  --threads N           threads (default OPENBLAS_NUM_THREADS or the cores)\n"
     "  --max-errors N        exit 1 when more than N bad items are dropped (default 0)\n"
-    "  -o MODEL              the model file (safetensors), written atomically\n";
+    "  -o MODEL              the model file (safetensors), written atomically\n"
+    "  -h, --help            this text\n"
+    "  --version             the version\n";
 
 enum {
     O_FEATURES = 0x200, O_TEACHER, O_TEXT, O_VAL, O_TEST, O_TRAIN_SPLIT, O_VAL_SPLIT, O_LOSS, O_LAMBDA, O_LR,

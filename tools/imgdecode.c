@@ -35,7 +35,9 @@ static const char USAGE[] =
     "  --seed N        seed of the augmentation (default 0)\n"
     "  --exact         no DCT-domain downscaling of large JPEGs: pixels equal PIL's\n"
     "  --root DIR      directory that relative manifest paths are taken from\n"
-    "  --max-errors N  exit 1 when more than N images are dropped (default 0)\n";
+    "  --max-errors N  exit 1 when more than N images are dropped (default 0)\n"
+    "  -h, --help      this text\n"
+    "  --version       the version\n";
 
 /* Starts an item: id, h, w, and the pix bin, whose h*w*3 bytes the caller
  * fills through the returned pointer before item_end. */

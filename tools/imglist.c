@@ -31,7 +31,9 @@ static const char USAGE[] =
     "  --seed N           seed of the in/out split (default 0)\n"
     "  --holdout F        fraction of each domain in the 'out' split (default 0.2)\n"
     "  --splits FILE      take each id's split from FILE (lines: ID<TAB>SPLIT)\n"
-    "  --fashion-mnist DIR  list Fashion-MNIST's IDX files in DIR\n";
+    "  --fashion-mnist DIR  list Fashion-MNIST's IDX files in DIR\n"
+    "  -h, --help           this text\n"
+    "  --version            the version\n";
 
 /* torchvision's ImageFolder extensions */
 static const char *const EXTS[] = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", NULL};

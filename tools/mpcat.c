@@ -16,7 +16,13 @@
 #include <unistd.h>
 
 static const char USAGE[] =
-    "usage: mpcat [-c] [-v] [--max-errors N] [-o FILE] [FILE ...]\n";
+    "usage: mpcat [-c] [-v] [--max-errors N] [-o FILE] [FILE ...]\n"
+    "  -c, --check       validate only: print a summary line instead of the joined stream\n"
+    "  -v, --verbose     progress and the totals on standard error\n"
+    "  --max-errors N    fail once more than N bad items have been dropped (default 0)\n"
+    "  -o, --output FILE write FILE atomically instead of standard output\n"
+    "  -h, --help        this text\n"
+    "  --version         the version\n";
 
 
 static int same_val(const mp_val *a, const mp_val *b)

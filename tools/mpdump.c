@@ -19,7 +19,12 @@
 #include <string.h>
 #include <unistd.h>
 
-static const char USAGE[] = "usage: mpdump [--full] [--head N] [FILE ...]\n";
+static const char USAGE[] =
+    "usage: mpdump [--full] [--head N] [FILE ...]\n"
+    "  --full      every value of every payload (default: the first few)\n"
+    "  --head N    the header and the first N items of each input only\n"
+    "  -h, --help  this text\n"
+    "  --version   the version\n";
 
 static int full;
 #define SHORT_F32 8  /* values shown of a shortened f32 array */

@@ -24,7 +24,16 @@
 static const char USAGE[] =
     "usage: mpnpy export -o FILE.npy [--ids FILE] [--labels FILE] [--max-errors N] [-v] [STREAM]\n"
     "       mpnpy import [--ids FILE] [--labels FILE] [--space S] [--max-errors N] [-o STREAM] "
-    "[-v] [FILE.npy]\n";
+    "[-v] [FILE.npy]\n"
+    "  -o FILE           export: the .npy file (required); import: the stream (default stdout)\n"
+    "  --ids FILE        the ids, one a line in row order (import default: the row numbers)\n"
+    "  --labels FILE     the labels, one integer a line in row order (-1: none)\n"
+    "  --space S         import: the header's space (default import:npy)\n"
+    "  --max-errors N    fail once more than N items have been dropped (default 0)\n"
+    "  -v, --verbose     progress and the totals on standard error\n"
+    "  -h, --help        this text\n"
+    "  --version         the version\n"
+    "STREAM or FILE.npy '-', or none, is standard input.\n";
 
 /* the .npy header is padded to this size so its shape can be patched in place */
 #define NPY_HDR 128

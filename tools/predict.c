@@ -26,7 +26,19 @@
 static const char USAGE[] =
     "usage: predict (--model MODEL | --text TEXT.mp) [--weights STUDENT] [--arch ARCH]\n"
     "               [--batch N] [--method NAME] [--threads N] [--max-errors N] [-v] [-o FILE]\n"
-    "               [FILE]\n";
+    "               [FILE]\n"
+    "  --model MODEL      a head file (safetensors) as align-fit writes it\n"
+    "  --text TEXT.mp     the teacher's zero-shot classifier: a stream of class text embeddings\n"
+    "  --weights STUDENT  the input is an image stream: run this student here, then the head\n"
+    "  --arch ARCH        the student's architecture (default auto: from the tensor names)\n"
+    "  --batch N          images a forward pass with --weights (default 32)\n"
+    "  --method NAME      the header's method instead of the head's (or zeroshot)\n"
+    "  --threads N        threads (default: what OpenBLAS would use)\n"
+    "  --max-errors N     fail once more than N items have been dropped (default 0)\n"
+    "  -v, --verbose      progress and the totals on standard error\n"
+    "  -o, --output FILE  write FILE atomically instead of standard output\n"
+    "  -h, --help         this text\n"
+    "  --version          the version\n";
 
 typedef struct {
     uint64_t dropped;

@@ -11,7 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char USAGE[] = "usage: stinfo [-m] [-q] FILE ...\n";
+static const char USAGE[] =
+    "usage: stinfo [-m] [-q] FILE ...\n"
+    "  -m, --metadata  the metadata lines only\n"
+    "  -q, --quiet     the total line only\n"
+    "  -h, --help      this text\n"
+    "  --version       the version\n"
+    "FILE '-' is standard input.\n";
 
 /* s on one line, control characters escaped (\n, \t, \xHH): names and
  * values come from the file and must not move the cursor or start a line.

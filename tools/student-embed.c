@@ -25,7 +25,19 @@ static const char USAGE[] =
     "                             openclip_timm|auto]\n"
     "                     --weights FILE|DIR [--head MODEL]\n"
     "                     [--mean R,G,B] [--std R,G,B] [--batch N] [--threads N] [--max-errors N]\n"
-    "                     [-v] [-o FILE] [FILE]\n";
+    "                     [-v] [-o FILE] [FILE]\n"
+    "  --arch ARCH        the student architecture (default auto: from the tensor names)\n"
+    "  --weights FILE|DIR the student's weights (required)\n"
+    "  --head MODEL       write the cosine head's projection of each feature instead\n"
+    "  --mean R,G,B       the input mean (default: the weights' declared one, else ImageNet's)\n"
+    "  --std R,G,B        the input standard deviation (default: as --mean)\n"
+    "  --batch N          images per forward pass (default 32)\n"
+    "  --threads N        threads (default: OPENBLAS_NUM_THREADS, else the cores)\n"
+    "  --max-errors N     fail once more than N items have been dropped (default 0)\n"
+    "  -v, --verbose      progress and the totals on standard error\n"
+    "  -o, --output FILE  write FILE atomically instead of standard output\n"
+    "  -h, --help         this text\n"
+    "  --version          the version\n";
 
 static void parse_triple(const char *opt, const char *s, float *v)
 {

@@ -57,7 +57,9 @@ static const char USAGE[] =
     "  --timeout S        black-box: kill the teacher and fail when no answer came for S seconds\n"
     "                     (default 300; 0: wait for ever)\n"
     "  --max-errors N     fail once more than N items have been dropped (default 0)\n"
-    "  -o FILE            write FILE atomically instead of standard output\n";
+    "  -o FILE            write FILE atomically instead of standard output\n"
+    "  -h, --help         this text\n"
+    "  --version          the version\n";
 
 static const float IMAGENET_MEAN[3] = {0.485f, 0.456f, 0.406f};
 static const float IMAGENET_STD[3] = {0.229f, 0.224f, 0.225f};

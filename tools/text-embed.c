@@ -55,7 +55,9 @@ static const char USAGE[] =
     "  --max-queries N    fail once N prompts have been sent to the vendor (default: no limit)\n"
     "  --timeout S        kill the vendor and fail when no answer came for S seconds (default 300;\n"
     "                     0: wait for ever)\n"
-    "  -o FILE            write FILE atomically instead of standard output\n";
+    "  -o FILE            write FILE atomically instead of standard output\n"
+    "  -h, --help         this text\n"
+    "  --version          the version\n";
 
 static const char DEFAULT_TEMPLATE[] = "a photo of a {}";
 
