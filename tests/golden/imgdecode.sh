@@ -71,6 +71,23 @@ cp -r "$dir/tree/." "$tmp/tree2/"
 cp "$dir/tree/photo/dog/a.jpg" "$tmp/tree2/photo/dog/zz-new.jpg"
 (cd "$tmp" && imglist --seed 1 tree2 | sed 's|tree2/|tree/|' | grep -v zz-new >"$tmp/m3.tsv")
 if cmp -s "$tmp/m.tsv" "$tmp/m3.tsv"; then pass "imglist: adding a file changes no other row"; else fail "imglist: adding a file changed other rows"; fi
+# imglist lists only what imgdecode decodes: BMP, WebP, TIFF (ImageFolder
+# extensions) are counted in one warning, and every listed row decodes
+mkdir -p "$tmp/tree4/photo/dog"
+"$py" - "$tmp/tree4/photo/dog" <<'PY'
+import sys
+from PIL import Image
+im = Image.new("RGB", (9, 7), (200, 30, 4))
+for name in ("a.jpg", "b.PNG", "c.bmp", "d.webp", "e.tif"):
+    im.save(f"{sys.argv[1]}/{name}")
+PY
+(cd "$tmp" && imglist tree4 >m4.tsv 2>m4.err && imgdecode --size 4 m4.tsv 2>m4d.err | mpcat --check >m4.chk 2>&1)
+if [ "$(grep -c . "$tmp/m4.tsv")" = 3 ] && grep -q "3 image files in formats imgdecode does not decode are not listed (the first: tree4/photo/dog/" "$tmp/m4.err" &&
+    [ "$(grep -c . "$tmp/m4.err")" = 1 ] && grep -q "^ok: 1 streams, 2 records, 0 dropped" "$tmp/m4.chk"; then
+    pass "imglist: lists only JPEG and PNG (what imgdecode decodes), one warning for the other images"
+else
+    fail "imglist: other formats: $(cat "$tmp/m4.err" "$tmp/m4d.err" "$tmp/m4.chk" | head -n 5)"
+fi
 
 # ---- imgdecode ----
 golden eval stream imgdecode --size 16 m.tsv
