@@ -190,11 +190,12 @@ EOF
 case_ stinfo-control "stinfo ctl.safetensors | cat -v"
 case_ stinfo-none "stinfo"
 
-# each --help is the man page's SYNOPSIS (compared with spacing normalised)
-for t in mpdump mpcat mpcmp mpnpy stinfo; do
+# each --help is the man page's SYNOPSIS (compared with spacing normalised),
+# then a line for each option (tests/golden/help.sh checks those)
+for t in mpdump mpcat mpcmp mpnpy stinfo mpselect; do
     page=$root/man/$t.1
     syn=$(mandoc -Tascii -O width=250 "$page" 2>/dev/null | col -bx | awk '/^SYNOPSIS/ {on = 1; next} /^[A-Z]/ {on = 0} on' | tr -s ' \n' '  ' | sed 's/^ //; s/ $//')
-    help=$("$t" --help | sed 's/^usage: //; s/^       //' | tr -s ' \n' '  ' | sed 's/^ //; s/ $//')
+    help=$("$t" --help | awk '/^  -/ {exit} 1' | sed 's/^usage: //; s/^ *//' | tr -s ' \n' '  ' | sed 's/^ //; s/ $//')
     if [ -n "$syn" ] && [ "$syn" = "$help" ]; then
         echo "PASS: $t --help equals the SYNOPSIS of man/$t.1"
     else
