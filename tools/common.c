@@ -325,7 +325,6 @@ void progress_end(uint64_t done, uint64_t dropped, const char *fmt, ...)
 
 uint8_t *read_stdin(size_t *len)
 {
-    char err[VL_ERRLEN];
     /* fd 0 as it is (a pipe, a file at any offset): /dev/fd/0 would reopen a file from its start */
     size_t cap = 1 << 16, n = 0;
     uint8_t *buf = xmalloc(cap);
@@ -333,10 +332,7 @@ uint8_t *read_stdin(size_t *len)
         if (n == cap) buf = xrealloc(buf, cap *= 2);
         ssize_t r = read(0, buf + n, cap - n);
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            snprintf(err, sizeof err, "<stdin>: %s", strerror(errno));
-            die(1, "%s", err);
-        }
+        if (r < 0) die(1, "<stdin>: %s", strerror(errno));
         if (r == 0) break;
         n += (size_t)r;
     }
