@@ -308,7 +308,6 @@ int main(int argc, char **argv)
         usage_error(USAGE, "--init: only a linear head (erm, kd) trains from an initialisation");
     if (!method) method = METHODS[objective];
     if (threads > 0) blas_set_threads((int)threads);
-    double t0 = vl_now();
     char err[VL_ERRLEN];
 
     /* the student */
@@ -649,6 +648,7 @@ int main(int argc, char **argv)
     val_set vs = {st, &h, vpix, yv, dv, NV, ndom, (int)size, bn_train, {mean[0], mean[1], mean[2]},
                   {stdv[0], stdv[1], stdv[2]}};
     int dead = use_swad && sw_.dead;
+    progress_start("steps", (uint64_t)steps);
     for (int64_t step = start; step < steps && !dead; step++) {
         for (int j = 0; j < B; j++) idx[j] = j;
         if (!full) train_sampler_batch(&smp, (uint64_t)seed, step, (int)bpd, idx);
@@ -690,8 +690,8 @@ int main(int argc, char **argv)
                     memcpy(best, cur, numel * sizeof(float));
                 }
             }
-            progress("step %lld/%lld: loss %.5f, source validation accuracy %.4f, loss %.4f%s", (long long)step + 1,
-                     steps, r->loss, r->acc, r->vloss, dead ? ": the valley is dead" : "");
+            progress_count((uint64_t)step + 1, PROGRESS_NO_DROPS, "loss %.5f, source validation accuracy %.4f, loss %.4f%s",
+                           r->loss, r->acc, r->vloss, dead ? ": the valley is dead" : "");
         }
         if (ckpt && ((step + 1) % ckpt_every == 0 || dead) && step + 1 < steps) {
             json_buf rj = {0};
@@ -726,7 +726,6 @@ int main(int argc, char **argv)
             free(rj.p);
         }
     }
-    progress_done();
 
     /* the weights chosen */
     int64_t from = 0, to_step = 0, averaged = 0;
@@ -842,8 +841,8 @@ int main(int argc, char **argv)
         output_commit(&lo, &ls);
     }
     if (ckpt) unlink(ckpt);
-    if (tool_verbose)
-        warnx("%lld views of %d images in %d source domains, %d evaluations in %.1f s; weights of steps %lld..%lld",
-              (long long)N, nimg, ndom, nev, vl_now() - t0, (long long)from, (long long)to_step);
+    progress_end((uint64_t)(nev ? ev[nev - 1].step + 1 : 0), PROGRESS_NO_DROPS,
+                 "%lld views of %d images in %d source domains, %d evaluations; weights of steps %lld..%lld",
+                 (long long)N, nimg, ndom, nev, (long long)from, (long long)to_step);
     return 0;
 }
