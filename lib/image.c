@@ -552,3 +552,23 @@ int img_load(const char *path, img *out, char *err)
     img_src_free(&s);
     return rc;
 }
+
+int img_eval_view(uint8_t *out, img_src *s, int size, int exact, char *err)
+{
+    img full;
+    int d = exact ? 1 : img_dct_denom(s, size, size);
+    if (img_decode(s, d, &full, err) != 0) return -1;
+    /* the resample below cannot fail once the decode covers the source's extent */
+    if ((int64_t)full.w * d < s->w || (int64_t)full.h * d < s->h) {
+        snprintf(err, VL_ERRLEN, "%s: decoded %dx%d at 1/%d of %dx%d", s->name ? s->name : "image", full.w, full.h, d,
+                 s->w, s->h);
+        img_free(&full);
+        return -1;
+    }
+    /* a scaled decode's last row and column cover a part of a pixel:
+     * resample exactly the source's extent */
+    float box[4] = {0, 0, (float)s->w / d, (float)s->h / d};
+    img_resize(out, size, size, full.pix, full.w, full.h, (size_t)full.w * 3, box);
+    img_free(&full);
+    return 0;
+}

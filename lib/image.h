@@ -91,6 +91,12 @@ int img_resize(uint8_t *out, int ow, int oh, const uint8_t *in, int iw, int ih, 
  * size is unchanged, as PIL does). */
 void img_resize_to(img *out, const img *in, int w, int h);
 
+/* The evaluation transform, as imgdecode without --augment makes it: s
+ * decoded (scaled in the DCT domain unless exact, see img_dct_denom) and
+ * squash-resized to size x size over exactly the source's extent, into out
+ * (size*size*3 bytes). 0, or -1 with err ("PATH: what"). */
+int img_eval_view(uint8_t *out, img_src *s, int size, int exact, char *err);
+
 /* Naive reference of img_resize: the same coefficients applied with double
  * arithmetic per output pixel, then rounded; for tests. */
 void img_resize_ref(uint8_t *out, int ow, int oh, const uint8_t *in, int iw, int ih, size_t stride, const float *box);

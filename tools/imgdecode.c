@@ -216,6 +216,7 @@ int main(int argc, char **argv)
     size_t pathcap = 0;
     img_idx_cache cache = {0};
     img *pics = xcalloc((size_t)views, sizeof(img));
+    uint8_t *evalpix = xmalloc((size_t)size * size * 3);
     uint64_t images = 0;
     progress_start("images", manifest_rows(mf));
     mf_row row;
@@ -247,25 +248,11 @@ int main(int argc, char **argv)
             }
             for (long long v = 0; v < views; v++) img_free(&pics[v]);
         } else if (ok) {
-            img full;
-            int d = exact ? 1 : img_dct_denom(&src, (int)size, (int)size);
-            ok = img_decode(&src, d, &full, err) == 0;
-            /* the resample below cannot fail once the decode covers the source's extent */
-            if (ok && ((int64_t)full.w * d < src.w || (int64_t)full.h * d < src.h)) {
-                snprintf(err, VL_ERRLEN, "%s: decoded %dx%d at 1/%d of %dx%d", path, full.w, full.h, d, src.w,
-                         src.h);
-                img_free(&full);
-                ok = 0;
-            }
+            /* decoded aside first, so that a failure leaves no partial item */
+            ok = img_eval_view(evalpix, &src, (int)size, exact, err) == 0;
             if (ok) {
-                /* a scaled decode's last row and column cover a part of a
-                 * pixel: resample exactly the source's extent, straight into
-                 * the output buffer */
-                float box[4] = {0, 0, (float)src.w / d, (float)src.h / d};
-                uint8_t *pix = item_begin(&s, &row, (int)size, (int)size);
-                img_resize(pix, (int)size, (int)size, full.pix, full.w, full.h, (size_t)full.w * 3, box);
+                memcpy(item_begin(&s, &row, (int)size, (int)size), evalpix, (size_t)size * size * 3);
                 item_end(&s, &row, -1);
-                img_free(&full);
             }
         }
         if (ok) {
@@ -289,5 +276,6 @@ int main(int argc, char **argv)
     img_idx_cache_free(&cache);
     free(pathbuf);
     free(pics);
+    free(evalpix);
     return 0;
 }
