@@ -38,9 +38,11 @@
 #include <unistd.h>
 
 static const char USAGE[] =
-    "usage: distill-train --weights STUDENT --manifest FILE --teacher FILE --val FILE -o MODEL\n"
+    "usage: distill-train --weights STUDENT --manifest FILE --teacher FILE (--val FILE | --val-manifest FILE)\n"
+    "                     -o MODEL\n"
     "                     [--model STAGE1] [--text FILE] [--objective adip|erm|kd|sd] [--arch A]\n"
-    "                     [--views K] [--seed N] [--size S] [--exact] [--root DIR] [--test-domain D]...\n"
+    "                     [--val-manifest FILE] [--views K] [--seed N] [--size S] [--exact] [--root DIR]\n"
+    "                     [--test-domain D]...\n"
     "                     [--train-split S] [--val-split S] [--lambda X] [--tau X] [--lr X] [--steps N]\n"
     "                     [--batch-per-domain N] [--eval-every N] [--full-batch] [--bn frozen|train]\n"
     "                     [--no-swad] [--checkpoint FILE] [--checkpoint-every N] [--restart]\n"
@@ -57,6 +59,7 @@ static const char USAGE[] =
     "  --model STAGE1        align-fit's cosine head and text matrix, frozen (adip)\n"
     "  --text FILE           text embeddings, one item per class label 0..C-1 (erm, kd, sd)\n"
     "  --val FILE            the source validation images (image stream, eval transform)\n"
+    "  --val-manifest FILE   or their manifest, put through imgdecode's eval transform here\n"
     "  --objective O         adip (default), erm, kd or sd\n"
     "  --test-domain D       a held-out domain: left out of training and validation (repeatable)\n"
     "  --train-split S       train on rows whose split is S (default in; 'all': every row)\n"
@@ -81,7 +84,7 @@ static const char USAGE[] =
 
 enum {
     O_WEIGHTS = 0x200, O_ARCH, O_MANIFEST, O_VIEWS, O_SEED, O_SIZE, O_EXACT, O_ROOT, O_TEACHER, O_MODEL, O_TEXT,
-    O_VAL, O_OBJECTIVE, O_TEST, O_TRAIN_SPLIT, O_VAL_SPLIT, O_LAMBDA, O_TAU, O_LR, O_STEPS, O_BPD, O_EVAL, O_FULL,
+    O_VAL, O_VAL_MANIFEST, O_OBJECTIVE, O_TEST, O_TRAIN_SPLIT, O_VAL_SPLIT, O_LAMBDA, O_TAU, O_LR, O_STEPS, O_BPD, O_EVAL, O_FULL,
     O_BN, O_NO_SWAD, O_CKPT, O_CKPT_EVERY, O_RESTART, O_INIT, O_METHOD, O_LOG, O_THREADS
 };
 
@@ -153,6 +156,43 @@ done:
     return buf;
 }
 
+/* the validation images as they are read */
+typedef struct {
+    int size, C;
+    char **dom, **test;
+    int ndom, ntest;
+    const char *split;
+    int64_t n, cap;
+    uint8_t *pix; /* (n, size, size, 3) */
+    int *y, *d;
+} val_list;
+
+/* The place for the pixels of a validation image (where: for messages), or
+ * NULL when it is not one (another split, a held-out domain). An image of
+ * another domain, size or label is an error. */
+static uint8_t *val_slot(val_list *v, const char *where, const char *dom, const char *split, int64_t label, int64_t h,
+                         int64_t w)
+{
+    if (strcmp(v->split, "all") != 0 && split && strcmp(split, v->split) != 0) return NULL;
+    if (!dom) die(1, "%s: has no domain", where);
+    if (is_test(dom, v->test, v->ntest)) return NULL;
+    int k = 0;
+    while (k < v->ndom && strcmp(v->dom[k], dom) != 0) k++;
+    if (k == v->ndom) die(1, "%s: domain '%s' is neither a source domain nor a --test-domain", where, dom);
+    if (h != v->size || w != v->size)
+        die(1, "%s: %lldx%lld pixels, the views are %dx%d", where, (long long)w, (long long)h, v->size, v->size);
+    if (label < 0 || label >= v->C) die(1, "%s: label %lld is not one of the %d classes", where, (long long)label, v->C);
+    if (v->n == v->cap) {
+        v->cap = v->cap ? 2 * v->cap : 64;
+        v->pix = xrealloc(v->pix, (size_t)v->cap * v->size * v->size * 3);
+        v->y = xrealloc(v->y, (size_t)v->cap * sizeof *v->y);
+        v->d = xrealloc(v->d, (size_t)v->cap * sizeof *v->d);
+    }
+    v->y[v->n] = (int)label;
+    v->d[v->n] = k;
+    return v->pix + (size_t)v->n++ * v->size * v->size * 3;
+}
+
 /* the validation images and what evaluates on them */
 typedef struct {
     student *st;
@@ -200,7 +240,7 @@ int main(int argc, char **argv)
 {
     tool_init("distill-train");
     const char *weights = NULL, *arch = "auto", *mpath = NULL, *root = NULL, *tpath = NULL, *model = NULL,
-               *xpath = NULL, *vpath = NULL, *ckpt = NULL, *method = NULL, *logpath = NULL, *init = NULL, *train_split = "in",
+               *xpath = NULL, *vpath = NULL, *ckpt = NULL, *method = NULL, *logpath = NULL, *init = NULL, *vmpath = NULL, *train_split = "in",
                *val_split = "out";
     char *test[64];
     int ntest = 0, full = 0, exact = 0, objective = TRAIN_ADIP, bn_train = 0, use_swad = 1, restart = 0;
@@ -219,6 +259,7 @@ int main(int argc, char **argv)
                                          {"model", required_argument, 0, O_MODEL},
                                          {"text", required_argument, 0, O_TEXT},
                                          {"val", required_argument, 0, O_VAL},
+                                         {"val-manifest", required_argument, 0, O_VAL_MANIFEST},
                                          {"objective", required_argument, 0, O_OBJECTIVE},
                                          {"test-domain", required_argument, 0, O_TEST},
                                          {"train-split", required_argument, 0, O_TRAIN_SPLIT},
@@ -258,6 +299,7 @@ int main(int argc, char **argv)
         case O_MODEL: model = optarg; break;
         case O_TEXT: xpath = optarg; break;
         case O_VAL: vpath = optarg; break;
+        case O_VAL_MANIFEST: vmpath = optarg; break;
         case O_OBJECTIVE:
             for (objective = 0; objective < 4 && strcmp(optarg, OBJECTIVES[objective]) != 0; objective++) {
             }
@@ -299,7 +341,7 @@ int main(int argc, char **argv)
     if (!to.output) usage_error(USAGE, "-o MODEL is required");
     if (!weights) usage_error(USAGE, "--weights is required");
     if (!mpath) usage_error(USAGE, "--manifest is required");
-    if (!vpath) usage_error(USAGE, "--val is required");
+    if (!vpath == !vmpath) usage_error(USAGE, "one of --val and --val-manifest is required");
     if (objective != TRAIN_ERM && !tpath) usage_error(USAGE, "--teacher is required (but for --objective erm)");
     if (objective == TRAIN_ADIP && !model) usage_error(USAGE, "--model is required for --objective adip");
     if (objective != TRAIN_ADIP && !xpath) usage_error(USAGE, "--text is required for --objective %s",
@@ -470,11 +512,11 @@ int main(int argc, char **argv)
             die(1, "%s: id '%s' view %lld has no teacher embedding", tpath, r->id, (long long)(j % views));
     }
 
-    /* the validation images */
-    int64_t NV = 0, vcap = 0;
-    uint8_t *vpix = NULL;
-    int *yv = NULL, *dv = NULL;
-    {
+    /* the validation images: an image stream, or a manifest put through
+     * the evaluation transform here */
+    val_list vl = {.size = (int)size, .C = C, .dom = dom, .ndom = ndom, .test = test, .ntest = ntest,
+                   .split = val_split};
+    if (vpath) {
         sr *r = open_stream(vpath);
         if (sr_header(r, "image") != 0) die(1, "%s", r->err);
         const mp_val *it;
@@ -493,40 +535,45 @@ int main(int argc, char **argv)
             mp_get_i64(it, "h", &hh);
             mp_get_i64(it, "w", &ww);
             mp_get_i64(it, "label", &l);
-            int keep = strcmp(val_split, "all") == 0 || !sp_ || strcmp(sp_, val_split) == 0;
-            if (keep && !d) die(1, "%s: has no domain", sr_where(r, it, where, sizeof where));
-            keep = keep && !is_test(d, test, ntest);
-            if (keep) {
-                int k2 = 0;
-                while (k2 < ndom && strcmp(dom[k2], d) != 0) k2++;
-                if (k2 == ndom)
-                    die(1, "%s: domain '%s' is neither a source domain nor a --test-domain",
-                        sr_where(r, it, where, sizeof where), d);
-                if (hh != size || ww != size)
-                    die(1, "%s: %lldx%lld pixels, the views are %lldx%lld", sr_where(r, it, where, sizeof where),
-                        (long long)ww, (long long)hh, size, size);
-                if (l < 0 || l >= C)
-                    die(1, "%s: label %lld is not one of the %d classes", sr_where(r, it, where, sizeof where),
-                        (long long)l, C);
-                if (NV == vcap) {
-                    vcap = vcap ? 2 * vcap : 64;
-                    vpix = xrealloc(vpix, (size_t)vcap * size * size * 3);
-                    yv = xrealloc(yv, (size_t)vcap * sizeof *yv);
-                    dv = xrealloc(dv, (size_t)vcap * sizeof *dv);
-                }
-                memcpy(vpix + (size_t)NV * size * size * 3, mp_get(it, "pix")->v.p, (size_t)size * size * 3);
-                yv[NV] = (int)l;
-                dv[NV++] = k2;
-            }
+            uint8_t *slot = val_slot(&vl, sr_where(r, it, where, sizeof where), d, sp_, l, hh, ww);
+            if (slot) memcpy(slot, mp_get(it, "pix")->v.p, (size_t)size * size * 3);
             free(d);
             free(sp_);
         }
         close_stream(r);
+    } else {
+        FILE *vf = fopen(vmpath, "r");
+        if (!vf) die(1, "%s: %s", vmpath, strerror(errno));
+        mf_open(&m, vf, vmpath);
+        while ((rc = mf_next(&m, &row, err)) != 0) {
+            if (rc < 0) die(1, "%s", err);
+            char where[300], *path = NULL;
+            snprintf(where, sizeof where, "%s:%llu: id '%s'", vmpath, (unsigned long long)row.line, row.id);
+            uint8_t *slot = val_slot(&vl, where, row.domain, row.split, row.label, size, size);
+            if (!slot) continue;
+            if (root && row.path[0] != '/') {
+                path = xmalloc(strlen(root) + strlen(row.path) + 2);
+                sprintf(path, "%s/%s", root, row.path);
+            }
+            img_src src;
+            if (img_src_open(&src, path ? path : row.path, NULL, err) != 0 ||
+                img_eval_view(slot, &src, (int)size, exact, err) != 0)
+                die(1, "%s: %s", where, err);
+            img_src_free(&src);
+            free(path);
+        }
+        mf_close(&m);
+        fclose(vf);
     }
+    int64_t NV = vl.n;
+    const uint8_t *vpix = vl.pix;
+    const int *yv = vl.y, *dv = vl.d;
     for (int k = 0; k < ndom; k++) {
         int seen = 0;
         for (int64_t i = 0; i < NV; i++) seen |= dv[i] == k;
-        if (!seen) die(1, "%s: no validation image of source domain '%s' (split '%s')", vpath, dom[k], val_split);
+        if (!seen)
+            die(1, "%s: no validation image of source domain '%s' (split '%s')", vpath ? vpath : vmpath, dom[k],
+                val_split);
     }
 
     /* settings and inputs: the run's identity */
@@ -557,7 +604,7 @@ int main(int argc, char **argv)
     char *settings = meta_settings_json(&ms);
     json_buf inputs = {0};
     json_buf_puts(&inputs, "[");
-    const char *inp[6] = {weights, mpath, tpath, objective == TRAIN_ADIP ? model : xpath, vpath, init};
+    const char *inp[6] = {weights, mpath, tpath, objective == TRAIN_ADIP ? model : xpath, vpath ? vpath : vmpath, init};
     for (int k = 0, first = 1; k < 6; k++) {
         if (!inp[k]) continue;
         if (!first) json_buf_puts(&inputs, ",");

@@ -57,6 +57,19 @@ print("%s: distill_train: one log item per evaluation with the loss terms, valid
     "PASS" if ok else "FAIL", steps))
 PY
 
+# --val-manifest: the evaluation transform in-process, the same model as with imgdecode's stream
+args=()
+for a in "${adip[@]}"; do [ "$a" = "$d/val.mp" ] && args+=("$d/val.tsv") || args+=("$a"); done
+args=("${args[@]/#--val/--val-manifest}")
+distill-train "${args[@]}" --steps 4 --eval-every 2 --batch-per-domain 2 -o "$d/vm.safetensors" 2>"$d/err" &&
+    distill-train "${adip[@]}" --steps 4 --eval-every 2 --batch-per-domain 2 -o "$d/vs.safetensors" 2>/dev/null &&
+    "$PY" -c "
+import sys; sys.path.insert(0, 'tests/ref'); from st_io import st_load
+(a, ma), (b, mb) = st_load('$d/vm.safetensors'), st_load('$d/vs.safetensors')
+sys.exit(not (a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a) and ma['vl2v.val_acc'] == mb['vl2v.val_acc']))" &&
+    echo "PASS: distill_train: --val-manifest gives the model --val with imgdecode's stream gives" ||
+    echo "FAIL: distill_train: --val-manifest: $(cat "$d/err")"
+
 for o in erm kd; do
     distill-train "${base[@]}" --text "$d/text.mp" --objective $o --steps 6 --eval-every 2 --batch-per-domain 2 \
         -o "$d/$o.safetensors" 2>"$d/err" && predict --model "$d/$o.safetensors" --weights "$d/$o.safetensors" \
