@@ -59,38 +59,6 @@ static void grow(float **p, size_t *cap, size_t n)
     *cap = n;
 }
 
-float train_head_step(head *h, optim *o, const float *F, const float *it, const int *y, int B, int objective,
-                      float lambda, train_terms *terms, train_ws *ws)
-{
-    ws_reserve(ws, h, B);
-    param_zero_grad(&h->p);
-    head_forward(h, ws->out, F, B);
-    int D = h->D;
-    train_terms t = {0};
-    memset(ws->dout, 0, (size_t)B * D * sizeof(float));
-    if (objective == TRAIN_COSINE) {
-        t.loss = cosloss_forward(ws->c1, ws->c2, ws->out, lambda > 0 ? it : NULL, lambda < 1 ? h->text : NULL,
-                                 lambda < 1 ? y : NULL, B, D, lambda);
-        for (int i = 0; i < B; i++) {
-            if (lambda > 0) t.cos_image += ws->c1[i];
-            if (lambda < 1) t.cos_text += ws->c2[i];
-        }
-        t.cos_image /= B;
-        t.cos_text /= B;
-        cosloss_backward(ws->dout, ws->out, lambda > 0 ? it : NULL, lambda < 1 ? h->text : NULL, lambda < 1 ? y : NULL,
-                         B, D, lambda, 1.0f);
-    } else {
-        t.loss = crossentropy_forward(ws->probs, ws->out, y, B, h->C);
-        crossentropy_backward(ws->dout, ws->probs, y, B, h->C, 1.0f);
-    }
-    /* the features are frozen: no input gradient */
-    linear_backward(NULL, param_grad(&h->p, 0), param_grad(&h->p, 1), ws->dout, F, param_data(&h->p, 0), B, h->Ds,
-                    D);
-    optim_step(o, &h->p);
-    if (terms) *terms = t;
-    return (float)t.loss;
-}
-
 /* the cosine loss on z (B,D) with its gradient set in dz; the terms' means */
 static double cosine_terms(float *dz, const float *z, const float *it, const float *T, const int *y, int B, int D,
                            float lambda, train_terms *t, train_ws *ws)
@@ -107,6 +75,29 @@ static double cosine_terms(float *dz, const float *z, const float *it, const flo
     memset(dz, 0, (size_t)B * D * sizeof(float));
     cosloss_backward(dz, z, u, v, yy, B, D, lambda, 1.0f);
     return t->loss;
+}
+
+float train_head_step(head *h, optim *o, const float *F, const float *it, const int *y, int B, int objective,
+                      float lambda, train_terms *terms, train_ws *ws)
+{
+    ws_reserve(ws, h, B);
+    param_zero_grad(&h->p);
+    head_forward(h, ws->out, F, B);
+    int D = h->D;
+    train_terms t = {0};
+    if (objective == TRAIN_COSINE) {
+        cosine_terms(ws->dout, ws->out, it, h->text, y, B, D, lambda, &t, ws);
+    } else {
+        memset(ws->dout, 0, (size_t)B * D * sizeof(float));
+        t.loss = crossentropy_forward(ws->probs, ws->out, y, B, h->C);
+        crossentropy_backward(ws->dout, ws->probs, y, B, h->C, 1.0f);
+    }
+    /* the features are frozen: no input gradient */
+    linear_backward(NULL, param_grad(&h->p, 0), param_grad(&h->p, 1), ws->dout, F, param_data(&h->p, 0), B, h->Ds,
+                    D);
+    optim_step(o, &h->p);
+    if (terms) *terms = t;
+    return (float)t.loss;
 }
 
 /* lp (C) = log softmax(x / tau), in double */
