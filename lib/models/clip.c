@@ -31,9 +31,9 @@ struct clip_model {
     clip_vision v;
     clip_text t;
     float *vblock, *tblock;
-    int timm;     /* the image tower is timm's (load_openclip_timm): img, not v's tensors */
+    int timm;           /* the image tower is timm's (load_openclip_timm): img, not v's tensors */
     openclip_timm *img; /* that tower */
-    int has_norm; /* the configuration gives the input normalisation */
+    int has_norm;       /* the configuration gives the input normalisation */
     float mean[3], std[3];
 };
 

@@ -22,7 +22,7 @@ struct openclip_timm {
     mobilenet *mb;
     convnet *cn;
     int dim;
-    int pw, pb; /* the projection's tensors in cn's store */
+    int pw, pb;          /* the projection's tensors in cn's store */
     float *pool, *dpool; /* the pooled trunk features and their gradient */
     size_t pool_cap;
     int B; /* the last forward */
