@@ -5,7 +5,7 @@
 #include "models/clip.h"
 
 #include "json.h"
-#include "models/student.h"
+#include "models/openclip_timm.h"
 #include "nn/layernorm.h"
 #include "nn/linear.h"
 #include "nn/patch.h"
@@ -31,31 +31,27 @@ struct clip_model {
     clip_vision v;
     clip_text t;
     float *vblock, *tblock;
-    int timm;     /* the image tower is timm's (load_openclip_timm): img, not v's tensors */
-    student *img; /* that tower */
-    int has_norm; /* the configuration gives the input normalisation */
+    int timm;           /* the image tower is timm's (load_openclip_timm): img, not v's tensors */
+    openclip_timm *img; /* that tower */
+    int has_norm;       /* the configuration gives the input normalisation */
     float mean[3], std[3];
 };
 
-/* ---- the timm image tower: the student face's openclip_timm ---- */
+/* ---- the timm image tower: models/openclip_timm ---- */
 
-/* The face opens the weights file itself (and the open_clip_config.json
- * beside it, whose trunk, pool and projection it checks), reading only
+/* The tower checks vc's trunk, pool and projection and reads only
  * visual.*; inference only, so BatchNorm is folded. */
-static int timm_open(clip_model *m, const st_file *f, char *err)
+static int timm_open(clip_model *m, const st_file *f, const json *vc, char *err)
 {
-    student *s;
-    if (student_open(&s, "openclip_timm", f->path, err) != 0) return -1;
-    m->img = s;
-    if (student_feature_dim(s) != m->v.D)
+    if (openclip_timm_open(&m->img, f, vc, err) != 0) return -1;
+    if (openclip_timm_feature_dim(m->img) != m->v.D)
         return vl_error(err, "%s: the image tower gives %d dimensions, visual.head.proj.weight %d", f->path,
-                        student_feature_dim(s), m->v.D);
-    if (student_check_input(s, m->v.S, m->v.S, err) != 0) return -1;
-    student_fold_bn(s);
+                        openclip_timm_feature_dim(m->img), m->v.D);
+    cn_fold_bn(openclip_timm_convnet(m->img));
     return 0;
 }
 
-static void timm_free(clip_model *m) { student_free(m->img); }
+static void timm_free(clip_model *m) { openclip_timm_free(m->img); }
 
 /* ---- parameter layouts ---- */
 
@@ -462,10 +458,10 @@ static int openai_text_get(clip_model *m, const st_file *f, char *err)
 }
 
 /* An OpenCLIP model whose image tower is a timm model (vision_cfg names
- * timm_model_name): the student face's openclip_timm, timm's
- * mobilenetv2_100 trunk, average pooling and a linear projection (the face
- * refuses any other trunk, pool or projection, naming it). Only the text
- * tower, when that alone is asked for, is read whatever the trunk. */
+ * timm_model_name): models/openclip_timm, timm's mobilenetv2_100 trunk,
+ * average pooling and a linear projection (the module refuses any other
+ * trunk, pool or projection, naming it). Only the text tower, when that
+ * alone is asked for, is read whatever the trunk. */
 static int load_openclip_timm(clip_model *m, const st_file *f, const json *vc, const json *tc, int act, char *err)
 {
     const json *is = json_get(vc, "image_size");
@@ -478,7 +474,7 @@ static int load_openclip_timm(clip_model *m, const st_file *f, const json *vc, c
     m->v.S = is ? (int)is->i : 224;
     m->v.D = (int)D;
     if (openai_text_sizes(m, f, tc, act, D, err) < 0) return -1;
-    if (m->towers & CLIP_VISION && timm_open(m, f, err) < 0) return -1;
+    if (m->towers & CLIP_VISION && timm_open(m, f, vc, err) < 0) return -1;
     if (alloc_towers(m, f, f->path, err) < 0) return -1;
     if (get(f, "logit_scale", &m->logit_scale, 0, NULL, err)) return -1;
     if (m->towers & CLIP_TEXT && openai_text_get(m, f, err) < 0) return -1;
@@ -779,7 +775,7 @@ int clip_encode_image(clip_model *m, const float *pix, int B, float *out, char *
 {
     if (!(m->towers & CLIP_VISION)) return vl_error(err, "%s: the image tower was not loaded", m->id);
     if (m->timm) {
-        if (student_forward(m->img, out, pix, B, m->v.S, m->v.S, 0, err) != 0) return -1;
+        if (openclip_timm_forward(m->img, out, pix, B, m->v.S, m->v.S, 0, err) != 0) return -1;
     } else {
         clip_vision_forward(&m->v, pix, B, out, NULL);
     }

@@ -2,7 +2,7 @@
  * by a linear projection into the joint space) loaded from either a Hugging
  * Face model directory (config.json + model.safetensors, transformers'
  * CLIPModel names), an OpenCLIP hub directory (whose image tower may also be
- * timm's mobilenetv2_100, computed by the student face) or one safetensors
+ * timm's mobilenetv2_100, computed by models/openclip_timm) or one safetensors
  * file with the OpenAI / OpenCLIP names (sizes inferred from the shapes). Weights may be F32, F16 or BF16; they are
  * held as float. Encoders return L2-normalised embeddings. */
 #ifndef VL_MODELS_CLIP_H
@@ -37,7 +37,7 @@ int clip_image_size(const clip_model *m);     /* S of the (3,S,S) input */
 int clip_normalisation(const clip_model *m, float mean[3], float std[3]);
 /* 1 when the image tower is CLIP's ViT (clip_vision_tower and the training
  * calls below apply), 0 for an OpenCLIP model with a timm image tower, which
- * is the student face's openclip_timm (models/student.h). */
+ * is models/openclip_timm.h's. */
 int clip_image_tower_is_vit(const clip_model *m);
 int clip_embed_dim(const clip_model *m);      /* D, the joint space */
 int clip_context_length(const clip_model *m); /* text positions, 77 for CLIP */

@@ -1,18 +1,18 @@
 /* student: the face over every student backbone; see student.h.
  *
  * The convolutional students (the ResNets, MobileNetV2 and the trunk of
- * openclip_timm) run through their convnet engine alike; openclip_timm's
- * projection lives in the same store (registered as the network's head
- * and unfrozen) and runs here, after the pool. The ViTs and the CLIP tower
- * have their own calls. */
+ * openclip_timm) share their convnet engine's BatchNorm, folding and
+ * decisions; openclip_timm's forward and backward (trunk, pool and
+ * projection) are its module's. The ViTs and the CLIP tower have their own
+ * calls. */
 #include "student.h"
 
 #include "json.h"
 #include "models/clip.h"
 #include "models/mobilenet.h"
+#include "models/openclip_timm.h"
 #include "models/resnet.h"
 #include "models/vit.h"
-#include "nn/linear.h"
 #include "st.h"
 #include "util.h"
 
@@ -26,19 +26,13 @@
 const char *const STUDENT_ARCHS[] = {"resnet18", "resnet34",    "resnet50",      "mobilenet_v2", "vit_s16",
                                      "vit_b16",  "clip_vision", "openclip_timm", NULL};
 
-/* openclip_timm: the names of its image tower and the trunk it supports */
-#define OC_VISUAL "visual."
-#define OC_TRUNK "visual.trunk."
-#define OC_PROJ "visual.head.proj"
-#define OC_TIMM "mobilenetv2_100"
-#define POOL 1280 /* mobilenetv2_100's pooled width */
-
 struct student {
     const char *arch;
     int dim;
     resnet *rn;
-    mobilenet *mb; /* mobilenet_v2 and openclip_timm's trunk */
-    convnet *cn;   /* the engine of rn or mb */
+    mobilenet *mb;
+    openclip_timm *oc;
+    convnet *cn; /* the engine of rn, mb or oc */
     vit *vt;
     clip_model *clip;
     params cp; /* clip_vision: the tower's block wrapped */
@@ -46,11 +40,6 @@ struct student {
     float *cg_base; /* the gradient block cg is laid over */
     clip_vision_acts *acts;
     int acts_B;
-    /* openclip_timm: the projection's tensors in cn's store, the pooled
-     * trunk features and their gradient */
-    int pw, pb;
-    float *pool, *dpool;
-    size_t pool_cap;
     /* the last forward */
     const float *x;
     int B;
@@ -63,21 +52,6 @@ static const char *arch_name(const char *a)
     for (int i = 0; STUDENT_ARCHS[i]; i++)
         if (strcmp(a, STUDENT_ARCHS[i]) == 0) return STUDENT_ARCHS[i];
     return NULL;
-}
-
-/* the tensors of f whose names start with prefix: a view sharing f's
- * mapping (f is sorted by name, so they are one run); never st_close it */
-static st_file subset(const st_file *f, const char *prefix)
-{
-    st_file v = *f;
-    size_t n = strlen(prefix);
-    int i = 0, j;
-    while (i < f->n && strncmp(f->t[i].name, prefix, n) < 0) i++;
-    for (j = i; j < f->n && strncmp(f->t[j].name, prefix, n) == 0; j++) {
-    }
-    v.t = f->t + i;
-    v.n = j - i;
-    return v;
 }
 
 static int parse_triple(const char *s, float *v)
@@ -172,40 +146,14 @@ static int resolve(const char *path, char **file, json **oc, char *err)
     return rc;
 }
 
-static int has_prefix(const st_file *f, const char *prefix) { return subset(f, prefix).n > 0; }
-
-/* openclip_timm: the trunk is timm mobilenetv2_100, pooled by average and
- * projected linearly; 0, or -1 with err naming what is not */
-static int check_openclip_timm(const st_file *f, const json *oc, char *err)
-{
-    const json *vc = oc ? json_get(json_get(oc, "model_cfg"), "vision_cfg") : NULL;
-    if (vc && vc->type == JSON_OBJ) {
-        const char *name = json_get_str(vc, "timm_model_name", NULL), *pool = json_get_str(vc, "timm_pool", "avg"),
-                   *proj = json_get_str(vc, "timm_proj", "linear");
-        if (name && strcmp(name, OC_TIMM) != 0)
-            return vl_error(err, "%s: open_clip_config.json: timm trunk '%s' is not supported (only %s)", f->path,
-                            name, OC_TIMM);
-        if (strcmp(pool, "avg") != 0 || strcmp(proj, "linear") != 0)
-            return vl_error(err, "%s: open_clip_config.json: timm_pool '%s', timm_proj '%s': only 'avg' and 'linear' "
-                                 "are supported",
-                            f->path, pool, proj);
-    }
-    char e2[VL_ERRLEN];
-    int ncls;
-    if (mobilenet_detect_named(f, MOBILENET_TIMM, OC_TRUNK, &ncls, e2) != 0)
-        return vl_error(err, "unsupported timm trunk (only %s): %s", OC_TIMM, e2);
-    const st_tensor *pw = st_find(f, OC_PROJ ".weight");
-    if (!pw || pw->ndim != 2 || pw->shape[1] != POOL || pw->shape[0] < 1)
-        return vl_error(err, "%s: no tensor '%s.weight' [D, %d]: not an OpenCLIP timm image tower", f->path, OC_PROJ,
-                        POOL);
-    return 0;
-}
+/* open_clip_config.json's model_cfg.vision_cfg, or NULL */
+static const json *vision_cfg(const json *oc) { return oc ? json_get(json_get(oc, "model_cfg"), "vision_cfg") : NULL; }
 
 /* the architecture of f by its names and shapes */
 static int detect(const st_file *f, const json *oc, const char **arch, char *err)
 {
-    if (has_prefix(f, OC_TRUNK) || st_find(f, OC_PROJ ".weight")) {
-        if (check_openclip_timm(f, oc, err) != 0) return -1;
+    if (openclip_timm_detect(f)) {
+        if (openclip_timm_check(f, vision_cfg(oc), err) != 0) return -1;
         *arch = "openclip_timm";
         return 0;
     }
@@ -222,35 +170,37 @@ static int detect(const st_file *f, const json *oc, const char **arch, char *err
     else if (mobilenet_detect(f, &ncls, e3) == 0)
         *arch = "mobilenet_v2";
     else
-        return vl_error(err, "%s; and %s; and %s; and no '%s*' (OpenCLIP timm) or 'visual.conv1.weight' / "
+        return vl_error(err, "%s; and %s; and %s; and no 'visual.trunk.*' (OpenCLIP timm) or 'visual.conv1.weight' / "
                              "'vision_model.*' (CLIP) tensors",
-                        e1, e2, e3, OC_TRUNK);
+                        e1, e2, e3);
     return 0;
 }
 
-static student *build(const char *arch, int ncls, int img, int proj_rows, int proj_bias)
+static student *build(const char *arch, int ncls, int img)
 {
     student *s = xcalloc(1, sizeof *s);
     s->arch = arch;
-    s->pw = s->pb = -1;
     if (strncmp(arch, "resnet", 6) == 0) {
         s->rn = resnet_new(atoi(arch + 6), ncls);
         s->cn = resnet_convnet(s->rn);
     } else if (strcmp(arch, "mobilenet_v2") == 0) {
         s->mb = mobilenet_new(ncls);
         s->cn = mobilenet_convnet(s->mb);
-    } else if (strcmp(arch, "openclip_timm") == 0) {
-        mobilenet_head proj = {OC_PROJ, proj_rows, proj_bias};
-        s->mb = mobilenet_new_named(MOBILENET_TIMM, OC_TRUNK, &proj);
-        s->cn = mobilenet_convnet(s->mb);
-        params *p = cn_params(s->cn);
-        param_freeze(p, OC_PROJ, 0); /* computed here: it trains */
-        s->pw = param_find(p, OC_PROJ ".weight");
-        s->pb = param_find(p, OC_PROJ ".bias");
     } else {
         s->vt = vit_new(strcmp(arch, "vit_b16") == 0 ? VIT_B16 : VIT_S16, img, ncls);
     }
-    s->dim = s->vt ? vit_feature_dim(s->vt) : s->pw >= 0 ? proj_rows : cn_feature_dim(s->cn);
+    s->dim = s->vt ? vit_feature_dim(s->vt) : cn_feature_dim(s->cn);
+    return s;
+}
+
+/* the student over an OpenCLIP timm tower */
+static student *from_openclip_timm(const char *arch, openclip_timm *oc)
+{
+    student *s = xcalloc(1, sizeof *s);
+    s->arch = arch;
+    s->oc = oc;
+    s->cn = openclip_timm_convnet(oc);
+    s->dim = openclip_timm_feature_dim(oc);
     return s;
 }
 
@@ -265,7 +215,8 @@ student *student_new(const char *arch, int nclasses, char *err)
         vl_error(err, "clip_vision: the CLIP image tower's sizes come from its weights file");
         return NULL;
     }
-    return build(a, nclasses, 224, 512, 0);
+    if (strcmp(a, "openclip_timm") == 0) return from_openclip_timm(a, openclip_timm_new(512, 0));
+    return build(a, nclasses, 224);
 }
 
 static int open_clip_vision(student *s, const char *path, char *err)
@@ -312,16 +263,12 @@ int student_open(student **out, const char *arch, const char *path, char *err)
         }
         norm = 1;
     }
-    int ncls = 0, img = 224, rows = 0, bias = 0, d1, k1;
+    int ncls = 0, img = 224, d1, k1;
     if (strncmp(a, "resnet", 6) == 0) {
         if (resnet_detect(&f, &d1, &ncls, err) != 0) ncls = 0;
     } else if (strcmp(a, "mobilenet_v2") == 0) {
         if (mobilenet_detect(&f, &ncls, err) != 0) ncls = 0;
-    } else if (oclip) {
-        if (check_openclip_timm(&f, oc, err) != 0) goto done;
-        rows = (int)st_find(&f, OC_PROJ ".weight")->shape[0];
-        bias = st_find(&f, OC_PROJ ".bias") != NULL;
-    } else if (!clipv) {
+    } else if (!clipv && !oclip) {
         if (vit_detect(&f, &k1, &ncls, err) != 0) ncls = 0;
         /* the grid pos_embed was made for; other input sizes resize it */
         const st_tensor *pe = st_find(&f, "pos_embed");
@@ -337,12 +284,15 @@ int student_open(student **out, const char *arch, const char *path, char *err)
         }
         img = grid * 16;
     }
+    openclip_timm *ot = NULL;
+    if (oclip && openclip_timm_open(&ot, &f, vision_cfg(oc), err) != 0) goto done;
     if (clipv) {
         s = xcalloc(1, sizeof *s);
         s->arch = a;
-        s->pw = s->pb = -1;
+    } else if (oclip) {
+        s = from_openclip_timm(a, ot);
     } else {
-        s = build(a, ncls, img, rows, bias);
+        s = build(a, ncls, img);
     }
     if (norm) {
         memcpy(s->mean, mean, sizeof mean);
@@ -353,10 +303,10 @@ int student_open(student **out, const char *arch, const char *path, char *err)
         rc = open_clip_vision(s, path, err);
     } else if (s->vt) {
         rc = vit_load(s->vt, &f, err);
+    } else if (!oclip) {
+        rc = cn_load(s->cn, &f, err);
     } else {
-        /* an OpenCLIP file's text tower is not the student's */
-        st_file v = oclip ? subset(&f, OC_VISUAL) : f;
-        rc = cn_load(s->cn, &v, err);
+        rc = 0; /* openclip_timm_open loaded it */
     }
 done:
     st_close(&f);
@@ -375,6 +325,7 @@ void student_free(student *s)
     if (!s) return;
     resnet_free(s->rn);
     mobilenet_free(s->mb);
+    openclip_timm_free(s->oc);
     if (s->vt) vit_free(s->vt);
     if (s->clip) {
         free(s->cp.grad); /* param_zero_grad's, the store being external */
@@ -383,8 +334,6 @@ void student_free(student *s)
         if (s->acts) clip_vision_acts_free(s->acts);
         clip_free(s->clip);
     }
-    free(s->pool);
-    free(s->dpool);
     free(s);
 }
 
@@ -440,19 +389,8 @@ int student_forward(student *s, float *feat, const float *x, int B, int H, int W
         clip_vision_forward(v, x, B, feat, save ? s->acts : NULL);
         return 0;
     }
-    if (s->pw < 0) return cn_forward(s->cn, feat, x, B, H, W, save, err);
-    /* openclip_timm: the pooled trunk, then the projection */
-    size_t need = (size_t)B * POOL;
-    if (need > s->pool_cap) {
-        free(s->pool), free(s->dpool);
-        s->pool = xmalloc(need * sizeof(float));
-        s->dpool = xmalloc(need * sizeof(float));
-        s->pool_cap = need;
-    }
-    if (cn_forward(s->cn, s->pool, x, B, H, W, save, err) != 0) return -1;
-    const params *p = cn_params(s->cn);
-    linear_forward(feat, s->pool, param_data(p, s->pw), s->pb >= 0 ? param_data(p, s->pb) : NULL, B, POOL, s->dim);
-    return 0;
+    if (s->oc) return openclip_timm_forward(s->oc, feat, x, B, H, W, save, err);
+    return cn_forward(s->cn, feat, x, B, H, W, save, err);
 }
 
 void student_backward(student *s, const float *dfeat)
@@ -469,13 +407,10 @@ void student_backward(student *s, const float *dfeat)
             s->cg_base = g;
         }
         clip_vision_backward(v, &s->cg, dfeat, s->x, s->acts, s->B);
-    } else if (s->pw < 0) {
-        cn_backward(s->cn, dfeat);
+    } else if (s->oc) {
+        openclip_timm_backward(s->oc, dfeat);
     } else {
-        const params *p = cn_params(s->cn);
-        linear_backward_set(s->dpool, param_grad(p, s->pw), s->pb >= 0 ? param_grad(p, s->pb) : NULL, dfeat,
-                            s->pool, param_data(p, s->pw), s->B, POOL, s->dim);
-        cn_backward(s->cn, s->dpool);
+        cn_backward(s->cn, dfeat);
     }
 }
 
@@ -485,5 +420,6 @@ size_t student_buffer_bytes(const student *s)
 {
     if (s->vt) return vit_buffer_bytes(s->vt);
     if (s->clip) return s->acts ? clip_vision_acts_bytes(s->acts) : 0;
-    return cn_buffer_bytes(s->cn) + 2 * s->pool_cap * sizeof(float);
+    if (s->oc) return openclip_timm_buffer_bytes(s->oc);
+    return cn_buffer_bytes(s->cn);
 }
