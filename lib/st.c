@@ -127,20 +127,35 @@ int st_parse(st_file *f, const void *buf, size_t size, const char *name, char *e
             goto fail_j;
         }
         t->ndim = (int)shape->n;
-        uint64_t numel = 1;
+        /* the product of the non-zero dimensions is bounded, checked before
+         * each multiplication: every partial product of the shape then fits
+         * (a reader multiplies any two dimensions), and no count wraps to 0,
+         * as [2^32, 2^32] would */
+        const uint64_t max_numel = (uint64_t)1 << 40;
+        uint64_t numel = 1, nonzero = 1;
         for (size_t d = 0; d < shape->n; d++) {
             const json *s = &shape->items[d];
-            if (s->type != JSON_NUM || !s->is_int || s->i < 0 || s->i > ((int64_t)1 << 40)) {
+            if (s->type != JSON_NUM || !s->is_int || s->i < 0 || s->i > (int64_t)max_numel) {
                 vl_error(err, "%s: tensor '%s': bad dimension %zu", name, key, d);
                 goto fail_j;
             }
             t->shape[d] = s->i;
-            numel *= (uint64_t)s->i;
-            if (numel > ((uint64_t)1 << 40)) {
-                vl_error(err, "%s: tensor '%s': too many elements", name, key);
+        }
+        for (int d = 0; d < t->ndim; d++) {
+            uint64_t n = (uint64_t)t->shape[d];
+            if (n == 0) {
+                numel = 0;
+                continue;
+            }
+            if (nonzero > max_numel / n) {
+                char b[160];
+                vl_error(err, "%s: tensor '%s': shape %s: too many elements (more than 2^40)", name, key,
+                         st_shape_str(t->ndim, t->shape, b, sizeof b));
                 goto fail_j;
             }
+            nonzero *= n;
         }
+        if (numel) numel = nonzero;
         t->numel = (int64_t)numel;
         if (!offs || offs->type != JSON_ARR || offs->n != 2 || offs->items[0].type != JSON_NUM ||
             !offs->items[0].is_int || offs->items[1].type != JSON_NUM || !offs->items[1].is_int ||

@@ -151,6 +151,7 @@ case_ stinfo-quiet "stinfo -q model.safetensors model.safetensors"
 case_ stinfo-bad-len "stinfo bad_len.safetensors"
 case_ stinfo-truncated "stinfo truncated.safetensors"
 case_ stinfo-bad-shape "stinfo model.safetensors bad_shape.safetensors"
+case_ stinfo-overflow "stinfo overflow.safetensors"
 case_ stinfo-stream "stinfo emb.mp"
 # names and metadata from the file are shown escaped: no terminal escapes, one line each
 "$py" - <<'EOF'

@@ -179,6 +179,13 @@ static void test_bad_headers(void) {
     expect_bad(
         "{\"a\":{\"dtype\":\"F32\",\"shape\":[1048576,1048576,1048576],\"data_offsets\":[0,4]}}", 4,
         "too many elements", "2^60 elements (overflow guard)");
+    /* 2^64 elements: the count wraps to 0 without the check, 0 bytes pass */
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,0]}}", 0,
+               "too many elements", "[2^32, 2^32] with 0 bytes (a count that wraps to 0)");
+    expect_bad("{\"a\":{\"dtype\":\"U8\",\"shape\":[1099511627776,1099511627776,0],\"data_offsets\":[0,0]}}",
+               0, "too many elements", "[2^40, 2^40, 0]: a product of two dimensions over the bound");
+    CHECK(parse_hdr("{\"a\":{\"dtype\":\"F32\",\"shape\":[0,1099511627776],\"data_offsets\":[0,0]}}", 0, err) == 0,
+          "st: [0, 2^40]: an empty tensor");
     expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 8,
                "4 data bytes for 2", "byte count not matching the shape");
     expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4, "beyond",
