@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -288,6 +289,32 @@ int st_to_f32(const st_tensor *t, float *out)
     }
 }
 
+int st_check_finite(const st_file *f, const st_tensor *t, const float *v, char *err)
+{
+    for (int64_t i = 0; i < t->numel; i++)
+        if (!isfinite(v[i])) {
+            /* the element's index in the shape: [row, column] for a matrix */
+            int64_t at[ST_MAX_DIMS], r = i;
+            for (int d = t->ndim - 1; d >= 0; d--) {
+                at[d] = r % t->shape[d];
+                r /= t->shape[d];
+            }
+            char b[200];
+            return vl_error(err, "%s: tensor '%s': %s at %s", f->path, t->name,
+                            isnan(v[i]) ? "NaN" : v[i] > 0 ? "+infinity" : "-infinity",
+                            st_shape_str(t->ndim, at, b, sizeof b));
+        }
+    return 0;
+}
+
+int st_read_f32(const st_file *f, const st_tensor *t, float *out, char *err)
+{
+    if (st_to_f32(t, out) != 0)
+        return vl_error(err, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16", f->path, t->name,
+                        st_dtype_name(t->dtype));
+    return st_check_finite(f, t, out, err);
+}
+
 float *st_load_f32(const st_file *f, const char *name, int ndim, const int64_t *shape, char *err)
 {
     const st_tensor *t = st_find(f, name);
@@ -304,12 +331,11 @@ float *st_load_f32(const st_file *f, const char *name, int ndim, const int64_t *
                  st_shape_str(ndim, shape, b, sizeof b));
         return NULL;
     }
-    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16) {
-        vl_error(err, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16", f->path, name, st_dtype_name(t->dtype));
+    float *out = xmalloc_aligned((size_t)(t->numel ? t->numel : 1) * sizeof(float));
+    if (st_read_f32(f, t, out, err) != 0) {
+        free(out);
         return NULL;
     }
-    float *out = xmalloc_aligned((size_t)(t->numel ? t->numel : 1) * sizeof(float));
-    st_to_f32(t, out);
     return out;
 }
 

@@ -117,9 +117,7 @@ static int get(const st_file *f, const char *name, float *dst, int ndim, const i
     if (!ok)
         return vl_error(err, "%s: tensor '%s' has shape %s, expected %s", f->path, name,
                         st_shape_str(t->ndim, t->shape, a, sizeof a), st_shape_str(ndim, shape, b, sizeof b));
-    if (st_to_f32(t, dst) < 0)
-        return vl_error(err, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16", f->path, name,
-                        st_dtype_name(t->dtype));
+    if (st_read_f32(f, t, dst, err) < 0) return -1;
     /* the mapped file pages are no longer needed: keep the peak memory at one
      * copy of the weights, not two */
     uintptr_t a0 = ((uintptr_t)t->data + 4095) & ~(uintptr_t)4095, a1 = ((uintptr_t)t->data + t->nbytes) & ~(uintptr_t)4095;

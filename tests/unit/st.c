@@ -213,10 +213,54 @@ static void test_bad_headers(void) {
                0, "appears twice", "duplicate __metadata__");
 }
 
+/* st_read_f32 and st_load_f32 refuse a weight that is not finite, in
+ * every float dtype, naming the element by its index in the shape; finite
+ * values (the largest half included) pass */
+static void test_finite(void) {
+    char err[VL_ERRLEN];
+    static const struct {
+        int dtype;
+        uint16_t bits; /* the bad value at element 3 of a [2, 2] tensor (F32: its high half) */
+        const char *want;
+    } cases[] = {{ST_F32, 0x7fc0, "'w': NaN at [1, 1]"},
+                 {ST_F32, 0xff80, "'w': -infinity at [1, 1]"},
+                 {ST_F16, 0x7c00, "'w': +infinity at [1, 1]"},
+                 {ST_F16, 0x7e00, "'w': NaN at [1, 1]"},
+                 {ST_BF16, 0x7f80, "'w': +infinity at [1, 1]"},
+                 {ST_F16, 0x7bff, NULL}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        uint8_t data[16] = {0};
+        size_t size = st_dtype_size(cases[k].dtype);
+        memcpy(data + 3 * size + (size == 4 ? 2 : 0), &cases[k].bits, 2);
+        char path[300];
+        snprintf(path, sizeof path, "%s/finite%zu.safetensors", dir, k);
+        stw *w = stw_new();
+        stw_add(w, "w", cases[k].dtype, 2, (int64_t[]){2, 2}, data);
+        int rc = stw_write(w, path, err);
+        stw_free(w);
+        st_file f;
+        if (rc != 0 || st_open(&f, path, err) != 0) {
+            CHECK(0, "st: writing %s: %s", path, err);
+            continue;
+        }
+        float out[4];
+        rc = st_read_f32(&f, st_find(&f, "w"), out, err);
+        float *v = st_load_f32(&f, "w", 2, (int64_t[]){2, 2}, err);
+        if (cases[k].want)
+            CHECK(rc == -1 && !v && strstr(err, cases[k].want) && strstr(err, path), "st: %s %s: %s",
+                  st_dtype_name(cases[k].dtype), cases[k].want, err);
+        else
+            CHECK(rc == 0 && v && v[3] == 65504.0f, "st: the largest half (65504) is finite");
+        free(v);
+        st_close(&f);
+    }
+}
+
 int main(void) {
     if (!mkdtemp(dir)) return 1;
     test_round_trip();
     test_bad_headers();
+    test_finite();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0, "st: temporary directory removed");
