@@ -4,6 +4,7 @@
  * go through every linear layer as one (B*T, C) matrix. */
 #include "models/clip.h"
 
+#include "image.h"
 #include "json.h"
 #include "models/student.h"
 #include "nn/layernorm.h"
@@ -564,13 +565,15 @@ static int read_preprocess(clip_model *m, const json *cfg, const char *cpath, ch
         float *dst = k ? m->std : m->mean;
         int ok = j && j->type == JSON_ARR && j->n == 3;
         for (size_t i = 0; ok && i < 3; i++) {
-            ok = j->items[i].type == JSON_NUM && isfinite(j->items[i].num) && (!k || j->items[i].num > 0);
+            ok = j->items[i].type == JSON_NUM;
             if (ok) dst[i] = (float)j->items[i].num;
         }
-        if (!ok)
-            return vl_error(err, "%s: preprocess_cfg.%s must be three numbers%s", cpath, k ? "std" : "mean",
-                            k ? " above 0" : "");
+        if (!ok) return vl_error(err, "%s: preprocess_cfg.%s must be three numbers", cpath, k ? "std" : "mean");
     }
+    /* checked as float: a std of 1e-50 is a number above 0 but a float 0 */
+    char b[96];
+    const char *bad = img_norm_fault(m->mean, m->std, b, sizeof b);
+    if (bad) return vl_error(err, "%s: preprocess_cfg: %s", cpath, bad);
     m->has_norm = 1;
     return 0;
 }
