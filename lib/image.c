@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -552,19 +551,4 @@ int img_load(const char *path, img *out, char *err)
     int rc = img_decode(&s, 1, out, err);
     img_src_free(&s);
     return rc;
-}
-
-const char *img_norm_fault(const float mean[3], const float std[3], char *buf, size_t n)
-{
-    for (int c = 0; c < 3; c++) {
-        if (!isfinite(mean[c])) {
-            snprintf(buf, n, "mean %d: %g is not finite", c, mean[c]);
-            return buf;
-        }
-        if (!isnormal(std[c]) || std[c] < 0) {
-            snprintf(buf, n, "std %d: %g is not a normal positive number", c, std[c]);
-            return buf;
-        }
-    }
-    return NULL;
 }

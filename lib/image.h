@@ -87,12 +87,6 @@ int img_load(const char *path, img *out, char *err);
  * (NULL: the whole input). Returns 0, or -1 if a size is out of bounds. */
 int img_resize(uint8_t *out, int ow, int oh, const uint8_t *in, int iw, int ih, size_t stride, const float *box);
 
-/* Checks a per-channel input normalisation ((x / 255 - mean) / std): every
- * mean finite, every std a normal positive float (a zero, subnormal,
- * infinite or NaN std makes every input zero, infinite or NaN). Returns
- * NULL when it is valid, else what is wrong ("std 2: 1e-45 is not a normal
- * positive number"), in buf. */
-const char *img_norm_fault(const float mean[3], const float std[3], char *buf, size_t n);
 /* Squash-resize of a whole image into a new w x h image (a copy when the
  * size is unchanged, as PIL does). */
 void img_resize_to(img *out, const img *in, int w, int h);

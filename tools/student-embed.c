@@ -13,7 +13,6 @@
 #include "blas.h"
 #include "classifier.h"
 #include "embed.h"
-#include "image.h"
 #include "models/student.h"
 
 #include <getopt.h>
@@ -117,7 +116,7 @@ int main(int argc, char **argv)
     if (!weights) usage_error(USAGE, "--weights is required");
     char nb[96];
     /* each with the other's default: a fault is the given one's */
-    if (img_norm_fault(mean, stdv, nb, sizeof nb)) usage_error(USAGE, "--mean/--std: %s", nb);
+    if (student_norm_fault(mean, stdv, nb, sizeof nb)) usage_error(USAGE, "--mean/--std: %s", nb);
     int known = strcmp(arch, "auto") == 0;
     for (int i = 0; STUDENT_ARCHS[i]; i++) known |= strcmp(arch, STUDENT_ARCHS[i]) == 0;
     if (!known) usage_error(USAGE, "--arch: unknown architecture '%s'", arch);

@@ -4,7 +4,6 @@
  * go through every linear layer as one (B*T, C) matrix. */
 #include "models/clip.h"
 
-#include "image.h"
 #include "json.h"
 #include "models/student.h"
 #include "nn/layernorm.h"
@@ -572,7 +571,7 @@ static int read_preprocess(clip_model *m, const json *cfg, const char *cpath, ch
     }
     /* checked as float: a std of 1e-50 is a number above 0 but a float 0 */
     char b[96];
-    const char *bad = img_norm_fault(m->mean, m->std, b, sizeof b);
+    const char *bad = student_norm_fault(m->mean, m->std, b, sizeof b);
     if (bad) return vl_error(err, "%s: preprocess_cfg: %s", cpath, bad);
     m->has_norm = 1;
     return 0;

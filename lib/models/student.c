@@ -7,7 +7,6 @@
  * have their own calls. */
 #include "student.h"
 
-#include "image.h"
 #include "json.h"
 #include "models/clip.h"
 #include "models/mobilenet.h"
@@ -18,6 +17,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,7 +117,7 @@ static int meta_norm(const st_file *f, float *mean, float *std, char *err)
         if (parse_triple(m, mean) != 0) return vl_error(err, "%s: metadata '%s' is not R,G,B: '%s'", f->path, KEYS[k][0], m);
         if (parse_triple(s, std) != 0) return vl_error(err, "%s: metadata '%s' is not R,G,B: '%s'", f->path, KEYS[k][1], s);
         char b[96];
-        const char *bad = img_norm_fault(mean, std, b, sizeof b);
+        const char *bad = student_norm_fault(mean, std, b, sizeof b);
         if (bad) return vl_error(err, "%s: metadata '%s' and '%s': %s", f->path, KEYS[k][0], KEYS[k][1], bad);
         return 1;
     }
@@ -309,7 +309,7 @@ int student_open(student **out, const char *arch, const char *path, char *err)
             goto done;
         }
         char b[96];
-        const char *bad = img_norm_fault(mean, std, b, sizeof b);
+        const char *bad = student_norm_fault(mean, std, b, sizeof b);
         if (bad) {
             vl_error(err, "%s: open_clip_config.json: preprocess_cfg: %s", file, bad);
             goto done;
@@ -490,4 +490,19 @@ size_t student_buffer_bytes(const student *s)
     if (s->vt) return vit_buffer_bytes(s->vt);
     if (s->clip) return s->acts ? clip_vision_acts_bytes(s->acts) : 0;
     return cn_buffer_bytes(s->cn) + 2 * s->pool_cap * sizeof(float);
+}
+
+const char *student_norm_fault(const float mean[3], const float std[3], char *buf, size_t n)
+{
+    for (int c = 0; c < 3; c++) {
+        if (!isfinite(mean[c])) {
+            snprintf(buf, n, "mean %d: %g is not finite", c, mean[c]);
+            return buf;
+        }
+        if (!isnormal(std[c]) || std[c] < 0) {
+            snprintf(buf, n, "std %d: %g is not a normal positive number", c, std[c]);
+            return buf;
+        }
+    }
+    return NULL;
 }

@@ -101,4 +101,11 @@ int student_decisions(const student *s, cn_decision *d, int max);
 /* Bytes of activation and gradient buffers currently held. */
 size_t student_buffer_bytes(const student *s);
 
+/* Checks a per-channel input normalisation ((x / 255 - mean) / std): every
+ * mean finite, every std a normal positive float (a zero, subnormal,
+ * infinite or NaN std makes every input zero, infinite or NaN). Returns
+ * NULL when it is valid, else what is wrong ("std 2: 1e-45 is not a normal
+ * positive number"), in buf. */
+const char *student_norm_fault(const float mean[3], const float std[3], char *buf, size_t n);
+
 #endif

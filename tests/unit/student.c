@@ -264,6 +264,20 @@ static void check_openclip_grad(const char *name)
     student_free(s);
 }
 
+static void test_norm(void)
+{
+    char b[96];
+    const float m[3] = {0.5f, 0.5f, 0.5f}, sd[3] = {0.25f, 0.5f, 1};
+    CHECK(!student_norm_fault(m, sd, b, sizeof b), "normalisation: finite means, normal positive stds pass");
+    const float nanm[3] = {0, NAN, 0}, infm[3] = {INFINITY, 0, 0};
+    CHECK(student_norm_fault(nanm, sd, b, sizeof b) && strstr(b, "mean 1: nan is not finite"), "normalisation: NaN mean: %s", b);
+    CHECK(student_norm_fault(infm, sd, b, sizeof b) && strstr(b, "mean 0: inf"), "normalisation: infinite mean: %s", b);
+    const float bad[][3] = {{0, 1, 1}, {1, 1e-40f, 1}, {1, 1, -1}, {1, 1, INFINITY}, {NAN, 1, 1}, {-0.0f, 1, 1}};
+    for (int k = 0; k < 6; k++)
+        CHECK(student_norm_fault(m, bad[k], b, sizeof b) && strstr(b, "is not a normal positive number"),
+              "normalisation: std %g,%g,%g refused: %s", bad[k][0], bad[k][1], bad[k][2], b);
+}
+
 int main(void)
 {
     rng_seed(&R, 42);
@@ -434,5 +448,6 @@ int main(void)
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) printf("FAIL: removing %s\n", dir);
+    test_norm();
     CHECK_EXIT();
 }
