@@ -77,6 +77,16 @@ mkdir -p "$w/sub"
 golden root stream imgdecode --size 8 --root sub/.. --max-errors 1 m.tsv
 printf 'id\tpath\tlabel\na\ttree/photo/dog/a.jpg\tx\n\ttree/photo/dog/a.jpg\t1\nc\ttree/photo/dog/a.jpg\t2\n' >"$w/bad.tsv"
 golden bad-rows stream imgdecode --size 4 --max-errors 2 bad.tsv
+# an id twice (a manifest listed twice): no later tool could join the
+# stream, so it fails at once whatever --max-errors, naming both lines
+{ cat "$tmp/m.tsv"; sed -n 3p "$tmp/m.tsv"; } >"$w/dup.tsv"
+golden dup-id stream imgdecode --size 4 --max-errors 5 dup.tsv
+# no rows: an error unless --allow-empty
+: >"$w/empty.tsv"
+head -n 1 "$tmp/m.tsv" >"$w/header-only.tsv"
+golden empty cat imgdecode --size 4 empty.tsv
+golden header-only cat imgdecode --size 4 -o out.mp header-only.tsv
+golden allow-empty stream imgdecode --size 4 --allow-empty header-only.tsv
 golden views-without-augment cat imgdecode --views 2 m.tsv
 golden views-too-many cat imgdecode --augment --views 100000 --size 224 m.tsv
 golden bad-size cat imgdecode --size 0 m.tsv
