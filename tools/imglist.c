@@ -113,7 +113,8 @@ static split_ent *read_splits(const char *path, size_t *n)
     while ((len = getline(&line, &lcap, fp)) >= 0) {
         lineno++;
         while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-        if (!len || line[0] == '#') continue;
+        /* a comment holds no tab: "#art/dog/1.jpg<TAB>in" is an entry */
+        if (!len || (line[0] == '#' && !strchr(line, '\t'))) continue;
         char *tab = strchr(line, '\t');
         if (!tab || !tab[1] || strchr(tab + 1, '\t'))
             die(1, "%s:%lu: expected ID<TAB>SPLIT", path, lineno);

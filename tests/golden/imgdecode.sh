@@ -267,6 +267,35 @@ else
     fail "Fashion-MNIST not installed ($fm; make deps installs dataset-fashion-mnist)"
 fi
 
+# ---- ids starting with '#' (a domain folder named #art) ----
+# imglist writes them after its header, where the manifest reader takes
+# them as rows; a chunk without the header (parallel --pipe without
+# --header) starts with such a row; --splits takes entries like them
+mkdir -p "$tmp/hash/#art" "$tmp/hash/photo"
+cp -r "$dir/tree/photo/." "$tmp/hash/#art/"
+cp -r "$dir/tree/photo/dog" "$tmp/hash/photo/"
+(cd "$tmp" && imglist --seed 1 hash >hash.tsv)
+(cd "$tmp" && imgdecode --size 4 hash.tsv 2>hash.err | "$py" "$dir/render.py" >hash.txt)
+n=$(grep -c "^item .*id=#art/" "$tmp/hash.txt")
+if [ "$n" = 3 ] && [ "$(grep -c '^item' "$tmp/hash.txt")" = 4 ] && grep -q 'records=4' "$tmp/hash.txt" && [ ! -s "$tmp/hash.err" ]; then
+    pass "ids starting with '#': imglist writes 3 of them, imgdecode decodes all 4 rows"
+else
+    fail "ids starting with '#': $n of 3 '#art' items ($(head -c 200 "$tmp/hash.err"))"
+fi
+(cd "$tmp" && tail -n +2 hash.tsv | imgdecode --size 4 2>/dev/null | "$py" "$dir/render.py" | grep -c '^item') >"$tmp/hash.n"
+if [ "$(cat "$tmp/hash.n")" = 4 ]; then
+    pass "ids starting with '#': a manifest without its header, starting with one, keeps all 4 rows"
+else
+    fail "ids starting with '#': without the header $(cat "$tmp/hash.n") of 4 rows"
+fi
+cut -f1,6 "$tmp/hash.tsv" | sed 's/\tin$/\tout/' >"$tmp/hash.splits"
+(cd "$tmp" && imglist --splits hash.splits hash >hash2.tsv 2>hash2.err)
+if [ $? = 0 ] && [ "$(awk -F'\t' 'NR > 1 && $6 == "out"' "$tmp/hash2.tsv" | wc -l)" = 4 ]; then
+    pass "ids starting with '#': imglist --splits takes their entries (all 4 rows 'out')"
+else
+    fail "ids starting with '#': imglist --splits ($(head -c 200 "$tmp/hash2.err"))"
+fi
+
 # ---- sharding with GNU parallel --pipe, joined by mpcat ----
 pacs=${SHARED:-$root/../shared}/data/PACS
 if [ -d "$pacs" ]; then
