@@ -241,6 +241,7 @@ int main(int argc, char **argv)
     sw_trailer_begin(&s);
     sw_trailer_end(&s);
     output_commit(&out, &s);
+    sw_free(&s);
     if (mf != stdin) fclose(mf);
     mf_close(&m);
     img_idx_cache_free(&cache);

@@ -129,7 +129,10 @@ fi
 # never taken for the end of the manifest (an exit 0 with an empty stream)
 { printf 'id\tpath\n'; head -c 200000000 /dev/zero | tr '\0' a; printf '\nx\tnone.png\n'; } |
     (ulimit -v 150000; imgdecode --size 8 --max-errors 2 2>"$tmp/long.err") | mpcat --check >"$tmp/long.out" 2>&1
-if grep -q '0 records, 2 dropped upstream' "$tmp/long.out" && grep -q '<stdin>:2: line longer than' "$tmp/long.err"; then
+if [ -n "${VL2V_SANITIZED:-}" ]; then
+    # a sanitizer's shadow memory does not fit under the limit (make check-asan)
+    echo "SKIP: imgdecode: a huge manifest line under a memory limit: not under a sanitizer"
+elif grep -q '0 records, 2 dropped upstream' "$tmp/long.out" && grep -q '<stdin>:2: line longer than' "$tmp/long.err"; then
     pass "imgdecode: a huge manifest line costs no memory: dropped with its line number, reading goes on"
 else
     fail "imgdecode: huge manifest line: $(cat "$tmp/long.out")"

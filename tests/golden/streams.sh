@@ -203,7 +203,10 @@ PY
 mkdir oom
 (ulimit -v 60000; mpcat -o oom/out.mp many.mp) 2>oom.err
 rc=$?
-if [ $rc -ne 0 ] && grep -q "out of memory" oom.err && [ -z "$(ls oom)" ]; then
+# a sanitizer's shadow memory does not fit under the limit (make check-asan)
+if [ -n "${VL2V_SANITIZED:-}" ]; then
+    echo "SKIP: mpcat out of memory: not under a sanitizer"
+elif [ $rc -ne 0 ] && grep -q "out of memory" oom.err && [ -z "$(ls oom)" ]; then
     echo "PASS: mpcat out of memory (exit $rc): no temporary of -o left"
 else
     echo "FAIL: mpcat out of memory: exit $rc, left: $(ls oom), stderr: $(head -c 200 oom.err)"; fails=$((fails + 1))

@@ -172,6 +172,8 @@ static void write_clip(const char *name)
                                          {"attn.out_proj.bias", "C"}, {"ln_2.weight", "C"},  {"ln_2.bias", "C"},
                                          {"mlp.c_fc.weight", "HC"},   {"mlp.c_fc.bias", "H"}, {"mlp.c_proj.weight", "CH"},
                                          {"mlp.c_proj.bias", "C"}};
+    void *own[sizeof ts / sizeof ts[0] + 2 * 2 * sizeof BLK / sizeof BLK[0]]; /* what stw_write reads, freed after */
+    int nown = 0;
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
         int64_t s[4] = {ts[i].a, ts[i].b, ts[i].c, ts[i].d}, n = 1;
         for (int k = 0; k < ts[i].nd; k++) n *= s[k];
@@ -179,6 +181,7 @@ static void write_clip(const char *name)
         float *v = rand_floats(&R, (size_t)n, 0.1f);
         for (int64_t k = 0; ln && k < n; k++) v[k] += 1.0f;
         stw_add(w, ts[i].n, ST_F32, ts[i].nd, s, v);
+        own[nown++] = v;
     }
     for (int tower = 0; tower < 2; tower++)
         for (size_t k = 0; k < sizeof BLK / sizeof BLK[0]; k++) {
@@ -198,13 +201,16 @@ static void write_clip(const char *name)
             float *v = rand_floats(&R, (size_t)n, 0.1f);
             for (int64_t j = 0; strstr(nm, "ln_") && strstr(nm, "weight") && j < n; j++) v[j] += 1.0f;
             stw_add(w, nm, ST_F32, nd, s, v);
+            own[nown++] = v;
+            own[nown++] = nm;
         }
     char err[VL_ERRLEN];
     if (stw_write(w, path_of(name), err) != 0) {
         printf("FAIL: writing %s: %s\n", name, err);
         exit(1);
     }
-    stw_free(w); /* the arrays stay: a test program */
+    stw_free(w);
+    while (nown > 0) free(own[--nown]);
 }
 
 /* L = sum(feat * r) of the face at the current parameters */
