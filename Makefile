@@ -110,20 +110,29 @@ bench: all
 # UndefinedBehaviorSanitizer, in build-asan/ and bin-asan/ (never mixed with
 # the normal build), and the suite run with them (CHECK="PATTERN ...": the
 # tests tests/run selects by name): a bad access, a leak or undefined
-# behaviour fails the test that meets it. tests/run runs in
-# build-asan/root, the source tree with bin and build pointing to the
-# sanitized ones, and the C drivers the parity tests compile (cc on PATH)
-# are sanitized too.
+# behaviour fails the test that meets it (the program's exit status is 1).
+# tests/run runs in build-asan/root, the source tree with bin and build
+# pointing to the sanitized ones, and the C drivers the parity tests compile
+# (cc on PATH) are sanitized too. The reports go to build-asan/log/, not to
+# the standard error the golden tests compare; at the end any report of a
+# bad access or of undefined behaviour fails the check, and leak reports
+# are counted (a run that fails on purpose exits holding its memory).
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 check-asan:
 	$(MAKE) BUILD=build-asan BINDIR=bin-asan CFLAGS='$(CFLAGS) $(ASAN_FLAGS)' LDFLAGS='$(LDFLAGS) $(ASAN_FLAGS)' all units
-	@rm -rf build-asan/root build-asan/cc && mkdir -p build-asan/root build-asan/cc
+	@rm -rf build-asan/root build-asan/cc build-asan/log && mkdir -p build-asan/root build-asan/cc build-asan/log
 	@for f in * .git; do case $$f in bin|build|bin-asan|build-asan) ;; *) ln -s ../../$$f build-asan/root/$$f ;; esac; done
 	@ln -s ../../bin-asan build-asan/root/bin && ln -s .. build-asan/root/build
 	@printf '#!/bin/sh\nexec $(CC) "$$@" $(ASAN_FLAGS)\n' > build-asan/cc/cc && chmod +x build-asan/cc/cc
+	@log=$(CURDIR)/build-asan/log; \
 	PATH=$(CURDIR)/build-asan/cc:$$PATH SHARED=$${SHARED:-$(abspath $(CURDIR)/..)/shared} \
-		ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
-		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 VL2V_SANITIZED=1 build-asan/root/tests/run $(CHECK)
+		ASAN_OPTIONS=detect_leaks=1:log_path=$$log/asan UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$$log/ubsan \
+		VL2V_SANITIZED=1 build-asan/root/tests/run $(CHECK); rc=$$?; \
+	bad=$$(grep -lE 'ERROR: AddressSanitizer|runtime error' $$log/* 2>/dev/null); \
+	leaks=$$(grep -l 'ERROR: LeakSanitizer' $$log/* 2>/dev/null | wc -l); \
+	echo "check-asan: $$leaks leak reports in build-asan/log/"; \
+	if [ -n "$$bad" ]; then echo "check-asan: bad accesses or undefined behaviour:" $$bad; rc=1; fi; \
+	exit $$rc
 
 clean:
 	rm -rf build bin build-asan bin-asan fuzz/out

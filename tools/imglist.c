@@ -334,5 +334,10 @@ int main(int argc, char **argv)
     sv_free(&domains);
     sv_free(&classes);
     free(rootc);
+    for (size_t i = 0; i < nsplit; i++) {
+        free(sp[i].id);
+        free(sp[i].split);
+    }
+    free(sp);
     return 0;
 }

@@ -178,6 +178,7 @@ int main(int argc, char **argv)
     sw_trailer_begin(&s);
     sw_trailer_end(&s);
     output_commit(&out, &s);
+    sw_free(&s);
     if (r->fd > 0) close(r->fd);
     sr_close(r);
     if (headpath) {
