@@ -37,11 +37,13 @@ check "mpcat -o a character device: exit 0, still a character device" \
     bash -c "mpcat -o '$dev' emb.mp && [ -c '$dev' ]"
 
 mkfifo fifo
+# each reader gives up after 20 s: a writer that replaced the FIFO by a file
+# would leave it waiting for ever
 # the reader checks the stream and the FIFO is still a FIFO after
 check "imgdecode -o FIFO: the reader gets the whole stream, the FIFO stays" \
-    bash -c "mpcat --check <fifo >check.txt & imgdecode --size 8 -o fifo m.tsv && wait \$! && grep -q '^ok: 1 streams, 5 records' check.txt && [ -p fifo ]"
+    bash -c "timeout 20 sh -c 'mpcat --check <fifo' >check.txt & imgdecode --size 8 -o fifo m.tsv && wait \$! && grep -q '^ok: 1 streams, 5 records' check.txt && [ -p fifo ]"
 check "mpnpy export -o FIFO: numpy reads the array, the FIFO stays" \
-    bash -c "'$py' -c 'import io, numpy, sys; a = numpy.load(io.BytesIO(open(\"fifo\", \"rb\").read())); sys.exit(0 if a.shape == (3, 4) else 1)' & mpnpy export -o fifo emb.mp && wait \$! && [ -p fifo ]"
+    bash -c "timeout 20 '$py' -c 'import io, numpy, sys; a = numpy.load(io.BytesIO(open(\"fifo\", \"rb\").read())); sys.exit(0 if a.shape == (3, 4) else 1)' & mpnpy export -o fifo emb.mp && wait \$! && [ -p fifo ]"
 
 check "imgdecode -o /dev/stdout into a pipe: a complete stream" \
     bash -c "imgdecode --size 8 -o /dev/stdout m.tsv | mpcat --check | grep -q '^ok: 1 streams, 5 records'"
