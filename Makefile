@@ -14,6 +14,8 @@ TOOLS := $(TOOL_SRC:tools/%.c=$(BINDIR)/%)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
 UNITS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 MANS := $(wildcard man/*.[157])
+# the pages also in man/manN/, where man -M man PAGE finds them before install
+MAN_DIRS := $(foreach m,$(MANS),man/man$(subst .,,$(suffix $(m)))/$(notdir $(m)))
 # Data files the tools read at run time, installed in $(PREFIX)/share/vl2v
 # (tools/common.c: tool_share_file finds them there or in share/ here).
 SHARE := share/bpe_simple_vocab_16e6.txt.gz
@@ -27,7 +29,14 @@ DEPS := build-essential libopenblas-dev libjpeg62-turbo-dev libpng-dev libmsgpac
 .DELETE_ON_ERROR:
 .SECONDARY:
 
-all: $(TOOLS)
+all: $(TOOLS) $(MAN_DIRS)
+
+define man_copy
+man/man$(1)/%.$(1): man/%.$(1)
+	@mkdir -p $$(@D)
+	cp $$< $$@
+endef
+$(foreach s,1 5 7,$(eval $(call man_copy,$(s))))
 
 # Installs missing packages only; quick when all are present.
 deps:
@@ -135,7 +144,7 @@ check-asan:
 	exit $$rc
 
 clean:
-	rm -rf build bin build-asan bin-asan fuzz/out
+	rm -rf build bin build-asan bin-asan fuzz/out man/man1 man/man5 man/man7
 
 -include $(LIB_OBJ:.o=.d) $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%.d) $(BUILD)/tools/common.d $(BUILD)/tools/query.d \
 	$(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)

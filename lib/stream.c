@@ -1,5 +1,6 @@
 /* stream: record-stream framing, header/trailer handling and schema checks. */
 #include "stream.h"
+#include "version.h"
 
 #include "rng.h"
 
@@ -547,7 +548,8 @@ void sw_header_begin(sw *s, const char *schema, const mp_val *in_header, int arg
     mpw_str(w, "history");
     mpw_array(w);
     const mp_val *hist = in_header ? mp_get(in_header, "history") : NULL;
-    if (hist && hist->type == MP_ARRAY)
+    if (hist && hist->type != MP_ARRAY) hist = NULL;
+    if (hist)
         for (uint32_t i = 0; i < hist->len; i++) mpw_value(w, &hist->v.a[i]);
     if (argv) {
         mpw_array(w);
@@ -556,6 +558,19 @@ void sw_header_begin(sw *s, const char *schema, const mp_val *in_header, int arg
         for (int i = 0; i < argc; i++) mpw_str(w, i == 0 && name ? name + 1 : argv[i]);
         mpw_end(w);
     }
+    mpw_end(w);
+    /* the version of the program of each history entry, in a key of its
+     * own: history stays a list of argv lists for every reader; "" where a
+     * writer recorded none (another program, an older stream) */
+    mpw_str(w, "history_versions");
+    mpw_array(w);
+    const mp_val *vers = in_header ? mp_get(in_header, "history_versions") : NULL;
+    for (uint32_t i = 0; hist && i < hist->len; i++) {
+        const mp_val *v = vers && vers->type == MP_ARRAY && i < vers->len ? &vers->v.a[i] : NULL;
+        if (v && v->type == MP_STR) mpw_value(w, v);
+        else mpw_str(w, "");
+    }
+    if (argv) mpw_str(w, VL2V_VERSION);
     mpw_end(w);
 }
 

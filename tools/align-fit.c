@@ -51,7 +51,9 @@ static const char USAGE[] =
     "  --log FILE            write a log stream, one item per evaluation\n"
     "  --threads N           threads (default OPENBLAS_NUM_THREADS or the cores)\n"
     "  --max-errors N        exit 1 when more than N bad items are dropped (default 0)\n"
-    "  -o MODEL              the model file (safetensors), written atomically\n";
+    "  -o MODEL              the model file (safetensors), written atomically\n"
+    "  -h, --help            this text\n"
+    "  --version             the version\n";
 
 enum {
     O_FEATURES = 0x200, O_TEACHER, O_TEXT, O_VAL, O_TEST, O_TRAIN_SPLIT, O_VAL_SPLIT, O_LOSS, O_LAMBDA, O_LR,
@@ -146,6 +148,7 @@ int main(int argc, char **argv)
                                          OPT_MAX_ERRORS,
                                          OPT_VERBOSE,
                                          OPT_HELP,
+                                         OPT_VERSION,
                                          OPT_END};
     int c;
     while ((c = getopt_long(argc, argv, "o:vh", opts, NULL)) != -1) {
@@ -356,6 +359,7 @@ int main(int argc, char **argv)
     long long best_step = -1;
     double sum_loss = 0, sum_c1 = 0, sum_c2 = 0;
     long long nsum = 0;
+    progress_start("steps", (uint64_t)steps);
     for (long long step = 0; step < steps; step++) {
         if (!full) {
             int n = train_sampler_batch(&smp, (uint64_t)seed, step, (int)bpd, idx);
@@ -401,11 +405,13 @@ int main(int argc, char **argv)
             }
             if (sw_item_end(&ls) != 0) die(1, "%s: write error: %s", logpath, strerror(ls.w.err));
         }
-        progress("step %lld/%lld: loss %.5f, source validation accuracy %.4f (best %.4f at step %lld)", step + 1,
-                 steps, sum_loss / nsum, acc, best_acc, best_step);
+        progress_count((uint64_t)step + 1, PROGRESS_NO_DROPS,
+                       "loss %.5f, source validation accuracy %.4f (best %.4f at step %lld)", sum_loss / nsum, acc,
+                       best_acc, best_step);
         sum_loss = sum_c1 = sum_c2 = 0, nsum = 0;
     }
-    progress_done();
+    progress_end((uint64_t)steps, PROGRESS_NO_DROPS, "best source validation accuracy %.4f at step %lld", best_acc,
+                 best_step);
     memcpy(h.p.data, bestw, h.p.numel * sizeof(float));
 
     /* the model file and its provenance */

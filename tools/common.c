@@ -1,5 +1,6 @@
 /* common: messages, option parsing, progress and stream set-up for the tools. */
 #include "common.h"
+#include "version.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -142,8 +143,16 @@ void tool_option(int c, const char *usage, tool_opts *o)
     case OPT_MAX_ERRORS_VAL: o->max_errors = parse_int(usage, "--max-errors", optarg, 0, INT64_MAX); break;
     case 'v': tool_verbose = 1; break;
     case 'h': usage_help(usage);
+    case OPT_VERSION_VAL: version_exit();
     default: usage_bad(usage);
     }
+}
+
+void version_exit(void)
+{
+    printf("%s (vl2v) %s\n", prog, VL2V_VERSION);
+    stdout_done();
+    exit(0);
 }
 
 char **input_list(int argc, char **argv, int *n)
@@ -226,30 +235,111 @@ double parse_double(const char *usage, const char *opt, const char *s, double lo
     return v;
 }
 
-static double last_progress;
+/* progress state: one count per run */
+static struct {
+    int on;          /* stderr is a terminal or -v: -1 not yet known */
+    int tty;
+    const char *unit;
+    uint64_t total;  /* 0: unknown */
+    int fd;          /* a regular input file, or -1 */
+    double t0, last; /* start, last line shown (0: none yet) */
+} pg = {-1, 0, "items", 0, -1, 0, 0};
 
-void progress(const char *fmt, ...)
+static int progress_on(void)
 {
-    static int tty = -1;
-    if (tty < 0) tty = isatty(2);
-    if (!tty && !tool_verbose) return;
-    double now = vl_now();
-    if (now - last_progress < 0.5) return;
-    last_progress = now;
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "%s%s: ", tty ? "\r" : "", prog);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    if (tty) fputs("\033[K", stderr);
-    else fputc('\n', stderr);
-    progress_shown = tty;
+    if (pg.on < 0) {
+        pg.tty = isatty(2);
+        pg.on = pg.tty || tool_verbose;
+    }
+    return pg.on;
 }
 
-void progress_done(void)
+void progress_start(const char *unit, uint64_t total)
 {
-    if (progress_shown) fputc('\n', stderr);
-    progress_shown = 0;
+    pg.unit = unit;
+    pg.total = total;
+    pg.t0 = vl_now();
+    pg.last = 0;
+}
+
+void progress_input(int fd)
+{
+    struct stat st;
+    pg.fd = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 ? fd : -1;
+}
+
+/* the fraction done after handling n items (kept and dropped), or -1 when it is not known */
+static double progress_fraction(uint64_t done)
+{
+    if (pg.total > 0) return done > pg.total ? 1 : (double)done / pg.total;
+    if (pg.fd >= 0) {
+        struct stat st;
+        off_t at = lseek(pg.fd, 0, SEEK_CUR);
+        if (at >= 0 && fstat(pg.fd, &st) == 0 && st.st_size > 0) return at > st.st_size ? 1 : (double)at / st.st_size;
+    }
+    return -1;
+}
+
+/* "N/TOTAL UNIT (P%), K dropped, R UNIT/s, E s elapsed[, ETA T s]" or, at
+ * the end, "done: N UNIT, K dropped, R UNIT/s, E s elapsed"; then "; extra" */
+static void progress_line(int final, uint64_t done, uint64_t dropped, const char *fmt, va_list ap)
+{
+    double now = vl_now();
+    if (pg.t0 == 0) pg.t0 = now;
+    double el = now - pg.t0;
+    fprintf(stderr, "%s%s: %s%llu", pg.tty ? "\r" : "", prog, final ? "done: " : "", (unsigned long long)done);
+    double f = final ? -1 : progress_fraction(done + (dropped != PROGRESS_NO_DROPS ? dropped : 0));
+    if (!final && pg.total > 0) fprintf(stderr, "/%llu", (unsigned long long)pg.total);
+    fprintf(stderr, " %s", pg.unit);
+    if (f >= 0) fprintf(stderr, " (%.0f%%)", 100 * f);
+    if (dropped != PROGRESS_NO_DROPS) fprintf(stderr, ", %llu dropped", (unsigned long long)dropped);
+    fprintf(stderr, ", %.1f %s/s, %.1f s elapsed", el > 0 ? done / el : 0.0, pg.unit, el);
+    if (f > 0 && f < 1) fprintf(stderr, ", ETA %.0f s", el * (1 - f) / f);
+    if (fmt) {
+        fputs("; ", stderr);
+        vfprintf(stderr, fmt, ap);
+    }
+    if (pg.tty && !final) fputs("\033[K", stderr);
+    else fputs(pg.tty ? "\033[K\n" : "\n", stderr);
+    progress_shown = pg.tty && !final;
+    pg.last = now;
+}
+
+void progress_count(uint64_t done, uint64_t dropped, const char *fmt, ...)
+{
+    if (!progress_on()) return;
+    /* the first line at once, then at most one a second */
+    if (pg.last != 0 && vl_now() - pg.last < 1.0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    progress_line(0, done, dropped, fmt, ap);
+    va_end(ap);
+}
+
+void progress_end(uint64_t done, uint64_t dropped, const char *fmt, ...)
+{
+    if (!progress_on()) return;
+    va_list ap;
+    va_start(ap, fmt);
+    progress_line(1, done, dropped, fmt, ap);
+    va_end(ap);
+}
+
+uint8_t *read_stdin(size_t *len)
+{
+    /* fd 0 as it is (a pipe, a file at any offset): /dev/fd/0 would reopen a file from its start */
+    size_t cap = 1 << 16, n = 0;
+    uint8_t *buf = xmalloc(cap);
+    for (;;) {
+        if (n == cap) buf = xrealloc(buf, cap *= 2);
+        ssize_t r = read(0, buf + n, cap - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) die(1, "<stdin>: %s", strerror(errno));
+        if (r == 0) break;
+        n += (size_t)r;
+    }
+    *len = n;
+    return buf;
 }
 
 sr *open_stream(const char *path)
@@ -258,6 +348,20 @@ sr *open_stream(const char *path)
     int fd = open(path, O_RDONLY | O_CLOEXEC); /* no child process (teacher-embed's vendor) holds it */
     if (fd < 0) die(1, "%s: %s", path, strerror(errno));
     return sr_open(fd, path);
+}
+
+void header_pass_on(sw *s, sr *r, int argc, char **argv)
+{
+    sw_header_begin(s, r->schema_name, &r->header, argc, argv);
+    for (uint32_t k = 0; k < r->header.len; k++) {
+        const mp_val *key = &r->header.v.a[2 * k];
+        if (mp_str_eq(key, "schema") || mp_str_eq(key, "version") || mp_str_eq(key, "history") ||
+            mp_str_eq(key, "history_versions"))
+            continue;
+        mpw_value(&s->w, key);
+        mpw_value(&s->w, &r->header.v.a[2 * k + 1]);
+    }
+    if (sw_header_end(s) != 0) die(1, "write error: %s", strerror(s->w.err));
 }
 
 void close_stream(sr *r)

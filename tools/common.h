@@ -26,17 +26,20 @@ noreturn void usage_error(const char *usage, const char *fmt, ...) __attribute__
 noreturn void usage_bad(const char *usage);
 /* --help: the usage text on stdout, exit 0. */
 noreturn void usage_help(const char *usage);
+/* --version: "PROG (vl2v) VERSION" on stdout, exit 0. */
+noreturn void version_exit(void);
 
 /* Options several tools share. A tool lists those it takes in its
  * getopt_long table (OPT_OUTPUT, OPT_MAX_ERRORS, OPT_VERBOSE, OPT_HELP, then
- * OPT_END) and passes every option its own switch does not handle to
- * tool_option, which fills o, prints --help (exit 0) or rejects the option
- * (exit 2). Only -o, -v and -h have short forms. */
-enum { OPT_MAX_ERRORS_VAL = 0x100 };
+ * OPT_VERSION, then OPT_END) and passes every option its own switch does not
+ * handle to tool_option, which fills o, prints --help or --version (exit 0)
+ * or rejects the option (exit 2). Only -o, -v and -h have short forms. */
+enum { OPT_MAX_ERRORS_VAL = 0x100, OPT_VERSION_VAL };
 #define OPT_OUTPUT {"output", required_argument, 0, 'o'}
 #define OPT_MAX_ERRORS {"max-errors", required_argument, 0, OPT_MAX_ERRORS_VAL}
 #define OPT_VERBOSE {"verbose", no_argument, 0, 'v'}
 #define OPT_HELP {"help", no_argument, 0, 'h'}
+#define OPT_VERSION {"version", no_argument, 0, OPT_VERSION_VAL}
 #define OPT_END {0, 0, 0, 0}
 typedef struct {
     const char *output;   /* -o FILE; NULL: stdout */
@@ -52,14 +55,36 @@ char **input_list(int argc, char **argv, int *n);
 long long parse_int(const char *usage, const char *opt, const char *s, long long lo, long long hi);
 double parse_double(const char *usage, const char *opt, const char *s, double lo, double hi);
 
-/* Progress on stderr when it is a terminal or -v was given; rate-limited. */
-void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void progress_done(void);
+/* Progress on stderr, shown when it is a terminal or -v was given: a run
+ * that handles DONE items of a kind (UNIT: "images", "records") calls
+ * progress_start once (TOTAL: how many there will be, 0 when unknown),
+ * progress_count after each batch (DONE kept and DROPPED dropped so far; the first line at once, then at most one
+ * a second; with the rate, and the fraction done and an ETA where the total
+ * or the input file's size (progress_input) tells them) and progress_end
+ * once at the end, which always prints the totals: records, dropped, rate,
+ * elapsed. fmt (or NULL) adds a tool's own figures after a ';'. dropped
+ * PROGRESS_NO_DROPS leaves the dropped count out (training steps). */
+#define PROGRESS_NO_DROPS UINT64_MAX
+void progress_start(const char *unit, uint64_t total);
+/* The input is read from fd: when it is a regular file, its offset over its
+ * size gives the fraction done where no total was given. */
+void progress_input(int fd);
+void progress_count(uint64_t done, uint64_t dropped, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void progress_end(uint64_t done, uint64_t dropped, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Standard input read whole (for the inputs that are read whole, a .npy or
+ * a safetensors file: "-" as the others); *len set. Dies on a read error. */
+uint8_t *read_stdin(size_t *len);
 
 /* Opens path for reading ("-" or NULL: stdin) and returns a stream reader
  * named after it, or dies. close_stream closes the file and frees r. */
 sr *open_stream(const char *path);
 void close_stream(sr *r);
+
+/* Writes r's header to s as it is, its history extended by argv: for the
+ * tools that pass items through untouched (mpcat, mpselect). Dies on a
+ * write error. */
+void header_pass_on(sw *s, sr *r, int argc, char **argv);
 
 /* Dropped items. drop_item warns with the message (which names the item and
  * says it was dropped), counts it in *dropped and returns 1 once more than

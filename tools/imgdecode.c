@@ -6,13 +6,15 @@
  * augmentation K times (--views). A view's randomness is drawn from
  * rng_for_key(seed, id, view), so the output does not depend on the order of
  * the rows or on how the manifest was sharded. A file that cannot be decoded
- * is reported with its id and path, dropped and counted in the trailer. Every
- * row is decoded even after a failure, so that one run names every bad file;
- * when more than --max-errors were dropped the stream ends without its
- * trailer (an -o file is not written) and the exit status is 1. An id that
- * repeats one of an earlier row fails at once (no later tool could join
- * the stream), and so does a manifest without a row (empty, or a header
- * only) unless --allow-empty. */
+ * is reported with its id and path, dropped and counted in the trailer; once
+ * more than --max-errors were dropped the run stops there, as mpcat does: the
+ * stream ends without its trailer (an -o file is not written) and the exit
+ * status is 1. A relative path that is not found, where the manifest's own
+ * directory holds it, is the manifest of another directory: said once, with
+ * the --root that fixes it (and said once too when the first rows' files are
+ * all missing). An id that repeats one of an earlier row fails at once
+ * (no later tool could join the stream), and so does a manifest without a
+ * row (empty, or a header only) unless --allow-empty. */
 #include "augment.h"
 #include "common.h"
 #include "image.h"
@@ -21,8 +23,10 @@
 #include <errno.h>
 #include <getopt.h>
 #include <malloc.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const char USAGE[] =
     "usage: imgdecode [-v] [--size S] [--augment] [--views K] [--seed N] [--exact]\n"
@@ -34,7 +38,9 @@ static const char USAGE[] =
     "  --exact         no DCT-domain downscaling of large JPEGs: pixels equal PIL's\n"
     "  --root DIR      directory that relative manifest paths are taken from\n"
     "  --allow-empty   a manifest without rows gives an empty stream instead of failing\n"
-    "  --max-errors N  exit 1 when more than N images are dropped (default 0)\n";
+    "  --max-errors N  exit 1 when more than N images are dropped (default 0)\n"
+    "  -h, --help      this text\n"
+    "  --version       the version\n";
 
 /* Starts an item: id, h, w, and the pix bin, whose h*w*3 bytes the caller
  * fills through the returned pointer before item_end. */
@@ -75,6 +81,68 @@ static void item_end(sw *s, const mf_row *row, long long view)
     if (sw_item_end(s) != 0) die(1, "write error: %s", strerror(s->w.err));
 }
 
+/* The rows of a manifest file (its lines less the header and comments),
+ * read ahead for the progress line; 0 (unknown) for a pipe. */
+static uint64_t manifest_rows(FILE *f)
+{
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+    long at = ftell(f);
+    if (at < 0) return 0;
+    uint64_t lines = 0;
+    int c, bol = 1;
+    while ((c = getc(f)) != EOF) {
+        if (bol && c != '#' && c != '\n') lines++;
+        bol = c == '\n';
+    }
+    clearerr(f);
+    if (fseek(f, at, SEEK_SET) != 0) return 0;
+    return lines > 0 ? lines - 1 : 0;
+}
+
+/* One row dropped; more than --max-errors stop the run: the good items go
+ * out (to standard output), the trailer does not, so the stream is
+ * incomplete. */
+static void drop_row(sw *s, const tool_out *out, long long max_errors, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void drop_row(sw *s, const tool_out *out, long long max_errors, const char *fmt, ...)
+{
+    char msg[2 * VL_ERRLEN + 600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (drop_item(&s->dropped, max_errors, "%s", msg)) {
+        if (!out->is_file) mpw_flush(&s->w, 0);
+        die_dropped(s->dropped, max_errors);
+    }
+}
+
+/* A relative path that is not there (path: as opened, with --root): when
+ * the manifest's directory holds it, the manifest was written for that
+ * directory, and most rows will fail the same way: said once, with the fix. */
+static void hint_root(const char *mpath, const char *rowpath, const char *path, const char *root, uint64_t images)
+{
+    static int said;
+    struct stat st;
+    if (said || rowpath[0] == '/' || stat(path, &st) == 0 || errno != ENOENT) return;
+    const char *slash = strrchr(mpath, '/');
+    char dir[4096];
+    if (slash) snprintf(dir, sizeof dir, "%.*s", (int)(slash - mpath), mpath);
+    else snprintf(dir, sizeof dir, ".");
+    char there[8192];
+    snprintf(there, sizeof there, "%s/%s", dir, rowpath);
+    said = 1;
+    if (strcmp(mpath, "-") != 0 && stat(there, &st) == 0)
+        warnx("%s: its relative paths are found under '%s', not under '%s': give --root %s", mpath, dir,
+              root ? root : ".", dir);
+    else if (images == 0) /* no file found yet: likely none will be */
+        warnx("%s: relative paths are taken from %s%s: if the manifest was written in another directory, "
+              "give --root DIR",
+              strcmp(mpath, "-") == 0 ? "<stdin>" : mpath, root ? "--root " : "the current directory",
+              root ? root : "");
+}
+
 int main(int argc, char **argv)
 {
     tool_init("imgdecode");
@@ -98,6 +166,7 @@ int main(int argc, char **argv)
                                          OPT_OUTPUT,
                                          OPT_VERBOSE,
                                          OPT_HELP,
+                                         OPT_VERSION,
                                          OPT_END};
     int c;
     while ((c = getopt_long(argc, argv, "o:vh", opts, NULL)) != -1) {
@@ -155,14 +224,14 @@ int main(int argc, char **argv)
     uint64_t images = 0, rows = 0;
     /* the ids so far, each with its line */
     stream_keys *ids = stream_keys_new();
-    double t0 = vl_now();
+    progress_start("images", manifest_rows(mf));
     mf_row row;
     int rc;
     while ((rc = mf_next(&m, &row, err)) != 0) {
         if (rc == -2) die(1, "%s", err);
         rows++;
         if (rc == -1) {
-            drop_item(&s.dropped, to.max_errors, "%s; dropped", err);
+            drop_row(&s, &out, to.max_errors, "%s; dropped", err);
             continue;
         }
         uint64_t first = stream_keys_put(ids, row.id, strlen(row.id), STREAM_NONE, row.line);
@@ -219,25 +288,17 @@ int main(int argc, char **argv)
             images++;
             img_src_free(&src);
         } else {
-            /* err names the file; the id says which row */
-            drop_item(&s.dropped, to.max_errors, "%s:%llu: id '%s': %s; dropped", m.name,
-                      (unsigned long long)row.line, row.id, err);
             if (src.data) img_src_free(&src);
+            hint_root(mpath, row.path, path, root, images);
+            /* err names the file; the id says which row */
+            drop_row(&s, &out, to.max_errors, "%s:%llu: id '%s': %s; dropped", m.name, (unsigned long long)row.line,
+                     row.id, err);
         }
-        progress("%llu images, %llu dropped, %.1f images/s", (unsigned long long)images,
-                 (unsigned long long)s.dropped, images / (vl_now() - t0 + 1e-9));
+        progress_count(images, s.dropped, NULL);
     }
-    progress_done();
     if (rows == 0 && !allow_empty)
         die(1, "%s: no rows (an empty manifest, or a header only); --allow-empty writes an empty stream", m.name);
-    if (tool_verbose)
-        warnx("%llu images, %llu records, %llu dropped in %.2f s", (unsigned long long)images,
-              (unsigned long long)s.records, (unsigned long long)s.dropped, vl_now() - t0);
-    if ((long long)s.dropped > to.max_errors) {
-        /* the good items go out, the trailer does not: the stream is incomplete */
-        if (!out.is_file) mpw_flush(&s.w, 0);
-        die_dropped(s.dropped, to.max_errors);
-    }
+    progress_end(images, s.dropped, "%llu records", (unsigned long long)s.records);
     sw_trailer_begin(&s);
     sw_trailer_end(&s);
     output_commit(&out, &s);

@@ -31,10 +31,25 @@ static const char USAGE[] =
     "  --seed N           seed of the in/out split (default 0)\n"
     "  --holdout F        fraction of each domain in the 'out' split (default 0.2)\n"
     "  --splits FILE      take each id's split from FILE (lines: ID<TAB>SPLIT)\n"
-    "  --fashion-mnist DIR  list Fashion-MNIST's IDX files in DIR\n";
+    "  --fashion-mnist DIR  list Fashion-MNIST's IDX files in DIR\n"
+    "  -h, --help           this text\n"
+    "  --version            the version\n";
 
-/* torchvision's ImageFolder extensions */
-static const char *const EXTS[] = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", NULL};
+/* the formats imgdecode decodes */
+static const char *const EXTS[] = {".jpg", ".jpeg", ".png", NULL};
+/* torchvision's other ImageFolder extensions: images, but not listed (a
+ * manifest row imgdecode could only drop); counted and said once */
+static const char *const UNDECODED[] = {".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", NULL};
+static unsigned long undecoded;
+static char *first_undecoded;
+
+static int has_ext(const char *name, const char *const *exts)
+{
+    const char *dot = strrchr(name, '.');
+    for (int i = 0; dot && exts[i]; i++)
+        if (strcasecmp(dot, exts[i]) == 0) return 1;
+    return 0;
+}
 
 /* Fashion-MNIST's labels, from the data set's README */
 static const char *const FMNIST_CLASSES[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -82,12 +97,13 @@ static void list_dir(const char *dir, int want_dirs, strvec *out, unsigned long 
             continue;
         }
         if (isd) continue;
-        const char *dot = strrchr(e->d_name, '.');
-        int ok = 0;
-        for (int i = 0; dot && EXTS[i]; i++)
-            if (strcasecmp(dot, EXTS[i]) == 0) ok = 1;
-        if (ok) sv_push(out, xstrdup(e->d_name));
-        else (*skipped)++;
+        if (has_ext(e->d_name, EXTS)) {
+            sv_push(out, xstrdup(e->d_name));
+        } else if (has_ext(e->d_name, UNDECODED)) {
+            if (!undecoded++) first_undecoded = xstrdup(path);
+        } else {
+            (*skipped)++;
+        }
     }
     closedir(d);
     qsort(out->v, out->n, sizeof(char *), cmp_str);
@@ -213,6 +229,7 @@ int main(int argc, char **argv)
                                          OPT_OUTPUT,
                                          OPT_VERBOSE,
                                          OPT_HELP,
+                                         OPT_VERSION,
                                          OPT_END};
     int c;
     while ((c = getopt_long(argc, argv, "o:vh", opts, NULL)) != -1) {
@@ -326,6 +343,11 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < nsplit; i++)
         if (!sp[i].used) warnx("%s: id '%s' matches no image", splits, sp[i].id);
+    if (undecoded)
+        warnx("%s: %lu image files in formats imgdecode does not decode are not listed (the first: %s); "
+              "convert them to PNG or JPEG",
+              rootc, undecoded, first_undecoded);
+    free(first_undecoded);
     if (tool_verbose)
         warnx("%llu images in %zu domains, %zu classes; %lu other files skipped", rows, domains.n, classes.n,
               skipped);

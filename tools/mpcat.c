@@ -16,7 +16,13 @@
 #include <unistd.h>
 
 static const char USAGE[] =
-    "usage: mpcat [-c] [-v] [--max-errors N] [-o FILE] [FILE ...]\n";
+    "usage: mpcat [-c] [-v] [--max-errors N] [-o FILE] [FILE ...]\n"
+    "  -c, --check       validate only: print a summary line instead of the joined stream\n"
+    "  -v, --verbose     progress and the totals on standard error\n"
+    "  --max-errors N    fail once more than N bad items have been dropped (default 0)\n"
+    "  -o, --output FILE write FILE atomically instead of standard output\n"
+    "  -h, --help        this text\n"
+    "  --version         the version\n";
 
 
 static int same_val(const mp_val *a, const mp_val *b)
@@ -60,7 +66,7 @@ static const char *header_difference(const mp_val *a, const mp_val *b)
         const mp_val *x = pass ? b : a, *y = pass ? a : b;
         for (uint32_t k = 0; k < x->len; k++) {
             const mp_val *key = &x->v.a[2 * k];
-            if (key->type != MP_STR || mp_str_eq(key, "history")) continue;
+            if (key->type != MP_STR || mp_str_eq(key, "history") || mp_str_eq(key, "history_versions")) continue;
             snprintf(name, sizeof name, "%.*s", (int)(key->len < 100 ? key->len : 100), key->v.s);
             if (key->len >= 100 || !same_val(&x->v.a[2 * k + 1], mp_get(y, name))) return name;
         }
@@ -74,7 +80,7 @@ int main(int argc, char **argv)
     int check_only = 0;
     tool_opts to = {0};
     static const struct option opts[] = {{"check", no_argument, 0, 'c'}, OPT_MAX_ERRORS, OPT_OUTPUT,
-                                         OPT_VERBOSE, OPT_HELP, OPT_END};
+                                         OPT_VERBOSE, OPT_HELP, OPT_VERSION, OPT_END};
     int c;
     while ((c = getopt_long(argc, argv, "co:vh", opts, NULL)) != -1) {
         if (c == 'c') check_only = 1;
@@ -96,9 +102,11 @@ int main(int argc, char **argv)
     uint64_t upstream_dropped = 0, dropped_here = 0, nstreams = 0;
     char err[VL_ERRLEN];
     stream_keys *keys = stream_keys_new();
+    progress_start("records", 0);
 
     for (int i = 0; i < nin; i++) {
         sr *r = open_stream(inputs[i]);
+        if (nin == 1) progress_input(r->fd);
         if (sr_header(r, NULL) != 0) die(1, "%s", r->err);
         int more;
         do {
@@ -112,15 +120,7 @@ int main(int argc, char **argv)
                 first_bytes = tmp.buf;
                 mp_decode(&first_arena, first_bytes, tmp.len, STREAM_MAX_RECORD, &first, &used, err);
                 if (!check_only) {
-                    sw_header_begin(&s, r->schema_name, &r->header, argc, argv);
-                    for (uint32_t k = 0; k < r->header.len; k++) {
-                        const mp_val *key = &r->header.v.a[2 * k];
-                        if (mp_str_eq(key, "schema") || mp_str_eq(key, "version") || mp_str_eq(key, "history"))
-                            continue;
-                        mpw_value(&s.w, key);
-                        mpw_value(&s.w, &r->header.v.a[2 * k + 1]);
-                    }
-                    if (sw_header_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
+                    header_pass_on(&s, r, argc, argv);
                 }
             } else {
                 const char *key = header_difference(&first, &r->header);
@@ -142,7 +142,7 @@ int main(int argc, char **argv)
                     mpw_raw(&s.w, r->raw, r->raw_len); /* items pass through byte for byte */
                     if (mpw_flush(&s.w, 1 << 20) != 0) die(1, "write error: %s", strerror(s.w.err));
                 }
-                progress("%llu records", (unsigned long long)s.records);
+                progress_count(s.records, dropped_here, NULL);
             }
             if (rc < 0) die(1, "%s", r->err);
             upstream_dropped += (uint64_t)sr_trailer_dropped(r);
@@ -151,7 +151,7 @@ int main(int argc, char **argv)
         } while (more == 1);
         close_stream(r);
     }
-    progress_done();
+    progress_end(s.records, dropped_here, NULL);
     stream_keys_free(keys);
     mp_arena_free(&first_arena);
     free(first_bytes);

@@ -5,8 +5,9 @@
  * or, with --order, by position (then their ids must also agree). Numeric
  * payloads (`vec`, `logits` as f32le, `pix` as u8) are compared value by value
  * with the tolerance |a - b| <= atol + rtol * |b| (numpy.allclose); every
- * other item key must be equal. Headers must agree on the schema and its keys
- * (dim, dtype, space, classes ...; history may differ). A summary goes to
+ * other item key must be equal (--payload: is not compared). Headers must
+ * agree on the schema and its keys (dim, dtype, space, classes ...; history
+ * may differ; --payload: space and classes too). A summary goes to
  * stdout: pairs compared, items found in one stream only, the worst absolute
  * and relative differences and where they are. Exit status 0 when every item
  * pairs up and lies within the tolerance, 1 when not or on bad input, 2 on
@@ -23,10 +24,20 @@
 #include <unistd.h>
 
 static const char USAGE[] =
-    "usage: mpcmp [--atol X] [--rtol X] [--order] [-q] [--max-report N] A B\n";
+    "usage: mpcmp [--atol X] [--rtol X] [--order] [--payload] [-q] [--max-report N] A B\n"
+    "  --atol X          absolute tolerance (default 1e-6)\n"
+    "  --rtol X          relative tolerance (default 1e-5)\n"
+    "  --order           pair items by position, not by id\n"
+    "  --payload         compare the payloads only (vec, logits, pix): no other item key, no\n"
+    "                    space or classes in the headers\n"
+    "  -q, --quiet       print the summary only\n"
+    "  --max-report N    describe at most N differences (default 10)\n"
+    "  -h, --help        this text\n"
+    "  --version         the version\n";
 
 static double atol_ = 1e-6, rtol_ = 1e-5;
 static int quiet;
+static int payload_only; /* --payload */
 static long long max_report = 10;
 
 /* ---- the second stream, held as encoded items, looked up by key ----
@@ -228,6 +239,7 @@ static void cmp_items(stats *st, const mp_val *a, const mp_val *b) {
         snprintf(key, sizeof key, "%.*s", (int)(k->len > 60 ? 60 : k->len), k->v.s);
         const mp_val *vb = mp_get(b, key);
         int kind = payload_kind(k);
+        if (!kind && payload_only) continue;
         if (kind) {
             cmp_payload(st, id, key, va, vb, kind == 1);
         } else if (!same_val(va, vb)) {
@@ -238,7 +250,7 @@ static void cmp_items(stats *st, const mp_val *a, const mp_val *b) {
     }
     for (uint32_t i = 0; i < b->len; i++) {
         const mp_val *k = &b->v.a[2 * i];
-        if (k->type != MP_STR) continue;
+        if (k->type != MP_STR || (payload_only && !payload_kind(k))) continue;
         char key[64];
         snprintf(key, sizeof key, "%.*s", (int)(k->len > 60 ? 60 : k->len), k->v.s);
         if (!mp_get(a, key)) {
@@ -254,7 +266,7 @@ static const char *const AGREE[] = {"schema", "dtype", "layout",  "c",
 
 static void cmp_headers(sr *a, sr *b) {
     for (int k = 0; AGREE[k]; k++)
-        if (!same_val(mp_get(&a->header, AGREE[k]), mp_get(&b->header, AGREE[k])))
+        if (!(payload_only && (!strcmp(AGREE[k], "space") || !strcmp(AGREE[k], "classes"))) && !same_val(mp_get(&a->header, AGREE[k]), mp_get(&b->header, AGREE[k])))
             die(1, "%s, %s: headers differ in '%s'", a->name, b->name, AGREE[k]);
 }
 
@@ -285,8 +297,10 @@ int main(int argc, char **argv) {
                                          {"rtol", required_argument, 0, 'r'},
                                          {"order", no_argument, 0, 'O'},
                                          {"quiet", no_argument, 0, 'q'},
+                                         {"payload", no_argument, 0, 'P'},
                                          {"max-report", required_argument, 0, 'm'},
                                          OPT_HELP,
+                                         OPT_VERSION,
                                          OPT_END};
     int c;
     while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
@@ -302,6 +316,9 @@ int main(int argc, char **argv) {
             break;
         case 'q':
             quiet = 1;
+            break;
+        case 'P':
+            payload_only = 1;
             break;
         case 'm':
             max_report = parse_int(USAGE, "--max-report", optarg, 0, INT64_MAX);

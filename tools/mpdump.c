@@ -19,7 +19,12 @@
 #include <string.h>
 #include <unistd.h>
 
-static const char USAGE[] = "usage: mpdump [--full] [--head N] [FILE ...]\n";
+static const char USAGE[] =
+    "usage: mpdump [--full] [--head N] [FILE ...]\n"
+    "  --full      every value of every payload (default: the first few)\n"
+    "  --head N    the header and the first N items of each input only\n"
+    "  -h, --help  this text\n"
+    "  --version   the version\n";
 
 static int full;
 #define SHORT_F32 8  /* values shown of a shortened f32 array */
@@ -171,6 +176,7 @@ int main(int argc, char **argv) {
     static const struct option opts[] = {{"full", no_argument, 0, 'f'},
                                          {"head", required_argument, 0, 'n'},
                                          OPT_HELP,
+                                         OPT_VERSION,
                                          OPT_END};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {

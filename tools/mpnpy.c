@@ -24,7 +24,16 @@
 static const char USAGE[] =
     "usage: mpnpy export -o FILE.npy [--ids FILE] [--labels FILE] [--max-errors N] [-v] [STREAM]\n"
     "       mpnpy import [--ids FILE] [--labels FILE] [--space S] [--max-errors N] [-o STREAM] "
-    "[-v] FILE.npy\n";
+    "[-v] [FILE.npy]\n"
+    "  -o FILE           export: the .npy file (required); import: the stream (default stdout)\n"
+    "  --ids FILE        the ids, one a line in row order (import default: the row numbers)\n"
+    "  --labels FILE     the labels, one integer a line in row order (-1: none)\n"
+    "  --space S         import: the header's space (default import:npy)\n"
+    "  --max-errors N    fail once more than N items have been dropped (default 0)\n"
+    "  -v, --verbose     progress and the totals on standard error\n"
+    "  -h, --help        this text\n"
+    "  --version         the version\n"
+    "STREAM or FILE.npy '-', or none, is standard input.\n";
 
 /* the .npy header is padded to this size so its shape can be patched in place */
 #define NPY_HDR 128
@@ -69,6 +78,8 @@ static int do_export(const char *in, const char *out, const char *idpath, const 
                     "export: -o FILE.npy is needed (the array's shape is written at the end)");
     char err[VL_ERRLEN];
     sr *r = open_stream(in);
+    progress_start("vectors", 0);
+    progress_input(r->fd);
     if (sr_header(r, "embedding") != 0) die(1, "%s", r->err);
     int64_t dim = r->dim;
     vl_afile npy, ids, labs;
@@ -114,13 +125,13 @@ static int do_export(const char *in, const char *out, const char *idpath, const 
                 die(1, "%s: write: %s", labpath, strerror(errno));
         }
         rows++;
-        progress("%" PRIu64 " vectors", rows);
+        progress_count(rows, 0, NULL);
     }
     if (rc < 0) die(1, "%s", r->err);
     if (sr_finish(r) != 0) die(1, "%s", r->err);
     int64_t up = sr_trailer_dropped(r);
     if (up > 0) warnx("%s: %" PRId64 " items were dropped upstream", r->name, up);
-    progress_done();
+    progress_end(rows, 0, NULL);
     npy_header(hdr, rows, dim);
     if (fseek(body.fp, 0, SEEK_SET) != 0) die(1, "%s: seek: %s", out, strerror(errno));
     put_or_die(&body, hdr, NPY_HDR, out);
@@ -248,15 +259,22 @@ static char **read_lines(const char *path, size_t *n, char **store) {
 
 static int do_import(int argc, char **argv, const char *in, const char *out, const char *idpath,
                      const char *labpath, const char *space, long long max_errors) {
-    if (!in || strcmp(in, "-") == 0) usage_error(USAGE, "import: a .npy file is needed");
-    int fd = open(in, O_RDONLY);
-    struct stat sb;
-    if (fd < 0 || fstat(fd, &sb) != 0) die(1, "%s: %s", in, strerror(errno));
-    if (!S_ISREG(sb.st_mode)) die(1, "%s: not a regular file", in);
-    size_t size = (size_t)sb.st_size;
-    uint8_t *buf = size ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
-    if (size && buf == MAP_FAILED) die(1, "%s: mmap: %s", in, strerror(errno));
-    close(fd);
+    int from_stdin = !in || strcmp(in, "-") == 0;
+    size_t size;
+    uint8_t *buf;
+    if (from_stdin) {
+        in = "<stdin>";
+        buf = read_stdin(&size);
+    } else {
+        int fd = open(in, O_RDONLY);
+        struct stat sb;
+        if (fd < 0 || fstat(fd, &sb) != 0) die(1, "%s: %s", in, strerror(errno));
+        if (!S_ISREG(sb.st_mode)) die(1, "%s: not a regular file", in);
+        size = (size_t)sb.st_size;
+        buf = size ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+        if (size && buf == MAP_FAILED) die(1, "%s: mmap: %s", in, strerror(errno));
+        close(fd);
+    }
     npy_info inf;
     parse_npy(buf, size, in, &inf);
     char *idstore = NULL, *labstore = NULL, **idl = NULL, **labl = NULL;
@@ -336,14 +354,15 @@ static int do_import(int argc, char **argv, const char *in, const char *out, con
             mpw_int(&s.w, label);
         }
         if (sw_item_end(&s) != 0) die(1, "write error: %s", strerror(s.w.err));
-        progress("%" PRIu64 " vectors", s.records);
+        progress_count(s.records, s.dropped, NULL);
     }
-    progress_done();
+    progress_end(s.records, s.dropped, NULL);
     sw_trailer_begin(&s);
     sw_trailer_end(&s);
     output_commit(&o, &s);
     sw_free(&s);
-    munmap(buf, size);
+    if (from_stdin) free(buf);
+    else if (size) munmap(buf, size);
     free(vec);
     free(idl);
     free(labl);
@@ -363,8 +382,10 @@ int main(int argc, char **argv) {
                                          OPT_OUTPUT,
                                          OPT_VERBOSE,
                                          OPT_HELP,
+                                         OPT_VERSION,
                                          OPT_END};
     if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) usage_help(USAGE);
+    if (argc >= 2 && !strcmp(argv[1], "--version")) version_exit();
     if (argc < 2) usage_error(USAGE, "export or import?");
     const char *cmd = argv[1];
     int is_export = !strcmp(cmd, "export"), is_import = !strcmp(cmd, "import");

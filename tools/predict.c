@@ -26,7 +26,19 @@
 static const char USAGE[] =
     "usage: predict (--model MODEL | --text TEXT.mp) [--weights STUDENT] [--arch ARCH]\n"
     "               [--batch N] [--method NAME] [--threads N] [--max-errors N] [-v] [-o FILE]\n"
-    "               [FILE]\n";
+    "               [FILE]\n"
+    "  --model MODEL      a head file (safetensors) as align-fit writes it\n"
+    "  --text TEXT.mp     the teacher's zero-shot classifier: a stream of class text embeddings\n"
+    "  --weights STUDENT  the input is an image stream: run this student here, then the head\n"
+    "  --arch ARCH        the student's architecture (default auto: from the tensor names)\n"
+    "  --batch N          images a forward pass with --weights (default 32)\n"
+    "  --method NAME      the header's method instead of the head's (or zeroshot)\n"
+    "  --threads N        threads (default: what OpenBLAS would use)\n"
+    "  --max-errors N     fail once more than N items have been dropped (default 0)\n"
+    "  -v, --verbose      progress and the totals on standard error\n"
+    "  -o, --output FILE  write FILE atomically instead of standard output\n"
+    "  -h, --help         this text\n"
+    "  --version          the version\n";
 
 typedef struct {
     uint64_t dropped;
@@ -162,7 +174,7 @@ static int emit_batch(void *ctx, const mp_val *keys, int B, const float *feat, c
         write_prediction(O, &k, lg + (size_t)i * O->h->C);
     }
     free(lg);
-    progress("%llu images", (unsigned long long)O->s->records);
+    progress_count(O->s->records, O->d->dropped, NULL);
     return 0;
 }
 
@@ -201,8 +213,10 @@ static uint64_t predict_images(out_ctx *O, const char *weights, const char *arch
     sw_init(O->s, out->fd);
     write_header(O->s, h, method, &r->header, argc, argv);
     uint64_t upstream;
+    progress_start("images", 0);
+    progress_input(r->fd);
     if (embed_stream(r, &eo, &upstream, err) != 0) die(1, "%s", err);
-    progress_done();
+    progress_end(O->s->records, O->d->dropped, NULL);
     student_free(st);
     return upstream;
 }
@@ -267,6 +281,7 @@ int main(int argc, char **argv)
                                          OPT_OUTPUT,
                                          OPT_VERBOSE,
                                          OPT_HELP,
+                                         OPT_VERSION,
                                          OPT_END};
     int c;
     while ((c = getopt_long(argc, argv, "o:vh", opts, NULL)) != -1) {

@@ -88,17 +88,30 @@ int q_lookup(q_run *R, q_item *p, const void *a, size_t na, const void *b, size_
     return p->hit;
 }
 
+/* A write to the cache failed: the first failure warns, with what it means
+ * (a read-only cache, a file where a directory should be: every other
+ * write would fail the same way), and the run goes on without the cache's
+ * writes. */
+static void cache_failed(q_run *R, const char *path, int e)
+{
+    pthread_mutex_lock(&R->mu);
+    int first = !R->cache_failed;
+    R->cache_failed = 1;
+    pthread_mutex_unlock(&R->mu);
+    if (first) warnx("cache: %s: %s: answers are not kept in the cache from here on", path, strerror(e));
+}
+
 /* Writes an entry atomically (temporary file + rename), so readers in other
- * processes see the whole entry or none. Failures only warn: the result is
- * still good, it is just not kept. */
+ * processes see the whole entry or none. Failures only warn, once: the result
+ * is still good, it is just not kept. */
 void q_cache_put(q_run *R, const uint8_t key[32], int dim, const void *vec)
 {
-    if (!R->cache_dir) return;
+    if (!R->cache_dir || R->cache_failed) return;
     char dir[4096], path[4096], tmp[4200];
     cache_path(R, key, dir, sizeof dir, 1);
     cache_path(R, key, path, sizeof path, 0);
     if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
-        warnx("cache: %s: %s", dir, strerror(errno));
+        cache_failed(R, dir, errno);
         return;
     }
     pthread_mutex_lock(&R->mu);
@@ -118,8 +131,9 @@ void q_cache_put(q_run *R, const uint8_t key[32], int dim, const void *vec)
     sha256_final(&s, buf + len - 32);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (fd < 0 || vl_write_all(fd, buf, len) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
-        warnx("cache: %s: %s", path, strerror(errno));
+        int e = errno;
         unlink(tmp);
+        cache_failed(R, fd < 0 ? dir : path, e);
     }
     free(buf);
 }
@@ -162,6 +176,19 @@ void q_trailer(q_run *R, sw *out)
     sw_trailer_end(out);
 }
 
+void q_progress(q_run *R, int final, uint64_t done)
+{
+    pthread_mutex_lock(&R->mu);
+    uint64_t queries = R->queries, hits = R->hits, dropped = R->dropped + R->upstream_dropped;
+    pthread_mutex_unlock(&R->mu);
+    if (final)
+        progress_end(done, dropped, "%llu queries, %llu from the cache", (unsigned long long)queries,
+                     (unsigned long long)hits);
+    else
+        progress_count(queries + hits, dropped, "%llu queries, %llu from the cache", (unsigned long long)queries,
+                       (unsigned long long)hits);
+}
+
 void q_budget_failed(q_run *R, const char *where)
 {
     die(1, "%s: query budget of %lld exceeded (%llu answered from the cache, %s)", where, R->max_queries,
@@ -182,6 +209,9 @@ static void vendor_start(q_run *R)
     pid_t pid = fork();
     if (pid < 0) die(1, "fork: %s", strerror(errno));
     if (pid == 0) {
+        /* a group of its own: a timeout kills the whole command (sh and
+         * what it runs, e.g. ssh), whose ends of the pipes then close */
+        setpgid(0, 0);
         signal(SIGPIPE, SIG_DFL); /* ignored here; an ignored signal would stay ignored across exec */
         /* dup2 clears close-on-exec on the copy; a pipe end that already is
          * 0 or 1 (we were started with it closed) is no copy: clear it there */
@@ -192,8 +222,12 @@ static void vendor_start(q_run *R)
         execl("/bin/sh", "sh", "-c", R->exec_cmd, (char *)NULL);
         _exit(127);
     }
+    setpgid(pid, pid); /* also here: the watchdog may kill the group before the child runs */
     close(in[0]), close(out[1]);
-    R->vendor = pid, R->vin = in[1], R->vout = out[0];
+    pthread_mutex_lock(&R->mu);
+    R->vendor = pid;
+    pthread_mutex_unlock(&R->mu);
+    R->vin = in[1], R->vout = out[0];
     sw_init(&R->vw, R->vin);
     /* the vendor gets the queries and their numbers only: no ids, labels or history */
     R->query_header(&R->vw);
@@ -217,7 +251,9 @@ static const char *vendor_status(q_run *R, double patience, char *buf, size_t n)
         usleep(10000);
     }
     if (got < 0) return strerror(errno);
+    pthread_mutex_lock(&R->mu);
     R->vendor = 0;
+    pthread_mutex_unlock(&R->mu);
     if (WIFSIGNALED(st))
         snprintf(buf, n, "killed by signal %d", WTERMSIG(st));
     else
@@ -235,6 +271,12 @@ static noreturn void vendor_failed(q_run *R, const char *what)
     const char *st = vendor_status(R, 2.0, b, sizeof b);
     pthread_mutex_lock(&R->mu);
     unsigned long long answered = R->answered, queries = R->queries;
+    char why[600];
+    if (R->timed_out) {
+        snprintf(why, sizeof why, "nothing came for %g s (--timeout) while %s waited; killed it (the answers so far are %s)",
+                 R->timeout, R->wait_what, R->cache_dir ? "in the cache" : "not kept: there is no --cache");
+        what = why;
+    }
     pthread_mutex_unlock(&R->mu);
     die(1, "teacher '%s' failed after %llu of %llu answers (%s): %s", R->exec_cmd, answered, queries, st, what);
 }
@@ -254,12 +296,48 @@ static void vendor_finish_input(q_run *R)
     R->vin = -1;
 }
 
+/* The output thread waits for what the vendor owes (what: "query 3 (its
+ * item)", "its header"), or (what NULL) waits no more. */
+static void waiting_for(q_run *R, const char *what)
+{
+    pthread_mutex_lock(&R->mu);
+    R->waiting = what != NULL;
+    if (what) snprintf(R->wait_what, sizeof R->wait_what, "%s", what);
+    R->wait_since = vl_now();
+    pthread_mutex_unlock(&R->mu);
+}
+
+/* The watchdog: kills the vendor's process group once the output thread
+ * has waited --timeout seconds for one answer; its reads then end and
+ * vendor_failed reports the timeout. */
+static void *watchdog(void *arg)
+{
+    q_run *R = arg;
+    pthread_mutex_lock(&R->mu);
+    while (!R->done) {
+        if (R->waiting && R->vendor > 0 && vl_now() - R->wait_since > R->timeout) {
+            R->timed_out = 1;
+            kill(-R->vendor, SIGKILL);
+            break;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100000000;
+        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+        pthread_cond_timedwait(&R->cv, &R->mu, &ts);
+    }
+    pthread_mutex_unlock(&R->mu);
+    return NULL;
+}
+
 /* Reads the vendor's header once: its dim. */
 static int vendor_dim(q_run *R)
 {
     if (R->vr->state == 0) {
+        waiting_for(R, "its header");
         if (sr_header(R->vr, "embedding") != 0) vendor_failed(R, R->vr->err);
         if (R->vr->dim <= 0 || R->vr->dim > (1 << 20)) vendor_failed(R, "bad dim in its header");
+        waiting_for(R, NULL);
     }
     return (int)R->vr->dim;
 }
@@ -272,7 +350,7 @@ static void queue_push(q_run *R, q_item *p)
     else
         R->head = p;
     R->tail = p;
-    pthread_cond_signal(&R->cv);
+    pthread_cond_broadcast(&R->cv); /* the watchdog waits on it too */
     pthread_mutex_unlock(&R->mu);
 }
 
@@ -344,6 +422,7 @@ static void vendor_answer(q_run *R, q_item *cur, int dim)
     }
     pthread_mutex_lock(&R->mu);
     R->answered++;
+    R->wait_since = vl_now(); /* an answer came: the vendor is alive */
     pthread_mutex_unlock(&R->mu);
     if (sr_check_item(R->vr, item, err) != 0) {
         p->bad = 1;
@@ -368,11 +447,14 @@ static void *output_thread(void *arg)
         if (p->end) {
             if (R->vr) {
                 const mp_val *item;
+                waiting_for(R, "the end of its stream (and its exit)");
                 int rc = sr_next(R->vr, &item);
                 if (rc == 1) vendor_failed(R, "it answered more items than it was sent");
                 if (rc < 0) vendor_failed(R, R->vr->err);
                 char b[64];
                 const char *st = vendor_status(R, -1, b, sizeof b);
+                if (R->timed_out) vendor_failed(R, "");
+                waiting_for(R, NULL);
                 if (strcmp(st, "exit status 0") != 0)
                     die(1, "teacher '%s' ended with %s after answering every query", R->exec_cmd, st);
             }
@@ -398,7 +480,11 @@ static void *output_thread(void *arg)
             R->emit(R, p, p->vec, dim = p->dim);
         } else {
             int d = vendor_dim(R);
+            char what[600];
+            snprintf(what, sizeof what, "query %llu (%s)", (unsigned long long)p->qno, p->where);
+            waiting_for(R, what);
             while (!p->vec && !p->bad) vendor_answer(R, p, d);
+            waiting_for(R, NULL);
             if (!p->bad) R->emit(R, p, p->vec, dim = d);
         }
         q_item_free(p);
@@ -416,6 +502,7 @@ void q_init(q_run *R)
     if (R->exec_cmd) {
         pthread_cond_init(&R->cv, NULL);
         if (pthread_create(&R->th, NULL, output_thread, R) != 0) die(1, "cannot start a thread");
+        if (R->timeout > 0 && pthread_create(&R->dog, NULL, watchdog, R) != 0) die(1, "cannot start a thread");
     }
 }
 
@@ -448,4 +535,11 @@ void q_end(q_run *R, int abort)
     end->abort = abort;
     queue_push(R, end);
     pthread_join(R->th, NULL);
+    if (R->timeout > 0) {
+        pthread_mutex_lock(&R->mu);
+        R->done = 1;
+        pthread_cond_broadcast(&R->cv);
+        pthread_mutex_unlock(&R->mu);
+        pthread_join(R->dog, NULL);
+    }
 }

@@ -46,6 +46,7 @@ struct q_run {
     const char *cache_tag;  /* the kind of key ("vl2v teacher cache 1") */
     const char *identity;   /* the teacher's identity, part of every key */
     const char *variant;    /* e.g. the normalisation, part of every key */
+    double timeout;         /* black-box: seconds without an answer before the vendor is killed; 0: none */
     /* black-box: opens the query stream's header (e.g. sw_header_image,
      * with no input header and no history: the vendor learns nothing else) */
     void (*query_header)(sw *s);
@@ -69,9 +70,18 @@ struct q_run {
     pthread_cond_t cv;
     pthread_t th;
     unsigned long counter;
+    int cache_failed; /* a write to the cache failed (warned once) */
+    /* the watchdog (timeout): what the output thread waits for (under mu) */
+    pthread_t dog;
+    int waiting, timed_out, done;
+    char wait_what[600]; /* "query 3 (<stdin>: record 4 (id 'x'))", "its header" */
+    double wait_since;
 };
 
-/* Creates the cache directory; black-box, starts the output thread. */
+/* The default of --timeout, in seconds. */
+#define Q_TIMEOUT_DEFAULT 300
+/* Creates the cache directory; black-box, starts the output thread (and,
+ * with a timeout, the watchdog that kills a vendor which stops answering). */
 void q_init(q_run *R);
 /* The item's cache key from the bytes a[0..na) and b[0..nb) (with the tag,
  * identity and variant); when there is a cache and it holds an answer (of
@@ -100,6 +110,10 @@ void q_drop(q_run *R, const char *what);
 /* Writes the trailer of out: the records, dropped (upstream and ours),
  * queries and cache_hits. */
 void q_trailer(q_run *R, sw *out);
+/* Progress (common.h): the items taken so far (queries and cache hits),
+ * dropped, and the queries and hits; final: the line of the totals, with
+ * done the records written. */
+void q_progress(q_run *R, int final, uint64_t done);
 /* The budget's failure, at the input item where. */
 noreturn void q_budget_failed(q_run *R, const char *where);
 void q_item_free(q_item *p);

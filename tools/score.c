@@ -21,7 +21,15 @@
 #include <string.h>
 
 static const char USAGE[] =
-    "usage: score [--tsv | --json] [--split S] [--mixed] [--max-errors N] [-o FILE] PRED.mp ...\n";
+    "usage: score [--tsv | --json] [--split S] [--mixed] [--max-errors N] [-o FILE] PRED.mp ...\n"
+    "  --tsv              tab-separated values with a header line, full precision\n"
+    "  --json             one JSON document, full precision\n"
+    "  --split S          the held-out split of the first table (default in)\n"
+    "  --mixed            put runs of one method with different settings in one row\n"
+    "  --max-errors N     fail once more than N items have been dropped (default 0)\n"
+    "  -o, --output FILE  write FILE atomically instead of standard output\n"
+    "  -h, --help         this text\n"
+    "  --version          the version\n";
 
 #define WHOLE "all" /* the split name of a whole domain */
 
@@ -423,6 +431,7 @@ int main(int argc, char **argv)
                                          OPT_MAX_ERRORS,
                                          OPT_OUTPUT,
                                          OPT_HELP,
+                                         OPT_VERSION,
                                          OPT_END};
     int c, formats = 0;
     while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {

@@ -11,7 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char USAGE[] = "usage: stinfo [-m] [-q] FILE ...\n";
+static const char USAGE[] =
+    "usage: stinfo [-m] [-q] FILE ...\n"
+    "  -m, --metadata  the metadata lines only\n"
+    "  -q, --quiet     the total line only\n"
+    "  -h, --help      this text\n"
+    "  --version       the version\n"
+    "FILE '-' is standard input.\n";
 
 /* s on one line, control characters escaped (\n, \t, \xHH): names and
  * values come from the file and must not move the cursor or start a line.
@@ -35,6 +41,7 @@ int main(int argc, char **argv) {
     static const struct option opts[] = {{"metadata", no_argument, 0, 'm'},
                                          {"quiet", no_argument, 0, 'q'},
                                          OPT_HELP,
+                                         OPT_VERSION,
                                          OPT_END};
     int c;
     while ((c = getopt_long(argc, argv, "mqh", opts, NULL)) != -1) {
@@ -54,7 +61,11 @@ int main(int argc, char **argv) {
     for (int i = optind; i < argc; i++) {
         st_file f;
         char err[VL_ERRLEN];
-        if (st_open(&f, argv[i], err) != 0) {
+        uint8_t *in = NULL; /* "-": standard input, read whole */
+        size_t inlen = 0;
+        if (strcmp(argv[i], "-") == 0) in = read_stdin(&inlen);
+        if (in ? st_parse(&f, in, inlen, "<stdin>", err) != 0 : st_open(&f, argv[i], err) != 0) {
+            free(in);
             warnx("%s", err);
             status = 1;
             continue;
@@ -95,10 +106,11 @@ int main(int argc, char **argv) {
         if (!meta_only)
             printf("%d tensors, %" PRIu64 " parameters, %" PRIu64
                    " bytes of data, %zu bytes in all\n",
-                   f.n, params, bytes, f.size);
+                   f.n, params, bytes, in ? inlen : f.size);
         for (int k = 0; k < f.n; k++) free(names[k]);
         free(names);
         st_close(&f);
+        free(in);
     }
     stdout_done();
     return status;

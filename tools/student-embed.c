@@ -25,7 +25,19 @@ static const char USAGE[] =
     "                             openclip_timm|auto]\n"
     "                     --weights FILE|DIR [--head MODEL]\n"
     "                     [--mean R,G,B] [--std R,G,B] [--batch N] [--threads N] [--max-errors N]\n"
-    "                     [-v] [-o FILE] [FILE]\n";
+    "                     [-v] [-o FILE] [FILE]\n"
+    "  --arch ARCH        the student architecture (default auto: from the tensor names)\n"
+    "  --weights FILE|DIR the student's weights (required)\n"
+    "  --head MODEL       write the cosine head's projection of each feature instead\n"
+    "  --mean R,G,B       the input mean (default: the weights' declared one, else ImageNet's)\n"
+    "  --std R,G,B        the input standard deviation (default: as --mean)\n"
+    "  --batch N          images per forward pass (default 32)\n"
+    "  --threads N        threads (default: OPENBLAS_NUM_THREADS, else the cores)\n"
+    "  --max-errors N     fail once more than N items have been dropped (default 0)\n"
+    "  -v, --verbose      progress and the totals on standard error\n"
+    "  -o, --output FILE  write FILE atomically instead of standard output\n"
+    "  -h, --help         this text\n"
+    "  --version          the version\n";
 
 static void parse_triple(const char *opt, const char *s, float *v)
 {
@@ -45,6 +57,7 @@ typedef struct {
     const clf_head *head;
     float *z; /* the projections of a batch */
     int dim;  /* of what is written */
+    const tool_drops *drops;
 } out_ctx;
 
 /* embed_stream's batches: each item's keys and its vector */
@@ -66,7 +79,7 @@ static int emit(void *ctx, const mp_val *keys, int B, const float *feat, char *e
         mpw_bin(&o->s->w, v + (size_t)i * o->dim, (size_t)o->dim * sizeof(float));
         if (sw_item_end(o->s) != 0) die(1, "write error: %s", strerror(o->s->w.err));
     }
-    progress("%llu images", (unsigned long long)o->s->records);
+    progress_count(o->s->records, o->drops->dropped, NULL);
     return 0;
 }
 
@@ -89,6 +102,7 @@ int main(int argc, char **argv)
                                          {"output", required_argument, 0, 'o'},
                                          {"verbose", no_argument, 0, 'v'},
                                          {"help", no_argument, 0, 'h'},
+                                         OPT_VERSION,
                                          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "a:W:b:t:o:vh", opts, NULL)) != -1) {
@@ -109,6 +123,7 @@ int main(int argc, char **argv)
         case 'E': max_errors = parse_int(USAGE, "--max-errors", optarg, 0, INT64_MAX); break;
         case 'o': outpath = optarg; break;
         case 'v': tool_verbose = 1; break;
+        case OPT_VERSION_VAL: version_exit();
         case 'h': usage_help(USAGE);
         default: usage_error(USAGE, "unknown option");
         }
@@ -166,14 +181,16 @@ int main(int argc, char **argv)
     /* dropped here counts against --max-errors; the trailer's total adds the
      * upstream streams' drops, which were never seen here */
     tool_drops drops = {0, max_errors};
-    out_ctx o = {&s, headpath ? &head : NULL, NULL, odim};
+    out_ctx o = {&s, headpath ? &head : NULL, NULL, odim, &drops};
     if (headpath) o.z = xmalloc((size_t)batch * odim * sizeof(float));
     embed_opts eo = {.st = st, .batch = (int)batch, .bad = tool_drop_bad, .bad_ctx = &drops, .emit = emit, .ctx = &o};
     memcpy(eo.mean, mean, sizeof mean);
     memcpy(eo.std, stdv, sizeof stdv);
     uint64_t upstream_dropped;
+    progress_start("images", 0);
+    progress_input(r->fd);
     if (embed_stream(r, &eo, &upstream_dropped, err) != 0) die(1, "%s", err);
-    progress_done();
+    progress_end(s.records, drops.dropped, NULL);
     s.dropped = upstream_dropped + drops.dropped;
     sw_trailer_begin(&s);
     sw_trailer_end(&s);

@@ -42,7 +42,7 @@ static const char USAGE[] =
     "                     [--batch N] [--threads N] [--cache DIR] [--max-queries N] [--max-errors N]\n"
     "                     [-o FILE] [-v] [FILE]\n"
     "       teacher-embed --exec CMD [--model-id ID] [--normalize model|clip|imagenet] [--cache DIR]\n"
-    "                     [--max-queries N] [--max-errors N] [-o FILE] [-v] [FILE]\n"
+    "                     [--max-queries N] [--timeout S] [--max-errors N] [-o FILE] [-v] [FILE]\n"
     "  --model DIR|FILE   white-box: a Hugging Face CLIP directory, an OpenCLIP directory or an\n"
     "                     OpenAI/OpenCLIP .safetensors\n"
     "  --exec CMD         black-box: CMD reads an image stream and writes an embedding stream\n"
@@ -54,8 +54,12 @@ static const char USAGE[] =
     "  --threads N        threads (default: OPENBLAS_NUM_THREADS, else the cores)\n"
     "  --cache DIR        content-addressed cache of answers, shared by runs and processes\n"
     "  --max-queries N    fail once N images have been sent to the teacher (default: no limit)\n"
+    "  --timeout S        black-box: kill the teacher and fail when no answer came for S seconds\n"
+    "                     (default 300; 0: wait for ever)\n"
     "  --max-errors N     fail once more than N items have been dropped (default 0)\n"
-    "  -o FILE            write FILE atomically instead of standard output\n";
+    "  -o FILE            write FILE atomically instead of standard output\n"
+    "  -h, --help         this text\n"
+    "  --version          the version\n";
 
 static const float IMAGENET_MEAN[3] = {0.485f, 0.456f, 0.406f};
 static const float IMAGENET_STD[3] = {0.229f, 0.224f, 0.225f};
@@ -272,9 +276,7 @@ static void embed_images(run *R, sr *r, clip_model *model, const float mean[3], 
                 }
                 batch[nb++] = p;
             }
-            if (!at_end)
-                progress("%llu images, %llu queries, %llu from the cache", (unsigned long long)(q->queries + q->hits),
-                         (unsigned long long)q->queries, (unsigned long long)q->hits);
+            if (!at_end) q_progress(q, 0, 0);
         }
         if (model && nb > 0 && (nb == R->batch || at_end)) {
             if (nmiss > 0 && clip_encode_image(model, in, nmiss, emb, err) != 0) die(1, "%s", err);
@@ -283,7 +285,6 @@ static void embed_images(run *R, sr *r, clip_model *model, const float mean[3], 
         }
         if (at_end) break;
     }
-    progress_done();
     stream_keys_free(keys);
     free(in), free(emb), free(batch), free(rs);
     if (budget_where) {
@@ -346,6 +347,7 @@ static void embed_texts(run *R, sr *r, clip_model *model, tok *tk)
                 }
             }
             if (!at_end) batch[nb++] = p;
+            q_progress(q, 0, 0);
         }
         if (nb > 0 && (nb == R->batch || at_end)) {
             for (int b = 1; b < nmiss; b++) memmove(toks + (size_t)b * T, toks + (size_t)b * ctx, (size_t)T * sizeof *toks);
@@ -370,7 +372,7 @@ int main(int argc, char **argv)
              .normalize = "model", .batch = 16, .argc = argc, .argv = argv};
     R.q.ctx = &R;
     const char *outpath = NULL, *model_path = NULL, *bpe = NULL;
-    int batch_set = 0;
+    int batch_set = 0, timeout_set = 0;
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"exec", required_argument, 0, 'x'},
                                          {"model-id", required_argument, 0, 'I'},
@@ -381,10 +383,12 @@ int main(int argc, char **argv)
                                          {"threads", required_argument, 0, 't'},
                                          {"cache", required_argument, 0, 'C'},
                                          {"max-queries", required_argument, 0, 'Q'},
+                                         {"timeout", required_argument, 0, 'T'},
                                          {"max-errors", required_argument, 0, 'E'},
                                          {"output", required_argument, 0, 'o'},
                                          {"verbose", no_argument, 0, 'v'},
                                          {"help", no_argument, 0, 'h'},
+                                         OPT_VERSION,
                                          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "m:x:I:n:rB:b:t:C:Q:E:o:vh", opts, NULL)) != -1) {
@@ -401,16 +405,23 @@ int main(int argc, char **argv)
             break;
         case 't': R.threads = (int)parse_int(USAGE, "--threads", optarg, 1, 1024); break;
         case 'C': R.q.cache_dir = optarg; break;
+        case 'T':
+            R.q.timeout = parse_double(USAGE, "--timeout", optarg, 0, 1e9);
+            timeout_set = 1;
+            break;
         case 'Q': R.q.max_queries = parse_int(USAGE, "--max-queries", optarg, 0, INT64_MAX); break;
         case 'E': R.q.max_errors = parse_int(USAGE, "--max-errors", optarg, 0, INT64_MAX); break;
         case 'o': outpath = optarg; break;
         case 'v': tool_verbose = 1; break;
+        case OPT_VERSION_VAL: version_exit();
         case 'h': usage_help(USAGE);
         default: usage_bad(USAGE);
         }
     }
     if (!model_path == !R.q.exec_cmd) usage_error(USAGE, "give one of --model and --exec");
     if (R.q.identity && !R.q.exec_cmd) usage_error(USAGE, "--model-id goes with --exec");
+    if (timeout_set && !R.q.exec_cmd) usage_error(USAGE, "--timeout goes with --exec");
+    if (!timeout_set) R.q.timeout = Q_TIMEOUT_DEFAULT;
     if (R.q.exec_cmd && (R.resize || batch_set || R.threads || bpe))
         usage_error(USAGE, "--resize, --bpe, --batch and --threads go with --model (the vendor decides them)");
     if (strcmp(R.normalize, "model") != 0 && strcmp(R.normalize, "clip") != 0 && strcmp(R.normalize, "imagenet") != 0)
@@ -459,6 +470,8 @@ int main(int argc, char **argv)
     output_open(&out, outpath);
     sw_init(&R.out, out.fd);
     q_init(&R.q);
+    progress_start(text ? "texts" : "images", 0);
+    progress_input(r->fd);
     if (text)
         embed_texts(&R, r, model, tk);
     else
@@ -474,6 +487,7 @@ int main(int argc, char **argv)
         write_header(&R, clip_embed_dim(model));
         q_trailer(&R.q, &R.out);
     }
+    q_progress(&R.q, 1, R.out.records);
     output_commit(&out, &R.out);
     clip_free(model);
     tok_free(tk);

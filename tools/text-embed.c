@@ -35,7 +35,7 @@ static const char USAGE[] =
     "                  [-o FILE] [-v]\n"
     "       text-embed --exec CMD [--model-id ID] (--classes FILE | --manifest FILE)\n"
     "                  [--template T ...] [--templates FILE] [--cache DIR] [--max-queries N]\n"
-    "                  [-o FILE] [-v]\n"
+    "                  [--timeout S] [-o FILE] [-v]\n"
     "  --model DIR|FILE   white-box: a Hugging Face or OpenCLIP directory, or an OpenAI-named\n"
     "                     .safetensors\n"
     "  --exec CMD         black-box: CMD reads a text stream and writes an embedding stream\n"
@@ -53,7 +53,11 @@ static const char USAGE[] =
     "  --threads N        threads (default: OPENBLAS_NUM_THREADS, else the cores)\n"
     "  --cache DIR        content-addressed cache of the vendor's answers\n"
     "  --max-queries N    fail once N prompts have been sent to the vendor (default: no limit)\n"
-    "  -o FILE            write FILE atomically instead of standard output\n";
+    "  --timeout S        kill the vendor and fail when no answer came for S seconds (default 300;\n"
+    "                     0: wait for ever)\n"
+    "  -o FILE            write FILE atomically instead of standard output\n"
+    "  -h, --help         this text\n"
+    "  --version          the version\n";
 
 static const char DEFAULT_TEMPLATE[] = "a photo of a {}";
 
@@ -280,6 +284,7 @@ static void embed_here(ensemble *E, const char *model_path, const char *bpe, int
      * its longest prompt, as the causal mask makes the positions after the
      * end token irrelevant */
     float *emb = xmalloc((size_t)batch * D * sizeof *emb);
+    progress_start("prompts", N);
     for (size_t q0 = 0; q0 < N; q0 += (size_t)batch) {
         int B = (int)(N - q0 < (size_t)batch ? N - q0 : (size_t)batch), T = 1;
         for (int b = 0; b < B; b++) {
@@ -290,9 +295,9 @@ static void embed_here(ensemble *E, const char *model_path, const char *bpe, int
         for (int b = 1; b < B; b++) memmove(bt + (size_t)b * T, bt + (size_t)b * ctx, (size_t)T * sizeof *bt);
         if (clip_encode_text(m, bt, B, T, emb, err) != 0) die(1, "%s", err);
         for (int b = 0; b < B; b++) ensemble_add(E, q0 + (size_t)b, emb + (size_t)b * D, D);
-        progress("%zu/%zu prompts", q0 + (size_t)B, N);
+        progress_count(q0 + (size_t)B, 0, NULL);
     }
-    progress_done();
+    progress_end(N, 0, "%zu classes", C->n);
     sw_trailer_begin(&E->s);
     sw_trailer_end(&E->s);
     clip_free(m);
@@ -335,6 +340,7 @@ static void embed_remote(ensemble *E, q_run *R)
     sprintf(space, "text:%s", R->identity);
     E->space = space;
     q_init(R);
+    progress_start("prompts", N);
     for (size_t q = 0; q < N; q++) {
         char *prompt = make_prompt(Tm->v[q % P], C->v[q / P]), where[512];
         snprintf(where, sizeof where, "class '%s', prompt '%s'", C->v[q / P], prompt);
@@ -350,18 +356,17 @@ static void embed_remote(ensemble *E, q_run *R)
             q_send(R, p, where, write_text_query, prompt);
         }
         free(prompt);
-        progress("%zu/%zu prompts, %llu queries, %llu from the cache", q + 1, N, (unsigned long long)R->queries,
-                 (unsigned long long)R->hits);
+        q_progress(R, 0, 0);
     }
-    progress_done();
     q_end(R, 0);
+    q_progress(R, 1, N);
 }
 
 int main(int argc, char **argv)
 {
     tool_init("text-embed");
     const char *model_path = NULL, *classes_path = NULL, *manifest_path = NULL, *bpe = NULL, *outpath = NULL;
-    int truncate = 0, batch = 64, threads = 0, batch_set = 0;
+    int truncate = 0, batch = 64, threads = 0, batch_set = 0, timeout_set = 0;
     q_run R = {.what = "prompts", .max_queries = -1, .cache_tag = "vl2v text cache 1", .variant = "text",
                .query_header = text_query_header, .emit = emit, .finish = finish};
     strs templates = {0};
@@ -378,9 +383,11 @@ int main(int argc, char **argv)
                                          {"threads", required_argument, 0, 't'},
                                          {"cache", required_argument, 0, 'C'},
                                          {"max-queries", required_argument, 0, 'Q'},
+                                         {"timeout", required_argument, 0, 'W'},
                                          {"output", required_argument, 0, 'o'},
                                          {"verbose", no_argument, 0, 'v'},
                                          {"help", no_argument, 0, 'h'},
+                                         OPT_VERSION,
                                          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "m:o:vh", opts, NULL)) != -1) {
@@ -400,9 +407,14 @@ int main(int argc, char **argv)
             break;
         case 't': threads = (int)parse_int(USAGE, "--threads", optarg, 1, 1024); break;
         case 'C': R.cache_dir = optarg; break;
+        case 'W':
+            R.timeout = parse_double(USAGE, "--timeout", optarg, 0, 1e9);
+            timeout_set = 1;
+            break;
         case 'Q': R.max_queries = parse_int(USAGE, "--max-queries", optarg, 0, INT64_MAX); break;
         case 'o': outpath = optarg; break;
         case 'v': tool_verbose = 1; break;
+        case OPT_VERSION_VAL: version_exit();
         case 'h': usage_help(USAGE);
         default: usage_bad(USAGE);
         }
@@ -410,6 +422,8 @@ int main(int argc, char **argv)
     if (optind < argc) usage_error(USAGE, "unexpected argument '%s'", argv[optind]);
     if (!model_path == !R.exec_cmd) usage_error(USAGE, "give one of --model and --exec");
     if (R.identity && !R.exec_cmd) usage_error(USAGE, "--model-id goes with --exec");
+    if (timeout_set && !R.exec_cmd) usage_error(USAGE, "--timeout goes with --exec");
+    if (!timeout_set) R.timeout = Q_TIMEOUT_DEFAULT;
     if (R.exec_cmd && (bpe || truncate || batch_set || threads))
         usage_error(USAGE, "--bpe, --truncate, --batch and --threads go with --model (the vendor decides them)");
     if (model_path && (R.cache_dir || R.max_queries >= 0)) usage_error(USAGE, "--cache and --max-queries go with --exec");

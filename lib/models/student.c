@@ -24,7 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-const char *const STUDENT_ARCHS[] = {"resnet18", "resnet34", "resnet50",    "mobilenet_v2", "vit_s16",
+const char *const STUDENT_ARCHS[] = {"resnet18", "resnet34",    "resnet50",      "mobilenet_v2", "vit_s16",
                                      "vit_b16",  "clip_vision", "openclip_timm", NULL};
 
 /* openclip_timm: the names of its image tower and the trunk it supports */
@@ -112,10 +112,13 @@ static int meta_norm(const st_file *f, float *mean, float *std, char *err)
     for (int k = 0; k < 2; k++) {
         const char *m = st_meta(f, KEYS[k][0]), *s = st_meta(f, KEYS[k][1]);
         if (!m && !s) continue;
-        if (!m || !s) return vl_error(err, "%s: metadata '%s' without '%s'", f->path, m ? KEYS[k][0] : KEYS[k][1],
-                                      m ? KEYS[k][1] : KEYS[k][0]);
-        if (parse_triple(m, mean) != 0) return vl_error(err, "%s: metadata '%s' is not R,G,B: '%s'", f->path, KEYS[k][0], m);
-        if (parse_triple(s, std) != 0) return vl_error(err, "%s: metadata '%s' is not R,G,B: '%s'", f->path, KEYS[k][1], s);
+        if (!m || !s)
+            return vl_error(err, "%s: metadata '%s' without '%s'", f->path, m ? KEYS[k][0] : KEYS[k][1],
+                            m ? KEYS[k][1] : KEYS[k][0]);
+        if (parse_triple(m, mean) != 0)
+            return vl_error(err, "%s: metadata '%s' is not R,G,B: '%s'", f->path, KEYS[k][0], m);
+        if (parse_triple(s, std) != 0)
+            return vl_error(err, "%s: metadata '%s' is not R,G,B: '%s'", f->path, KEYS[k][1], s);
         char b[96];
         const char *bad = student_norm_fault(mean, std, b, sizeof b);
         if (bad) return vl_error(err, "%s: metadata '%s' and '%s': %s", f->path, KEYS[k][0], KEYS[k][1], bad);

@@ -56,7 +56,7 @@ case_() {
     fi
 }
 
-for t in mpdump mpcat mpcmp mpnpy stinfo; do
+for t in mpdump mpcat mpcmp mpnpy stinfo mpselect; do
     case_ "$t-help" "$t --help"
     case_ "$t-badopt" "$t --no-such-option"
 done
@@ -84,6 +84,28 @@ case_ mpdump-empty "mpdump < /dev/null"
 case_ mpdump-missing "mpdump no-such-file.mp"
 case_ mpdump-badhead "mpdump --head -1 emb.mp"
 
+# mpselect: items by domain, split, label, view or id list, and the
+# complement; any schema; header history extended, trailer counted
+printf 'art_painting/horse/pic_001.jpg\nnot-there\n\n3/sketch/person/pic_002.jpg\r\n' >sel.ids
+case_ mpselect-domain "mpselect --domain photo,sketch emb.mp | mpdump"
+case_ mpselect-exclude "mpselect --domain photo --exclude emb.mp | mpdump"
+case_ mpselect-and "mpselect --domain sketch --split train --label 6 e12.mp | mpdump --head 0 && mpselect --domain sketch --label 5 e12.mp | mpcat --check"
+case_ mpselect-complement "for a in '' --exclude; do mpselect --label 0,4 \$a e12.mp | mpcat --check; done"
+case_ mpselect-ids "mpselect --ids sel.ids e12.mp | mpdump && mpselect --ids sel.ids --exclude e12.mp | mpcat --check"
+case_ mpselect-view "mpselect --view 1 views.mp | mpdump --head 9 | cut -c1-60"
+case_ mpselect-pred "mpselect --domain cartoon pred.mp | mpdump"
+case_ mpselect-image "mpselect --split nowhere image.mp | mpdump"
+case_ mpselect-bad "mpselect --max-errors 3 --split train emb_bad.mp | mpdump"
+case_ mpselect-bad-fail "mpselect --split train emb_bad.mp | mpcat --check"
+case_ mpselect-stdin "mpselect --label 4 < emb.mp | mpdump"
+case_ mpselect-none "mpselect emb.mp"
+case_ mpselect-badlabel "mpselect --label 1,,2 emb.mp"
+case_ mpselect-noids "mpselect --ids no-such.ids emb.mp"
+case_ mpselect-two "mpselect --label 0 two.mp | mpcat --check"
+case_ mpselect-trunc "mpselect --label 0 trunc_item.mp | mpcat --check"
+# --version: one version string, the same for every program
+case_ version "for t in mpdump mpcat mpcmp mpnpy stinfo mpselect; do \$t --version; done"
+
 # mpcat
 case_ mpcat-two-files "mpcat emb.mp emb_b.mp | mpdump"
 case_ mpcat-stdin "mpcat < two.mp | mpdump"
@@ -91,6 +113,9 @@ case_ mpcat-check "mpcat --check two.mp"
 case_ mpcat-check-trunc "mpcat --check emb_b.mp trunc_between.mp"
 case_ mpcat-bad "mpcat emb_bad.mp > out.mp; echo \"status \$?\"; mpcat --check out.mp"
 case_ mpcat-max-errors "mpcat --max-errors 3 emb_bad.mp | mpdump"
+# -v: a first progress line, then the totals at the end (timings vary: N)
+case_ mpcat-progress "mpcat -v e12.mp 2>&1 >/dev/null | sed -E 's/[0-9]+\.[0-9]+/N/g; s/ETA [0-9]+/ETA N/'"
+case_ mpcat-progress-file "mpcat -v --max-errors 3 emb_bad.mp 2>&1 >/dev/null | sed -E 's/[0-9]+\.[0-9]+/N/g; s/ETA [0-9]+/ETA N/'"
 case_ mpcat-dim "mpcat emb.mp emb_dim8.mp > /dev/null"
 case_ mpcat-space "mpcat emb.mp emb_space.mp > /dev/null"
 case_ mpcat-schema "mpcat emb.mp image.mp > /dev/null"
@@ -128,6 +153,7 @@ case_ mpnpy-round-trip "mpnpy import --ids vecs.ids --labels vecs.labels vecs.np
 case_ mpnpy-loses-meta "mpnpy export -o x.npy --ids x.ids --labels x.labels emb.mp && mpnpy import --ids x.ids --labels x.labels --space teacher:test-clip x.npy | mpcmp --max-report 3 --atol 0 --rtol 0 emb.mp -"
 case_ mpnpy-import "mpnpy import --ids vecs.ids --labels vecs.labels --space text:test vecs.npy | mpdump"
 case_ mpnpy-import-f64 "mpnpy import vecs64.npy | mpdump"
+case_ mpnpy-import-stdin "cat vecs.npy | mpnpy import --ids vecs.ids - | mpdump && mpnpy import < vecs64.npy | mpcat --check"
 case_ mpnpy-import-output "mpnpy import -o v.mp vecs.npy && mpcat --check v.mp"
 case_ mpnpy-nan "mpnpy import vecs_nan.npy > /dev/null"
 case_ mpnpy-nan-allowed "mpnpy import --max-errors 1 vecs_nan.npy | mpdump"
@@ -146,6 +172,8 @@ case_ mpnpy-badcmd "mpnpy convert x.npy"
 
 # stinfo
 case_ stinfo-model "stinfo model.safetensors"
+# '-' is standard input, a pipe or a file
+case_ stinfo-stdin "cat model.safetensors | stinfo - && stinfo -q - < model.safetensors"
 case_ stinfo-meta "stinfo -m model.safetensors"
 case_ stinfo-quiet "stinfo -q model.safetensors model.safetensors"
 case_ stinfo-bad-len "stinfo bad_len.safetensors"
@@ -163,11 +191,12 @@ EOF
 case_ stinfo-control "stinfo ctl.safetensors | cat -v"
 case_ stinfo-none "stinfo"
 
-# each --help is the man page's SYNOPSIS (compared with spacing normalised)
-for t in mpdump mpcat mpcmp mpnpy stinfo; do
+# each --help is the man page's SYNOPSIS (compared with spacing normalised),
+# then a line for each option (tests/golden/help.sh checks those)
+for t in mpdump mpcat mpcmp mpnpy stinfo mpselect; do
     page=$root/man/$t.1
     syn=$(mandoc -Tascii -O width=250 "$page" 2>/dev/null | col -bx | awk '/^SYNOPSIS/ {on = 1; next} /^[A-Z]/ {on = 0} on' | tr -s ' \n' '  ' | sed 's/^ //; s/ $//')
-    help=$("$t" --help | sed 's/^usage: //; s/^       //' | tr -s ' \n' '  ' | sed 's/^ //; s/ $//')
+    help=$("$t" --help | awk '/^  -/ {exit} 1' | sed 's/^usage: //; s/^ *//' | tr -s ' \n' '  ' | sed 's/^ //; s/ $//')
     if [ -n "$syn" ] && [ "$syn" = "$help" ]; then
         echo "PASS: $t --help equals the SYNOPSIS of man/$t.1"
     else

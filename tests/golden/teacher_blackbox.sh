@@ -53,6 +53,13 @@ teacher-embed --exec "tee $tmp/sent.mp | $V" --model-id tiny --cache "$tmp/c" <"
 [ "$(summary "$tmp/b3.mp")" = "complete $N 0 $N" ] && same_bytes "$tmp/b1.mp" "$tmp/b3.mp"
 ok $? "--cache: the same command gives the same bytes (header and items) from the cache as from queries"
 
+# -v: the last line gives the totals of the run (the records written), not a
+# count from the middle of it
+teacher-embed -v --exec "$V" --model-id tiny <"$IN" 2>"$tmp/err" >/dev/null
+tail -n 1 "$tmp/err" | grep -Eq "^teacher-embed: done: $N images, 0 dropped, [0-9.]+ images/s, [0-9.]+ s elapsed; $N queries, 0 from the cache$" &&
+    head -n 1 "$tmp/err" | grep -q "^teacher-embed: 1 images"
+ok $? "-v: a first progress line and a final line with the totals ($(tail -n 1 "$tmp/err"))"
+
 # a vendor killed mid-stream after answering K images
 K=5
 killing_vendor "$tmp/vendor.py" "$V --batch 1" $K
@@ -224,4 +231,33 @@ ok $? "a vendor that answers garbage is a clear error ($(head -c 200 "$tmp/err")
 teacher-embed --exec "$V" --model "$M" <"$IN" >/dev/null 2>&1
 [ $? = 2 ]
 ok $? "--exec with --model is a usage error"
+teacher-embed --model "$M" --timeout 3 <"$IN" >/dev/null 2>&1
+[ $? = 2 ]
+ok $? "--timeout with --model is a usage error"
+
+# a vendor that stops answering after K answers (it and its child live on,
+# holding the pipes): --timeout kills the whole command, the error says how
+# many answers came and which query (and input item) waits, the answers are
+# in the cache
+K=3
+hanging_vendor "$tmp/hang.py" "$V --batch 1" $K
+start=$(date +%s)
+teacher-embed --exec "exec $PYTHON $tmp/hang.py" --model-id tiny --timeout 1 --cache "$tmp/h" <"$IN" -o "$tmp/h1.mp" 2>"$tmp/err"
+rc=$?
+secs=$(($(date +%s) - start))
+sleep 0.2
+[ $rc = 1 ] && [ $secs -lt 20 ] && grep -q "failed after $K of [0-9]* answers (killed by signal 9): nothing came for 1 s (--timeout) while query $K (<stdin>: record $((K + 1)) (id '$K')) waited" "$tmp/err" &&
+    [ ! -e "$tmp/h1.mp" ] && [ "$(entries "$tmp/h")" = $K ] && ! pgrep -f "$tmp/hang.py" >/dev/null
+ok $? "--timeout: a hung vendor is killed, exit 1 naming the answers and the waiting query, the $K answers cached (rc $rc, ${secs}s: $(head -c 300 "$tmp/err"))"
+teacher-embed --exec "sleep 100" --timeout 0.5 <"$IN" >/dev/null 2>"$tmp/err"
+[ $? = 1 ] && grep -q "while its header waited" "$tmp/err" && ! pgrep -f "^sleep 100$" >/dev/null
+ok $? "--timeout: a vendor that never answers is killed ($(head -c 300 "$tmp/err"))"
+
+# a cache that cannot be written (a file where the directory should be): one
+# warning, and the run succeeds
+touch "$tmp/cachefile"
+teacher-embed --exec "$V" --model-id tiny --cache "$tmp/cachefile" <"$IN" >"$tmp/cf.mp" 2>"$tmp/err"
+[ $? = 0 ] && [ "$(grep -c cache "$tmp/err")" = 1 ] && grep -q "answers are not kept in the cache" "$tmp/err" &&
+    [ "$(summary "$tmp/cf.mp")" = "complete $N $N 0" ]
+ok $? "an unwritable cache: one warning, not one per image ($(head -c 300 "$tmp/err"))"
 exit $fail

@@ -88,6 +88,14 @@ text-embed --exec "$V" --model-id tiny --cache "$tmp/k" "${T[@]}" >"$tmp/k2.mp" 
 [ "$(summary "$tmp/k2.mp")" = "complete 7 $((N - K)) $K" ] && same_items "$tmp/white.mp" "$tmp/k2.mp"
 ok $? "text, killed vendor: the re-run queries only the $((N - K)) unanswered prompts ($(summary "$tmp/k2.mp"))"
 
+# a vendor that stops answering: --timeout
+hanging_vendor "$tmp/hang.py" "$V --batch 1" $K
+text-embed --exec "exec $PYTHON $tmp/hang.py" --model-id tiny --timeout 1 --cache "$tmp/h" "${T[@]}" -o "$tmp/h1.mp" 2>"$tmp/err"
+rc=$?
+[ $rc = 1 ] && grep -q "failed after $K of [0-9]* answers (killed by signal 9): nothing came for 1 s (--timeout) while query $K (class '[a-z]*', prompt '.*') waited" "$tmp/err" &&
+    [ ! -e "$tmp/h1.mp" ] && [ "$(entries "$tmp/h")" = $K ]
+ok $? "text --timeout: a hung vendor is killed, exit 1 naming the answers and the waiting prompt, the answers cached (rc $rc: $(head -c 300 "$tmp/err"))"
+
 # other failures of the vendor
 text-embed --exec "exit 3" --model-id x "${T[@]}" >"$tmp/e.mp" 2>"$tmp/err"
 [ $? = 1 ] && grep -q "exit status 3" "$tmp/err" && [ "$(summary "$tmp/e.mp" | cut -d' ' -f1)" = incomplete ]

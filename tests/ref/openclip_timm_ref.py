@@ -139,12 +139,16 @@ def load(path):
 
 
 def make_model(seed):
-    """Random weights with BatchNorm a little off identity and running
-    statistics of data like the inputs, eval mode."""
+    """Random weights as torchvision initialises a MobileNetV2 (Kaiming
+    normal, fan out, for the convolutions), BatchNorm a little off identity
+    and running statistics of data like the inputs, eval mode."""
     torch.manual_seed(seed)
     m = Tower(64)
     bns = [mod for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)]
     with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.Conv2d):
+                nn.init.kaiming_normal_(mod.weight, mode="fan_out")
         for mod in bns:
             mod.weight.uniform_(0.8, 1.2)
             mod.bias.uniform_(-0.1, 0.1)

@@ -35,14 +35,19 @@ images, BatchNorm frozen (the weights have it folded in, and in training
 mode the last unit's output lies below 0 everywhere, so nothing would
 train). openclip_timm: the image tower of the vendor model of $SHARED (a
 timm mobilenetv2_100 trunk with real BatchNorm, and its projection to 512,
-rebuilt in openclip_timm_ref.py) on the same PACS images, BatchNorm frozen;
-the feature is the projection. (In training mode these 8 images of 64x64
+rebuilt in openclip_timm_ref.py) on the same PACS images, and (group
+openclip_timm_gen) the generated tower of openclip_timm_ref.py (random
+weights as torchvision initialises a MobileNetV2, running statistics of
+data like the batch, a projection to 64) on inputs ~ N(0,1), BatchNorm
+frozen; the feature is the projection. The untrained tower takes SGD at
+1e-3: at 0.01 its steps part from float64's away from any tie, as an
+untrained network's do (below). (In training mode these 8 images of 64x64
 give the deep layers batch statistics over 2x2 maps: the engine's
 decisions part from float64's away from any tie, 512 of them in 3 steps of
 SGD at 1e-3, and the biases of BatchNorms followed by a training-mode
 BatchNorm, whose exact gradient is 0, get rounding only. The training-mode
-path is the ResNets' cases'.) Learning rates are those used with these networks: Adam at the
-method's 5e-5 and at 1e-3, with PyTorch's default eps 1e-8; SGD with
+path is the ResNets' cases'.) Learning rates are those used with these
+networks: Adam at the method's 5e-5 and at 1e-3, with PyTorch's default eps 1e-8; SGD with
 momentum 0.9 at 0.01 with BatchNorm frozen and 1e-3 in training mode (at
 0.01 an untrained network's training-mode gradients move its first layers
 by a sizeable part of their values per step, a divergence that amplifies
@@ -108,6 +113,8 @@ GROUPS = {
                      ("mobilenet_v2", "adam", "frozen", 5e-5, 3, False, False)],
     "openclip_timm": [("openclip_timm", "sgd", "frozen", 0.01, 3, False, False),
                       ("openclip_timm", "adam", "frozen", 5e-5, 3, False, False)],
+    "openclip_timm_gen": [("openclip_timm", "sgd", "frozen", 1e-3, 3, False, False),
+                          ("openclip_timm", "adam", "frozen", 5e-5, 3, False, False)],
 }
 # MobileNetV2 trains from the real pretrained weights of $SHARED on PACS images
 PRETRAINED = os.path.join(os.environ.get("SHARED", "../shared"), "data", "pretrained",
@@ -118,14 +125,19 @@ VENDOR = os.path.join(os.path.dirname(os.path.dirname(PRETRAINED)), "vendor", "p
                       "open_clip_model.safetensors")
 
 
-def new_model(arch):
-    return openclip_timm_ref.Tower() if arch == "openclip_timm" else getattr(torchvision.models, arch)(weights=None)
+def new_model(arch, sd):
+    """An untrained model for the state dict sd."""
+    if arch == "openclip_timm":
+        return openclip_timm_ref.Tower(sd["visual.head.proj.weight"].shape[0])
+    return getattr(torchvision.models, arch)(weights=None)
 
 
 def feats(m, x):
     """The student's feature: the pool (torchvision), the projection
     (openclip_timm)."""
     return m(x) if isinstance(m, openclip_timm_ref.Tower) else features(m, x)
+
+
 ADAM_EPS = 1e-8
 
 
@@ -134,11 +146,13 @@ def tag(case):
     return "%s_%s_%s_%g%s" % (arch, opt, bn, lr, "_im2col" if im2col else "")
 
 
-def make_model(arch):
-    torch.manual_seed(200 + sorted(GROUPS).index(arch))
+def make_model(arch, group):
     if arch == "openclip_timm":
-        return openclip_timm_ref.load(VENDOR)
-    m = new_model(arch)
+        return openclip_timm_ref.make_model(7) if group == "openclip_timm_gen" else openclip_timm_ref.load(VENDOR)
+    # the seeds the ResNets have always had (200 + the index among the first
+    # groups), whatever groups come later
+    torch.manual_seed(200 + ["mobilenet_v2", "resnet18", "resnet50"].index(arch))
+    m = new_model(arch, None)
     if arch == "mobilenet_v2":
         sd, _ = st_load(PRETRAINED)
         m.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in sd.items()})
@@ -403,10 +417,11 @@ def prepare(d, group):
             arch, opt, bn, lr, steps, ideal, im2col = case
             f.write("%s %s %s %s %d %d\n" % (tag(case), arch, opt, bn, steps, im2col))
     for arch in sorted({c[0] for c in GROUPS[group]}):
-        m = make_model(arch)
+        m = make_model(arch, group)
         st_save(os.path.join(d, "w_%s.safetensors" % arch), dict(m.state_dict()))
         torch.manual_seed(5)
-        fdim = 1280 if arch == "mobilenet_v2" else 512 if arch == "openclip_timm" else m.fc.in_features
+        fdim = 1280 if arch == "mobilenet_v2" else m.visual.head.proj.out_features if arch == "openclip_timm" else \
+            m.fc.in_features
         head = torch.nn.Linear(fdim, D)
         for case in GROUPS[group]:
             if case[0] == arch:
@@ -431,7 +446,7 @@ def reference(d, group, case):
         runs.append(("_f32", False, torch.float32))
     res = {}
     for suffix, ideal, dtype in runs:
-        m = new_model(arch)
+        m = new_model(arch, sd)
         m.load_state_dict(sd)
         head = torch.nn.Linear(*bt["proj.weight"].shape[::-1])
         head.load_state_dict({"weight": bt["proj.weight"], "bias": bt["proj.bias"]})

@@ -4,12 +4,13 @@
  *   student_train ARCH WEIGHTS BATCH OPT BN STEPS OUT [DECISIONS]
  *
  * ARCH one of student.h's architectures (or auto); WEIGHTS the student's
- * safetensors (or directory); BATCH a safetensors file with x (B,3,H,W), it (B,D), t (NC,D),
- * y (B) (float), proj.weight (D,F), proj.bias (D), lambda (1); OPT
- * adam|sgd|adamw; BN train|frozen (the convolutional students). Runs STEPS steps of
- * Z = F(x) Wp^T + bp, the cosine loss, backward and the optimiser on the
- * backbone and the head, then writes every tensor (backbone, proj.*), the
- * losses ("loss", STEPS) and the first step's features ("feat0") to OUT.
+ * safetensors (or directory); BATCH a safetensors file with x (B,3,H,W),
+ * it (B,D), t (NC,D), y (B) (float), proj.weight (D,F), proj.bias (D),
+ * lambda (1); OPT adam|sgd|adamw; BN train|frozen (the convolutional
+ * students). Runs STEPS steps of Z = F(x) Wp^T + bp, the cosine loss,
+ * backward and the optimiser on the backbone and the head, then writes
+ * every tensor (backbone, proj.*), the losses ("loss", STEPS) and the first
+ * step's features ("feat0") to OUT.
  * Convolutions take the paths users get (Winograd F(4x4,3x3) where it
  * pays); with STUDENT_TRAIN_IM2COL set (non-empty) in the environment, every
  * convolution runs as im2col.

@@ -70,7 +70,7 @@ text-embed --model "$d/hf" --classes $CN/domainnet.txt --template "a photo of a 
 # the stream as mpdump renders it (vectors, history and the weights' hash masked)
 printf 'Alarm_Clock\nT-shirt\nThe_Eiffel_Tower\n' > "$tmp/three.txt"
 text-embed --model "$d/hf" --classes "$tmp/three.txt" --template "a photo of a {}." --template "itap of my {}" |
-    mpdump | sed -E 's/"vec": \[[^]]*\]/"vec": VEC/; s/"history": \[\[.*\]\], "dim"/"history": H, "dim"/;
+    mpdump | sed -E 's/"vec": \[[^]]*\]/"vec": VEC/; s/"history": \[\[.*\]\], "history_versions": \[[^]]*\], "dim"/"history": H, "dim"/;
         s/-[0-9a-f]{16}"/-HASH"/' > "$tmp/dump.txt"
 cat > "$tmp/want.txt" <<'WANT'
 {"schema": "embedding", "version": 1, "history": H, "dim": 48, "dtype": "f32le", "space": "text:hf-HASH", "templates": ["a photo of a {}.", "itap of my {}"]}

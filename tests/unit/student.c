@@ -36,7 +36,8 @@ static void fill(params *p)
         size_t k = p->t[i].numel;
         /* the 1-dim weights are BatchNorm's and LayerNorm's */
         int bnw = strstr(n, "running_var") || (p->t[i].ndim == 1 && strstr(n, ".weight"));
-        for (size_t j = 0; j < k; j++) d[j] = bnw ? 0.8f + 0.4f * (float)rng_uniform(&R) : (float)rng_normal(&R) * 0.05f;
+        for (size_t j = 0; j < k; j++)
+            d[j] = bnw ? 0.8f + 0.4f * (float)rng_uniform(&R) : (float)rng_normal(&R) * 0.05f;
     }
 }
 
@@ -167,11 +168,11 @@ static void write_clip(const char *name)
               {"positional_embedding", 2, X, C, 0, 0},
               {"text_projection", 2, C, D, 0, 0},
               {"logit_scale", 0, 0, 0, 0, 0}};
-    static const char *const BLK[][2] = {{"ln_1.weight", "C"}, {"ln_1.bias", "C"},       {"attn.in_proj_weight", "3CC"},
-                                         {"attn.in_proj_bias", "3C"}, {"attn.out_proj.weight", "CC"},
-                                         {"attn.out_proj.bias", "C"}, {"ln_2.weight", "C"},  {"ln_2.bias", "C"},
-                                         {"mlp.c_fc.weight", "HC"},   {"mlp.c_fc.bias", "H"}, {"mlp.c_proj.weight", "CH"},
-                                         {"mlp.c_proj.bias", "C"}};
+    static const char *const BLK[][2] = {
+        {"ln_1.weight", "C"},        {"ln_1.bias", "C"},      {"attn.in_proj_weight", "3CC"},
+        {"attn.in_proj_bias", "3C"}, {"attn.out_proj.weight", "CC"}, {"attn.out_proj.bias", "C"},
+        {"ln_2.weight", "C"},        {"ln_2.bias", "C"},      {"mlp.c_fc.weight", "HC"},
+        {"mlp.c_fc.bias", "H"},      {"mlp.c_proj.weight", "CH"},    {"mlp.c_proj.bias", "C"}};
     void *own[sizeof ts / sizeof ts[0] + 2 * 2 * sizeof BLK / sizeof BLK[0]]; /* what stw_write reads, freed after */
     int nown = 0;
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
@@ -342,8 +343,8 @@ int main(void)
         params *p = student_params(s);
         int i = param_find(p, "visual.head.proj.weight");
         CHECK(i >= 0 && !p->t[i].frozen && param_find(p, "visual.trunk.blocks.0.0.conv_dw.weight") >= 0 &&
-                  param_find(p, "visual.trunk.blocks.1.1.bn3.running_var") >= 0 && param_find(p, "text_projection") < 0 &&
-                  p->n == ocp->n,
+                  param_find(p, "visual.trunk.blocks.1.1.bn3.running_var") >= 0 &&
+                  param_find(p, "text_projection") < 0 && p->n == ocp->n,
               "openclip_timm: the store holds the trunk and the trainable projection under the file's names (%d "
               "tensors), no text tower",
               p->n);

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """render: an image stream on stdin as text, for the golden tests: the
-header without its history, one line per item (pixels as a digest, the
+header without its history (and its versions), one line per item (pixels as a digest, the
 corner pixels and the mean), the trailer."""
 import hashlib
 import sys
@@ -12,6 +12,7 @@ u = msgpack.Unpacker(sys.stdin.buffer, raw=False, max_bin_len=1 << 30)
 for obj in u:
     if "schema" in obj:
         obj.pop("history", None)
+        obj.pop("history_versions", None)
         print("header", " ".join(f"{k}={obj[k]}" for k in sorted(obj)))
     elif obj.get("end") is True:
         print("trailer", " ".join(f"{k}={obj[k]}" for k in sorted(obj)))
