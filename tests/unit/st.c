@@ -256,8 +256,30 @@ static void test_finite(void) {
     }
 }
 
+/* stw_write goes through vl_afile: a device is written in place (and stays
+ * one), a symbolic link keeps pointing to the file it replaces */
+static void test_write_in_place(void) {
+    char err[VL_ERRLEN], path[300], link[300];
+    float v[2] = {1, 2};
+    stw *w = stw_new();
+    stw_add(w, "v", ST_F32, 1, (int64_t[]){2}, v);
+    struct stat sb;
+    CHECK(stw_write(w, "/dev/null", err) == 0 && stat("/dev/null", &sb) == 0 && S_ISCHR(sb.st_mode),
+          "st: stw_write to /dev/null: written in place, still a character device");
+    snprintf(path, sizeof path, "%s/target.safetensors", dir);
+    snprintf(link, sizeof link, "%s/link.safetensors", dir);
+    st_file f;
+    int ok = symlink("target.safetensors", link) == 0 && stw_write(w, link, err) == 0 && lstat(link, &sb) == 0 &&
+             S_ISLNK(sb.st_mode) && st_open(&f, path, err) == 0;
+    CHECK(ok && st_find(&f, "v") && st_find(&f, "v")->numel == 2, "st: stw_write through a link writes its target: %s",
+          ok ? "ok" : err);
+    if (ok) st_close(&f);
+    stw_free(w);
+}
+
 int main(void) {
     if (!mkdtemp(dir)) return 1;
+    test_write_in_place();
     test_round_trip();
     test_bad_headers();
     test_finite();
