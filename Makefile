@@ -3,13 +3,16 @@
 # becomes bin/X, tests/unit/X.c becomes the unit test build/tests/X.
 include config.mk
 
+# Where objects and programs go: check-asan builds into others.
+BUILD ?= build
+BINDIR ?= bin
 CPPFLAGS += -Ilib -Itools
 LIB_SRC := $(sort $(wildcard lib/*.c lib/*/*.c))
-LIB_OBJ := $(LIB_SRC:%.c=build/%.o)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TOOL_SRC := $(sort $(filter-out tools/common.c tools/query.c,$(wildcard tools/*.c)))
-TOOLS := $(TOOL_SRC:tools/%.c=bin/%)
+TOOLS := $(TOOL_SRC:tools/%.c=$(BINDIR)/%)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
-UNITS := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
+UNITS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 MANS := $(wildcard man/*.[157])
 # the pages also in man/manN/, where man -M man PAGE finds them before install
 MAN_DIRS := $(foreach m,$(MANS),man/man$(subst .,,$(suffix $(m)))/$(notdir $(m)))
@@ -22,7 +25,7 @@ DEPS := build-essential libopenblas-dev libjpeg62-turbo-dev libpng-dev libmsgpac
 	parallel mandoc python3-torch python3-torchvision python3-numpy python3-msgpack python3-pil python3-regex \
 	clang libclang-rt-14-dev dataset-fashion-mnist
 
-.PHONY: all deps test units demo install uninstall clean fuzz bench
+.PHONY: all deps test units demo install uninstall clean fuzz bench check-asan
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -46,25 +49,25 @@ deps:
 		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
 	fi
 
-build/libvl2v.a: $(LIB_OBJ)
+$(BUILD)/libvl2v.a: $(LIB_OBJ)
 	@mkdir -p $(@D)
 	rm -f $@
 	ar rcs $@ $^
 
-build/%.o: %.c
+$(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
 # tools/common.c and tools/query.c (the teacher queries of teacher-embed and
 # text-embed) are linked into every program
-TOOL_SHARED := build/tools/common.o build/tools/query.o
-bin/%: build/tools/%.o $(TOOL_SHARED) build/libvl2v.a
+TOOL_SHARED := $(BUILD)/tools/common.o $(BUILD)/tools/query.o
+$(BINDIR)/%: $(BUILD)/tools/%.o $(TOOL_SHARED) $(BUILD)/libvl2v.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $< $(TOOL_SHARED) build/libvl2v.a $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(TOOL_SHARED) $(BUILD)/libvl2v.a $(LDFLAGS) $(LDLIBS)
 
-build/tests/%: build/tests/unit/%.o build/libvl2v.a
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libvl2v.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $< build/libvl2v.a $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libvl2v.a $(LDFLAGS) $(LDLIBS)
 
 units: $(UNITS)
 
@@ -88,7 +91,7 @@ install: all
 	for m in $(MANS); do install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$${m##*.}; done
 
 uninstall:
-	rm -f $(TOOLS:bin/%=$(DESTDIR)$(PREFIX)/bin/%) $(DESTDIR)$(PREFIX)/bin/pth2safetensors
+	rm -f $(TOOLS:$(BINDIR)/%=$(DESTDIR)$(PREFIX)/bin/%) $(DESTDIR)$(PREFIX)/bin/pth2safetensors
 	rm -f $(SHARE:share/%=$(DESTDIR)$(PREFIX)/share/vl2v/%)
 	for m in $(MANS); do rm -f $(DESTDIR)$(PREFIX)/share/man/man$${m##*.}/$${m##*/}; done
 
@@ -98,8 +101,8 @@ uninstall:
 # another target (clang's default, x86-64 without AVX-512) the fuzzers would
 # test other code and clang warns that those vectors change the ABI (-Wpsabi).
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/*.c))
-build/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/*.c))
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
 	@mkdir -p $(@D)
 	clang -g -O1 $(ARCH) -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -D_GNU_SOURCE -std=c11 -o $@ $< $(LIB_SRC) $(LDLIBS)
 fuzz: $(FUZZ_TARGETS)
@@ -112,8 +115,36 @@ fuzz: $(FUZZ_TARGETS)
 bench: all
 	bench/run
 
-clean:
-	rm -rf build bin fuzz/out man/man1 man/man5 man/man7
+# The tools and the unit tests built with AddressSanitizer and
+# UndefinedBehaviorSanitizer, in build-asan/ and bin-asan/ (never mixed with
+# the normal build), and the suite run with them (CHECK="PATTERN ...": the
+# tests tests/run selects by name): a bad access, a leak or undefined
+# behaviour fails the test that meets it (the program's exit status is 1).
+# tests/run runs in build-asan/root, the source tree with bin and build
+# pointing to the sanitized ones, and the C drivers the parity tests compile
+# (cc on PATH) are sanitized too. The reports go to build-asan/log/, not to
+# the standard error the golden tests compare; at the end any report of a
+# bad access or of undefined behaviour fails the check, and leak reports
+# are counted (a run that fails on purpose exits holding its memory).
+ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+check-asan:
+	$(MAKE) BUILD=build-asan BINDIR=bin-asan CFLAGS='$(CFLAGS) $(ASAN_FLAGS)' LDFLAGS='$(LDFLAGS) $(ASAN_FLAGS)' all units
+	@rm -rf build-asan/root build-asan/cc build-asan/log && mkdir -p build-asan/root build-asan/cc build-asan/log
+	@for f in * .git; do case $$f in bin|build|bin-asan|build-asan) ;; *) ln -s ../../$$f build-asan/root/$$f ;; esac; done
+	@ln -s ../../bin-asan build-asan/root/bin && ln -s .. build-asan/root/build
+	@printf '#!/bin/sh\nexec $(CC) "$$@" $(ASAN_FLAGS)\n' > build-asan/cc/cc && chmod +x build-asan/cc/cc
+	@log=$(CURDIR)/build-asan/log; \
+	PATH=$(CURDIR)/build-asan/cc:$$PATH SHARED=$${SHARED:-$(abspath $(CURDIR)/..)/shared} \
+		ASAN_OPTIONS=detect_leaks=1:log_path=$$log/asan UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$$log/ubsan \
+		VL2V_SANITIZED=1 build-asan/root/tests/run $(CHECK); rc=$$?; \
+	bad=$$(grep -lE 'ERROR: AddressSanitizer|runtime error' $$log/* 2>/dev/null); \
+	leaks=$$(grep -l 'ERROR: LeakSanitizer' $$log/* 2>/dev/null | wc -l); \
+	echo "check-asan: $$leaks leak reports in build-asan/log/"; \
+	if [ -n "$$bad" ]; then echo "check-asan: bad accesses or undefined behaviour:" $$bad; rc=1; fi; \
+	exit $$rc
 
--include $(LIB_OBJ:.o=.d) $(TOOL_SRC:tools/%.c=build/tools/%.d) build/tools/common.d build/tools/query.d \
-	$(UNIT_SRC:tests/unit/%.c=build/tests/unit/%.d)
+clean:
+	rm -rf build bin build-asan bin-asan fuzz/out man/man1 man/man5 man/man7
+
+-include $(LIB_OBJ:.o=.d) $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%.d) $(BUILD)/tools/common.d $(BUILD)/tools/query.d \
+	$(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)

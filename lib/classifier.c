@@ -53,24 +53,6 @@ static char *meta_dup(const st_file *f, const char *key)
     return s ? xstrdup(s) : NULL;
 }
 
-/* A tensor of the given shape (a -1 dim matches any), all values finite. */
-static float *load_finite(const st_file *f, const char *name, int ndim, const int64_t *shape, char *err)
-{
-    float *t = st_load_f32(f, name, ndim, shape, err);
-    if (!t) return NULL;
-    const st_tensor *st = st_find(f, name);
-    for (int64_t i = 0; i < st->numel; i++)
-        if (!isfinite(t[i])) {
-            if (ndim == 1) vl_error(err, "%s: tensor '%s': NaN or infinity at [%" PRId64 "]", f->path, name, i);
-            else
-                vl_error(err, "%s: tensor '%s': NaN or infinity at [%" PRId64 ", %" PRId64 "]", f->path, name,
-                         i / st->shape[1], i % st->shape[1]);
-            free(t);
-            return NULL;
-        }
-    return t;
-}
-
 static double *row_norms(const float *x, int n, int d)
 {
     double *nrm = xmalloc((size_t)(n ? n : 1) * sizeof *nrm);
@@ -106,9 +88,9 @@ static int read_head(clf_head *h, const st_file *f, char *err)
             return vl_error(err, "%s: %s", f->path, pw ? "tensor 'proj.weight' is not a [D, Ds] matrix" :
                                                          "missing tensor 'proj.weight' (a cosine head)");
         h->D = (int)pw->shape[0], h->Ds = (int)pw->shape[1];
-        if (!(h->proj_w = load_finite(f, "proj.weight", 2, (int64_t[]){h->D, h->Ds}, err))) return -1;
-        if (!(h->proj_b = load_finite(f, "proj.bias", 1, (int64_t[]){h->D}, err))) return -1;
-        if (!(h->text = load_finite(f, "text", 2, (int64_t[]){-1, h->D}, err))) return -1;
+        if (!(h->proj_w = st_load_f32(f, "proj.weight", 2, (int64_t[]){h->D, h->Ds}, err))) return -1;
+        if (!(h->proj_b = st_load_f32(f, "proj.bias", 1, (int64_t[]){h->D}, err))) return -1;
+        if (!(h->text = st_load_f32(f, "text", 2, (int64_t[]){-1, h->D}, err))) return -1;
         const st_tensor *t = st_find(f, "text");
         if (t->shape[0] != C)
             return vl_error(err, "%s: tensor 'text' has %" PRId64 " rows but metadata 'vl2v.classes' names %d classes",
@@ -125,8 +107,8 @@ static int read_head(clf_head *h, const st_file *f, char *err)
         if (fw->shape[0] != C)
             return vl_error(err, "%s: tensor 'fc.weight' has %" PRId64 " rows but metadata 'vl2v.classes' names %d classes",
                             f->path, fw->shape[0], C);
-        if (!(h->fc_w = load_finite(f, "fc.weight", 2, (int64_t[]){C, h->Ds}, err))) return -1;
-        if (!(h->fc_b = load_finite(f, "fc.bias", 1, (int64_t[]){C}, err))) return -1;
+        if (!(h->fc_w = st_load_f32(f, "fc.weight", 2, (int64_t[]){C, h->Ds}, err))) return -1;
+        if (!(h->fc_b = st_load_f32(f, "fc.bias", 1, (int64_t[]){C}, err))) return -1;
     }
     const char *m = st_meta(f, "vl2v.method"), *set = st_meta(f, "vl2v.settings"), *seed = st_meta(f, "vl2v.seed");
     h->method = xstrdup(m ? m : "");

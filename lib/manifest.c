@@ -18,8 +18,28 @@ void mf_open(mf_reader *m, FILE *fp, const char *name)
     for (int i = 0; i < MF_NCOLS; i++) m->col[i] = i;
 }
 
+static void held_free(mf_reader *m)
+{
+    for (int i = 0; i < m->nheld; i++) free(m->held[i]);
+    free(m->held);
+    free(m->held_line);
+    m->held = NULL;
+    m->held_line = NULL;
+    m->nheld = m->iheld = 0;
+}
+
+/* Keeps line (taken over) to be read again. */
+static void hold(mf_reader *m, char *line)
+{
+    m->held = xrealloc(m->held, (size_t)(m->nheld + 1) * sizeof *m->held);
+    m->held_line = xrealloc(m->held_line, (size_t)(m->nheld + 1) * sizeof *m->held_line);
+    m->held[m->nheld] = line;
+    m->held_line[m->nheld++] = m->line;
+}
+
 void mf_close(mf_reader *m)
 {
+    held_free(m);
     free(m->name);
     free(m->header);
     free(m->buf);
@@ -78,15 +98,43 @@ static int split_tabs(char *buf, char **f, int max)
 
 #define MF_MAX_FIELDS 64
 
+/* The next line into m->buf: a held one first, then the file's (read_line's
+ * results). */
+static int next_line(mf_reader *m, size_t *len, char *err)
+{
+    if (m->started && m->iheld < m->nheld) {
+        size_t n = strlen(m->held[m->iheld]);
+        if (n + 1 > m->cap) m->buf = xrealloc(m->buf, m->cap = n + 1);
+        memcpy(m->buf, m->held[m->iheld], n + 1);
+        m->line = m->held_line[m->iheld++];
+        if (m->iheld == m->nheld) {
+            /* the last one held is the last one read: m->line is the file's again */
+            held_free(m);
+        }
+        *len = n;
+        return 1;
+    }
+    return read_line(m, len, err);
+}
+
 int mf_next(mf_reader *m, mf_row *row, char *err)
 {
     char *f[MF_MAX_FIELDS];
     for (;;) {
         size_t len = 0;
-        int rc = read_line(m, &len, err);
+        int rc = next_line(m, &len, err);
+        if (rc == 0 && !m->started && m->nheld) {
+            /* only '#' lines and no header: they are rows */
+            m->started = 1;
+            continue;
+        }
         if (rc == 0) return 0;
         if (rc < 0) return ferror(m->fp) ? -2 : -1;
-        if (len == 0 || m->buf[0] == '#') continue;
+        if (len == 0) continue;
+        if (!m->started && m->buf[0] == '#') {
+            hold(m, xstrdup(m->buf));
+            continue;
+        }
         /* a repeated header (parallel --pipe --header 1, or concatenated
          * manifests) is skipped */
         if (m->header && strcmp(m->buf, m->header) == 0) continue;
@@ -102,12 +150,20 @@ int mf_next(mf_reader *m, mf_row *row, char *err)
             if (col[MF_ID] >= 0 && col[MF_PATH] >= 0) {
                 memcpy(m->col, col, sizeof(col));
                 m->header = line;
+                held_free(m); /* comments before the header */
+                continue;
+            }
+            if (col[MF_ID] == 0 || col[MF_PATH] >= 0) {
+                free(line);
+                return vl_error(err, "%s:%llu: the header must name both an 'id' and a 'path' column", m->name,
+                                (unsigned long long)m->line) - 1;
+            }
+            if (m->nheld) {
+                /* no header: the '#' lines held were rows, read before this one */
+                hold(m, line);
                 continue;
             }
             free(line);
-            if (col[MF_ID] == 0 || col[MF_PATH] >= 0)
-                return vl_error(err, "%s:%llu: the header must name both an 'id' and a 'path' column", m->name,
-                                (unsigned long long)m->line) - 1;
         }
         /* the standard header line where no header came first */
         if (!m->header && strcmp(f[0], "id") == 0 && nf > 1 && strcmp(f[1], "path") == 0) continue;

@@ -6,7 +6,10 @@
  * come in any order and only id and path are required. Without a header line
  * the columns are the six above in that order, so that a chunk cut from the
  * middle of a manifest (GNU parallel --pipe) reads the same; a line equal to
- * the header (parallel --pipe --header 1 repeats it) is skipped. Fields
+ * the header (parallel --pipe --header 1 repeats it) is skipped. Lines
+ * starting with '#' before the header are comments; anywhere else (after
+ * the header, or in a manifest without one) a '#' line is a row, so that an
+ * id such as "#art/dog/1.jpg" (a folder named #art) is never lost. Fields
  * cannot hold tabs or newlines; an empty field means "unknown". */
 #ifndef VL_MANIFEST_H
 #define VL_MANIFEST_H
@@ -36,6 +39,11 @@ typedef struct {
     int col[MF_NCOLS]; /* field index of each column, -1 if absent */
     int started;
     char *header; /* the header line, when there was one */
+    /* '#' lines before the first other line: comments if that line is the
+     * header, else rows, read again from here */
+    char **held;
+    uint64_t *held_line;
+    int nheld, iheld;
 } mf_reader;
 
 /* Opens a reader on fp (not closed by mf_close); name is used in messages. */
@@ -45,7 +53,7 @@ void mf_close(mf_reader *m);
 /* Next row: 1 with *row set; 0 at the end; -1 with err for a bad row
  * ("NAME:LINE: what"), after which reading may continue; -2 with err for a
  * fatal problem (read error, a header without id or path). Blank lines and
- * lines starting with '#' are skipped. */
+ * the comments before the header are skipped. */
 int mf_next(mf_reader *m, mf_row *row, char *err);
 
 /* Writes the header line and rows; a field holding a tab or newline is

@@ -128,9 +128,7 @@ int param_load(params *p, const st_file *f, const char *const *ignore, char *err
             return vl_error(err, "%s: tensor '%s' has shape %s, the model needs %s", f->path, t->name,
                             st_shape_str(s->ndim, s->shape, b1, sizeof b1),
                             st_shape_str(t->ndim, t->shape, b2, sizeof b2));
-        if (st_to_f32(s, param_data(p, i)) != 0)
-            return vl_error(err, "%s: tensor '%s' has dtype %s, not a floating-point type", f->path, t->name,
-                            st_dtype_name(s->dtype));
+        if (st_read_f32(f, s, param_data(p, i), err) != 0) return -1;
     }
     for (int i = 0; i < f->n; i++) {
         const char *name = f->t[i].name;

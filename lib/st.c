@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -127,20 +128,35 @@ int st_parse(st_file *f, const void *buf, size_t size, const char *name, char *e
             goto fail_j;
         }
         t->ndim = (int)shape->n;
-        uint64_t numel = 1;
+        /* the product of the non-zero dimensions is bounded, checked before
+         * each multiplication: every partial product of the shape then fits
+         * (a reader multiplies any two dimensions), and no count wraps to 0,
+         * as [2^32, 2^32] would */
+        const uint64_t max_numel = (uint64_t)1 << 40;
+        uint64_t numel = 1, nonzero = 1;
         for (size_t d = 0; d < shape->n; d++) {
             const json *s = &shape->items[d];
-            if (s->type != JSON_NUM || !s->is_int || s->i < 0 || s->i > ((int64_t)1 << 40)) {
+            if (s->type != JSON_NUM || !s->is_int || s->i < 0 || s->i > (int64_t)max_numel) {
                 vl_error(err, "%s: tensor '%s': bad dimension %zu", name, key, d);
                 goto fail_j;
             }
             t->shape[d] = s->i;
-            numel *= (uint64_t)s->i;
-            if (numel > ((uint64_t)1 << 40)) {
-                vl_error(err, "%s: tensor '%s': too many elements", name, key);
+        }
+        for (int d = 0; d < t->ndim; d++) {
+            uint64_t n = (uint64_t)t->shape[d];
+            if (n == 0) {
+                numel = 0;
+                continue;
+            }
+            if (nonzero > max_numel / n) {
+                char b[160];
+                vl_error(err, "%s: tensor '%s': shape %s: too many elements (more than 2^40)", name, key,
+                         st_shape_str(t->ndim, t->shape, b, sizeof b));
                 goto fail_j;
             }
+            nonzero *= n;
         }
+        if (numel) numel = nonzero;
         t->numel = (int64_t)numel;
         if (!offs || offs->type != JSON_ARR || offs->n != 2 || offs->items[0].type != JSON_NUM ||
             !offs->items[0].is_int || offs->items[1].type != JSON_NUM || !offs->items[1].is_int ||
@@ -273,6 +289,32 @@ int st_to_f32(const st_tensor *t, float *out)
     }
 }
 
+int st_check_finite(const st_file *f, const st_tensor *t, const float *v, char *err)
+{
+    for (int64_t i = 0; i < t->numel; i++)
+        if (!isfinite(v[i])) {
+            /* the element's index in the shape: [row, column] for a matrix */
+            int64_t at[ST_MAX_DIMS], r = i;
+            for (int d = t->ndim - 1; d >= 0; d--) {
+                at[d] = r % t->shape[d];
+                r /= t->shape[d];
+            }
+            char b[200];
+            return vl_error(err, "%s: tensor '%s': %s at %s", f->path, t->name,
+                            isnan(v[i]) ? "NaN" : v[i] > 0 ? "+infinity" : "-infinity",
+                            st_shape_str(t->ndim, at, b, sizeof b));
+        }
+    return 0;
+}
+
+int st_read_f32(const st_file *f, const st_tensor *t, float *out, char *err)
+{
+    if (st_to_f32(t, out) != 0)
+        return vl_error(err, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16", f->path, t->name,
+                        st_dtype_name(t->dtype));
+    return st_check_finite(f, t, out, err);
+}
+
 float *st_load_f32(const st_file *f, const char *name, int ndim, const int64_t *shape, char *err)
 {
     const st_tensor *t = st_find(f, name);
@@ -289,12 +331,11 @@ float *st_load_f32(const st_file *f, const char *name, int ndim, const int64_t *
                  st_shape_str(ndim, shape, b, sizeof b));
         return NULL;
     }
-    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16) {
-        vl_error(err, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16", f->path, name, st_dtype_name(t->dtype));
+    float *out = xmalloc_aligned((size_t)(t->numel ? t->numel : 1) * sizeof(float));
+    if (st_read_f32(f, t, out, err) != 0) {
+        free(out);
         return NULL;
     }
-    float *out = xmalloc_aligned((size_t)(t->numel ? t->numel : 1) * sizeof(float));
-    st_to_f32(t, out);
     return out;
 }
 

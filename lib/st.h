@@ -46,6 +46,15 @@ const char *st_meta(const st_file *f, const char *key);
 
 /* Converts a F32/F16/BF16 tensor into out (numel floats). -1 for other dtypes. */
 int st_to_f32(const st_tensor *t, float *out);
+/* The loaders' conversion: st_to_f32, then every value must be finite (a
+ * weight of NaN or infinity would make every output NaN). Returns 0, or -1
+ * with err naming f, the tensor and the first bad element, or the dtype
+ * that is not F32, F16 or BF16. */
+int st_read_f32(const st_file *f, const st_tensor *t, float *out, char *err);
+/* -1 with err ("FILE: tensor 'NAME': NaN at [2, 5]") when one of the numel
+ * values v of tensor t of f is not finite, else 0: for loaders that copy the
+ * bytes themselves. */
+int st_check_finite(const st_file *f, const st_tensor *t, const float *v, char *err);
 /* Finds name, checks its shape (ndim dims; a -1 dim matches any) and returns a
  * freshly allocated float copy, or NULL with err naming the tensor. */
 float *st_load_f32(const st_file *f, const char *name, int ndim, const int64_t *shape, char *err);

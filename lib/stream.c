@@ -460,15 +460,10 @@ int64_t stream_keys_find(const stream_keys *k, const char *id, size_t idlen, int
     return s->key ? s->idx : -1;
 }
 
-int stream_keys_add(stream_keys *k, sr *r, const mp_val *item, char *err)
+/* The slot of key: its own when it was added before, else the empty one it
+ * goes into (the table grown first, so that one more key fits). */
+static key_slot *keys_slot(stream_keys *k, uint64_t hash, const uint8_t *key, size_t len)
 {
-    const mp_val *id = mp_get(item, "id");
-    if (!id || id->type != MP_STR) return 0; /* sr_check_item refuses it */
-    int64_t view;
-    int has_view = mp_get_i64(item, "view", &view) == 0;
-    size_t len;
-    uint64_t hash;
-    uint8_t *key = key_make(id->v.s, id->len, has_view, view, &len, &hash);
     if (2 * (k->n + 1) > k->cap) {
         key_slot *old = k->slot;
         size_t ocap = k->cap;
@@ -478,7 +473,34 @@ int stream_keys_add(stream_keys *k, sr *r, const mp_val *item, char *err)
             if (old[i].key) *keys_find(k, old[i].hash, old[i].key, old[i].len) = old[i];
         free(old);
     }
-    key_slot *s = keys_find(k, hash, key, len);
+    return keys_find(k, hash, key, len);
+}
+
+uint64_t stream_keys_put(stream_keys *k, const char *id, size_t idlen, int64_t view, uint64_t at)
+{
+    size_t len;
+    uint64_t hash;
+    uint8_t *key = key_make(id, idlen, view != STREAM_NONE, view, &len, &hash);
+    key_slot *s = keys_slot(k, hash, key, len);
+    if (s->key) {
+        free(key);
+        return s->rec;
+    }
+    *s = (key_slot){.hash = hash, .rec = at, .idx = (int64_t)k->n, .key = key, .len = (uint32_t)len};
+    k->n++;
+    return 0;
+}
+
+int stream_keys_add(stream_keys *k, sr *r, const mp_val *item, char *err)
+{
+    const mp_val *id = mp_get(item, "id");
+    if (!id || id->type != MP_STR) return 0; /* sr_check_item refuses it */
+    int64_t view;
+    int has_view = mp_get_i64(item, "view", &view) == 0;
+    size_t len;
+    uint64_t hash;
+    uint8_t *key = key_make(id->v.s, id->len, has_view, view, &len, &hash);
+    key_slot *s = keys_slot(k, hash, key, len);
     if (s->key) {
         free(key);
         char vbuf[32] = "";

@@ -89,6 +89,11 @@ void stream_keys_free(stream_keys *k);
  * "NAME: record N (id 'x', view V): duplicate (id, view), first at NAME:
  * record M" (also across readers, which may be freed by then). */
 int stream_keys_add(stream_keys *k, sr *r, const mp_val *item, char *err);
+/* Adds the key (id[0..idlen), view: STREAM_NONE for none) of something
+ * that is not a stream's item (a manifest row), with at (>= 1, e.g. its
+ * line) to name it by. Returns 0 when it is new, else the at of its first
+ * addition. A set takes keys by one of stream_keys_add and stream_keys_put. */
+uint64_t stream_keys_put(stream_keys *k, const char *id, size_t idlen, int64_t view, uint64_t at);
 /* The key (id[0..idlen), view) as an index: the number of keys added before
  * it (0 for the first), or -1 when it was never added. view: the item's view
  * (>= 0), or STREAM_NONE for an item without one. */

@@ -928,7 +928,9 @@ static void clean_space(const cps *in, cps *out)
     size_t x = start, y = out->n;
     while (x < y && (uflags(out->v[x]) & TOK_U_PYSPACE)) x++;
     while (y > x && (uflags(out->v[y - 1]) & TOK_U_PYSPACE)) y--;
-    memmove(out->v + start, out->v + x, (y - x) * sizeof *out->v);
+    /* nothing kept (empty text): out->v may still be NULL, which memmove
+     * must not be given even for 0 bytes */
+    if (y > x && x > start) memmove(out->v + start, out->v + x, (y - x) * sizeof *out->v);
     out->n = start + (y - x);
 }
 

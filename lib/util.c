@@ -1,8 +1,11 @@
 /* util: allocation helpers, error buffers, file helpers, float conversions. */
 #include "util.h"
 
+#include <math.h>
+
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,20 +110,85 @@ char *vl_read_file(const char *path, size_t max, size_t *len, char *err)
     return buf;
 }
 
+/* The descriptor an output name stands for (/dev/stdout, /dev/stderr,
+ * /dev/fd/N, /proc/self/fd/N), or -1. Following such a name as a link would
+ * reach "pipe:[N]" or, for a regular file, a path a rename would replace
+ * behind the shell's back. */
+static int fd_name(const char *p)
+{
+    if (strcmp(p, "/dev/stdout") == 0) return 1;
+    if (strcmp(p, "/dev/stderr") == 0) return 2;
+    const char *d = strncmp(p, "/dev/fd/", 8) == 0 ? p + 8 : strncmp(p, "/proc/self/fd/", 14) == 0 ? p + 14 : NULL;
+    if (!d || *d < '0' || *d > '9') return -1;
+    char *end;
+    long n = strtol(d, &end, 10);
+    return *end || n > INT_MAX ? -1 : (int)n;
+}
+
+/* path with its symbolic links followed to the last name, which need not
+ * exist (malloc'ed); *fd >= 0 when a name on the way is an open descriptor.
+ * NULL with err on a loop or a link that cannot be read. */
+static char *link_target(const char *path, int *fd, char *err)
+{
+    char *cur = xstrdup(path);
+    *fd = -1;
+    for (int hops = 0;; hops++) {
+        struct stat st;
+        if ((*fd = fd_name(cur)) >= 0 || lstat(cur, &st) != 0 || !S_ISLNK(st.st_mode)) return cur;
+        char link[4096];
+        ssize_t n = hops < 40 ? readlink(cur, link, sizeof link - 1) : -1;
+        if (n < 0) {
+            vl_error(err, "%s: %s", path, hops < 40 ? strerror(errno) : strerror(ELOOP));
+            free(cur);
+            return NULL;
+        }
+        link[n] = 0;
+        char *slash = strrchr(cur, '/'), *next;
+        if (link[0] == '/' || !slash) {
+            next = xstrdup(link);
+        } else { /* relative to the link's directory */
+            size_t dl = (size_t)(slash - cur) + 1;
+            next = xmalloc(dl + (size_t)n + 1);
+            memcpy(next, cur, dl);
+            memcpy(next + dl, link, (size_t)n + 1);
+        }
+        free(cur);
+        cur = next;
+    }
+}
+
 int vl_afile_open(vl_afile *a, const char *path, char *err)
 {
-    size_t n = strlen(path) + 32;
-    a->buf = NULL;
-    a->path = xstrdup(path);
-    a->tmp = xmalloc(n);
-    snprintf(a->tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    a->fp = fopen(a->tmp, "wbe"); /* close-on-exec from the start: no child process holds the unfinished file */
-    if (!a->fp) {
-        vl_error(err, "%s: %s", a->tmp, strerror(errno));
-        free(a->path);
-        free(a->tmp);
-        a->path = a->tmp = NULL;
-        return -1;
+    memset(a, 0, sizeof *a);
+    int fd;
+    char *target = link_target(path, &fd, err);
+    if (!target) return -1;
+    struct stat st;
+    if (fd >= 0 || (stat(target, &st) == 0 && !S_ISREG(st.st_mode))) {
+        /* in place: a rename would replace the device node, the FIFO or the
+         * descriptor's file instead of writing to it */
+        free(target);
+        if (fd < 0 && S_ISDIR(st.st_mode)) return vl_error(err, "%s: is a directory", path);
+        int d = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 3) : open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+        if (d < 0 || !(a->fp = fdopen(d, "wb"))) {
+            vl_error(err, "%s: %s", path, strerror(errno));
+            if (d >= 0) close(d);
+            return -1;
+        }
+        a->path = xstrdup(path);
+    } else {
+        size_t n = strlen(target) + 32;
+        a->path = target;
+        a->tmp = xmalloc(n);
+        snprintf(a->tmp, n, "%s.tmp.%ld", target, (long)getpid());
+        a->fp = fopen(a->tmp, "wbe"); /* close-on-exec from the start: no child process holds the unfinished file */
+        if (!a->fp) {
+            vl_error(err, "%s: %s", a->tmp, strerror(errno));
+            free(a->path);
+            free(a->tmp);
+            a->path = a->tmp = NULL;
+            return -1;
+        }
     }
     /* large writes: output files are often gigabytes (glibc ignores the size
      * when setvbuf is given no buffer, so give it one) */
@@ -132,15 +200,17 @@ int vl_afile_open(vl_afile *a, const char *path, char *err)
 int vl_afile_commit(vl_afile *a, char *err)
 {
     int rc = 0;
-    if (fflush(a->fp) != 0 || ferror(a->fp)) rc = vl_error(err, "%s: %s", a->tmp, strerror(errno));
-    if (rc == 0 && fsync(fileno(a->fp)) != 0) rc = vl_error(err, "%s: fsync: %s", a->tmp, strerror(errno));
-    if (fclose(a->fp) != 0 && rc == 0) rc = vl_error(err, "%s: %s", a->tmp, strerror(errno));
+    const char *name = a->tmp ? a->tmp : a->path;
+    if (fflush(a->fp) != 0 || ferror(a->fp)) rc = vl_error(err, "%s: %s", name, strerror(errno ? errno : EIO));
+    /* a device or a pipe has nothing to sync (EINVAL) */
+    if (rc == 0 && a->tmp && fsync(fileno(a->fp)) != 0) rc = vl_error(err, "%s: fsync: %s", name, strerror(errno));
+    if (fclose(a->fp) != 0 && rc == 0) rc = vl_error(err, "%s: %s", name, strerror(errno));
     a->fp = NULL;
     free(a->buf);
     a->buf = NULL;
-    if (rc == 0 && rename(a->tmp, a->path) != 0)
+    if (rc == 0 && a->tmp && rename(a->tmp, a->path) != 0)
         rc = vl_error(err, "rename %s -> %s: %s", a->tmp, a->path, strerror(errno));
-    if (rc != 0) unlink(a->tmp);
+    if (rc != 0 && a->tmp) unlink(a->tmp);
     free(a->path);
     free(a->tmp);
     a->path = a->tmp = NULL;
@@ -244,4 +314,19 @@ double vl_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+const char *vl_norm_fault(const float mean[3], const float std[3], char *buf, size_t n)
+{
+    for (int c = 0; c < 3; c++) {
+        if (!isfinite(mean[c])) {
+            snprintf(buf, n, "mean %d: %g is not finite", c, mean[c]);
+            return buf;
+        }
+        if (!isnormal(std[c]) || std[c] < 0) {
+            snprintf(buf, n, "std %d: %g is not a normal positive number", c, std[c]);
+            return buf;
+        }
+    }
+    return NULL;
 }

@@ -28,6 +28,7 @@ static void remove_pending(void)
 
 void tool_pending(const char *tmp)
 {
+    if (!tmp) return; /* an output written in place (vl_afile): nothing to remove */
     for (int i = 0; i < MAX_PENDING; i++)
         if (!pending[i]) {
             pending[i] = tmp;
@@ -38,6 +39,7 @@ void tool_pending(const char *tmp)
 
 void tool_pending_done(const char *tmp)
 {
+    if (!tmp) return;
     for (int i = 0; i < MAX_PENDING; i++)
         if (pending[i] == tmp) pending[i] = NULL;
 }
@@ -381,6 +383,10 @@ static void open_out(tool_out *o, const char *path, int binary)
     char err[VL_ERRLEN];
     if (vl_afile_open(&o->af, path, err) != 0) die(1, "%s", err);
     o->fd = fileno(o->af.fp); /* close-on-exec (vl_afile_open): teacher-embed's vendor never holds it */
+    if (binary && !o->af.tmp && isatty(o->fd)) {
+        vl_afile_abort(&o->af);
+        die(2, "%s is a terminal: redirect the output, pipe it (e.g. into mpdump) or give -o FILE", path);
+    }
     o->is_file = 1;
     tool_pending(o->af.tmp);
 }

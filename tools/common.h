@@ -113,13 +113,16 @@ char *tool_share_file(const char *name);
 void stdout_done(void);
 
 /* A temporary output file to remove when the program dies: by die(), or by
- * SIGINT, SIGTERM or SIGHUP. tool_pending_done forgets it (once committed). */
+ * SIGINT, SIGTERM or SIGHUP. tool_pending_done forgets it (once committed).
+ * NULL (an output written in place) is no temporary: both ignore it. */
 void tool_pending(const char *tmp);
 void tool_pending_done(const char *tmp);
 
 /* Output: stdout, or PATH written atomically (renamed into place only by
- * output_commit, removed if the program dies first). A stream is never
- * written to a terminal (exit 2). */
+ * output_commit, removed if the program dies first) when it is a regular
+ * file or new, in place when it is a device, a FIFO or a descriptor
+ * (/dev/null, /dev/stdout: vl_afile_open). A stream is never written to a
+ * terminal (exit 2). */
 typedef struct {
     int fd;
     vl_afile af;

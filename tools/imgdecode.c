@@ -12,7 +12,9 @@
  * status is 1. A relative path that is not found, where the manifest's own
  * directory holds it, is the manifest of another directory: said once, with
  * the --root that fixes it (and said once too when the first rows' files are
- * all missing). */
+ * all missing). An id that repeats one of an earlier row fails at once
+ * (no later tool could join the stream), and so does a manifest without a
+ * row (empty, or a header only) unless --allow-empty. */
 #include "augment.h"
 #include "common.h"
 #include "image.h"
@@ -28,13 +30,14 @@
 
 static const char USAGE[] =
     "usage: imgdecode [-v] [--size S] [--augment] [--views K] [--seed N] [--exact]\n"
-    "                 [--root DIR] [--max-errors N] [-o FILE] [MANIFEST]\n"
+    "                 [--root DIR] [--allow-empty] [--max-errors N] [-o FILE] [MANIFEST]\n"
     "  --size S        output S x S pixels (default 224)\n"
     "  --augment       DomainBed's training augmentation instead of the plain resize\n"
     "  --views K       augmented views per image (default 1; needs --augment)\n"
     "  --seed N        seed of the augmentation (default 0)\n"
     "  --exact         no DCT-domain downscaling of large JPEGs: pixels equal PIL's\n"
     "  --root DIR      directory that relative manifest paths are taken from\n"
+    "  --allow-empty   a manifest without rows gives an empty stream instead of failing\n"
     "  --max-errors N  exit 1 when more than N images are dropped (default 0)\n"
     "  -h, --help      this text\n"
     "  --version       the version\n";
@@ -149,7 +152,7 @@ int main(int argc, char **argv)
     mallopt(M_TRIM_THRESHOLD, 256 << 20);
     long long size = 224, views = 1;
     unsigned long long seed = 0;
-    int augment = 0, views_given = 0, exact = 0;
+    int augment = 0, views_given = 0, exact = 0, allow_empty = 0;
     const char *root = NULL;
     tool_opts to = {0};
     static const struct option opts[] = {{"size", required_argument, 0, 's'},
@@ -158,6 +161,7 @@ int main(int argc, char **argv)
                                          {"seed", required_argument, 0, 'S'},
                                          {"root", required_argument, 0, 'C'},
                                          {"exact", no_argument, 0, 'x'},
+                                         {"allow-empty", no_argument, 0, 'e'},
                                          OPT_MAX_ERRORS,
                                          OPT_OUTPUT,
                                          OPT_VERBOSE,
@@ -176,6 +180,7 @@ int main(int argc, char **argv)
         case 'S': seed = (unsigned long long)parse_int(USAGE, "--seed", optarg, 0, INT64_MAX); break;
         case 'C': root = optarg; break;
         case 'x': exact = 1; break;
+        case 'e': allow_empty = 1; break;
         default: tool_option(c, USAGE, &to);
         }
     }
@@ -217,16 +222,23 @@ int main(int argc, char **argv)
     img_idx_cache cache = {0};
     img *pics = xcalloc((size_t)views, sizeof(img));
     uint8_t *evalpix = xmalloc((size_t)size * size * 3);
-    uint64_t images = 0;
+    uint64_t images = 0, rows = 0;
+    /* the ids so far, each with its line */
+    stream_keys *ids = stream_keys_new();
     progress_start("images", manifest_rows(mf));
     mf_row row;
     int rc;
     while ((rc = mf_next(&m, &row, err)) != 0) {
         if (rc == -2) die(1, "%s", err);
+        rows++;
         if (rc == -1) {
             drop_row(&s, &out, to.max_errors, "%s; dropped", err);
             continue;
         }
+        uint64_t first = stream_keys_put(ids, row.id, strlen(row.id), STREAM_NONE, row.line);
+        if (first)
+            die(1, "%s:%llu: id '%s' repeats the id of line %llu: every row needs its own id (a manifest listed twice?)",
+                m.name, (unsigned long long)row.line, row.id, (unsigned long long)first);
         const char *path = row.path;
         if (root && path[0] != '/') {
             size_t need = strlen(root) + strlen(path) + 2;
@@ -267,13 +279,17 @@ int main(int argc, char **argv)
         }
         progress_count(images, s.dropped, NULL);
     }
+    if (rows == 0 && !allow_empty)
+        die(1, "%s: no rows (an empty manifest, or a header only); --allow-empty writes an empty stream", m.name);
     progress_end(images, s.dropped, "%llu records", (unsigned long long)s.records);
     sw_trailer_begin(&s);
     sw_trailer_end(&s);
     output_commit(&out, &s);
+    sw_free(&s);
     if (mf != stdin) fclose(mf);
     mf_close(&m);
     img_idx_cache_free(&cache);
+    stream_keys_free(ids);
     free(pathbuf);
     free(pics);
     free(evalpix);

@@ -129,7 +129,8 @@ static split_ent *read_splits(const char *path, size_t *n)
     while ((len = getline(&line, &lcap, fp)) >= 0) {
         lineno++;
         while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-        if (!len || line[0] == '#') continue;
+        /* a comment holds no tab: "#art/dog/1.jpg<TAB>in" is an entry */
+        if (!len || (line[0] == '#' && !strchr(line, '\t'))) continue;
         char *tab = strchr(line, '\t');
         if (!tab || !tab[1] || strchr(tab + 1, '\t'))
             die(1, "%s:%lu: expected ID<TAB>SPLIT", path, lineno);
@@ -355,5 +356,10 @@ int main(int argc, char **argv)
     sv_free(&domains);
     sv_free(&classes);
     free(rootc);
+    for (size_t i = 0; i < nsplit; i++) {
+        free(sp[i].id);
+        free(sp[i].split);
+    }
+    free(sp);
     return 0;
 }

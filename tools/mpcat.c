@@ -153,16 +153,19 @@ int main(int argc, char **argv)
     }
     progress_end(s.records, dropped_here, NULL);
     stream_keys_free(keys);
+    mp_arena_free(&first_arena);
+    free(first_bytes);
     s.dropped = upstream_dropped + dropped_here;
     if (check_only) {
         printf("ok: %llu streams, %llu records, %llu dropped upstream, %llu dropped here\n",
                (unsigned long long)nstreams, (unsigned long long)s.records, (unsigned long long)upstream_dropped,
                (unsigned long long)dropped_here);
         stdout_done();
-        return 0;
+    } else {
+        sw_trailer_begin(&s);
+        sw_trailer_end(&s);
+        output_commit(&out, &s);
     }
-    sw_trailer_begin(&s);
-    sw_trailer_end(&s);
-    output_commit(&out, &s);
+    sw_free(&s);
     return 0;
 }

@@ -88,9 +88,14 @@ static int do_export(const char *in, const char *out, const char *idpath, const 
     open_or_die(&npy, out);
     if (idpath) open_or_die(&ids, idpath);
     if (labpath) open_or_die(&labs, labpath);
+    /* the array's shape is known at the end: the header is patched in the
+     * temporary file, and an output written in place (a pipe, /dev/stdout)
+     * gets the header and then the rows kept meanwhile in an unnamed file */
+    vl_afile body = npy;
+    if (!npy.tmp && !(body.fp = tmpfile())) die(1, "temporary file: %s", strerror(errno));
     uint8_t hdr[NPY_HDR];
     npy_header(hdr, 0, dim);
-    put_or_die(&npy, hdr, NPY_HDR, out);
+    put_or_die(&body, hdr, NPY_HDR, out);
     uint64_t rows = 0, dropped = 0;
     const mp_val *item;
     int rc;
@@ -108,7 +113,7 @@ static int do_export(const char *in, const char *out, const char *idpath, const 
             if (drop_item(&dropped, max_errors, "%s: dropped", bad)) die_dropped(dropped, max_errors);
             continue;
         }
-        put_or_die(&npy, mp_get(item, "vec")->v.p, (size_t)dim * 4, out);
+        put_or_die(&body, mp_get(item, "vec")->v.p, (size_t)dim * 4, out);
         if (idpath) {
             put_or_die(&ids, id->v.s, id->len, idpath);
             put_or_die(&ids, "\n", 1, idpath);
@@ -128,8 +133,16 @@ static int do_export(const char *in, const char *out, const char *idpath, const 
     if (up > 0) warnx("%s: %" PRId64 " items were dropped upstream", r->name, up);
     progress_end(rows, 0, NULL);
     npy_header(hdr, rows, dim);
-    if (fseek(npy.fp, 0, SEEK_SET) != 0) die(1, "%s: seek: %s", out, strerror(errno));
-    put_or_die(&npy, hdr, NPY_HDR, out);
+    if (fseek(body.fp, 0, SEEK_SET) != 0) die(1, "%s: seek: %s", out, strerror(errno));
+    put_or_die(&body, hdr, NPY_HDR, out);
+    if (body.fp != npy.fp) {
+        char chunk[1 << 16];
+        size_t n;
+        if (fseek(body.fp, 0, SEEK_SET) != 0) die(1, "temporary file: seek: %s", strerror(errno));
+        while ((n = fread(chunk, 1, sizeof chunk, body.fp)) > 0) put_or_die(&npy, chunk, n, out);
+        if (ferror(body.fp)) die(1, "temporary file: %s", strerror(errno));
+        fclose(body.fp);
+    }
     commit_or_die(&npy);
     if (idpath) commit_or_die(&ids);
     if (labpath) commit_or_die(&labs);

@@ -117,8 +117,6 @@ int main(int argc, char **argv)
         case 'S':
             parse_triple("--std", optarg, stdv);
             given_std = 1;
-            for (int i = 0; i < 3; i++)
-                if (!(stdv[i] > 0)) usage_error(USAGE, "--std: values must be positive");
             break;
         case 'b': batch = parse_int(USAGE, "--batch", optarg, 1, 4096); break;
         case 't': threads = parse_int(USAGE, "--threads", optarg, 0, 1024); break;
@@ -131,6 +129,9 @@ int main(int argc, char **argv)
         }
     }
     if (!weights) usage_error(USAGE, "--weights is required");
+    char nb[96];
+    /* each with the other's default: a fault is the given one's */
+    if (vl_norm_fault(mean, stdv, nb, sizeof nb)) usage_error(USAGE, "--mean/--std: %s", nb);
     int known = strcmp(arch, "auto") == 0;
     for (int i = 0; STUDENT_ARCHS[i]; i++) known |= strcmp(arch, STUDENT_ARCHS[i]) == 0;
     if (!known) usage_error(USAGE, "--arch: unknown architecture '%s'", arch);
@@ -194,6 +195,7 @@ int main(int argc, char **argv)
     sw_trailer_begin(&s);
     sw_trailer_end(&s);
     output_commit(&out, &s);
+    sw_free(&s);
     if (r->fd > 0) close(r->fd);
     sr_close(r);
     if (headpath) {

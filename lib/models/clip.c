@@ -113,9 +113,7 @@ static int get(const st_file *f, const char *name, float *dst, int ndim, const i
     if (!ok)
         return vl_error(err, "%s: tensor '%s' has shape %s, expected %s", f->path, name,
                         st_shape_str(t->ndim, t->shape, a, sizeof a), st_shape_str(ndim, shape, b, sizeof b));
-    if (st_to_f32(t, dst) < 0)
-        return vl_error(err, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16", f->path, name,
-                        st_dtype_name(t->dtype));
+    if (st_read_f32(f, t, dst, err) < 0) return -1;
     /* the mapped file pages are no longer needed: keep the peak memory at one
      * copy of the weights, not two */
     uintptr_t a0 = ((uintptr_t)t->data + 4095) & ~(uintptr_t)4095, a1 = ((uintptr_t)t->data + t->nbytes) & ~(uintptr_t)4095;
@@ -562,13 +560,15 @@ static int read_preprocess(clip_model *m, const json *cfg, const char *cpath, ch
         float *dst = k ? m->std : m->mean;
         int ok = j && j->type == JSON_ARR && j->n == 3;
         for (size_t i = 0; ok && i < 3; i++) {
-            ok = j->items[i].type == JSON_NUM && isfinite(j->items[i].num) && (!k || j->items[i].num > 0);
+            ok = j->items[i].type == JSON_NUM;
             if (ok) dst[i] = (float)j->items[i].num;
         }
-        if (!ok)
-            return vl_error(err, "%s: preprocess_cfg.%s must be three numbers%s", cpath, k ? "std" : "mean",
-                            k ? " above 0" : "");
+        if (!ok) return vl_error(err, "%s: preprocess_cfg.%s must be three numbers", cpath, k ? "std" : "mean");
     }
+    /* checked as float: a std of 1e-50 is a number above 0 but a float 0 */
+    char b[96];
+    const char *bad = vl_norm_fault(m->mean, m->std, b, sizeof b);
+    if (bad) return vl_error(err, "%s: preprocess_cfg: %s", cpath, bad);
     m->has_norm = 1;
     return 0;
 }

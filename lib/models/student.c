@@ -17,6 +17,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,9 +93,9 @@ static int meta_norm(const st_file *f, float *mean, float *std, char *err)
             return vl_error(err, "%s: metadata '%s' is not R,G,B: '%s'", f->path, KEYS[k][0], m);
         if (parse_triple(s, std) != 0)
             return vl_error(err, "%s: metadata '%s' is not R,G,B: '%s'", f->path, KEYS[k][1], s);
-        for (int c = 0; c < 3; c++)
-            if (!(std[c] > 0))
-                return vl_error(err, "%s: metadata '%s': values must be positive", f->path, KEYS[k][1]);
+        char b[96];
+        const char *bad = vl_norm_fault(mean, std, b, sizeof b);
+        if (bad) return vl_error(err, "%s: metadata '%s' and '%s': %s", f->path, KEYS[k][0], KEYS[k][1], bad);
         return 1;
     }
     return 0;
@@ -259,6 +260,12 @@ int student_open(student **out, const char *arch, const char *path, char *err)
     if (!norm && pc && (json_get(pc, "mean") || json_get(pc, "std"))) {
         if (json_triple(json_get(pc, "mean"), mean) != 0 || json_triple(json_get(pc, "std"), std) != 0) {
             vl_error(err, "%s: open_clip_config.json: preprocess_cfg mean and std are not arrays of 3 numbers", file);
+            goto done;
+        }
+        char b[96];
+        const char *bad = vl_norm_fault(mean, std, b, sizeof b);
+        if (bad) {
+            vl_error(err, "%s: open_clip_config.json: preprocess_cfg: %s", file, bad);
             goto done;
         }
         norm = 1;

@@ -101,4 +101,5 @@ int student_decisions(const student *s, cn_decision *d, int max);
 /* Bytes of activation and gradient buffers currently held. */
 size_t student_buffer_bytes(const student *s);
 
+
 #endif

@@ -38,7 +38,7 @@ static int load_f32(const st_file *f, const char *name, int ndim, const int64_t 
     for (int k = 0; same && k < ndim; k++) same = t->shape[k] == shape[k];
     if (!same) return vl_error(err, "%s: checkpoint tensor '%s' does not match the model's", f->path, name);
     memcpy(dst, t->data, n * sizeof(float));
-    return 0;
+    return st_check_finite(f, t, dst, err);
 }
 
 int ckpt_load(const char *path, ckpt_part *parts, int n, ckpt_extra *extra, int nextra, st_file *f, char *err)

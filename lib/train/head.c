@@ -97,11 +97,6 @@ static int copy_tensor(const st_file *f, const char *name, int ndim, const int64
     if (!v) return -1;
     size_t n = 1;
     for (int k = 0; k < ndim; k++) n *= (size_t)shape[k];
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(v[i])) {
-            free(v);
-            return vl_error(err, "%s: tensor '%s' holds NaN or infinity", f->path, name);
-        }
     memcpy(dst, v, n * sizeof(float));
     free(v);
     return 0;

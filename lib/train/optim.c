@@ -262,7 +262,7 @@ static int load_state(const st_file *f, const char *tname, const char *suffix, c
     if (s->dtype != ST_F32 || (size_t)s->numel != t->numel)
         return vl_error(err, "%s: tensor '%s' does not match parameter '%s'", f->path, name, t->name);
     memcpy(dst, s->data, t->numel * sizeof(float));
-    return 0;
+    return st_check_finite(f, s, dst, err);
 }
 
 static int has_suffix(const char *s, size_t n, const char *suffix)

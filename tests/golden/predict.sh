@@ -117,7 +117,7 @@ expect 1 "predict: $d/dup.mp: record 3 (id 'a'): duplicate (id, view), first at 
     --model "$H" "$d/dup.mp"
 expect 1 "predict: $d/f_nan.mp: record 2 (id 'i1'): 'vec' holds NaN or infinity: dropped
 predict: more than 0 items dropped (--max-errors 0)" -- --model "$H" "$d/f_nan.mp"
-expect 1 "predict: $d/nan.safetensors: tensor 'proj.weight': NaN or infinity at [2, 5]" -- \
+expect 1 "predict: $d/nan.safetensors: tensor 'proj.weight': NaN at [2, 5]" -- \
     --model "$d/nan.safetensors" "$d/f.mp"
 expect 1 "predict: $d/rows.safetensors: tensor 'text' has 2 rows but metadata 'vl2v.classes' names 3 classes" -- \
     --model "$d/rows.safetensors" "$d/f.mp"

@@ -179,6 +179,7 @@ case_ stinfo-quiet "stinfo -q model.safetensors model.safetensors"
 case_ stinfo-bad-len "stinfo bad_len.safetensors"
 case_ stinfo-truncated "stinfo truncated.safetensors"
 case_ stinfo-bad-shape "stinfo model.safetensors bad_shape.safetensors"
+case_ stinfo-overflow "stinfo overflow.safetensors"
 case_ stinfo-stream "stinfo emb.mp"
 # names and metadata from the file are shown escaped: no terminal escapes, one line each
 "$py" - <<'EOF'
@@ -229,9 +230,12 @@ with open("many.mp", "wb") as f:
     f.write(msgpack.packb(dict(o[-1], records=300000), use_bin_type=True))
 PY
 mkdir oom
-(ulimit -v 60000; mpcat -o oom/out.mp many.mp) 2>oom.err
+[ -z "${VL2V_SANITIZED:-}" ] && (ulimit -v 60000; mpcat -o oom/out.mp many.mp) 2>oom.err
 rc=$?
-if [ $rc -ne 0 ] && grep -q "out of memory" oom.err && [ -z "$(ls oom)" ]; then
+# a sanitizer's shadow memory does not fit under the limit (make check-asan)
+if [ -n "${VL2V_SANITIZED:-}" ]; then
+    echo "SKIP: mpcat out of memory: not under a sanitizer"
+elif [ $rc -ne 0 ] && grep -q "out of memory" oom.err && [ -z "$(ls oom)" ]; then
     echo "PASS: mpcat out of memory (exit $rc): no temporary of -o left"
 else
     echo "FAIL: mpcat out of memory: exit $rc, left: $(ls oom), stderr: $(head -c 200 oom.err)"; fails=$((fails + 1))

@@ -18,6 +18,9 @@ torch.manual_seed(0)
 st_save(d + "/r18.safetensors", dict(torchvision.models.resnet18().state_dict()))
 st_save(d + "/vit.safetensors", dict(vit_ref.make_model().state_dict()))
 st_save(d + "/other.safetensors", {"encoder.weight": torch.zeros(3, 3)})
+# a mean that is not a number
+st_save(d + "/r18nanmean.safetensors", dict(torchvision.models.resnet18().state_dict()),
+        {"vl2v.mean": "0.5,nan,0.5", "vl2v.std": "0.5,0.5,0.5"})
 r = np.random.default_rng(1)
 write_image_stream(d + "/img.mp", [("a", r.integers(0, 256, (32, 32, 3), dtype=np.uint8)),
                                    ("b", r.integers(0, 256, (30, 32, 3), dtype=np.uint8)),
@@ -81,3 +84,14 @@ student-embed --weights "$d/r18.safetensors" --max-errors 5 -o "$d/dup_out.mp" <
 ok $? "a repeated (id, view) fails the run naming both records, whatever --max-errors (exit 1, no output)"
 cat "$d/up2.mp" "$d/up2.mp" | student-embed --weights "$d/r18.safetensors" --max-errors 1 >/dev/null 2>"$d/e"
 [ $? = 1 ] && grep -q "duplicate (id, view)" "$d/e"; ok $? "a repeat across the streams of one input is caught too"
+# a normalisation that is not finite, or a std that is zero, subnormal or
+# negative, would make every feature zero or NaN: a usage error, exit 2
+for a in "--mean nan,0,0" "--mean 0,inf,0" "--mean 1e39,0,0" "--std 0,1,1" "--std 1e-45,1,1" "--std 1,-1,1" \
+    "--std 1,1,inf" "--std nan,1,1"; do
+    student-embed --weights "$d/r18.safetensors" $a -o "$d/n.mp" <"$d/img.mp" 2>"$d/e"
+    [ $? = 2 ] && grep -q "^student-embed: --mean/--std: .*not" "$d/e" && [ ! -e "$d/n.mp" ]
+    ok $? "$a: usage error, exit 2 ($(head -n 1 "$d/e"))"
+done
+student-embed --weights "$d/r18nanmean.safetensors" <"$d/img.mp" >/dev/null 2>"$d/e"
+[ $? = 1 ] && grep -q "metadata 'vl2v.mean' and 'vl2v.std': mean 1: nan is not finite" "$d/e"
+ok $? "a NaN mean in the weights' metadata: exit 1 naming it ($(head -c 160 "$d/e"))"

@@ -141,6 +141,9 @@ def write_inputs(d):
     open(f"{d}/truncated.safetensors", "wb").write(bad[:-3])
     hdr = b'{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,12]}}'
     open(f"{d}/bad_shape.safetensors", "wb").write(struct.pack("<Q", len(hdr)) + hdr + b"\x00" * 16)
+    # 2^64 elements in 0 bytes: a count computed without an overflow check wraps to 0
+    hdr = b'{"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}}'
+    open(f"{d}/overflow.safetensors", "wb").write(struct.pack("<Q", len(hdr)) + hdr)
 
 
 def write_safetensors(path):

@@ -110,7 +110,7 @@ static void test_files(void)
     } else
         CHECK(0, "clf_open: a linear head: %s", err);
     rc = clf_open(&h, head_file("nan.st", CLF_COSINE, 7, "[\"a\",\"b\",\"c\"]", 3), err);
-    CHECK(rc == -1 && strstr(err, "nan.st: tensor 'proj.weight': NaN or infinity at [2, 1]"), "clf_open: NaN named: %s",
+    CHECK(rc == -1 && strstr(err, "nan.st: tensor 'proj.weight': NaN at [2, 1]"), "clf_open: NaN named: %s",
           err);
     rc = clf_open(&h, head_file("rows.st", CLF_COSINE, -1, "[\"a\",\"b\",\"c\"]", 2), err);
     CHECK(rc == -1 && strstr(err, "tensor 'text' has 2 rows but metadata 'vl2v.classes' names 3 classes"),

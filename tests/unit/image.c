@@ -378,10 +378,12 @@ static void test_augment(void)
 static void test_manifest(void)
 {
     char err[VL_ERRLEN];
-    const char *text = "id\tsplit\tpath\textra\tlabel\n"
+    const char *text = "# a comment before the header\n"
+                       "#\tanother\n"
+                       "id\tsplit\tpath\textra\tlabel\n"
                        "a/1.jpg\tin\t/x/1.jpg\tzz\t3\n"
                        "\n"
-                       "# a comment\n"
+                       "#art/1.jpg\tin\t/x/#art/1.jpg\t\t\n"
                        "b/2.jpg\t\t/x/2.jpg\t\t\n"
                        "c/3.jpg\tout\t/x/3.jpg\t\tnine\n"
                        "id\tsplit\tpath\textra\tlabel\n"
@@ -393,12 +395,15 @@ static void test_manifest(void)
     mf_row r;
     int rc = mf_next(&m, &r, err);
     CHECK(rc == 1 && strcmp(r.id, "a/1.jpg") == 0 && strcmp(r.path, "/x/1.jpg") == 0 && r.label == 3 &&
-              strcmp(r.split, "in") == 0 && r.cls == NULL && r.line == 2,
-          "header with columns in any order and extra columns");
+              strcmp(r.split, "in") == 0 && r.cls == NULL && r.line == 4,
+          "comments before the header; header with columns in any order and extra columns");
     rc = mf_next(&m, &r, err);
-    CHECK(rc == 1 && r.label == -1 && r.split == NULL && r.line == 5, "empty fields are unknown; blank and # lines skipped");
+    CHECK(rc == 1 && strcmp(r.id, "#art/1.jpg") == 0 && strcmp(r.path, "/x/#art/1.jpg") == 0 && r.line == 6,
+          "after the header a line starting with '#' is a row (a folder named #art)");
     rc = mf_next(&m, &r, err);
-    CHECK(rc == -1 && strstr(err, "t.tsv:6") && strstr(err, "nine"), "bad label: %s", err);
+    CHECK(rc == 1 && r.label == -1 && r.split == NULL && r.line == 7, "empty fields are unknown; blank lines skipped");
+    rc = mf_next(&m, &r, err);
+    CHECK(rc == -1 && strstr(err, "t.tsv:8") && strstr(err, "nine"), "bad label: %s", err);
     rc = mf_next(&m, &r, err);
     CHECK(rc == -1 && strstr(err, "empty id"), "repeated header skipped, then an empty id: %s", err);
     rc = mf_next(&m, &r, err);
@@ -421,6 +426,31 @@ static void test_manifest(void)
     int rc2 = mf_next(&m, &r, err);
     CHECK(rc == 1 && rc2 == 1 && strcmp(r.id, "b") == 0 && strcmp(r.split, "out") == 0 && mf_next(&m, &r, err) == 0,
           "a header with id not first; its repetition skipped");
+    mf_close(&m);
+    fclose(fp);
+
+    /* a chunk cut from a manifest (parallel --pipe, no header) whose first
+     * rows start with '#': rows, in order, with their lines */
+    const char *hashes = "#art/1.png\t/p/1.png\n\n#art/2.png\t/p/2.png\nz\t/p/z.png\n#art/3.png\t/p/3.png\n";
+    fp = fmemopen((void *)hashes, strlen(hashes), "r");
+    mf_open(&m, fp, "hashes");
+    const char *want[] = {"#art/1.png", "#art/2.png", "z", "#art/3.png"};
+    const uint64_t lines[] = {1, 3, 4, 5};
+    int ok = 1;
+    for (int i = 0; i < 4; i++) {
+        rc = mf_next(&m, &r, err);
+        ok &= rc == 1 && strcmp(r.id, want[i]) == 0 && r.line == lines[i] && r.path[0] == '/';
+    }
+    CHECK(ok && mf_next(&m, &r, err) == 0, "no header: '#' lines are rows, in order, with their line numbers");
+    mf_close(&m);
+    fclose(fp);
+    const char *only = "#art/1.png\t/p/1.png\n#art/2.png\t/p/2.png\n";
+    fp = fmemopen((void *)only, strlen(only), "r");
+    mf_open(&m, fp, "only");
+    rc = mf_next(&m, &r, err);
+    rc2 = mf_next(&m, &r, err);
+    CHECK(rc == 1 && rc2 == 1 && strcmp(r.id, "#art/2.png") == 0 && r.line == 2 && mf_next(&m, &r, err) == 0,
+          "a chunk of '#' rows only: rows");
     mf_close(&m);
     fclose(fp);
 

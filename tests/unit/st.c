@@ -179,6 +179,13 @@ static void test_bad_headers(void) {
     expect_bad(
         "{\"a\":{\"dtype\":\"F32\",\"shape\":[1048576,1048576,1048576],\"data_offsets\":[0,4]}}", 4,
         "too many elements", "2^60 elements (overflow guard)");
+    /* 2^64 elements: the count wraps to 0 without the check, 0 bytes pass */
+    expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,0]}}", 0,
+               "too many elements", "[2^32, 2^32] with 0 bytes (a count that wraps to 0)");
+    expect_bad("{\"a\":{\"dtype\":\"U8\",\"shape\":[1099511627776,1099511627776,0],\"data_offsets\":[0,0]}}",
+               0, "too many elements", "[2^40, 2^40, 0]: a product of two dimensions over the bound");
+    CHECK(parse_hdr("{\"a\":{\"dtype\":\"F32\",\"shape\":[0,1099511627776],\"data_offsets\":[0,0]}}", 0, err) == 0,
+          "st: [0, 2^40]: an empty tensor");
     expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 8,
                "4 data bytes for 2", "byte count not matching the shape");
     expect_bad("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4, "beyond",
@@ -206,10 +213,76 @@ static void test_bad_headers(void) {
                0, "appears twice", "duplicate __metadata__");
 }
 
+/* st_read_f32 and st_load_f32 refuse a weight that is not finite, in
+ * every float dtype, naming the element by its index in the shape; finite
+ * values (the largest half included) pass */
+static void test_finite(void) {
+    char err[VL_ERRLEN];
+    static const struct {
+        int dtype;
+        uint16_t bits; /* the bad value at element 3 of a [2, 2] tensor (F32: its high half) */
+        const char *want;
+    } cases[] = {{ST_F32, 0x7fc0, "'w': NaN at [1, 1]"},
+                 {ST_F32, 0xff80, "'w': -infinity at [1, 1]"},
+                 {ST_F16, 0x7c00, "'w': +infinity at [1, 1]"},
+                 {ST_F16, 0x7e00, "'w': NaN at [1, 1]"},
+                 {ST_BF16, 0x7f80, "'w': +infinity at [1, 1]"},
+                 {ST_F16, 0x7bff, NULL}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        uint8_t data[16] = {0};
+        size_t size = st_dtype_size(cases[k].dtype);
+        memcpy(data + 3 * size + (size == 4 ? 2 : 0), &cases[k].bits, 2);
+        char path[300];
+        snprintf(path, sizeof path, "%s/finite%zu.safetensors", dir, k);
+        stw *w = stw_new();
+        stw_add(w, "w", cases[k].dtype, 2, (int64_t[]){2, 2}, data);
+        int rc = stw_write(w, path, err);
+        stw_free(w);
+        st_file f;
+        if (rc != 0 || st_open(&f, path, err) != 0) {
+            CHECK(0, "st: writing %s: %s", path, err);
+            continue;
+        }
+        float out[4];
+        rc = st_read_f32(&f, st_find(&f, "w"), out, err);
+        float *v = st_load_f32(&f, "w", 2, (int64_t[]){2, 2}, err);
+        if (cases[k].want)
+            CHECK(rc == -1 && !v && strstr(err, cases[k].want) && strstr(err, path), "st: %s %s: %s",
+                  st_dtype_name(cases[k].dtype), cases[k].want, err);
+        else
+            CHECK(rc == 0 && v && v[3] == 65504.0f, "st: the largest half (65504) is finite");
+        free(v);
+        st_close(&f);
+    }
+}
+
+/* stw_write goes through vl_afile: a device is written in place (and stays
+ * one), a symbolic link keeps pointing to the file it replaces */
+static void test_write_in_place(void) {
+    char err[VL_ERRLEN], path[300], link[300];
+    float v[2] = {1, 2};
+    stw *w = stw_new();
+    stw_add(w, "v", ST_F32, 1, (int64_t[]){2}, v);
+    struct stat sb;
+    CHECK(stw_write(w, "/dev/null", err) == 0 && stat("/dev/null", &sb) == 0 && S_ISCHR(sb.st_mode),
+          "st: stw_write to /dev/null: written in place, still a character device");
+    snprintf(path, sizeof path, "%s/target.safetensors", dir);
+    snprintf(link, sizeof link, "%s/link.safetensors", dir);
+    st_file f;
+    int ok = symlink("target.safetensors", link) == 0 && stw_write(w, link, err) == 0 && lstat(link, &sb) == 0 &&
+             S_ISLNK(sb.st_mode) && st_open(&f, path, err) == 0;
+    CHECK(ok && st_find(&f, "v") && st_find(&f, "v")->numel == 2, "st: stw_write through a link writes its target: %s",
+          ok ? "ok" : err);
+    if (ok) st_close(&f);
+    stw_free(w);
+}
+
 int main(void) {
     if (!mkdtemp(dir)) return 1;
+    test_write_in_place();
     test_round_trip();
     test_bad_headers();
+    test_finite();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0, "st: temporary directory removed");

@@ -708,6 +708,18 @@ static void test_keys(void) {
               stream_keys_find(k, "a\0z", 3, 1) == -1 && stream_keys_find(k, "img/00000.jpg", 13, 0) == -1,
           "stream_keys_find: -1 for keys never added (another view, no view, another id)");
     stream_keys_free(k);
+    /* keys from outside a stream (imgdecode's manifest rows), by line */
+    k = stream_keys_new();
+    int ok = 1;
+    char id[32];
+    for (int i = 0; i < 5000 && ok; i++) {
+        snprintf(id, sizeof id, "row%d", i);
+        ok = stream_keys_put(k, id, strlen(id), STREAM_NONE, (uint64_t)i + 2) == 0;
+    }
+    CHECK(ok && stream_keys_put(k, "row1234", 7, STREAM_NONE, 9999) == 1236 && stream_keys_put(k, "row1234", 7, 0, 9999) == 0 &&
+              stream_keys_put(k, "row0", 4, STREAM_NONE, 10000) == 2 && stream_keys_find(k, "row4999", 7, STREAM_NONE) == 4999,
+          "stream_keys_put: 0 for a new key (5000, the table grown), the first one's line for a repeat; a view is another key");
+    stream_keys_free(k);
     sr_close(r);
     free(all);
 }

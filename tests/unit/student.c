@@ -173,6 +173,8 @@ static void write_clip(const char *name)
         {"attn.in_proj_bias", "3C"}, {"attn.out_proj.weight", "CC"}, {"attn.out_proj.bias", "C"},
         {"ln_2.weight", "C"},        {"ln_2.bias", "C"},      {"mlp.c_fc.weight", "HC"},
         {"mlp.c_fc.bias", "H"},      {"mlp.c_proj.weight", "CH"},    {"mlp.c_proj.bias", "C"}};
+    void *own[sizeof ts / sizeof ts[0] + 2 * 2 * sizeof BLK / sizeof BLK[0]]; /* what stw_write reads, freed after */
+    int nown = 0;
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
         int64_t s[4] = {ts[i].a, ts[i].b, ts[i].c, ts[i].d}, n = 1;
         for (int k = 0; k < ts[i].nd; k++) n *= s[k];
@@ -180,6 +182,7 @@ static void write_clip(const char *name)
         float *v = rand_floats(&R, (size_t)n, 0.1f);
         for (int64_t k = 0; ln && k < n; k++) v[k] += 1.0f;
         stw_add(w, ts[i].n, ST_F32, ts[i].nd, s, v);
+        own[nown++] = v;
     }
     for (int tower = 0; tower < 2; tower++)
         for (size_t k = 0; k < sizeof BLK / sizeof BLK[0]; k++) {
@@ -199,13 +202,16 @@ static void write_clip(const char *name)
             float *v = rand_floats(&R, (size_t)n, 0.1f);
             for (int64_t j = 0; strstr(nm, "ln_") && strstr(nm, "weight") && j < n; j++) v[j] += 1.0f;
             stw_add(w, nm, ST_F32, nd, s, v);
+            own[nown++] = v;
+            own[nown++] = nm;
         }
     char err[VL_ERRLEN];
     if (stw_write(w, path_of(name), err) != 0) {
         printf("FAIL: writing %s: %s\n", name, err);
         exit(1);
     }
-    stw_free(w); /* the arrays stay: a test program */
+    stw_free(w);
+    while (nown > 0) free(own[--nown]);
 }
 
 /* L = sum(feat * r) of the face at the current parameters */
@@ -263,6 +269,20 @@ static void check_openclip_grad(const char *name)
     }
     free(x), free(r), free(f);
     student_free(s);
+}
+
+static void test_norm(void)
+{
+    char b[96];
+    const float m[3] = {0.5f, 0.5f, 0.5f}, sd[3] = {0.25f, 0.5f, 1};
+    CHECK(!vl_norm_fault(m, sd, b, sizeof b), "normalisation: finite means, normal positive stds pass");
+    const float nanm[3] = {0, NAN, 0}, infm[3] = {INFINITY, 0, 0};
+    CHECK(vl_norm_fault(nanm, sd, b, sizeof b) && strstr(b, "mean 1: nan is not finite"), "normalisation: NaN mean: %s", b);
+    CHECK(vl_norm_fault(infm, sd, b, sizeof b) && strstr(b, "mean 0: inf"), "normalisation: infinite mean: %s", b);
+    const float bad[][3] = {{0, 1, 1}, {1, 1e-40f, 1}, {1, 1, -1}, {1, 1, INFINITY}, {NAN, 1, 1}, {-0.0f, 1, 1}};
+    for (int k = 0; k < 6; k++)
+        CHECK(vl_norm_fault(m, bad[k], b, sizeof b) && strstr(b, "is not a normal positive number"),
+              "normalisation: std %g,%g,%g refused: %s", bad[k][0], bad[k][1], bad[k][2], b);
 }
 
 int main(void)
@@ -435,5 +455,6 @@ int main(void)
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) printf("FAIL: removing %s\n", dir);
+    test_norm();
     CHECK_EXIT();
 }

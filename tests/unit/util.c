@@ -1,13 +1,16 @@
 /* Unit tests of lib/util: f16/bf16 conversions (exhaustive over all 65536
  * half values, rounding to nearest even on the way back), whole-file reads
- * with their size bound, atomic files, and error buffers. */
+ * with their size bound, atomic files (and what is written in place: devices,
+ * FIFOs, descriptors; links followed), and error buffers. */
 #include "check.h"
 #include "util.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* reference half -> float by arithmetic, not bit manipulation */
@@ -91,6 +94,72 @@ static void test_bf16(void) {
     CHECK(vl_f32_to_bf16(3.4e38f) == 0x7f80, "util: bf16 rounding overflows to infinity");
 }
 
+/* what vl_afile does to what is not a regular file: a device, a FIFO and a
+ * descriptor are written in place and stay what they are; a symbolic link
+ * stays a link to its target, which is replaced atomically */
+static void test_in_place(const char *dir) {
+    char path[256], target[256], err[VL_ERRLEN];
+    struct stat sb;
+    vl_afile a;
+    CHECK(vl_afile_open(&a, "/dev/null", err) == 0 && a.tmp == NULL && fputs("x", a.fp) >= 0 &&
+              vl_afile_commit(&a, err) == 0 && stat("/dev/null", &sb) == 0 && S_ISCHR(sb.st_mode),
+          "util: /dev/null is written in place and stays a character device");
+
+    snprintf(path, sizeof path, "%s/fifo", dir);
+    if (mkfifo(path, 0600) != 0) abort();
+    pid_t pid = fork();
+    if (pid == 0) { /* the reader: counts the bytes, exits with 0 when there are 5 */
+        int fd = open(path, O_RDONLY);
+        char b[16];
+        ssize_t n, got = 0;
+        while ((n = read(fd, b, sizeof b)) > 0) got += n;
+        _exit(got == 5 ? 0 : 1);
+    }
+    int st = -1, ok = vl_afile_open(&a, path, err) == 0 && a.tmp == NULL && fputs("hello", a.fp) >= 0 &&
+                      vl_afile_commit(&a, err) == 0;
+    waitpid(pid, &st, 0);
+    CHECK(ok && WIFEXITED(st) && WEXITSTATUS(st) == 0 && stat(path, &sb) == 0 && S_ISFIFO(sb.st_mode),
+          "util: a FIFO is written in place (the reader got the bytes) and stays a FIFO");
+
+    /* a link in a subdirectory, relative to it, to a file that exists */
+    snprintf(target, sizeof target, "%s/target", dir);
+    FILE *fp = fopen(target, "w");
+    fputs("old", fp);
+    fclose(fp);
+    snprintf(path, sizeof path, "%s/sub", dir);
+    mkdir(path, 0700);
+    snprintf(path, sizeof path, "%s/sub/link", dir);
+    if (symlink("../target", path) != 0) abort();
+    char *text = NULL;
+    CHECK(vl_afile_open(&a, path, err) == 0 && a.tmp && strstr(a.tmp, "/sub/../target.tmp.") &&
+              fputs("new!", a.fp) >= 0 && vl_afile_commit(&a, err) == 0 && lstat(path, &sb) == 0 &&
+              S_ISLNK(sb.st_mode) && (text = vl_read_file(path, 100, NULL, err)) && strcmp(text, "new!") == 0,
+          "util: a symbolic link stays a link; its target is replaced beside it");
+    free(text);
+    snprintf(path, sizeof path, "%s/dangling", dir);
+    snprintf(target, sizeof target, "%s/made", dir);
+    if (symlink("made", path) != 0) abort();
+    CHECK(vl_afile_open(&a, path, err) == 0 && vl_afile_commit(&a, err) == 0 && lstat(path, &sb) == 0 &&
+              S_ISLNK(sb.st_mode) && stat(target, &sb) == 0 && S_ISREG(sb.st_mode),
+          "util: a dangling link gets its target created");
+    snprintf(path, sizeof path, "%s/loop", dir);
+    if (symlink("loop", path) != 0) abort();
+    CHECK(vl_afile_open(&a, path, err) == -1 && strstr(err, "symbolic links"), "util: a link loop: %s", err);
+    CHECK(vl_afile_open(&a, dir, err) == -1 && strstr(err, "directory"), "util: a directory: %s", err);
+
+    /* /dev/fd/N: the descriptor itself, not a file opened again at 0 */
+    snprintf(path, sizeof path, "%s/fdfile", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || write(fd, "ab", 2) != 2) abort();
+    char name[64];
+    snprintf(name, sizeof name, "/dev/fd/%d", fd);
+    ok = vl_afile_open(&a, name, err) == 0 && a.tmp == NULL && fputs("cd", a.fp) >= 0 && vl_afile_commit(&a, err) == 0;
+    close(fd);
+    text = vl_read_file(path, 100, NULL, err);
+    CHECK(ok && text && strcmp(text, "abcd") == 0, "util: /dev/fd/N writes on at the descriptor's offset");
+    free(text);
+}
+
 static void test_files(void) {
     char dir[] = "/tmp/vl2v-util-XXXXXX";
     if (!mkdtemp(dir)) abort();
@@ -141,6 +210,8 @@ static void test_files(void) {
     snprintf(path, sizeof path, "%s/nodir/x", dir);
     CHECK(vl_afile_open(&a, path, err) == -1 && strstr(err, "nodir"),
           "util: atomic file in a missing directory: %s", err);
+
+    test_in_place(dir);
 
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
