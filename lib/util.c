@@ -1,11 +1,10 @@
 /* util: allocation helpers, error buffers, file helpers, float conversions. */
 #include "util.h"
 
-#include <math.h>
-
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>

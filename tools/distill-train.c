@@ -41,7 +41,7 @@ static const char USAGE[] =
     "usage: distill-train --weights STUDENT --manifest FILE --teacher FILE (--val FILE | --val-manifest FILE)\n"
     "                     -o MODEL\n"
     "                     [--model STAGE1] [--text FILE] [--objective adip|erm|kd|sd] [--arch A]\n"
-    "                     [--val-manifest FILE] [--views K] [--seed N] [--size S] [--exact] [--root DIR]\n"
+    "                     [--views K] [--seed N] [--size S] [--exact] [--root DIR]\n"
     "                     [--test-domain D]...\n"
     "                     [--train-split S] [--val-split S] [--lambda X] [--tau X] [--lr X] [--steps N]\n"
     "                     [--batch-per-domain N] [--eval-every N] [--full-batch] [--bn frozen|train]\n"
@@ -80,7 +80,10 @@ static const char USAGE[] =
     "  --method NAME         the run's method name (default adip-stage2, erm, kd or sd)\n"
     "  --log FILE            write a log stream, one item per evaluation\n"
     "  --threads N           threads (default OPENBLAS_NUM_THREADS or the cores)\n"
-    "  -o MODEL              the model file (safetensors), written atomically\n";
+    "  -o MODEL              the model file (safetensors), written atomically\n"
+    "  -v, --verbose         progress on standard error\n"
+    "  -h, --help            this text\n"
+    "  --version             the version\n";
 
 enum {
     O_WEIGHTS = 0x200, O_ARCH, O_MANIFEST, O_VIEWS, O_SEED, O_SIZE, O_EXACT, O_ROOT, O_TEACHER, O_MODEL, O_TEXT,
@@ -283,6 +286,7 @@ int main(int argc, char **argv)
                                          OPT_OUTPUT,
                                          OPT_VERBOSE,
                                          OPT_HELP,
+                                         OPT_VERSION,
                                          OPT_END};
     int c;
     while ((c = getopt_long(argc, argv, "o:vh", opts, NULL)) != -1) {
