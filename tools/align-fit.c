@@ -16,6 +16,7 @@
 
 #include "blas.h"
 #include "st.h"
+#include "train/domains.h"
 #include "train/head.h"
 #include "train/meta.h"
 #include "train/step.h"
@@ -85,19 +86,6 @@ static void load(input *in, const char *path, const char *what)
     if (sr_header(r, "embedding") != 0) die(1, "%s", r->err);
     if (stream_matrix_read(&in->m, r, on_bad, NULL, err) != 0) die(1, "%s", err);
     close_stream(r);
-}
-
-/* whether row i passes the split filter (items without a split pass) */
-static int split_ok(const stream_matrix *m, int64_t i, const char *want)
-{
-    return strcmp(want, "all") == 0 || !m->split[i] || strcmp(m->split[i], want) == 0;
-}
-
-static int is_test(const char *dom, char **test, int ntest)
-{
-    for (int k = 0; k < ntest; k++)
-        if (strcmp(dom, test[k]) == 0) return 1;
-    return 0;
 }
 
 /* the model named in a space ("teacher:M", "text:M"): what follows the colon */
@@ -231,33 +219,25 @@ int main(int argc, char **argv)
     }
 
     /* the source domains: those of the training items, sorted by name */
-    char **dom = NULL;
-    int ndom = 0;
+    train_domains sd = {test, ntest, NULL, 0};
     int64_t N = 0;
     int64_t *rows = xmalloc(((size_t)F.m.n + 1) * sizeof *rows);
     for (int64_t i = 0; i < F.m.n; i++) {
-        if (!split_ok(&F.m, i, train_split)) continue;
+        if (!train_split_ok(train_split, F.m.split[i])) continue;
         const char *d = F.m.domain[i];
         if (!d) die(1, "%s: item '%s' has no domain: batches are drawn per source domain", fpath, F.m.id[i]);
-        if (is_test(d, test, ntest)) continue;
+        if (train_domains_held_out(&sd, d)) continue;
         int64_t l = F.m.label[i];
         if (l < 0 || l >= C)
             die(1, "%s: item '%s': label %lld is not one of the %d classes of %s", fpath, F.m.id[i], (long long)l, C,
                 xpath);
-        int k = 0;
-        while (k < ndom && strcmp(dom[k], d) != 0) k++;
-        if (k == ndom) {
-            dom = xrealloc(dom, (size_t)(ndom + 1) * sizeof *dom);
-            dom[ndom++] = (char *)d;
-        }
+        train_domains_add(&sd, d);
         rows[N++] = i;
     }
     if (N == 0) die(1, "%s: no training item (split '%s', test domains left out)", fpath, train_split);
-    for (int a = 1; a < ndom; a++)
-        for (int b = a; b > 0 && strcmp(dom[b - 1], dom[b]) > 0; b--) {
-            char *t = dom[b];
-            dom[b] = dom[b - 1], dom[b - 1] = t;
-        }
+    train_domains_sort(&sd);
+    char **dom = sd.name;
+    int ndom = sd.n;
     if (ndom < 2)
         die(1, "%s: one source domain only ('%s'): leave-one-domain-out needs at least two (is --test-domain right?)",
             fpath, dom[0]);
@@ -270,8 +250,7 @@ int main(int argc, char **argv)
         int64_t i = rows[j];
         memcpy(ftr + (size_t)j * Ds, F.m.rows + (size_t)i * Ds, (size_t)Ds * sizeof(float));
         ytr[j] = (int)F.m.label[i];
-        for (dtr[j] = 0; strcmp(dom[dtr[j]], F.m.domain[i]) != 0; dtr[j]++) {
-        }
+        dtr[j] = train_domains_find(&sd, F.m.domain[i]);
         if (itr) {
             int64_t t = stream_matrix_find(&T.m, F.m.id[i], F.m.view[i]);
             if (t < 0) {
@@ -290,12 +269,11 @@ int main(int argc, char **argv)
     int *seen = xcalloc((size_t)ndom, sizeof(int));
     for (int64_t i = 0; i < V.m.n; i++) {
         const char *d = V.m.domain[i];
-        if (!split_ok(&V.m, i, val_split)) continue;
+        if (!train_split_ok(val_split, V.m.split[i])) continue;
         if (!d) die(1, "%s: item '%s' has no domain: validation accuracy is averaged over domains", vpath, V.m.id[i]);
-        if (is_test(d, test, ntest)) continue;
-        int k = 0;
-        while (k < ndom && strcmp(dom[k], d) != 0) k++;
-        if (k == ndom)
+        if (train_domains_held_out(&sd, d)) continue;
+        int k = train_domains_find(&sd, d);
+        if (k < 0)
             die(1, "%s: item '%s' is of domain '%s', which is neither a source domain nor a --test-domain", vpath,
                 V.m.id[i], d);
         int64_t l = V.m.label[i];

@@ -25,6 +25,7 @@
 #include "manifest.h"
 #include "st.h"
 #include "train/ckpt.h"
+#include "train/domains.h"
 #include "train/head.h"
 #include "train/meta.h"
 #include "train/step.h"
@@ -100,22 +101,6 @@ typedef struct {
     int label, dom;
 } image_row;
 
-static int is_test(const char *dom, char **test, int ntest)
-{
-    for (int k = 0; k < ntest; k++)
-        if (strcmp(dom, test[k]) == 0) return 1;
-    return 0;
-}
-
-static int dom_index(char ***dom, int *ndom, const char *d)
-{
-    for (int k = 0; k < *ndom; k++)
-        if (strcmp((*dom)[k], d) == 0) return k;
-    *dom = xrealloc(*dom, (size_t)(*ndom + 1) * sizeof **dom);
-    (*dom)[*ndom] = xstrdup(d);
-    return (*ndom)++;
-}
-
 /* The pixels of view v of image r, normalised into x (3,S,S): imgdecode
  * --augment's bytes (aug_view_keyed). */
 static void view_pixels(float *x, const image_row *r, int64_t v, uint64_t seed, int size, int exact,
@@ -162,8 +147,7 @@ done:
 /* the validation images as they are read */
 typedef struct {
     int size, C;
-    char **dom, **test;
-    int ndom, ntest;
+    const train_domains *sd;
     const char *split;
     int64_t n, cap;
     uint8_t *pix; /* (n, size, size, 3) */
@@ -176,12 +160,11 @@ typedef struct {
 static uint8_t *val_slot(val_list *v, const char *where, const char *dom, const char *split, int64_t label, int64_t h,
                          int64_t w)
 {
-    if (strcmp(v->split, "all") != 0 && split && strcmp(split, v->split) != 0) return NULL;
+    if (!train_split_ok(v->split, split)) return NULL;
     if (!dom) die(1, "%s: has no domain", where);
-    if (is_test(dom, v->test, v->ntest)) return NULL;
-    int k = 0;
-    while (k < v->ndom && strcmp(v->dom[k], dom) != 0) k++;
-    if (k == v->ndom) die(1, "%s: domain '%s' is neither a source domain nor a --test-domain", where, dom);
+    if (train_domains_held_out(v->sd, dom)) return NULL;
+    int k = train_domains_find(v->sd, dom);
+    if (k < 0) die(1, "%s: domain '%s' is neither a source domain nor a --test-domain", where, dom);
     if (h != v->size || w != v->size)
         die(1, "%s: %lldx%lld pixels, the views are %dx%d", where, (long long)w, (long long)h, v->size, v->size);
     if (label < 0 || label >= v->C) die(1, "%s: label %lld is not one of the %d classes", where, (long long)label, v->C);
@@ -465,13 +448,12 @@ int main(int argc, char **argv)
     int rc;
     image_row *img_rows = NULL;
     int nimg = 0;
-    char **dom = NULL;
-    int ndom = 0;
+    train_domains sd = {test, ntest, NULL, 0};
     while ((rc = mf_next(&m, &row, err)) != 0) {
         if (rc < 0) die(1, "%s", err);
-        if (strcmp(train_split, "all") != 0 && row.split && strcmp(row.split, train_split) != 0) continue;
+        if (!train_split_ok(train_split, row.split)) continue;
         if (!row.domain) die(1, "%s:%llu: id '%s' has no domain", mpath, (unsigned long long)row.line, row.id);
-        if (is_test(row.domain, test, ntest)) continue;
+        if (train_domains_held_out(&sd, row.domain)) continue;
         if (row.label < 0 || row.label >= C)
             die(1, "%s:%llu: id '%s': label %lld is not one of the %d classes", mpath, (unsigned long long)row.line,
                 row.id, (long long)row.label, C);
@@ -495,13 +477,11 @@ int main(int argc, char **argv)
     fclose(mf);
     if (nimg == 0) die(1, "%s: no training image (split '%s', test domains left out)", mpath, train_split);
     /* the source domains sorted by name, as align-fit's */
-    for (int i = 0; i < nimg; i++) dom_index(&dom, &ndom, img_rows[i].domain);
-    for (int a = 1; a < ndom; a++)
-        for (int b = a; b > 0 && strcmp(dom[b - 1], dom[b]) > 0; b--) {
-            char *t = dom[b];
-            dom[b] = dom[b - 1], dom[b - 1] = t;
-        }
-    for (int i = 0; i < nimg; i++) img_rows[i].dom = dom_index(&dom, &ndom, img_rows[i].domain);
+    for (int i = 0; i < nimg; i++) train_domains_add(&sd, img_rows[i].domain);
+    train_domains_sort(&sd);
+    for (int i = 0; i < nimg; i++) img_rows[i].dom = train_domains_find(&sd, img_rows[i].domain);
+    char **dom = sd.name;
+    int ndom = sd.n;
     if (ndom < 2)
         die(1, "%s: one source domain only ('%s'): leave-one-domain-out needs at least two (is --test-domain right?)",
             mpath, dom[0]);
@@ -518,8 +498,7 @@ int main(int argc, char **argv)
 
     /* the validation images: an image stream, or a manifest put through
      * the evaluation transform here */
-    val_list vl = {.size = (int)size, .C = C, .dom = dom, .ndom = ndom, .test = test, .ntest = ntest,
-                   .split = val_split};
+    val_list vl = {.size = (int)size, .C = C, .sd = &sd, .split = val_split};
     if (vpath) {
         sr *r = open_stream(vpath);
         if (sr_header(r, "image") != 0) die(1, "%s", r->err);
